@@ -1,0 +1,192 @@
+import SchemaBuilder from '@pothos/core';
+import DataloaderPlugin from '@pothos/plugin-dataloader';
+import DirectivePlugin from '@pothos/plugin-directives';
+import ErrorsPlugin from '@pothos/plugin-errors';
+import FederationPlugin from '@pothos/plugin-federation';
+import RelayPlugin from '@pothos/plugin-relay';
+import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
+import { GraphQLError, Kind } from 'graphql';
+import { hasTenantRole, type Identity } from '../src/auth/identity.js';
+import type { TenantRole } from '../src/db/entities/member.js';
+import {
+  AlreadyExistsError,
+  DomainError,
+  ForbiddenError,
+  InvalidTransitionError,
+  LeaseConflictError,
+  NoCapacityError,
+  NotFoundError,
+  PolicyViolationError,
+  QuotaExceededError,
+  StaleFencingTokenError,
+  ValidationError,
+} from '../src/domain/errors.js';
+import type { Services } from '../src/domain/services.js';
+
+/** What every resolver receives: who is calling and the services bound to this request. */
+export interface Context {
+  identity: Identity;
+  services: Services;
+  requestId: string;
+}
+
+export const builder = new SchemaBuilder<{
+  Context: Context;
+  DefaultFieldNullability: false;
+  Scalars: {
+    ID: { Input: string; Output: string };
+    DateTime: { Input: Date; Output: Date };
+    JSON: { Input: unknown; Output: unknown };
+  };
+  AuthScopes: {
+    platformAdmin: boolean;
+    /** At least this role in the tenant (platform admins pass). */
+    tenantRole: { tenantId: string; role: TenantRole };
+    /** A worker token carrying this scope. */
+    workerScope: string;
+  };
+}>({
+  // Errors wrap scope-auth so that a refused mutation becomes a typed ForbiddenError result.
+  plugins: [RelayPlugin, ErrorsPlugin, ScopeAuthPlugin, DataloaderPlugin, DirectivePlugin, FederationPlugin],
+  defaultFieldNullability: false,
+  relay: {
+    clientMutationId: 'omit',
+    cursorType: 'String',
+    decodeGlobalID: decodeId,
+    encodeGlobalID: (typename, id) => Buffer.from(`${typename}:${String(id)}`, 'utf8').toString('base64url'),
+  },
+  scopeAuth: {
+    authorizeOnSubscribe: true,
+    unauthorizedError: () => new ForbiddenError('not allowed'),
+    authScopes: (ctx) => ({
+      platformAdmin: ctx.identity.platformAdmin,
+      tenantRole: ({ tenantId, role }) => hasTenantRole(ctx.identity, tenantId, role),
+      workerScope: (scope) => ctx.identity.workerId !== null && ctx.identity.scopes.has(scope),
+    }),
+  },
+  errors: {
+    defaultTypes: [],
+  },
+});
+
+/** Global ids are base64url("Type:uuid"); anything else is a clear validation error. */
+function decodeId(globalID: string): { typename: string; id: string } {
+  const decoded = Buffer.from(globalID, 'base64url').toString('utf8');
+  const sep = decoded.indexOf(':');
+  const typename = decoded.slice(0, sep);
+  const id = decoded.slice(sep + 1);
+  if (sep <= 0 || !/^[A-Z][A-Za-z]*$/.test(typename) || id.length === 0) {
+    throw new ValidationError(`"${globalID}" is not a valid id`, 'id');
+  }
+  return { typename, id };
+}
+
+builder.queryType({});
+builder.mutationType({});
+
+// ---------------------------------------------------------------- scalars
+
+builder.scalarType('DateTime', {
+  description: 'An ISO-8601 timestamp in UTC with millisecond precision.',
+  serialize: (value) => {
+    const date = value instanceof Date ? value : new Date(value as string);
+    if (Number.isNaN(date.getTime())) throw new GraphQLError('DateTime cannot represent an invalid date');
+    return date.toISOString();
+  },
+  parseValue: (value) => parseDate(value),
+  parseLiteral: (ast) => {
+    if (ast.kind !== Kind.STRING) throw new GraphQLError('DateTime must be an ISO-8601 string');
+    return parseDate(ast.value);
+  },
+});
+
+function parseDate(value: unknown): Date {
+  if (typeof value !== 'string') throw new GraphQLError('DateTime must be an ISO-8601 string');
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new GraphQLError(`"${value}" is not an ISO-8601 DateTime`);
+  return date;
+}
+
+builder.scalarType('JSON', {
+  description: 'Any JSON value.',
+  serialize: (value) => value,
+  parseValue: (value) => value,
+  parseLiteral: function parseJsonLiteral(ast): unknown {
+    switch (ast.kind) {
+      case Kind.STRING:
+      case Kind.BOOLEAN:
+        return ast.value;
+      case Kind.INT:
+      case Kind.FLOAT:
+        return Number(ast.value);
+      case Kind.NULL:
+        return null;
+      case Kind.LIST:
+        return ast.values.map((v) => parseJsonLiteral(v));
+      case Kind.OBJECT:
+        return Object.fromEntries(ast.fields.map((f) => [f.name.value, parseJsonLiteral(f.value)]));
+      default:
+        throw new GraphQLError('JSON literals cannot contain variables');
+    }
+  },
+});
+
+// ---------------------------------------------------------------- typed errors
+
+/** `interface Error { message: String! }` of the contract, with the stable `code`. */
+export const ErrorInterface = builder.interfaceRef<DomainError>('Error').implement({
+  description: 'An expected failure the caller can act on.',
+  fields: (t) => ({
+    message: t.exposeString('message'),
+    code: t.exposeString('code', { description: 'Stable machine-readable code, e.g. QUOTA_EXCEEDED.' }),
+  }),
+});
+
+builder.objectType(NotFoundError, {
+  name: 'NotFoundError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ entity: t.exposeString('entity') }),
+});
+builder.objectType(ForbiddenError, { name: 'ForbiddenError', interfaces: [ErrorInterface] });
+builder.objectType(ValidationError, {
+  name: 'ValidationError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ field: t.exposeString('field', { nullable: true }) }),
+});
+builder.objectType(AlreadyExistsError, {
+  name: 'AlreadyExistsError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ field: t.exposeString('field'), value: t.exposeString('value') }),
+});
+builder.objectType(QuotaExceededError, {
+  name: 'QuotaExceededError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    resource: t.exposeString('resource'),
+    limit: t.exposeInt('limit'),
+    requested: t.exposeInt('requested'),
+  }),
+});
+builder.objectType(PolicyViolationError, {
+  name: 'PolicyViolationError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ rule: t.exposeString('rule') }),
+});
+builder.objectType(LeaseConflictError, { name: 'LeaseConflictError', interfaces: [ErrorInterface] });
+builder.objectType(StaleFencingTokenError, {
+  name: 'StaleFencingTokenError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    presented: t.exposeString('presented'),
+    current: t.exposeString('current', { nullable: true }),
+  }),
+});
+builder.objectType(InvalidTransitionError, {
+  name: 'InvalidTransitionError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ from: t.exposeString('from'), to: t.exposeString('to') }),
+});
+builder.objectType(NoCapacityError, { name: 'NoCapacityError', interfaces: [ErrorInterface] });
+
+/** Every mutation result may be one of these; fields add their own domain-specific ones. */
+export const COMMON_ERRORS = [NotFoundError, ForbiddenError, ValidationError] as const;

@@ -1,0 +1,9 @@
+// Assembles the schema: every domain file registers its types on the one builder.
+import { builder } from './builder.js';
+import './tenant.js';
+import './viewer.js';
+
+export const schema = builder.toSubGraphSchema({
+  linkUrl: 'https://specs.apollo.dev/federation/v2.6',
+  federationDirectives: ['@key', '@shareable', '@external'],
+});

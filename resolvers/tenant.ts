@@ -1,0 +1,168 @@
+import { Member, TENANT_ROLES } from '../src/db/entities/member.js';
+import { Tenant } from '../src/db/entities/tenant.js';
+import { AlreadyExistsError, ForbiddenError, ValidationError } from '../src/domain/errors.js';
+import { builder } from './builder.js';
+import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+
+export const TenantRoleEnum = builder.enumType('TenantRole', { values: TENANT_ROLES });
+
+const QuotaType = builder.objectRef<Tenant['quota']>('Quota').implement({
+  fields: (t) => ({
+    maxSandboxes: t.exposeInt('maxSandboxes'),
+    maxCpuMillis: t.exposeInt('maxCpuMillis'),
+    maxMemoryMb: t.exposeInt('maxMemoryMb'),
+  }),
+});
+
+const PolicyType = builder.objectRef<Tenant['policy']>('Policy').implement({
+  fields: (t) => ({
+    allowedImages: t.exposeStringList('allowedImages', { description: 'Glob patterns, e.g. "ghcr.io/acme/*". Empty = any image.' }),
+    maxSandboxTtlSeconds: t.exposeInt('maxSandboxTtlSeconds', { nullable: true, description: 'null = no limit' }),
+  }),
+});
+
+const UsageType = builder.objectRef<{ sandboxes: number; cpuMillis: number; memoryMb: number }>('Usage').implement({
+  description: 'What the tenant reserves right now.',
+  fields: (t) => ({
+    sandboxes: t.exposeInt('sandboxes'),
+    cpuMillis: t.exposeInt('cpuMillis'),
+    memoryMb: t.exposeInt('memoryMb'),
+  }),
+});
+
+export const MemberRef = builder.node(builder.objectRef<Member>('Member'), {
+  id: { resolve: (m) => m.id },
+  isTypeOf: (value) => value instanceof Member,
+  fields: (t) => ({
+    subject: t.exposeString('subject'),
+    role: t.field({ type: TenantRoleEnum, resolve: (m) => m.role }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+export const TenantRef = builder.loadableNode('Tenant', {
+  id: { resolve: (tenant: Tenant) => tenant.id },
+  isTypeOf: (value) => value instanceof Tenant,
+  load: (ids: string[], ctx) => ctx.services.tenants.findVisibleByIds(ids),
+  sort: (tenant) => tenant.id,
+  fields: (t) => ({
+    slug: t.exposeString('slug'),
+    name: t.exposeString('name'),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    quota: t.field({ type: QuotaType, resolve: (tenant) => tenant.quota }),
+    policy: t.field({ type: PolicyType, resolve: (tenant) => tenant.policy }),
+    usage: t.loadable({
+      type: UsageType,
+      load: async (ids: string[], ctx) => {
+        const usage = await ctx.services.tenants.usageOf(ids);
+        return ids.map((id) => usage.get(id) ?? { sandboxes: 0, cpuMillis: 0, memoryMb: 0 });
+      },
+      resolve: (tenant) => tenant.id,
+    }),
+    members: t.field({
+      type: MemberConnection,
+      args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+      resolve: async (tenant, args, ctx) =>
+        toConnection(await ctx.services.tenants.listMembers(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+    }),
+  }),
+});
+
+export const TenantConnection = builder.connectionObject({
+  type: TenantRef,
+  name: 'TenantConnection',
+  fields: (t) => ({
+    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Tenant>).totalCount() }),
+  }),
+});
+
+export const MemberConnection = builder.connectionObject({
+  type: MemberRef,
+  name: 'MemberConnection',
+  fields: (t) => ({
+    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Member>).totalCount() }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  tenant: t.field({
+    type: TenantRef,
+    nullable: true,
+    description: 'A tenant by id or by slug (give exactly one). Another tenant reads as null.',
+    args: { id: t.arg.globalID({ required: false, for: [TenantRef] }), slug: t.arg.string({ required: false }) },
+    resolve: async (_root, args, ctx) => {
+      if ((args.id ? 1 : 0) + (args.slug ? 1 : 0) !== 1) throw new ValidationError('give exactly one of id and slug', 'id');
+      if (args.id) return args.id.id;
+      return ctx.services.tenants.findBySlug(args.slug as string);
+    },
+  }),
+  tenants: t.field({
+    type: TenantConnection,
+    description: 'The tenants the caller can see.',
+    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+    resolve: async (_root, args, ctx) =>
+      toConnection(await ctx.services.tenants.list({ first: args.first, after: decodeCursor(args.after) }), !!args.after),
+  }),
+}));
+
+const QuotaInput = builder.inputType('QuotaInput', {
+  fields: (t) => ({
+    maxSandboxes: t.int({ required: false }),
+    maxCpuMillis: t.int({ required: false }),
+    maxMemoryMb: t.int({ required: false }),
+  }),
+});
+
+const PolicyInput = builder.inputType('PolicyInput', {
+  fields: (t) => ({
+    allowedImages: t.stringList({ required: false }),
+    maxSandboxTtlSeconds: t.int({ required: false }),
+  }),
+});
+
+const CreateTenantInput = builder.inputType('CreateTenantInput', {
+  fields: (t) => ({
+    slug: t.string({ required: true, description: 'Unique, [a-z0-9-]{3,40}' }),
+    name: t.string({ required: true }),
+    quota: t.field({ type: QuotaInput, required: false }),
+    policy: t.field({ type: PolicyInput, required: false }),
+  }),
+});
+
+class CreateTenantPayload {
+  constructor(readonly tenant: Tenant) {}
+}
+builder.objectType(CreateTenantPayload, {
+  name: 'CreateTenantPayload',
+  isTypeOf: (value) => value instanceof CreateTenantPayload,
+  fields: (t) => ({ tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }) }),
+});
+
+const CreateTenantResult = builder.errorUnion('CreateTenantResult', {
+  types: [CreateTenantPayload, ValidationError, AlreadyExistsError, ForbiddenError],
+});
+
+builder.mutationFields((t) => ({
+  createTenant: t.field({
+    type: CreateTenantResult,
+    description: 'Platform admins only.',
+    args: { input: t.arg({ type: CreateTenantInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const tenant = await ctx.services.tenants.create({
+        slug: input.slug,
+        name: input.name,
+        quota: input.quota ? stripNulls(input.quota) : null,
+        policy: input.policy
+          ? { allowedImages: input.policy.allowedImages ?? undefined, maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds }
+          : null,
+      });
+      return new CreateTenantPayload(tenant);
+    },
+  }),
+}));
+
+function stripNulls<T extends Record<string, unknown>>(value: T): { [K in keyof T]?: Exclude<T[K], null> } {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null && v !== undefined)) as {
+    [K in keyof T]?: Exclude<T[K], null>;
+  };
+}

@@ -1,0 +1,31 @@
+import type { Identity } from '../src/auth/identity.js';
+import { builder } from './builder.js';
+import { MemberRef } from './tenant.js';
+
+const ViewerRef = builder.objectRef<Identity>('Viewer').implement({
+  description: 'The caller, as its token identifies it.',
+  fields: (t) => ({
+    subject: t.exposeString('subject'),
+    platformAdmin: t.exposeBoolean('platformAdmin'),
+    memberships: t.field({
+      type: [MemberRef],
+      resolve: (identity, _args, ctx) => ctx.services.tenants.membershipsOf(identity.subject),
+    }),
+    workerId: t.id({
+      nullable: true,
+      resolve: (identity) => (identity.workerId ? encodeWorkerId(identity.workerId) : null),
+    }),
+  }),
+});
+
+/** Worker global ids; the Worker type itself arrives with the domain API. */
+function encodeWorkerId(id: string): string {
+  return Buffer.from(`Worker:${id}`, 'utf8').toString('base64url');
+}
+
+builder.queryField('viewer', (t) =>
+  t.field({
+    type: ViewerRef,
+    resolve: (_root, _args, ctx) => ctx.identity,
+  }),
+);

@@ -1,0 +1,173 @@
+import { SignJWT, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import type { Em, Orm } from '../db/orm.js';
+import { ApiToken, type TokenKind } from '../db/entities/api-token.js';
+import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
+import { newId } from '../db/ids.js';
+import { AuthenticationError } from '../domain/errors.js';
+import type { Identity } from './identity.js';
+import { SIGNING_ALG, type SigningKeys } from './keys.js';
+
+/** How stale `lastUsedAt` may get before a request refreshes it (avoids a write per request). */
+export const LAST_USED_RESOLUTION_MS = 60_000;
+
+/** The private claim holding what a Flotilla token grants. */
+const CLAIM = 'flotilla';
+
+interface FlotillaClaim {
+  kind: TokenKind;
+  tenantId?: string;
+  role?: TenantRole;
+  workerId?: string;
+  scopes?: string[];
+}
+
+export interface MintOptions {
+  kind: TokenKind;
+  subject: string;
+  tenantId?: string | null;
+  role?: TenantRole | null;
+  workerId?: string | null;
+  scopes?: string[];
+  /** null = no expiry. */
+  ttlSeconds: number | null;
+}
+
+export interface MintedToken {
+  token: string;
+  record: ApiToken;
+}
+
+export interface TokenSettings {
+  issuer: string;
+  audience: string;
+}
+
+/**
+ * Mints the server's own tokens and turns a bearer token into an Identity. Every token it
+ * mints has a row in api_tokens (its `jti`), so any token can be revoked; verification fails
+ * closed: whatever cannot be checked is refused.
+ */
+export class TokenService {
+  constructor(
+    private readonly orm: Orm,
+    private readonly keys: SigningKeys,
+    private readonly settings: TokenSettings,
+  ) {}
+
+  /** Records the token in `em` (the caller's transaction) and signs it. */
+  async mint(em: Em, options: MintOptions, now: Date = new Date()): Promise<MintedToken> {
+    const id = newId(now.getTime());
+    const expiresAt = options.ttlSeconds === null ? null : new Date(now.getTime() + options.ttlSeconds * 1000);
+    const record = em.create(ApiToken, {
+      id,
+      kind: options.kind,
+      subject: options.subject,
+      tenant: options.tenantId ?? null,
+      role: options.role ?? null,
+      workerId: options.workerId ?? null,
+      scopes: options.scopes ?? [],
+      expiresAt,
+      lastUsedAt: null,
+      revokedAt: null,
+      createdAt: now,
+      updatedAt: now,
+    });
+    em.persist(record);
+    const claim: FlotillaClaim = { kind: options.kind };
+    if (options.tenantId) claim.tenantId = options.tenantId;
+    if (options.role) claim.role = options.role;
+    if (options.workerId) claim.workerId = options.workerId;
+    if (options.scopes?.length) claim.scopes = options.scopes;
+    const signer = this.keys.currentSigner();
+    const jwt = new SignJWT({ [CLAIM]: claim })
+      .setProtectedHeader({ alg: SIGNING_ALG, kid: signer.kid, typ: 'JWT' })
+      .setIssuer(this.settings.issuer)
+      .setAudience(this.settings.audience)
+      .setSubject(options.subject)
+      .setJti(id)
+      .setIssuedAt(Math.floor(now.getTime() / 1000));
+    if (expiresAt) jwt.setExpirationTime(Math.floor(expiresAt.getTime() / 1000));
+    return { token: await jwt.sign(signer.key), record };
+  }
+
+  /** Verifies a bearer token and builds the caller's identity, or throws AuthenticationError. */
+  async authenticate(token: string, now: Date = new Date()): Promise<Identity> {
+    const payload = await this.verifySignature(token, now);
+    const claim = payload[CLAIM] as FlotillaClaim | undefined;
+    if (!payload.jti || !payload.sub || !claim || typeof claim !== 'object') {
+      throw new AuthenticationError('token is missing required claims');
+    }
+    const em = this.orm.em.fork();
+    const record = await em.findOne(ApiToken, { id: payload.jti });
+    if (!record) throw new AuthenticationError('token is not known to this server');
+    if (record.revokedAt) throw new AuthenticationError('token has been revoked');
+    if (record.expiresAt && record.expiresAt.getTime() <= now.getTime()) throw new AuthenticationError('token has expired');
+
+    const tenantRoles = new Map<string, TenantRole>();
+    if (record.kind === 'API' && record.tenant && record.role) tenantRoles.set(record.tenant.id, record.role);
+    if (record.kind !== 'WORKER') {
+      const memberships = await em.find(Member, { subject: record.subject });
+      for (const m of memberships) {
+        if (!TENANT_ROLES.includes(m.role)) continue;
+        tenantRoles.set(m.tenant.id, m.role);
+      }
+    }
+
+    if (!record.lastUsedAt || now.getTime() - record.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
+      await em.nativeUpdate(ApiToken, { id: record.id }, { lastUsedAt: now });
+    }
+
+    return {
+      subject: record.subject,
+      tokenId: record.id,
+      source: record.kind,
+      platformAdmin: record.kind === 'ADMIN',
+      tenantRoles,
+      workerId: record.kind === 'WORKER' ? record.workerId : null,
+      scopes: new Set(record.scopes),
+      expiresAt: record.expiresAt,
+    };
+  }
+
+  private async verifySignature(token: string, now: Date): Promise<JWTPayload> {
+    let kid: string | undefined;
+    try {
+      const header = decodeProtectedHeader(token);
+      if (header.alg !== SIGNING_ALG) throw new AuthenticationError(`token algorithm ${String(header.alg)} is not accepted`);
+      kid = header.kid;
+    } catch (err) {
+      if (err instanceof AuthenticationError) throw err;
+      throw new AuthenticationError('token is malformed');
+    }
+    // Another replica may have rotated the key since we loaded ours.
+    if (kid && !this.keys.hasKid(kid)) await this.keys.reload();
+    try {
+      const { payload } = await jwtVerify(token, this.keys.verificationKeys(), {
+        algorithms: [SIGNING_ALG],
+        issuer: this.settings.issuer,
+        audience: this.settings.audience,
+        currentDate: now,
+      });
+      return payload;
+    } catch (err) {
+      throw new AuthenticationError(describeJoseError(err));
+    }
+  }
+}
+
+function describeJoseError(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'token has expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" is not valid: ${err.reason}`;
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return 'token was signed by an unknown key';
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature is not valid';
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'token algorithm is not accepted';
+  return 'token could not be verified';
+}
+
+/** Reads the bearer token from an Authorization header value; null when absent. */
+export function bearerToken(header: string | null | undefined): string | null {
+  if (!header) return null;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) throw new AuthenticationError('the Authorization header must be "Bearer <token>"');
+  return match[1];
+}

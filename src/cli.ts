@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError, describeDatabase, loadConfig, type Config } from './config/index.js';
+import { mintAdminToken } from './auth/bootstrap.js';
+import { SigningKeys } from './auth/keys.js';
+import { TokenService } from './auth/tokens.js';
+import { PendingMigrationsError } from './db/database.js';
+import { migrate, openOrm } from './db/orm.js';
+import { startFlotilla } from './server/app.js';
+
+const HELP = `flotilla — control plane for fleets of AI-agent sandboxes
+
+Usage:
+  flotilla serve [--no-migrate] [--port N] [--host H]
+                               run the GraphQL server (GraphiQL at /graphql)
+  flotilla migrate             apply pending database migrations and exit
+  flotilla token admin         mint a platform-admin token (printed, and written to <dataDir>/admin.token)
+  flotilla --help              this text
+
+Configuration comes from FLOTILLA_* environment variables (see README), optionally over a
+JSON file named by FLOTILLA_CONFIG_FILE. The database is FLOTILLA_DATABASE_URL
+(default sqlite:./data/flotilla.db; postgres://… for clusters).
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      'no-migrate': { type: 'boolean' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+    },
+  });
+  const [command, sub] = positionals;
+  if (values.help || !command) {
+    process.stdout.write(HELP);
+    return command || values.help ? 0 : 2;
+  }
+
+  const overrides: Parameters<typeof loadConfig>[1] = {};
+  if (values['no-migrate']) overrides.migrateOnStart = false;
+  if (values.port !== undefined) overrides.port = values.port;
+  if (values.host !== undefined) overrides.host = values.host;
+  const config = loadConfig(process.env, overrides);
+
+  switch (command) {
+    case 'serve':
+      return serve(config);
+    case 'migrate':
+      return runMigrate(config);
+    case 'token':
+      if (sub === 'admin') return tokenAdmin(config);
+      process.stderr.write(`unknown token kind "${sub ?? ''}" (expected: flotilla token admin)\n`);
+      return 2;
+    default:
+      process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+async function serve(config: Config): Promise<number> {
+  const app = await startFlotilla(config);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.logger.info({ signal }, 'shutting down');
+    app.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        app.logger.error({ err: err.message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  void app.ready.then(() => {
+    const admin = app.adminToken;
+    const lines = [`Flotilla is serving GraphiQL at ${app.graphqlUrl}`];
+    if (admin) {
+      lines.push(
+        '',
+        'First start: a platform-admin token was minted. It is shown only this once',
+        `(also written to ${admin.file}, mode 0600). In GraphiQL, open "Headers" and set:`,
+        `  {"Authorization": "Bearer ${admin.token}"}`,
+      );
+    } else {
+      lines.push('Authenticate with a token (e.g. `flotilla token admin` mints a platform-admin token).');
+    }
+    process.stdout.write(`${lines.join('\n')}\n`);
+  });
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function runMigrate(config: Config): Promise<number> {
+  const orm = await openOrm(config.databaseUrl);
+  try {
+    const applied = await migrate(orm);
+    process.stdout.write(
+      applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}\n` : 'the database is up to date\n',
+    );
+    return 0;
+  } finally {
+    await orm.close(true);
+  }
+}
+
+async function tokenAdmin(config: Config): Promise<number> {
+  const orm = await openOrm(config.databaseUrl);
+  try {
+    const applied = await migrate(orm);
+    if (applied.length) process.stderr.write(`applied ${applied.length} migration(s) first\n`);
+    const keys = new SigningKeys(orm, config.signingKeyFile);
+    await keys.init();
+    const tokens = new TokenService(orm, keys, { issuer: config.tokenIssuer, audience: config.tokenAudience });
+    const { token, file } = await mintAdminToken(orm, tokens, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
+    process.stderr.write(`platform-admin token for ${describeDatabase(config.databaseUrl)} (also written to ${file}):\n`);
+    process.stdout.write(`${token}\n`);
+    return 0;
+  } finally {
+    await orm.close(true);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
+    else if (err instanceof PendingMigrationsError) process.stderr.write(`${err.message}\n`);
+    else if (err instanceof Error && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) process.stderr.write(`${err.message}\n\n${HELP}`);
+    else process.stderr.write(`flotilla: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,174 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * Flotilla's configuration: environment variables, optionally layered over a JSON file
+ * named by FLOTILLA_CONFIG_FILE (environment wins). Every problem is collected and
+ * reported at once, naming the variable, so an operator fixes them in one go.
+ */
+
+export type DatabaseKind = 'sqlite' | 'postgres';
+
+export interface DatabaseTarget {
+  kind: DatabaseKind;
+  /** The URL as configured, for display (password masked by `describeDatabase`). */
+  url: string;
+  /** SQLite: a file path or ':memory:'. Postgres: the full connection URL. */
+  location: string;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Parses a database URL; throws a plain Error with a human sentence when it is not usable. */
+export function parseDatabaseUrl(url: string): DatabaseTarget {
+  const trimmed = url.trim();
+  if (trimmed.startsWith('sqlite:')) {
+    let location = trimmed.slice('sqlite:'.length);
+    if (location.startsWith('//')) location = location.slice(2);
+    if (location === '') throw new Error('a sqlite URL needs a file path, e.g. sqlite:./data/flotilla.db or sqlite::memory:');
+    return { kind: 'sqlite', url: trimmed, location };
+  }
+  if (trimmed.startsWith('postgres://') || trimmed.startsWith('postgresql://')) {
+    let parsed: URL;
+    try {
+      parsed = new URL(trimmed);
+    } catch {
+      throw new Error('not a valid postgres URL (expected postgres://user:password@host:port/database)');
+    }
+    if (!parsed.hostname) throw new Error('a postgres URL needs a host');
+    if (parsed.pathname === '' || parsed.pathname === '/') throw new Error('a postgres URL needs a database name');
+    return { kind: 'postgres', url: trimmed, location: trimmed };
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(trimmed)?.[1];
+  throw new Error(
+    scheme
+      ? `unknown database scheme "${scheme}:" (use sqlite:PATH or postgres://…)`
+      : 'not a database URL (use sqlite:PATH or postgres://…)',
+  );
+}
+
+/** The URL with its password masked, for logs. */
+export function describeDatabase(target: DatabaseTarget): string {
+  if (target.kind === 'sqlite') return target.url;
+  const parsed = new URL(target.url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
+const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const boolFrom = z.union([
+  z.boolean(),
+  z
+    .string()
+    .trim()
+    .toLowerCase()
+    .refine((s) => ['true', 'false', '1', '0', 'yes', 'no'].includes(s), 'must be true or false')
+    .transform((s) => s === 'true' || s === '1' || s === 'yes'),
+]);
+
+const configSchema = z.object({
+  databaseUrl: z
+    .string()
+    .default('sqlite:./data/flotilla.db')
+    .transform((url, ctx) => {
+      try {
+        return parseDatabaseUrl(url);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  port: intFrom(0, 65535).default(4000),
+  host: z.string().min(1).default('127.0.0.1'),
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  dataDir: z.string().min(1).default('./data'),
+  /** How long events stay in the log before the sweeper prunes them. */
+  eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
+  /** A worker whose last heartbeat is older than this reads as OFFLINE. */
+  heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
+  /** Apply pending migrations when `serve` starts; when false, refuse to start with pending ones. */
+  migrateOnStart: boolFrom.default(true),
+  /** How long SIGTERM waits for in-flight requests before closing the rest. */
+  shutdownTimeoutMs: intFrom(0, 10 * 60 * 1000).default(10_000),
+  /** Keep the server's signing keys in this JSON file instead of the database. */
+  signingKeyFile: z.string().min(1).optional(),
+  /** Issuer and audience of the tokens this server mints. */
+  tokenIssuer: z.string().min(1).default('flotilla'),
+  tokenAudience: z.string().min(1).default('flotilla'),
+  /** Lifetime of the bootstrap platform-admin token. */
+  adminTokenTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
+});
+
+export type Config = z.output<typeof configSchema>;
+type ConfigKey = keyof z.input<typeof configSchema>;
+
+/** Environment variable for each setting; the config file uses the camelCase key. */
+export const ENV_NAMES: Record<ConfigKey, string> = {
+  databaseUrl: 'FLOTILLA_DATABASE_URL',
+  port: 'FLOTILLA_PORT',
+  host: 'FLOTILLA_HOST',
+  logLevel: 'FLOTILLA_LOG_LEVEL',
+  dataDir: 'FLOTILLA_DATA_DIR',
+  eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
+  heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
+  migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
+  shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',
+  signingKeyFile: 'FLOTILLA_SIGNING_KEY_FILE',
+  tokenIssuer: 'FLOTILLA_TOKEN_ISSUER',
+  tokenAudience: 'FLOTILLA_TOKEN_AUDIENCE',
+  adminTokenTtlSeconds: 'FLOTILLA_ADMIN_TOKEN_TTL_SECONDS',
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Builds the config from an environment (process.env by default) and, when
+ * FLOTILLA_CONFIG_FILE is set, a JSON file. `overrides` (from CLI flags) win over both.
+ */
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<Record<ConfigKey, unknown>> = {},
+): Config {
+  const problems: string[] = [];
+  let fileValues: Record<string, unknown> = {};
+  const file = env.FLOTILLA_CONFIG_FILE;
+  if (file) {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        problems.push(`FLOTILLA_CONFIG_FILE (${file}): must hold a JSON object`);
+      } else {
+        fileValues = parsed as Record<string, unknown>;
+        for (const key of Object.keys(fileValues)) {
+          if (!(key in ENV_NAMES)) problems.push(`FLOTILLA_CONFIG_FILE (${file}): unknown setting "${key}"`);
+        }
+      }
+    } catch (err) {
+      problems.push(`FLOTILLA_CONFIG_FILE (${file}): ${(err as Error).message}`);
+    }
+  }
+
+  const raw: Record<string, unknown> = {};
+  for (const [key, envName] of Object.entries(ENV_NAMES) as [ConfigKey, string][]) {
+    const fromEnv = env[envName];
+    if (overrides[key] !== undefined) raw[key] = overrides[key];
+    else if (fromEnv !== undefined && fromEnv !== '') raw[key] = fromEnv;
+    else if (fileValues[key] !== undefined) raw[key] = fileValues[key];
+  }
+
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const key = issue.path[0] as ConfigKey | undefined;
+      const name = key ? ENV_NAMES[key] : 'config';
+      problems.push(`${name}: ${issue.message}`);
+    }
+  }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  return result.data;
+}

@@ -1,0 +1,54 @@
+import { BigIntType, EntitySchema } from '@mikro-orm/core';
+import { TIMESTAMP } from './base.js';
+
+export const EVENT_TYPES = [
+  'SANDBOX_STATUS_CHANGED',
+  'AGENT_STATUS_CHANGED',
+  'MESSAGE_POSTED',
+  'LEASE_CHANGED',
+  'WORKER_STATUS_CHANGED',
+  'SANDBOX_ASSIGNED',
+  'SANDBOX_STOP_REQUESTED',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/**
+ * One row of the event log. Its id is a database sequence (a decimal string of a 64-bit
+ * integer); the log is appended in commit order, so the id is the subscription cursor.
+ * References are plain ids, not foreign keys: the log outlives what it talks about.
+ */
+export class Event {
+  id!: string;
+  createdAt: Date = new Date();
+  updatedAt: Date = new Date();
+  type!: EventType;
+  tenantId: string | null = null;
+  sandboxId: string | null = null;
+  workerId: string | null = null;
+  messageId: string | null = null;
+  leaseId: string | null = null;
+  data: Record<string, unknown> = {};
+}
+
+export const EventSchema = new EntitySchema<Event>({
+  class: Event,
+  tableName: 'events',
+  indexes: [
+    { name: 'events_tenant_index', properties: ['tenantId', 'id'] },
+    { name: 'events_sandbox_index', properties: ['sandboxId', 'id'] },
+    { name: 'events_worker_index', properties: ['workerId', 'id'] },
+    { name: 'events_created_at_index', properties: ['createdAt'] },
+  ],
+  properties: {
+    id: { type: new BigIntType('string'), primary: true, autoincrement: true },
+    createdAt: { ...TIMESTAMP, onCreate: () => new Date() },
+    updatedAt: { ...TIMESTAMP, onCreate: () => new Date(), onUpdate: () => new Date() },
+    type: { type: 'string', length: 40 },
+    tenantId: { type: 'uuid', nullable: true },
+    sandboxId: { type: 'uuid', nullable: true },
+    workerId: { type: 'uuid', nullable: true },
+    messageId: { type: 'uuid', nullable: true },
+    leaseId: { type: 'uuid', nullable: true },
+    data: { type: 'json' },
+  },
+});

@@ -1,0 +1,26 @@
+import { ApiTokenSchema } from './api-token.js';
+import { AuditEntrySchema } from './audit-entry.js';
+import { BaseEntitySchema } from './base.js';
+import { EventSchema } from './event.js';
+import { LeaseSchema } from './lease.js';
+import { MemberSchema } from './member.js';
+import { MessageSchema } from './message.js';
+import { SandboxSchema } from './sandbox.js';
+import { SigningKeySchema } from './signing-key.js';
+import { TenantSchema } from './tenant.js';
+import { WorkerSchema } from './worker.js';
+
+/** Every entity schema, for the ORM's discovery. */
+export const ENTITY_SCHEMAS = [
+  BaseEntitySchema,
+  TenantSchema,
+  MemberSchema,
+  WorkerSchema,
+  SandboxSchema,
+  LeaseSchema,
+  MessageSchema,
+  EventSchema,
+  AuditEntrySchema,
+  ApiTokenSchema,
+  SigningKeySchema,
+];

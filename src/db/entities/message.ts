@@ -1,0 +1,36 @@
+import { EntitySchema } from '@mikro-orm/core';
+import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
+import { Sandbox } from './sandbox.js';
+import { Tenant } from './tenant.js';
+
+export const SENDER_KINDS = ['USER', 'AGENT', 'SYSTEM'] as const;
+export type SenderKind = (typeof SENDER_KINDS)[number];
+
+export class Message extends BaseEntity {
+  sandbox!: Sandbox;
+  /** Denormalised from the sandbox so tenant filters need no join. */
+  tenant!: Tenant;
+  threadId = 'main';
+  channel = 'api';
+  senderKind!: SenderKind;
+  senderId!: string;
+  body!: string;
+  readAt: Date | null = null;
+}
+
+export const MessageSchema = new EntitySchema<Message, BaseEntity>({
+  class: Message,
+  tableName: 'messages',
+  extends: BaseEntitySchema,
+  indexes: [{ name: 'messages_sandbox_thread_index', properties: ['sandbox', 'threadId', 'id'] }],
+  properties: {
+    sandbox: { kind: 'm:1', entity: () => Sandbox, deleteRule: 'cascade' },
+    tenant: { kind: 'm:1', entity: () => Tenant, deleteRule: 'cascade' },
+    threadId: { type: 'string', length: 200 },
+    channel: { type: 'string', length: 50 },
+    senderKind: { type: 'string', length: 20 },
+    senderId: { type: 'string', length: 300 },
+    body: { type: 'text' },
+    readAt: { ...TIMESTAMP, nullable: true },
+  },
+});

@@ -1,0 +1,80 @@
+import { EntitySchema } from '@mikro-orm/core';
+import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
+import { Tenant } from './tenant.js';
+import { Worker } from './worker.js';
+
+export const SANDBOX_STATUSES = [
+  'PENDING',
+  'SCHEDULED',
+  'STARTING',
+  'RUNNING',
+  'STOPPING',
+  'STOPPED',
+  'FAILED',
+  'LOST',
+  'DELETED',
+] as const;
+export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+
+export const AGENT_PHASES = ['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR'] as const;
+export type AgentPhase = (typeof AGENT_PHASES)[number];
+
+export class Sandbox extends BaseEntity {
+  tenant!: Tenant;
+  worker: Worker | null = null;
+  name!: string;
+  image!: string;
+  command: string[] = [];
+  cpuMillis!: number;
+  memoryMb!: number;
+  labels: Record<string, string> = {};
+  status: SandboxStatus = 'PENDING';
+  statusReason: string | null = null;
+  /** Bumped on every state change; writers compare-and-swap on it. */
+  stateVersion = 0;
+  agentPhase: AgentPhase | null = null;
+  agentActivity: string | null = null;
+  agentUpdatedAt: Date | null = null;
+  exitCode: number | null = null;
+  ttlSeconds: number | null = null;
+  startedAt: Date | null = null;
+  stoppedAt: Date | null = null;
+  expiresAt: Date | null = null;
+  /** Set when soft-deleted (status DELETED); such rows are hidden from lists. */
+  deletedAt: Date | null = null;
+}
+
+export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity>({
+  class: Sandbox,
+  tableName: 'sandboxes',
+  extends: BaseEntitySchema,
+  indexes: [
+    { name: 'sandboxes_tenant_status_index', properties: ['tenant', 'status'] },
+    { name: 'sandboxes_worker_index', properties: ['worker'] },
+  ],
+  properties: {
+    tenant: { kind: 'm:1', entity: () => Tenant, deleteRule: 'cascade' },
+    worker: { kind: 'm:1', entity: () => Worker, nullable: true, deleteRule: 'set null' },
+    name: { type: 'string', length: 200 },
+    image: { type: 'string', length: 500 },
+    command: { type: 'json' },
+    cpuMillis: { type: 'integer' },
+    memoryMb: { type: 'integer' },
+    labels: { type: 'json' },
+    status: { type: 'string', length: 20 },
+    statusReason: { type: 'text', nullable: true },
+    stateVersion: { type: 'integer', default: 0 },
+    agentPhase: { type: 'string', length: 30, nullable: true },
+    agentActivity: { type: 'text', nullable: true },
+    agentUpdatedAt: { ...TIMESTAMP, nullable: true },
+    exitCode: { type: 'integer', nullable: true },
+    ttlSeconds: { type: 'integer', nullable: true },
+    startedAt: { ...TIMESTAMP, nullable: true },
+    stoppedAt: { ...TIMESTAMP, nullable: true },
+    expiresAt: { ...TIMESTAMP, nullable: true },
+    deletedAt: { ...TIMESTAMP, nullable: true },
+  },
+});
+
+/** The filter every list of sandboxes applies: soft-deleted ones are kept for audit, never listed. */
+export const ACTIVE_SANDBOX = { deletedAt: null } as const;

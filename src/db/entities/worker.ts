@@ -1,0 +1,48 @@
+import { EntitySchema } from '@mikro-orm/core';
+import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
+import { Tenant } from './tenant.js';
+
+export const WORKER_STATUSES = ['ONLINE', 'DRAINING', 'OFFLINE'] as const;
+export type WorkerStatus = (typeof WORKER_STATUSES)[number];
+
+export class Worker extends BaseEntity {
+  name!: string;
+  /** null = a shared platform worker; otherwise dedicated to this tenant. */
+  tenant: Tenant | null = null;
+  status: WorkerStatus = 'ONLINE';
+  region: string | null = null;
+  labels: Record<string, string> = {};
+  capacityCpuMillis!: number;
+  capacityMemoryMb!: number;
+  allocatedCpuMillis = 0;
+  allocatedMemoryMb = 0;
+  lastHeartbeatAt: Date | null = null;
+  version: string | null = null;
+  /** What the worker itself last reported it uses (free-form, from heartbeats). */
+  observed: Record<string, unknown> | null = null;
+  /** The id of the worker's current token; rotation replaces it. */
+  tokenId: string | null = null;
+  deletedAt: Date | null = null;
+}
+
+export const WorkerSchema = new EntitySchema<Worker, BaseEntity>({
+  class: Worker,
+  tableName: 'workers',
+  extends: BaseEntitySchema,
+  properties: {
+    name: { type: 'string', length: 200, unique: 'workers_name_unique' },
+    tenant: { kind: 'm:1', entity: () => Tenant, nullable: true, deleteRule: 'cascade' },
+    status: { type: 'string', length: 20 },
+    region: { type: 'string', length: 100, nullable: true },
+    labels: { type: 'json' },
+    capacityCpuMillis: { type: 'integer' },
+    capacityMemoryMb: { type: 'integer' },
+    allocatedCpuMillis: { type: 'integer', default: 0 },
+    allocatedMemoryMb: { type: 'integer', default: 0 },
+    lastHeartbeatAt: { ...TIMESTAMP, nullable: true },
+    version: { type: 'string', length: 100, nullable: true },
+    observed: { type: 'json', nullable: true },
+    tokenId: { type: 'string', length: 64, nullable: true },
+    deletedAt: { ...TIMESTAMP, nullable: true },
+  },
+});

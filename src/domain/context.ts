@@ -1,0 +1,21 @@
+import type { Identity } from '../auth/identity.js';
+import type { Em } from '../db/orm.js';
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+/** Settings the services read (a slice of the config). */
+export interface DomainSettings {
+  heartbeatTtlSeconds: number;
+}
+
+/** What every service of one request shares: its own EntityManager fork and the caller. */
+export interface ServiceContext {
+  em: Em;
+  identity: Identity;
+  clock: Clock;
+  settings: DomainSettings;
+}

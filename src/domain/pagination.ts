@@ -1,0 +1,56 @@
+import type { FilterQuery } from '@mikro-orm/core';
+import type { Em } from '../db/orm.js';
+import { isUuid } from '../db/ids.js';
+import { ValidationError } from './errors.js';
+
+/** Page size when the caller gives none. */
+export const DEFAULT_PAGE_SIZE = 20;
+/** The largest page a caller may ask for. */
+export const MAX_PAGE_SIZE = 100;
+
+/** Forward pagination: `after` is the id of the last item already seen. */
+export interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  hasNextPage: boolean;
+  /** Counts everything the filter matches, before paging. */
+  totalCount: () => Promise<number>;
+}
+
+export function pageSize(first: number | null | undefined): number {
+  if (first === null || first === undefined) return DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE_SIZE) {
+    throw new ValidationError(`first must be between 0 and ${MAX_PAGE_SIZE}`, 'first');
+  }
+  return first;
+}
+
+/**
+ * A page ordered by id (ids are time-ordered UUIDs, so this is creation order). The
+ * filter always applies, so a hand-made `after` only moves the starting point.
+ */
+export async function keysetPage<T extends { id: string }>(
+  em: Em,
+  entity: new (...args: never[]) => T,
+  where: FilterQuery<T>,
+  args: PageArgs,
+): Promise<Page<T>> {
+  const size = pageSize(args.first);
+  if (args.after !== null && args.after !== undefined && !isUuid(args.after)) {
+    throw new ValidationError('after is not a valid cursor', 'after');
+  }
+  const filter = (args.after ? { $and: [where, { id: { $gt: args.after } }] } : where) as FilterQuery<T>;
+  const rows =
+    size === 0
+      ? []
+      : await em.find(entity, filter, { orderBy: { id: 'asc' } as never, limit: size + 1 });
+  return {
+    items: rows.slice(0, size),
+    hasNextPage: rows.length > size,
+    totalCount: () => em.count(entity, where),
+  };
+}

@@ -1,0 +1,150 @@
+import { UniqueConstraintViolationException, type FilterQuery } from '@mikro-orm/core';
+import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
+import { Member } from '../db/entities/member.js';
+import { Sandbox } from '../db/entities/sandbox.js';
+import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tenant.js';
+import { isUuid } from '../db/ids.js';
+import { audited } from './audit.js';
+import type { ServiceContext } from './context.js';
+import { AlreadyExistsError, ForbiddenError, ValidationError } from './errors.js';
+import { keysetPage, type Page, type PageArgs } from './pagination.js';
+
+export const TENANT_SLUG_PATTERN = /^[a-z0-9-]{3,40}$/;
+export const TENANT_NAME_MAX_LENGTH = 200;
+
+/** What a new tenant may use unless its creator says otherwise. */
+export const DEFAULT_QUOTA: TenantQuota = { maxSandboxes: 10, maxCpuMillis: 8_000, maxMemoryMb: 16_384 };
+export const DEFAULT_POLICY: TenantPolicy = { allowedImages: [], maxSandboxTtlSeconds: null };
+
+/** Sandbox states that hold reserved capacity. */
+export const RESERVING_STATUSES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING'] as const;
+
+export interface CreateTenantInput {
+  slug: string;
+  name: string;
+  quota?: Partial<TenantQuota> | null;
+  policy?: Partial<TenantPolicy> | null;
+}
+
+export interface TenantUsage {
+  sandboxes: number;
+  cpuMillis: number;
+  memoryMb: number;
+}
+
+export class TenantService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  async create(input: CreateTenantInput): Promise<Tenant> {
+    return audited(
+      this.ctx,
+      'createTenant',
+      {},
+      async (em) => {
+        if (!this.ctx.identity.platformAdmin) throw new ForbiddenError('only a platform admin may create tenants');
+        const slug = input.slug.trim();
+        if (!TENANT_SLUG_PATTERN.test(slug)) {
+          throw new ValidationError('slug must be 3 to 40 characters of a-z, 0-9 and "-"', 'input.slug');
+        }
+        const name = validateName(input.name);
+        const quota = validateQuota({ ...DEFAULT_QUOTA, ...(input.quota ?? {}) });
+        const policy = validatePolicy({ ...DEFAULT_POLICY, ...(input.policy ?? {}) });
+        if (await em.count(Tenant, { slug })) throw new AlreadyExistsError('Tenant', 'slug', slug);
+        const now = this.ctx.clock.now();
+        const tenant = em.create(Tenant, { slug, name, quota, policy, createdAt: now, updatedAt: now });
+        try {
+          await em.flush();
+        } catch (err) {
+          // Two creates raced past the check above: the unique index decides.
+          if (err instanceof UniqueConstraintViolationException) throw new AlreadyExistsError('Tenant', 'slug', slug);
+          throw err;
+        }
+        return tenant;
+      },
+      (tenant) => ({ tenantId: tenant.id, targetId: tenant.id }),
+    );
+  }
+
+  /** The tenants among `ids` the caller may see, in no particular order. */
+  async findVisibleByIds(ids: readonly string[]): Promise<Tenant[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    const visible = visibleTenantIds(this.ctx.identity);
+    const allowed = visible === null ? wanted : wanted.filter((id) => visible.includes(id));
+    if (allowed.length === 0) return [];
+    return this.ctx.em.find(Tenant, { id: { $in: allowed } });
+  }
+
+  async findBySlug(slug: string): Promise<Tenant | null> {
+    const tenant = await this.ctx.em.findOne(Tenant, { slug });
+    if (!tenant || !hasTenantRole(this.ctx.identity, tenant.id, 'VIEWER')) return null;
+    return tenant;
+  }
+
+  async list(args: PageArgs): Promise<Page<Tenant>> {
+    const visible = visibleTenantIds(this.ctx.identity);
+    const where: FilterQuery<Tenant> = visible === null ? {} : { id: { $in: visible } };
+    return keysetPage(this.ctx.em, Tenant, where, args);
+  }
+
+  async listMembers(tenantId: string, args: PageArgs): Promise<Page<Member>> {
+    if (!hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new ForbiddenError('not a member of this tenant');
+    return keysetPage(this.ctx.em, Member, { tenant: tenantId }, args);
+  }
+
+  /** The subject's memberships, in every tenant. */
+  async membershipsOf(subject: string): Promise<Member[]> {
+    return this.ctx.em.find(Member, { subject }, { orderBy: { id: 'asc' } });
+  }
+
+  /** What the tenants reserve right now, computed in one query for all of them. */
+  async usageOf(tenantIds: readonly string[]): Promise<Map<string, TenantUsage>> {
+    const usage = new Map<string, TenantUsage>(tenantIds.map((id) => [id, { sandboxes: 0, cpuMillis: 0, memoryMb: 0 }]));
+    if (tenantIds.length === 0) return usage;
+    const rows: { tenant_id: string; sandboxes: number | string; cpu: number | string | null; mem: number | string | null }[] =
+      await this.ctx.em
+        .createQueryBuilder(Sandbox, 's')
+        .select(['s.tenant_id', 'count(*) as sandboxes', 'sum(s.cpu_millis) as cpu', 'sum(s.memory_mb) as mem'])
+        .where({ tenant: { $in: [...tenantIds] }, status: { $in: [...RESERVING_STATUSES] } })
+        .groupBy('s.tenant_id')
+        .execute('all', false);
+    for (const row of rows) {
+      usage.set(row.tenant_id, {
+        sandboxes: Number(row.sandboxes),
+        cpuMillis: Number(row.cpu ?? 0),
+        memoryMb: Number(row.mem ?? 0),
+      });
+    }
+    return usage;
+  }
+}
+
+function validateName(name: string): string {
+  const trimmed = name.trim();
+  if (trimmed.length === 0 || trimmed.length > TENANT_NAME_MAX_LENGTH) {
+    throw new ValidationError(`name must be 1 to ${TENANT_NAME_MAX_LENGTH} characters`, 'input.name');
+  }
+  return trimmed;
+}
+
+function validateQuota(quota: TenantQuota): TenantQuota {
+  for (const key of ['maxSandboxes', 'maxCpuMillis', 'maxMemoryMb'] as const) {
+    const value = quota[key];
+    if (!Number.isInteger(value) || value < 0) throw new ValidationError(`${key} must be a whole number ≥ 0`, `input.quota.${key}`);
+  }
+  return { maxSandboxes: quota.maxSandboxes, maxCpuMillis: quota.maxCpuMillis, maxMemoryMb: quota.maxMemoryMb };
+}
+
+function validatePolicy(policy: TenantPolicy): TenantPolicy {
+  const images = policy.allowedImages ?? [];
+  for (const [i, glob] of images.entries()) {
+    if (typeof glob !== 'string' || glob.trim() === '' || glob.length > 500) {
+      throw new ValidationError('image patterns must be non-empty strings of at most 500 characters', `input.policy.allowedImages.${i}`);
+    }
+  }
+  const ttl = policy.maxSandboxTtlSeconds ?? null;
+  if (ttl !== null && (!Number.isInteger(ttl) || ttl <= 0)) {
+    throw new ValidationError('maxSandboxTtlSeconds must be a positive whole number or null', 'input.policy.maxSandboxTtlSeconds');
+  }
+  return { allowedImages: images.map((g) => g.trim()), maxSandboxTtlSeconds: ttl };
+}

@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import { GraphQLError } from 'graphql';
+import type { Context } from '../../resolvers/builder.js';
+import type { Identity } from '../auth/identity.js';
+import { bearerToken, type TokenService } from '../auth/tokens.js';
+import type { Database } from '../db/database.js';
+import { AuthenticationError, DomainError } from '../domain/errors.js';
+import type { Clock, DomainSettings } from '../domain/context.js';
+import { createServices } from '../domain/services.js';
+import { toGraphQLError } from './errors.js';
+
+/**
+ * Builds the per-operation context for HTTP, SSE and WebSocket alike: authenticate (or
+ * reuse the identity a socket authenticated with), fork an EntityManager, bind services.
+ */
+export class ContextFactory {
+  constructor(
+    private readonly db: Database,
+    private readonly tokens: () => TokenService,
+    private readonly clock: Clock,
+    private readonly settings: DomainSettings,
+  ) {}
+
+  /** Verifies an Authorization header value; throws a coded GraphQLError when it cannot. */
+  async authenticate(authorization: string | null | undefined): Promise<Identity> {
+    try {
+      const token = bearerToken(authorization);
+      if (!token) throw new AuthenticationError('authentication required: send "Authorization: Bearer <token>"');
+      // Touch the store first: while it is down, nothing is admitted.
+      void this.db.orm;
+      return await this.tokens().authenticate(token, this.clock.now());
+    } catch (err) {
+      if (err instanceof DomainError) throw toGraphQLError(err);
+      // Fail closed: whatever prevented verification, the request is refused.
+      throw toGraphQLError(new AuthenticationError('token could not be verified'));
+    }
+  }
+
+  create(identity: Identity, requestId: string = randomUUID()): Context {
+    const em = this.db.orm.em.fork();
+    const services = createServices({ em, identity, clock: this.clock, settings: this.settings });
+    return { identity, services, requestId };
+  }
+
+  static isGraphQLError(err: unknown): err is GraphQLError {
+    return err instanceof GraphQLError;
+  }
+}
