@@ -1,4 +1,4 @@
-import { UniqueConstraintViolationException, type FilterQuery } from '@mikro-orm/core';
+import { UniqueConstraintViolationException, raw, type FilterQuery } from '@mikro-orm/core';
 import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
 import { Member } from '../db/entities/member.js';
 import { Sandbox } from '../db/entities/sandbox.js';
@@ -104,7 +104,7 @@ export class TenantService {
     const rows: { tenant_id: string; sandboxes: number | string; cpu: number | string | null; mem: number | string | null }[] =
       await this.ctx.em
         .createQueryBuilder(Sandbox, 's')
-        .select(['s.tenant_id', 'count(*) as sandboxes', 'sum(s.cpu_millis) as cpu', 'sum(s.memory_mb) as mem'])
+        .select(['s.tenant_id', raw('count(*) as sandboxes'), raw('sum(s.cpu_millis) as cpu'), raw('sum(s.memory_mb) as mem')])
         .where({ tenant: { $in: [...tenantIds] }, status: { $in: [...RESERVING_STATUSES] } })
         .groupBy('s.tenant_id')
         .execute('all', false);

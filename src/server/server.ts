@@ -139,7 +139,7 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         const enveloped = yoga.getEnveloped({
           requestId: ctx.extra.requestId ?? randomUUID(),
           identity,
-          request: new Request('http://localhost/graphql'),
+          request: new Request('http://localhost/graphql', { method: 'POST' }),
           params: payload,
         } as never);
         const document = enveloped.parse(payload.query);

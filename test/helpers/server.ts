@@ -1,0 +1,110 @@
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import type { DatabaseKind } from '../../src/config/index.js';
+import { loadConfig } from '../../src/config/index.js';
+import type { TenantRole } from '../../src/db/entities/member.js';
+import type { Clock } from '../../src/domain/context.js';
+import { startFlotilla, type Flotilla } from '../../src/server/app.js';
+import { freshDatabaseUrl, tempDir } from './databases.js';
+
+export interface GraphQLResponse<T = Record<string, unknown>> {
+  status: number;
+  body: { data?: T | null; errors?: { message: string; extensions?: { code?: string }; path?: string[] }[] };
+}
+
+export interface TestServer {
+  app: Flotilla;
+  databaseUrl: string;
+  adminToken: string;
+  /** POSTs a GraphQL operation; `token: null` sends none. */
+  gql<T = Record<string, unknown>>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<GraphQLResponse<T>>;
+  /** A graphql-ws client authenticated with the token. */
+  ws(token?: string): Client;
+  /** Mints a token of this server for a tenant role (an API token). */
+  apiToken(tenantId: string, role: TenantRole, subject?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(
+  kind: DatabaseKind,
+  options: { env?: Record<string, string>; clock?: Clock; databaseUrl?: string } = {},
+): Promise<TestServer> {
+  const databaseUrl = options.databaseUrl ?? (await freshDatabaseUrl(kind));
+  const config = loadConfig({
+    FLOTILLA_DATABASE_URL: databaseUrl,
+    FLOTILLA_PORT: '0',
+    FLOTILLA_HOST: '127.0.0.1',
+    FLOTILLA_DATA_DIR: tempDir('flotilla-data-'),
+    FLOTILLA_LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    FLOTILLA_SHUTDOWN_TIMEOUT_MS: '2000',
+    ...options.env,
+  });
+  const app = await startFlotilla(config, { clock: options.clock });
+  await app.ready;
+  const adminToken = app.adminToken?.token;
+  if (!adminToken) throw new Error('a fresh database should mint an admin token');
+  const sockets: Client[] = [];
+
+  return {
+    app,
+    databaseUrl,
+    adminToken,
+    async gql(query, variables, token = adminToken) {
+      const res = await fetch(app.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify({ query, variables }),
+      });
+      return { status: res.status, body: (await res.json()) as GraphQLResponse['body'] };
+    },
+    ws(token = adminToken) {
+      const client = createClient({
+        url: app.graphqlUrl.replace(/^http/, 'ws'),
+        webSocketImpl: WebSocket,
+        connectionParams: { authorization: `Bearer ${token}` },
+        retryAttempts: 0,
+        lazy: true,
+      });
+      sockets.push(client);
+      return client;
+    },
+    async apiToken(tenantId, role, subject = `api:${role.toLowerCase()}`) {
+      const em = app.db.orm.em.fork();
+      const minted = await em.transactional((tx) =>
+        app.tokens().mint(tx, { kind: 'API', subject, tenantId, role, ttlSeconds: 3600 }),
+      );
+      return minted.token;
+    },
+    async close() {
+      await Promise.all(sockets.map((s) => s.dispose()));
+      await app.close();
+    },
+  };
+}
+
+/** Runs one operation over graphql-ws and returns its single result. */
+export function wsRequest<T = Record<string, unknown>>(
+  client: Client,
+  query: string,
+  variables?: Record<string, unknown>,
+): Promise<{ data?: T | null; errors?: readonly { message: string }[] }> {
+  return new Promise((resolve, reject) => {
+    let result: { data?: T | null; errors?: readonly { message: string }[] } | undefined;
+    client.subscribe<T>(
+      { query, variables },
+      {
+        next: (value) => {
+          result = value as typeof result;
+        },
+        error: (err) => reject(err instanceof Error ? err : new Error(JSON.stringify(err))),
+        complete: () => (result ? resolve(result) : reject(new Error('no result'))),
+      },
+    );
+  });
+}
+
+/** The database id inside a global id. */
+export function localId(globalId: string): string {
+  const decoded = Buffer.from(globalId, 'base64url').toString('utf8');
+  return decoded.slice(decoded.indexOf(':') + 1);
+}
