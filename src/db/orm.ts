@@ -85,6 +85,10 @@ export function databaseKind(orm: Orm): DatabaseKind {
   return orm.config.get('driver') === PostgreSqlDriver ? 'postgres' : 'sqlite';
 }
 
+export function databaseKindOf(em: Em): DatabaseKind {
+  return em.getDriver() instanceof PostgreSqlDriver ? 'postgres' : 'sqlite';
+}
+
 /** Applies pending migrations; returns the names applied. */
 export async function migrate(orm: Orm): Promise<string[]> {
   const applied = await orm.getMigrator().up();

@@ -9,8 +9,9 @@ export interface AuditTarget {
 }
 
 /**
- * Runs a mutation in one transaction and then records its audit entry in a transaction of
- * its own, so refused and failed attempts are audited too. `describe` names the target once
+ * Runs a mutation in one transaction (which appends its events, see events/log.ts), wakes the
+ * event bus after commit, and then records its audit entry in a transaction of its own, so
+ * refused and failed attempts are audited too. `describe` names the target once
  * the work has succeeded (e.g. the id of what it created).
  */
 export async function audited<T>(
@@ -24,6 +25,7 @@ export async function audited<T>(
   let finalTarget = target;
   try {
     const result = await ctx.em.transactional(work);
+    ctx.bus.committed();
     if (describe) finalTarget = { ...target, ...describe(result) };
     return result;
   } catch (err) {

@@ -1,5 +1,6 @@
 import type { Identity } from '../auth/identity.js';
 import type { Em } from '../db/orm.js';
+import type { EventBus } from '../events/bus.js';
 
 export interface Clock {
   now(): Date;
@@ -18,4 +19,6 @@ export interface ServiceContext {
   identity: Identity;
   clock: Clock;
   settings: DomainSettings;
+  /** Told after every committed write, so the subscription hub reads the new events. */
+  bus: EventBus;
 }

@@ -7,6 +7,7 @@ import { Database } from '../db/database.js';
 import type { Orm } from '../db/orm.js';
 import { systemClock, type Clock } from '../domain/context.js';
 import { schema } from '../../resolvers/index.js';
+import { InProcessBus } from '../events/bus.js';
 import { ContextFactory } from './context.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -64,7 +65,8 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     if (!tokens) throw new Error('tokens are not ready');
     return tokens;
   };
-  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds });
+  const bus = new InProcessBus();
+  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus);
   let http: RunningServer;
   try {
     http = await startHttpServer(

@@ -7,6 +7,7 @@ import type { Database } from '../db/database.js';
 import { AuthenticationError, DomainError } from '../domain/errors.js';
 import type { Clock, DomainSettings } from '../domain/context.js';
 import { createServices } from '../domain/services.js';
+import type { EventBus } from '../events/bus.js';
 import { toGraphQLError } from './errors.js';
 
 /**
@@ -19,6 +20,7 @@ export class ContextFactory {
     private readonly tokens: () => TokenService,
     private readonly clock: Clock,
     private readonly settings: DomainSettings,
+    private readonly bus: EventBus,
   ) {}
 
   /** Verifies an Authorization header value; throws a coded GraphQLError when it cannot. */
@@ -38,7 +40,7 @@ export class ContextFactory {
 
   create(identity: Identity, requestId: string = randomUUID()): Context {
     const em = this.db.orm.em.fork();
-    const services = createServices({ em, identity, clock: this.clock, settings: this.settings });
+    const services = createServices({ em, identity, clock: this.clock, settings: this.settings, bus: this.bus });
     return { identity, services, requestId };
   }
 

@@ -12,6 +12,7 @@ import { SigningKey } from '../../src/db/entities/signing-key.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
 import { Worker } from '../../src/db/entities/worker.js';
 import { MIGRATIONS_TABLE, migrate, openOrm, pendingMigrations, type Orm } from '../../src/db/orm.js';
+import { appendEvent } from '../../src/events/log.js';
 import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
 import { describeColumns } from '../helpers/schema-introspection.js';
 
@@ -160,6 +161,27 @@ describe.each(DRIVERS)('store contract on %s', (kind) => {
     const ids = created.map((ev) => BigInt(ev.id));
     expect(ids[1]).toBeGreaterThan(ids[0]);
     expect(ids[2]).toBeGreaterThan(ids[1]);
+  });
+
+  it('appends an event with its transaction: committed ⇒ one event, rolled back ⇒ none', async () => {
+    const tenant = await seedTenant();
+    const count = () => em().count(Event, { tenantId: tenant.id });
+    await em().transactional(async (tx) => {
+      const t = await tx.findOneOrFail(Tenant, tenant.id);
+      t.name = 'changed';
+      await appendEvent(tx, { type: 'WORKER_STATUS_CHANGED', tenantId: tenant.id, data: { to: 'ONLINE' } }, new Date());
+    });
+    expect(await count()).toBe(1);
+    await expect(
+      em().transactional(async (tx) => {
+        const t = await tx.findOneOrFail(Tenant, tenant.id);
+        t.name = 'rolled back';
+        await appendEvent(tx, { type: 'WORKER_STATUS_CHANGED', tenantId: tenant.id }, new Date());
+        throw new Error('abort');
+      }),
+    ).rejects.toThrow('abort');
+    expect(await count()).toBe(1);
+    expect((await em().findOneOrFail(Tenant, tenant.id)).name).toBe('changed');
   });
 
   it('refuses a second tenant with the same slug', async () => {

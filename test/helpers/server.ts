@@ -55,7 +55,7 @@ export async function startTestServer(
         headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
         body: JSON.stringify({ query, variables }),
       });
-      return { status: res.status, body: (await res.json()) as GraphQLResponse['body'] };
+      return { status: res.status, body: (await res.json()) as GraphQLResponse<never>['body'] };
     },
     ws(token = adminToken) {
       const client = createClient({

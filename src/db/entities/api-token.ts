@@ -10,7 +10,7 @@ export type TokenKind = (typeof TOKEN_KINDS)[number];
  * A token this server minted. The id is the JWT's `jti`; the secret itself is never
  * stored, only what is needed to check and revoke it.
  */
-export class ApiToken extends BaseEntity {
+export class ApiToken extends BaseEntity<'tenant' | 'role' | 'workerId' | 'scopes' | 'expiresAt' | 'lastUsedAt' | 'revokedAt'> {
   kind!: TokenKind;
   subject!: string;
   tenant: Tenant | null = null;
@@ -22,7 +22,7 @@ export class ApiToken extends BaseEntity {
   revokedAt: Date | null = null;
 }
 
-export const ApiTokenSchema = new EntitySchema<ApiToken, BaseEntity>({
+export const ApiTokenSchema = new EntitySchema<ApiToken, BaseEntity<string>>({
   class: ApiToken,
   tableName: 'api_tokens',
   extends: BaseEntitySchema,

@@ -2,7 +2,7 @@ import { EntitySchema } from '@mikro-orm/core';
 import { BaseEntity, BaseEntitySchema } from './base.js';
 
 /** Who did what to which target, and how it ended. Kept even when the target is gone. */
-export class AuditEntry extends BaseEntity {
+export class AuditEntry extends BaseEntity<'tenantId' | 'targetId'> {
   tenantId: string | null = null;
   actor!: string;
   action!: string;
@@ -11,7 +11,7 @@ export class AuditEntry extends BaseEntity {
   outcome!: string;
 }
 
-export const AuditEntrySchema = new EntitySchema<AuditEntry, BaseEntity>({
+export const AuditEntrySchema = new EntitySchema<AuditEntry, BaseEntity<string>>({
   class: AuditEntry,
   tableName: 'audit_entries',
   extends: BaseEntitySchema,

@@ -1,8 +1,12 @@
-import { EntitySchema } from '@mikro-orm/core';
+import { EntitySchema, OptionalProps } from '@mikro-orm/core';
 import { newId } from '../ids.js';
 
 /** Every entity carries an id and millisecond-precision creation and update times. */
-export abstract class BaseEntity {
+/** Properties every entity fills in itself, so `em.create` does not require them. */
+export type BaseOptional = 'id' | 'createdAt' | 'updatedAt';
+
+export abstract class BaseEntity<Optional extends string = never> {
+  [OptionalProps]?: BaseOptional | Optional;
   id: string = newId();
   createdAt: Date = new Date();
   updatedAt: Date = new Date();
@@ -11,7 +15,7 @@ export abstract class BaseEntity {
 /** Timestamps are stored with millisecond precision on both drivers. */
 export const TIMESTAMP = { type: 'datetime', length: 3 } as const;
 
-export const BaseEntitySchema = new EntitySchema<BaseEntity>({
+export const BaseEntitySchema = new EntitySchema<BaseEntity<string>>({
   name: 'BaseEntity',
   abstract: true,
   properties: {

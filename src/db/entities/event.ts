@@ -1,4 +1,4 @@
-import { BigIntType, EntitySchema } from '@mikro-orm/core';
+import { BigIntType, EntitySchema, OptionalProps } from '@mikro-orm/core';
 import { TIMESTAMP } from './base.js';
 
 export const EVENT_TYPES = [
@@ -18,6 +18,7 @@ export type EventType = (typeof EVENT_TYPES)[number];
  * References are plain ids, not foreign keys: the log outlives what it talks about.
  */
 export class Event {
+  [OptionalProps]?: 'id' | 'createdAt' | 'updatedAt' | 'tenantId' | 'sandboxId' | 'workerId' | 'messageId' | 'leaseId' | 'data';
   id!: string;
   createdAt: Date = new Date();
   updatedAt: Date = new Date();

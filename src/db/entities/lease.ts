@@ -4,7 +4,7 @@ import { Sandbox } from './sandbox.js';
 import { Worker } from './worker.js';
 
 /** One lease per sandbox; the fencing token only ever grows. */
-export class Lease extends BaseEntity {
+export class Lease extends BaseEntity<'transitions'> {
   sandbox!: Sandbox;
   holder!: Worker;
   /**
@@ -18,7 +18,7 @@ export class Lease extends BaseEntity {
   transitions = 0;
 }
 
-export const LeaseSchema = new EntitySchema<Lease, BaseEntity>({
+export const LeaseSchema = new EntitySchema<Lease, BaseEntity<string>>({
   class: Lease,
   tableName: 'leases',
   extends: BaseEntitySchema,

@@ -12,7 +12,7 @@ export class Member extends BaseEntity {
   role!: TenantRole;
 }
 
-export const MemberSchema = new EntitySchema<Member, BaseEntity>({
+export const MemberSchema = new EntitySchema<Member, BaseEntity<string>>({
   class: Member,
   tableName: 'members',
   extends: BaseEntitySchema,

@@ -6,7 +6,7 @@ import { Tenant } from './tenant.js';
 export const SENDER_KINDS = ['USER', 'AGENT', 'SYSTEM'] as const;
 export type SenderKind = (typeof SENDER_KINDS)[number];
 
-export class Message extends BaseEntity {
+export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt'> {
   sandbox!: Sandbox;
   /** Denormalised from the sandbox so tenant filters need no join. */
   tenant!: Tenant;
@@ -18,7 +18,7 @@ export class Message extends BaseEntity {
   readAt: Date | null = null;
 }
 
-export const MessageSchema = new EntitySchema<Message, BaseEntity>({
+export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
   class: Message,
   tableName: 'messages',
   extends: BaseEntitySchema,

@@ -19,7 +19,7 @@ export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 export const AGENT_PHASES = ['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR'] as const;
 export type AgentPhase = (typeof AGENT_PHASES)[number];
 
-export class Sandbox extends BaseEntity {
+export class Sandbox extends BaseEntity<'status' | 'stateVersion' | 'command' | 'labels' | 'worker' | 'statusReason' | 'agentPhase' | 'agentActivity' | 'agentUpdatedAt' | 'exitCode' | 'ttlSeconds' | 'startedAt' | 'stoppedAt' | 'expiresAt' | 'deletedAt'> {
   tenant!: Tenant;
   worker: Worker | null = null;
   name!: string;
@@ -44,7 +44,7 @@ export class Sandbox extends BaseEntity {
   deletedAt: Date | null = null;
 }
 
-export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity>({
+export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
   class: Sandbox,
   tableName: 'sandboxes',
   extends: BaseEntitySchema,

@@ -2,7 +2,7 @@ import { EntitySchema } from '@mikro-orm/core';
 import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
 
 /** A key pair the server signs its own tokens with. The id is the JWK `kid`. */
-export class SigningKey extends BaseEntity {
+export class SigningKey extends BaseEntity<'retiredAt'> {
   alg!: string;
   publicJwk!: Record<string, unknown>;
   privateJwk!: Record<string, unknown>;
@@ -10,7 +10,7 @@ export class SigningKey extends BaseEntity {
   retiredAt: Date | null = null;
 }
 
-export const SigningKeySchema = new EntitySchema<SigningKey, BaseEntity>({
+export const SigningKeySchema = new EntitySchema<SigningKey, BaseEntity<string>>({
   class: SigningKey,
   tableName: 'signing_keys',
   extends: BaseEntitySchema,

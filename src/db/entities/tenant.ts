@@ -21,7 +21,7 @@ export class Tenant extends BaseEntity {
   policy!: TenantPolicy;
 }
 
-export const TenantSchema = new EntitySchema<Tenant, BaseEntity>({
+export const TenantSchema = new EntitySchema<Tenant, BaseEntity<string>>({
   class: Tenant,
   tableName: 'tenants',
   extends: BaseEntitySchema,

@@ -5,7 +5,7 @@ import { Tenant } from './tenant.js';
 export const WORKER_STATUSES = ['ONLINE', 'DRAINING', 'OFFLINE'] as const;
 export type WorkerStatus = (typeof WORKER_STATUSES)[number];
 
-export class Worker extends BaseEntity {
+export class Worker extends BaseEntity<'status' | 'allocatedCpuMillis' | 'allocatedMemoryMb' | 'observed' | 'labels' | 'tenant' | 'region' | 'lastHeartbeatAt' | 'version' | 'tokenId' | 'deletedAt'> {
   name!: string;
   /** null = a shared platform worker; otherwise dedicated to this tenant. */
   tenant: Tenant | null = null;
@@ -25,7 +25,7 @@ export class Worker extends BaseEntity {
   deletedAt: Date | null = null;
 }
 
-export const WorkerSchema = new EntitySchema<Worker, BaseEntity>({
+export const WorkerSchema = new EntitySchema<Worker, BaseEntity<string>>({
   class: Worker,
   tableName: 'workers',
   extends: BaseEntitySchema,
