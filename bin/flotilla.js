@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when `npm run build` has produced it, else the TypeScript source through tsx.
+// In a checkout, runs the TypeScript source through tsx (never a stale build); an install
+// without sources runs the compiled CLI from `npm run build`.
 import { existsSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
-const compiled = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
-if (existsSync(compiled)) {
-  await import(pathToFileURL(compiled).href);
-} else {
+const source = new URL('../src/cli.ts', import.meta.url);
+if (existsSync(fileURLToPath(source))) {
   const { register } = await import('tsx/esm/api');
   register();
-  await import(new URL('../src/cli.ts', import.meta.url).href);
+  await import(source.href);
+} else {
+  await import(new URL('../dist/src/cli.js', import.meta.url).href);
 }
