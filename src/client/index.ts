@@ -1,0 +1,268 @@
+/**
+ * The Flotilla SDK: a small typed client over the generated documents (./generated/graphql.ts).
+ *
+ *   const client = createClient({ url: 'http://localhost:4000/graphql', token });
+ *   const res = await client.query(TenantsDocument, { first: 10 });
+ *   if (res.ok) console.log(res.data.tenants.totalCount);
+ *
+ * Results are discriminated (`ok`), never thrown; network failures are retried with backoff;
+ * subscriptions reconnect by themselves and resume from the last cursor they delivered.
+ */
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { print, type DocumentNode } from 'graphql';
+import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
+
+export * from './generated/graphql.js';
+
+export interface ClientOptions {
+  /** The GraphQL endpoint, e.g. http://localhost:4000/graphql (ws:// is derived from it). */
+  url: string;
+  /** A bearer token (or a function returning the current one). */
+  token: string | (() => string);
+  /** Subscription transport: graphql-ws (default) or Server-Sent Events. */
+  transport?: 'ws' | 'sse';
+  /** How many times a request is retried after a network error (default 3). */
+  retries?: number;
+  /** First retry delay in ms; doubles each time up to `maxBackoffMs` (defaults 200 / 5000). */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** A WebSocket implementation for Node versions without a global one (e.g. the `ws` package). */
+  webSocketImpl?: unknown;
+}
+
+/** What went wrong with a request as a whole (typed mutation errors arrive in `data`). */
+export interface ClientError {
+  kind: 'network' | 'http' | 'graphql';
+  message: string;
+  /** `extensions.code` of the first GraphQL error, e.g. UNAUTHENTICATED; or the HTTP status. */
+  code: string;
+  status?: number;
+  errors?: { message: string; extensions?: Record<string, unknown>; path?: readonly (string | number)[] }[];
+}
+
+export type Result<T> = { ok: true; data: T } | { ok: false; error: ClientError };
+
+type Vars = Record<string, unknown>;
+
+/** An object of a typed-error union: a payload or one of the contract's errors. */
+export interface TypedUnionMember {
+  __typename?: string;
+  code?: string;
+  message?: string;
+}
+
+/**
+ * Splits a mutation's union result: the payload (`__typename` ending in "Payload") or the
+ * typed error with its `code` and `message`.
+ */
+export function unwrapPayload<T extends TypedUnionMember>(
+  value: T,
+): { ok: true; payload: Extract<T, { __typename?: `${string}Payload` }> } | { ok: false; error: { typename: string; code: string; message: string } } {
+  const typename = value.__typename ?? '';
+  if (typename.endsWith('Payload')) return { ok: true, payload: value as Extract<T, { __typename?: `${string}Payload` }> };
+  return { ok: false, error: { typename, code: value.code ?? 'UNKNOWN', message: value.message ?? typename } };
+}
+
+export interface SubscribeOptions<T> {
+  /** Picks the resumable cursor out of each event, so a reconnect resumes right after it. */
+  cursorOf?: (data: T) => string | null | undefined;
+  /** The variable that carries the cursor (default "after"). */
+  cursorVariable?: string;
+  /** Called when the stream reconnects (e.g. to show "reconnecting…"). */
+  onReconnect?: (attempt: number, error: unknown) => void;
+  /** Called once the stream is live again after a reconnect. */
+  onResumed?: () => void;
+  signal?: AbortSignal;
+}
+
+export interface FlotillaClient {
+  query<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables?: V): Promise<Result<T>>;
+  mutate<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables?: V): Promise<Result<T>>;
+  /** One unbroken stream of events: reconnects and resumes from the last cursor by itself. */
+  subscribe<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables: V, options?: SubscribeOptions<T>): AsyncIterableIterator<T>;
+  close(): Promise<void>;
+}
+
+/** Errors a subscription does not retry: the server refused it, retrying cannot help. */
+const FATAL_CODES = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'GRAPHQL_VALIDATION_FAILED', 'GRAPHQL_PARSE_FAILED', 'VALIDATION_FAILED', 'NOT_FOUND']);
+
+class FatalSubscriptionError extends Error {
+  constructor(readonly error: ClientError) {
+    super(error.message);
+  }
+}
+
+export function createClient(options: ClientOptions): FlotillaClient {
+  const retries = options.retries ?? 3;
+  const backoff = options.backoffMs ?? 200;
+  const maxBackoff = options.maxBackoffMs ?? 5_000;
+  const token = () => (typeof options.token === 'function' ? options.token() : options.token);
+  const delay = (attempt: number) => Math.min(maxBackoff, backoff * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+  let ws: WsClient | null = null;
+
+  async function request<T>(document: DocumentNode, variables: Vars | undefined): Promise<Result<T>> {
+    const body = JSON.stringify({ query: print(document), variables: variables ?? {} });
+    for (let attempt = 0; ; attempt++) {
+      let res: Response;
+      try {
+        res = await fetch(options.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json', authorization: `Bearer ${token()}` },
+          body,
+        });
+      } catch (err) {
+        if (attempt < retries) {
+          await sleep(delay(attempt));
+          continue;
+        }
+        return { ok: false, error: { kind: 'network', code: 'NETWORK_ERROR', message: (err as Error).message } };
+      }
+      return parseResponse<T>(res);
+    }
+  }
+
+  function wsClient(): WsClient {
+    ws ??= createWsClient({
+      url: options.url.replace(/^http/, 'ws'),
+      connectionParams: () => ({ authorization: `Bearer ${token()}` }),
+      webSocketImpl: options.webSocketImpl,
+      lazy: true,
+      // Reconnection is ours: a resumed subscription needs its new cursor in the variables.
+      retryAttempts: 0,
+    });
+    return ws;
+  }
+
+  async function* once<T>(document: DocumentNode, variables: Vars, signal: AbortSignal | undefined): AsyncGenerator<T> {
+    if ((options.transport ?? 'ws') === 'sse') {
+      yield* sseStream<T>(options.url, token(), document, variables, signal);
+      return;
+    }
+    const iterator = wsClient().iterate<T>({ query: print(document), variables });
+    const onAbort = () => void iterator.return?.();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      for await (const result of iterator) {
+        if (result.errors?.length) throw toFatalIfRefused(result.errors);
+        if (result.data) yield result.data as T;
+      }
+    } catch (err) {
+      throw Array.isArray(err) ? toFatalIfRefused(err as ClientError['errors'] & object) : err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async function* subscribe<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables: V, opts: SubscribeOptions<T> = {}): AsyncGenerator<T> {
+    const cursorVariable = opts.cursorVariable ?? 'after';
+    let cursor = (variables as Vars)[cursorVariable] as string | null | undefined;
+    let attempt = 0;
+    let reconnecting = false;
+    while (!opts.signal?.aborted) {
+      try {
+        for await (const data of once<T>(document, { ...variables, [cursorVariable]: cursor ?? null }, opts.signal)) {
+          if (reconnecting) {
+            reconnecting = false;
+            opts.onResumed?.();
+          }
+          attempt = 0;
+          const next = opts.cursorOf?.(data);
+          if (next) cursor = next;
+          yield data;
+        }
+        return; // the server completed the stream
+      } catch (err) {
+        if (err instanceof FatalSubscriptionError || opts.signal?.aborted) throw err;
+        reconnecting = true;
+        opts.onReconnect?.(attempt + 1, err);
+        await sleep(delay(attempt));
+        attempt++;
+        // A closed socket cannot be reused; the next attempt opens a new one.
+        if (ws) {
+          const old = ws;
+          ws = null;
+          void old.dispose();
+        }
+      }
+    }
+  }
+
+  return {
+    query: (document, variables) => request(document, variables),
+    mutate: (document, variables) => request(document, variables),
+    subscribe: (document, variables, opts) => subscribe(document, variables, opts),
+    async close() {
+      await ws?.dispose();
+      ws = null;
+    },
+  };
+}
+
+function toFatalIfRefused(errors: readonly { message: string; extensions?: Record<string, unknown> }[]): Error {
+  const code = String(errors[0]?.extensions?.code ?? 'GRAPHQL_ERROR');
+  const error: ClientError = { kind: 'graphql', code, message: errors[0]?.message ?? code, errors: [...errors] };
+  return FATAL_CODES.has(code) ? new FatalSubscriptionError(error) : new Error(error.message);
+}
+
+async function parseResponse<T>(res: Response): Promise<Result<T>> {
+  type Body = { data?: T | null; errors?: ClientError['errors'] } | null;
+  let body: Body;
+  try {
+    body = (await res.json()) as Body;
+  } catch {
+    return { ok: false, error: { kind: 'http', code: String(res.status), status: res.status, message: `HTTP ${res.status}` } };
+  }
+  if (body?.errors?.length) {
+    const first = body.errors[0];
+    return {
+      ok: false,
+      error: { kind: 'graphql', code: String(first.extensions?.code ?? 'GRAPHQL_ERROR'), message: first.message, status: res.status, errors: body.errors },
+    };
+  }
+  if (!res.ok || !body?.data) {
+    return { ok: false, error: { kind: 'http', code: String(res.status), status: res.status, message: `HTTP ${res.status}` } };
+  }
+  return { ok: true, data: body.data };
+}
+
+/** GraphQL over SSE (Yoga's distinct-connections mode): `event: next` / `event: complete`. */
+async function* sseStream<T>(url: string, token: string, document: DocumentNode, variables: Vars, signal: AbortSignal | undefined): AsyncGenerator<T> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query: print(document), variables }),
+    signal,
+  });
+  if (!res.ok || !res.body) {
+    const parsed = await parseResponse<T>(res);
+    if (!parsed.ok) throw toFatalIfRefused(parsed.error.errors ?? [{ message: parsed.error.message, extensions: { code: parsed.error.code } }]);
+    throw new Error(`HTTP ${res.status}`);
+  }
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let boundary: number;
+    while ((boundary = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, boundary);
+      buffer = buffer.slice(boundary + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = block
+        .split('\n')
+        .filter((l) => l.startsWith('data:'))
+        .map((l) => l.slice(5).trimStart())
+        .join('\n');
+      if (event === 'complete') return;
+      if (event === 'next' && data) {
+        const result = JSON.parse(data) as { data?: T; errors?: { message: string; extensions?: Record<string, unknown> }[] };
+        if (result.errors?.length) throw toFatalIfRefused(result.errors);
+        if (result.data) yield result.data;
+      }
+    }
+  }
+  throw new Error('the event stream ended without completing');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
