@@ -11,6 +11,7 @@ import type { SigningKeys } from '../auth/keys.js';
 import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
+import { serveDashboard } from './static.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 
@@ -110,6 +111,7 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         await yoga.handle(req, res, { requestId });
         return;
       }
+      if (serveDashboard(req, res, route)) return;
       sendJson(res, 404, { error: 'not found' });
     } catch (err) {
       logger.error({ reqId: requestId, err: (err as Error).message }, 'request failed');
