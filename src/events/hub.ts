@@ -53,6 +53,8 @@ export interface SubscribeOptions {
 export interface EventSubscription extends AsyncIterableIterator<LogEvent> {
   /** The cursor of the last event handed out (or the starting point): where a resume continues. */
   readonly lastCursor: string;
+  /** False while replaying from the log; true once the stream has joined the live feed. */
+  readonly live: boolean;
 }
 
 type Pending = { events: LogEvent[]; overflowed: boolean };
@@ -70,6 +72,10 @@ class Subscriber implements EventSubscription {
   /** Set while replaying: live events seen by the hub since the current replay query began. */
   pending: Pending | null = null;
   lastCursor: string;
+
+  get live(): boolean {
+    return this.pending === null && !this.finished;
+  }
 
   constructor(
     private readonly hub: Pick<EventHub, 'remove'>,
@@ -388,8 +394,7 @@ export class EventHub {
       }
       sub.pending = null;
       for (const event of pending.events) if (compareIds(event.id, sub.position) > 0) sub.push(event);
-      // Every event up to the hub's head is now queued; later batches reach this subscriber live.
-      if (compareIds(this.requireHead(), sub.position) > 0) sub.position = this.requireHead();
+      // Later batches reach this subscriber live; fanOut skips what replay already queued (by id).
       return;
     }
   }

@@ -86,7 +86,7 @@ export async function readEventsAfter(em: Em, afterId: string, limit: number, fi
   if (filter.sandboxId !== undefined) where.sandboxId = filter.sandboxId;
   if (filter.workerId !== undefined) where.workerId = filter.workerId;
   if (filter.types !== undefined) where.type = { $in: [...filter.types] };
-  const rows = await em.fork().find(Event, where, { orderBy: { id: 'asc' }, limit, disableIdentityMap: true });
+  const rows = await em.find(Event, where, { orderBy: { id: 'asc' }, limit, disableIdentityMap: true });
   return rows.map(toLogEvent);
 }
 
