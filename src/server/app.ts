@@ -7,7 +7,9 @@ import { Database } from '../db/database.js';
 import type { Orm } from '../db/orm.js';
 import { systemClock, type Clock } from '../domain/context.js';
 import { schema } from '../../resolvers/index.js';
-import { InProcessBus } from '../events/bus.js';
+import { InProcessBus, type EventBus } from '../events/bus.js';
+import type { EventHub } from '../events/hub.js';
+import { EventStream } from '../events/stream.js';
 import { ContextFactory } from './context.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -25,6 +27,10 @@ export interface Flotilla {
   ready: Promise<Orm>;
   http: RunningServer;
   tokens: () => TokenService;
+  /** Told after each committed write (services get it through their context). */
+  bus: EventBus;
+  /** The subscription hub (throws until the database is ready). */
+  events: () => EventHub;
   close(): Promise<void>;
 }
 
@@ -45,7 +51,15 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let keys: SigningKeys | null = null;
   let tokens: TokenService | null = null;
   let adminToken: { token: string; file: string } | null = null;
+  let events: EventStream | null = null;
+  let closing = false;
 
+  const bus = new InProcessBus();
+  const stopEvents = async (): Promise<void> => {
+    closing = true;
+    await events?.close();
+  };
+  metrics.watchEvents(() => events?.stats() ?? { listenerReady: false, listenerReconnects: 0, subscribers: 0, slowClosed: 0 });
   const db = new Database(config.databaseUrl, {
     migrate: config.migrateOnStart,
     logger,
@@ -56,6 +70,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       adminToken = await ensureAdminToken(orm, service, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
       keys = loaded;
       tokens = service;
+      // A failed start throws here, and the database's retry loop tries again.
+      const stream = await EventStream.start(orm, { target: config.databaseUrl, bus, clock, retentionSeconds: config.eventRetentionSeconds, logger });
+      if (closing) await stream.close();
+      else events = stream;
     },
   });
   logger.info({ database: describeDatabase(config.databaseUrl) }, 'starting');
@@ -65,15 +83,24 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     if (!tokens) throw new Error('tokens are not ready');
     return tokens;
   };
-  const bus = new InProcessBus();
   const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus);
   let http: RunningServer;
   try {
     http = await startHttpServer(
-      { schema, db, contexts, keys: () => keys, logger, metrics, shutdownTimeoutMs: config.shutdownTimeoutMs },
+      {
+        schema,
+        db,
+        contexts,
+        keys: () => keys,
+        logger,
+        metrics,
+        shutdownTimeoutMs: config.shutdownTimeoutMs,
+        readiness: () => events?.readiness() ?? { ok: false, reason: 'event stream starting' },
+      },
       { host: config.host, port: config.port },
     );
   } catch (err) {
+    await stopEvents();
     await db.close();
     throw err;
   }
@@ -94,8 +121,15 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     ready,
     http,
     tokens: getTokens,
+    bus,
+    events: () => {
+      if (!events) throw new Error('the event stream is not ready');
+      return events.hub;
+    },
     async close() {
+      closing = true;
       await http.close();
+      await stopEvents();
       await db.close();
       logger.info('stopped');
     },

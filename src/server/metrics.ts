@@ -1,5 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+export interface EventStreamStats {
+  listenerReady: boolean;
+  listenerReconnects: number;
+  subscribers: number;
+  slowClosed: number;
+}
+
 /** The server's Prometheus metrics, on a registry of its own (several servers may share a process in tests). */
 export class Metrics {
   readonly registry = new Registry();
@@ -26,6 +33,43 @@ export class Metrics {
     help: '1 when the database is connected and migrated',
     registers: [this.registry],
   });
+
+  private eventStats: (() => EventStreamStats) | null = null;
+  readonly eventListenerReady = this.eventGauge(
+    'flotilla_event_listener_ready',
+    '1 while the event stream is fed: the Postgres LISTEN connection is up (always 1 on SQLite once started)',
+    (stats) => (stats.listenerReady ? 1 : 0),
+  );
+  readonly eventListenerReconnects = this.eventGauge(
+    'flotilla_event_listener_reconnects',
+    'Times the Postgres LISTEN connection was lost and a reconnect attempted since start',
+    (stats) => stats.listenerReconnects,
+  );
+  readonly eventSubscribers = this.eventGauge('flotilla_event_subscribers', 'Open event subscriptions in this process', (stats) => stats.subscribers);
+  readonly eventSubscribersClosedSlow = this.eventGauge(
+    'flotilla_event_subscribers_closed_slow',
+    'Event subscriptions closed since start because their client fell too far behind',
+    (stats) => stats.slowClosed,
+  );
+
+  /** Reads the event stream's figures at scrape time. */
+  watchEvents(stats: () => EventStreamStats): void {
+    this.eventStats = stats;
+  }
+
+  /** A gauge read from the event stream at scrape time (0 until the stream is started). */
+  private eventGauge(name: string, help: string, pick: (stats: EventStreamStats) => number): Gauge {
+    const source = (): EventStreamStats | null => this.eventStats?.() ?? null;
+    return new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect(this: Gauge) {
+        const stats = source();
+        this.set(stats ? pick(stats) : 0);
+      },
+    });
+  }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'flotilla_' });

@@ -29,6 +29,8 @@ export interface HttpServerDeps {
   logger: Logger;
   metrics: Metrics;
   shutdownTimeoutMs: number;
+  /** Further readiness beyond the database (e.g. the event LISTEN connection); not ready with a reason. */
+  readiness?: () => { ok: boolean; reason?: string };
 }
 
 interface ServerContext {
@@ -93,8 +95,9 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       if (stopping) return sendJson(res, 503, { status: 'shutting down' }, { connection: 'close' });
       if (route === '/healthz') return sendJson(res, 200, { status: 'ok' });
       if (route === '/readyz') {
-        const check = await deps.db.check();
-        metrics.databaseReady.set(check.ok ? 1 : 0);
+        const dbCheck = await deps.db.check();
+        metrics.databaseReady.set(dbCheck.ok ? 1 : 0);
+        const check = dbCheck.ok && deps.readiness ? deps.readiness() : dbCheck;
         return sendJson(res, check.ok ? 200 : 503, check.ok ? { status: 'ready' } : { status: 'not ready', reason: check.reason });
       }
       if (route === '/metrics') {

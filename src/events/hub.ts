@@ -1,0 +1,401 @@
+import type { Orm } from '../db/orm.js';
+import type { Logger } from '../server/logger.js';
+import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
+import {
+  compareIds,
+  encodeCursor,
+  latestEventId,
+  matchesFilter,
+  readEventsAfter,
+  resolveCursor,
+  type EventFilter,
+  type LogEvent,
+} from './reader.js';
+
+/** Events one subscriber may have waiting; past this it is closed as too slow (memory stays bounded). */
+export const SUBSCRIBER_QUEUE_LIMIT = 1000;
+/** Events the hub reads per query when going live; each is read once for all subscribers. */
+export const HUB_BATCH_SIZE = 500;
+/** Events one replaying subscriber reads per query; at most half a queue, so replay never overflows it. */
+export const REPLAY_PAGE_SIZE = 250;
+/** Safety net for lost wake-ups (e.g. a NOTIFY missed between reconnects): read the log this often anyway. */
+export const HUB_POLL_INTERVAL_MS = 2000;
+/** After a failed read (database down), try again this soon. */
+export const HUB_RETRY_DELAY_MS = 250;
+
+export interface EventHubOptions {
+  queueLimit?: number;
+  batchSize?: number;
+  replayPageSize?: number;
+  /** 0 disables the periodic read (tests that drive wake-ups themselves). */
+  pollIntervalMs?: number;
+  logger?: Logger;
+}
+
+/** Who holds a subscription, so the server can end a subject's streams (revoked token, removed member). */
+export interface SubscriberPrincipal {
+  subject: string;
+  tokenId?: string | null;
+  tenantIds?: readonly string[];
+}
+
+export interface SubscribeOptions {
+  /** Which events; applied in SQL on replay and in memory when live. */
+  match: EventFilter;
+  /** Per-event authorization, e.g. "may this identity see this tenant?". Throwing counts as no. */
+  authorize?: (event: LogEvent) => boolean;
+  /** Resume after this cursor (replay from the log first); without it, only events from now on. */
+  after?: string | null;
+  principal?: SubscriberPrincipal;
+}
+
+/** A live stream of events; `return()` (or `break` in `for await`) unsubscribes. */
+export interface EventSubscription extends AsyncIterableIterator<LogEvent> {
+  /** The cursor of the last event handed out (or the starting point): where a resume continues. */
+  readonly lastCursor: string;
+  /** False while replaying from the log; true once the stream has joined the live feed. */
+  readonly live: boolean;
+}
+
+type Pending = { events: LogEvent[]; overflowed: boolean };
+
+class Subscriber implements EventSubscription {
+  private readonly queue: LogEvent[] = [];
+  private waiter: ((result: IteratorResult<LogEvent>) => void) | null = null;
+  private failWaiter: ((err: Error) => void) | null = null;
+  private spaceWaiter: (() => void) | null = null;
+  private roomWanted = 0;
+  private failure: Error | null = null;
+  finished = false;
+  /** Every matching event up to this id has been queued (or skipped as unauthorised). */
+  position: string;
+  /** Set while replaying: live events seen by the hub since the current replay query began. */
+  pending: Pending | null = null;
+  lastCursor: string;
+
+  get live(): boolean {
+    return this.pending === null && !this.finished;
+  }
+
+  constructor(
+    private readonly hub: Pick<EventHub, 'remove'>,
+    readonly options: SubscribeOptions,
+    startId: string,
+    readonly queueLimit: number,
+  ) {
+    this.position = startId;
+    this.lastCursor = encodeCursor(startId);
+  }
+
+  get queuedCount(): number {
+    return this.queue.length;
+  }
+
+  accepts(event: LogEvent): boolean {
+    if (!matchesFilter(event, this.options.match)) return false;
+    if (!this.options.authorize) return true;
+    try {
+      return this.options.authorize(event);
+    } catch {
+      return false; // fail closed
+    }
+  }
+
+  /** Hands an event to the consumer, or queues it; overflowing the queue closes the subscriber. */
+  push(event: LogEvent): void {
+    if (this.finished) return;
+    this.position = event.id;
+    if (this.waiter) {
+      const resolve = this.waiter;
+      this.clearWaiters();
+      this.lastCursor = event.cursor;
+      resolve({ value: event, done: false });
+      return;
+    }
+    this.queue.push(event);
+    if (this.queue.length > this.queueLimit) this.fail(new SubscriberTooSlowError(this.lastCursor, this.queueLimit));
+  }
+
+  /** Resolves once `room` more events fit in the queue (replay paces itself to the consumer). */
+  waitForRoom(room: number): Promise<void> {
+    if (this.finished || this.queue.length + room <= this.queueLimit) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.roomWanted = room;
+      this.spaceWaiter = resolve;
+    });
+  }
+
+  fail(error: Error): void {
+    if (this.finished) return;
+    this.failure = error;
+    this.end();
+  }
+
+  next(): Promise<IteratorResult<LogEvent>> {
+    const event = this.queue.shift();
+    if (event) {
+      this.lastCursor = event.cursor;
+      if (this.spaceWaiter && this.queue.length + this.roomWanted <= this.queueLimit) this.wakeReplay();
+      return Promise.resolve({ value: event, done: false });
+    }
+    if (this.failure) {
+      const err = this.failure;
+      this.failure = null;
+      return Promise.reject(err);
+    }
+    if (this.finished) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.waiter = resolve;
+      this.failWaiter = reject;
+      // Replay waits for room; the consumer asking for more is room.
+      this.wakeReplay();
+    });
+  }
+
+  return(): Promise<IteratorResult<LogEvent>> {
+    this.end();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  throw(err?: unknown): Promise<IteratorResult<LogEvent>> {
+    this.end();
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private end(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.queue.length = 0;
+    this.pending = null;
+    this.hub.remove(this);
+    const resolve = this.waiter;
+    const reject = this.failWaiter;
+    this.clearWaiters();
+    if (this.failure && reject) {
+      const err = this.failure;
+      this.failure = null;
+      reject(err);
+    } else resolve?.({ value: undefined, done: true });
+    this.wakeReplay();
+  }
+
+  private wakeReplay(): void {
+    const resume = this.spaceWaiter;
+    this.spaceWaiter = null;
+    resume?.();
+  }
+
+  private clearWaiters(): void {
+    this.waiter = null;
+    this.failWaiter = null;
+  }
+}
+
+/**
+ * The subscription hub, one per process. Each wake-up (bus after a local commit, NOTIFY from
+ * another replica, reconnect, or the periodic safety read) reads the new events ONCE, in
+ * batches, and fans them out in memory to every matching subscriber. A subscriber that asks for
+ * `after` first replays from the log with its own paged reads and then joins the live stream at
+ * an exact position, without a gap or a duplicate.
+ */
+export class EventHub {
+  private readonly subscribers = new Set<Subscriber>();
+  private head: string | null = null;
+  private pumping: Promise<void> | null = null;
+  private dirty = false;
+  private closed = false;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  readonly queueLimit: number;
+  readonly batchSize: number;
+  readonly replayPageSize: number;
+  private readonly pollIntervalMs: number;
+  /** Subscribers closed for falling behind, since start (a metric). */
+  slowClosed = 0;
+  /** Batches read from the log by the live pump, since start (a metric: one per batch, not per subscriber). */
+  batchesRead = 0;
+
+  constructor(
+    private readonly orm: Orm,
+    private readonly options: EventHubOptions = {},
+  ) {
+    this.queueLimit = options.queueLimit ?? SUBSCRIBER_QUEUE_LIMIT;
+    this.batchSize = options.batchSize ?? HUB_BATCH_SIZE;
+    this.replayPageSize = Math.max(1, Math.min(options.replayPageSize ?? REPLAY_PAGE_SIZE, Math.floor(this.queueLimit / 2)));
+    this.pollIntervalMs = options.pollIntervalMs ?? HUB_POLL_INTERVAL_MS;
+  }
+
+  /** Positions the live stream at the end of the log. Call once before subscribing. */
+  async start(): Promise<void> {
+    this.head = await latestEventId(this.orm.em.fork());
+    if (this.pollIntervalMs > 0) {
+      this.pollTimer = setInterval(() => this.wake(), this.pollIntervalMs);
+      this.pollTimer.unref();
+    }
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  /** The id of the newest event the hub has fanned out. */
+  get position(): string {
+    return this.requireHead();
+  }
+
+  /** There may be new committed events: read them (coalesced; at most one read in flight). */
+  wake(): void {
+    if (this.closed) return;
+    this.dirty = true;
+    this.pumping ??= this.pump().finally(() => {
+      this.pumping = null;
+      if (this.dirty && !this.closed) this.wake();
+    });
+  }
+
+  /** Resolves once everything committed before the call has been fanned out (tests, shutdown). */
+  async settle(): Promise<void> {
+    this.wake();
+    while (this.pumping) await this.pumping;
+  }
+
+  /**
+   * Subscribes. Rejects with InvalidCursorError when `after` is malformed, unknown or expired.
+   * The stream ends with SubscriberTooSlowError when the consumer falls behind, and with
+   * SubscriptionEndedError when `endWhere` or `close` ends it; both carry the resume cursor.
+   */
+  async subscribe(options: SubscribeOptions): Promise<EventSubscription> {
+    const head = this.requireHead();
+    if (options.after === undefined || options.after === null) {
+      const sub = new Subscriber(this, options, head, this.queueLimit);
+      this.subscribers.add(sub);
+      return sub;
+    }
+    const afterId = await resolveCursor(this.orm.em.fork(), options.after);
+    if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after);
+    const sub = new Subscriber(this, options, afterId, this.queueLimit);
+    sub.pending = { events: [], overflowed: false };
+    this.subscribers.add(sub);
+    void this.replay(sub).catch((err: Error) => {
+      this.options.logger?.warn({ err: err.message }, 'event replay failed');
+      sub.fail(err);
+    });
+    return sub;
+  }
+
+  /** Ends every subscription whose principal matches (e.g. a revoked token); returns how many. */
+  endWhere(predicate: (principal: SubscriberPrincipal | undefined) => boolean, reason: string): number {
+    let ended = 0;
+    for (const sub of [...this.subscribers]) {
+      if (!predicate(sub.options.principal)) continue;
+      sub.fail(new SubscriptionEndedError(reason, sub.lastCursor));
+      ended++;
+    }
+    return ended;
+  }
+
+  /** Stops reading and ends every subscription with SubscriptionEndedError (clients resume elsewhere). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.endWhere(() => true, 'the server is shutting down');
+    await this.pumping?.catch(() => undefined);
+  }
+
+  /** Called by a subscriber when it ends. */
+  remove(sub: Subscriber): void {
+    this.subscribers.delete(sub);
+  }
+
+  private requireHead(): string {
+    if (this.head === null) throw new Error('EventHub.start() must be awaited before use');
+    return this.head;
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      while (this.dirty && !this.closed) {
+        this.dirty = false;
+        for (;;) {
+          const batch = await readEventsAfter(this.orm.em.fork(), this.requireHead(), this.batchSize);
+          this.batchesRead++;
+          if (this.closed) return;
+          this.fanOut(batch);
+          if (batch.length < this.batchSize) break;
+        }
+      }
+    } catch (err) {
+      // The database is unreachable: keep the head and try again; nothing is skipped.
+      this.options.logger?.warn({ err: (err as Error).message }, 'reading new events failed; retrying');
+      if (!this.closed && !this.retryTimer) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          this.wake();
+        }, HUB_RETRY_DELAY_MS);
+        this.retryTimer.unref();
+      }
+    }
+  }
+
+  /** Synchronous, so a subscriber registers either wholly before or wholly after a batch. */
+  private fanOut(batch: LogEvent[]): void {
+    if (batch.length === 0) return;
+    for (const sub of this.subscribers) {
+      for (const event of batch) {
+        if (sub.finished) break;
+        if (compareIds(event.id, sub.position) <= 0 || !sub.accepts(event)) continue;
+        if (sub.pending) {
+          const pending = sub.pending;
+          if (pending.overflowed) continue;
+          // Bounded: past a queue's worth, drop them and let the next replay query read them.
+          if (pending.events.length >= this.queueLimit) {
+            pending.events = [];
+            pending.overflowed = true;
+          } else pending.events.push(event);
+        } else {
+          sub.push(event);
+          if (sub.finished) this.slowClosed++;
+        }
+      }
+    }
+    this.head = batch[batch.length - 1].id;
+  }
+
+  /**
+   * Replays from the log, then joins the live stream. The hub collects live events in `pending`
+   * from the start of each replay query; a short page means the query saw everything committed
+   * before it began, and `pending` holds everything the hub read since, so appending `pending`
+   * (minus what the query already returned, by id) and going live at once leaves no gap.
+   */
+  private async replay(sub: Subscriber): Promise<void> {
+    let room = this.replayPageSize;
+    for (;;) {
+      await sub.waitForRoom(room);
+      room = this.replayPageSize;
+      if (sub.finished) return;
+      sub.pending = { events: [], overflowed: false };
+      const page = await readEventsAfter(this.orm.em.fork(), sub.position, this.replayPageSize, sub.options.match);
+      if (sub.finished) return;
+      for (const event of page) {
+        if (sub.accepts(event)) sub.push(event);
+        else sub.position = event.id;
+      }
+      if (page.length === this.replayPageSize) continue;
+      const pending: Pending = sub.pending ?? { events: [], overflowed: true };
+      // Too much arrived meanwhile: read it from the log instead, once the consumer made room.
+      if (pending.overflowed || sub.queuedCount + pending.events.length > this.queueLimit) {
+        room = this.queueLimit - this.replayPageSize;
+        continue;
+      }
+      sub.pending = null;
+      for (const event of pending.events) if (compareIds(event.id, sub.position) > 0) sub.push(event);
+      // Later batches reach this subscriber live; fanOut skips what replay already queued (by id).
+      return;
+    }
+  }
+}

@@ -1,0 +1,165 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parseDatabaseUrl } from '../../src/config/index.js';
+import { migrate, openOrm, type Orm } from '../../src/db/orm.js';
+import { EventHub } from '../../src/events/hub.js';
+import { appendEvent } from '../../src/events/log.js';
+import { PgListener } from '../../src/events/pg-listener.js';
+import { LOG_START, readEventsAfter } from '../../src/events/reader.js';
+import { freshDatabaseUrl } from '../helpers/databases.js';
+import { appendCommitted, ids, take } from '../helpers/events.js';
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const byId = (a: string, b: string) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0);
+
+/** What only Postgres has: concurrent writers in parallel transactions, NOTIFY, and a LISTEN connection to lose. */
+describe('event log on postgres', () => {
+  let url: string;
+  let orm: Orm;
+  let admin: pg.Client;
+
+  beforeAll(async () => {
+    url = await freshDatabaseUrl('postgres');
+    orm = await openOrm(parseDatabaseUrl(url));
+    await migrate(orm);
+    admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await orm?.close(true);
+  });
+
+  it('a reader tailing by id sees every event of concurrent writers exactly once, in order, none skipped', async () => {
+    const tenant = randomUUID();
+    const writers = 12;
+    const transactionsPerWriter = 25;
+    let writing = true;
+    const committed: string[] = [];
+
+    const writerRuns = Array.from({ length: writers }, async (_, w) => {
+      for (let t = 0; t < transactionsPerWriter; t++) {
+        const rows = await orm.em.fork().transactional(async (tx) => {
+          // Transactions of varying length, both before the append and while holding its lock.
+          await pause((w * 7 + t * 3) % 6);
+          const out: string[] = [];
+          for (let n = 0; n <= (w + t) % 3; n++) {
+            out.push((await appendEvent(tx, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { w, t, n } }, new Date())).id);
+          }
+          await pause((w + t) % 3);
+          return out;
+        });
+        committed.push(...rows.map(String));
+      }
+    });
+
+    const seen: string[] = [];
+    let cursor = LOG_START;
+    let reads = 0;
+    const reader = (async () => {
+      for (;;) {
+        const done = !writing;
+        const batch = await readEventsAfter(orm.em.fork(), cursor, 50, { tenantId: tenant });
+        reads++;
+        for (const event of batch) seen.push(event.id);
+        if (batch.length > 0) cursor = batch[batch.length - 1].id;
+        // One more full pass after the writers finished, to read their last commits.
+        if (done && batch.length === 0) return;
+      }
+    })();
+    await Promise.all(writerRuns);
+    writing = false;
+    await reader;
+
+    expect(reads).toBeGreaterThan(writers);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toEqual([...seen].sort(byId));
+    expect(seen).toEqual([...committed].sort(byId));
+  });
+
+  it('keeps every subscriber complete and in order while its LISTEN connection is killed repeatedly during a burst', async () => {
+    const tenant = randomUUID();
+    const hub = new EventHub(orm, { pollIntervalMs: 0 });
+    await hub.start();
+    // Only NOTIFY and reconnects wake this hub: the writers play another replica (no shared bus).
+    const listener = new PgListener({ url, onNotify: () => hub.wake(), onListening: () => hub.wake(), backoffMs: { initial: 10, max: 100 } });
+    expect(await listener.start()).toBe(true);
+    expect(listener.ready).toBe(true);
+    const subscribers = await Promise.all([
+      hub.subscribe({ match: { tenantId: tenant } }),
+      hub.subscribe({ match: { tenantId: tenant, types: ['SANDBOX_STATUS_CHANGED', 'MESSAGE_POSTED'] } }),
+      hub.subscribe({ match: {}, authorize: (e) => e.tenantId === tenant }),
+    ]);
+
+    const writers = 4;
+    const transactionsPerWriter = 60;
+    const eventsPerTransaction = 10;
+    const total = writers * transactionsPerWriter * eventsPerTransaction;
+    // Consumers keep up (as clients do); a stalled one would be closed as too slow, tested elsewhere.
+    const receiving = subscribers.map((sub) => take(sub, total, 40_000));
+    const committed: string[] = [];
+    let writing = true;
+    const writerRuns = Array.from({ length: writers }, async () => {
+      for (let t = 0; t < transactionsPerWriter; t++) {
+        const events = Array.from({ length: eventsPerTransaction }, (_, n) => ({ type: 'SANDBOX_STATUS_CHANGED' as const, tenantId: tenant, data: { t, n } }));
+        committed.push(...(await appendCommitted(orm, null, events)));
+      }
+    });
+    let kills = 0;
+    const killer = (async () => {
+      while (writing) {
+        const pid = listener.backendPid;
+        if (pid !== null) {
+          await admin.query('select pg_terminate_backend($1)', [pid]);
+          kills++;
+        }
+        await pause(25);
+      }
+    })();
+    await Promise.all(writerRuns);
+    writing = false;
+    await killer;
+
+    expect(committed.length).toBe(total);
+    const expected = [...committed].sort(byId);
+    for (const received of await Promise.all(receiving)) expect(ids(received)).toEqual(expected);
+    expect(kills).toBeGreaterThanOrEqual(3);
+    // Each kill is followed by a reconnect; the last one may still be under way.
+    expect(listener.reconnects).toBeGreaterThanOrEqual(kills - 1);
+
+    // Still listening afterwards, and nothing beyond the burst was delivered twice.
+    const [sentinel] = await appendCommitted(orm, null, [{ type: 'MESSAGE_POSTED', tenantId: tenant }]);
+    for (const sub of subscribers) expect(ids(await take(sub, 1))).toEqual([sentinel]);
+    await vi.waitFor(() => expect(listener.ready).toBe(true));
+    await listener.stop();
+    await hub.close();
+  });
+
+  it('delivers an event far over the 8000-byte NOTIFY limit whole, woken by NOTIFY alone', async () => {
+    const tenant = randomUUID();
+    const hub = new EventHub(orm, { pollIntervalMs: 0 });
+    await hub.start();
+    const listener = new PgListener({ url, onNotify: () => hub.wake(), onListening: () => hub.wake() });
+    await listener.start();
+    const sub = await hub.subscribe({ match: { tenantId: tenant } });
+    const body = 'ü'.repeat(50_000);
+    const [id] = await appendCommitted(orm, null, [{ type: 'MESSAGE_POSTED', tenantId: tenant, data: { body } }]);
+    const [event] = await take(sub, 1);
+    expect(event.id).toBe(id);
+    expect(event.data.body).toBe(body);
+    expect(listener.notifications).toBeGreaterThanOrEqual(1);
+    await listener.stop();
+    await hub.close();
+  });
+
+  it('reports not ready, with the reason, while the LISTEN connection cannot be established', async () => {
+    const dead = new URL(url);
+    dead.pathname = '/flotilla_no_such_database';
+    const listener = new PgListener({ url: dead.toString(), onNotify: () => undefined, onListening: () => undefined, backoffMs: { initial: 10, max: 20 } });
+    expect(await listener.start()).toBe(false);
+    expect(listener.ready).toBe(false);
+    expect(listener.lastError).toMatch(/flotilla_no_such_database/);
+    await listener.stop();
+  });
+});

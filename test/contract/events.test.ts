@@ -1,0 +1,310 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseDatabaseUrl } from '../../src/config/index.js';
+import { migrate, openOrm, type Orm } from '../../src/db/orm.js';
+import { InProcessBus } from '../../src/events/bus.js';
+import { InvalidCursorError, SubscriberTooSlowError, SubscriptionEndedError } from '../../src/events/errors.js';
+import { EventHub, type EventHubOptions } from '../../src/events/hub.js';
+import { decodeCursor, encodeCursor, readEventsAfter, resolveCursor, LOG_START } from '../../src/events/reader.js';
+import { EventSweeper } from '../../src/events/sweeper.js';
+import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
+import { appendCommitted, ids, take } from '../helpers/events.js';
+
+/** The event log and hub contract: the same behaviour on each driver. */
+describe.each(DRIVERS)('event log and hub on %s', (kind) => {
+  let orm: Orm;
+  let statements: string[] = [];
+  const hubs: EventHub[] = [];
+
+  beforeAll(async () => {
+    orm = await openOrm(parseDatabaseUrl(await freshDatabaseUrl(kind)), { onQuery: (sql) => statements.push(sql) });
+    await migrate(orm);
+  });
+  afterEach(async () => {
+    await Promise.all(hubs.splice(0).map((h) => h.close()));
+  });
+  afterAll(async () => {
+    await orm?.close(true);
+  });
+
+  /** A hub woken by an in-process bus only (no periodic reads), as on SQLite. */
+  async function startHub(options: EventHubOptions = {}): Promise<{ hub: EventHub; bus: InProcessBus }> {
+    const hub = new EventHub(orm, { pollIntervalMs: 0, ...options });
+    await hub.start();
+    hubs.push(hub);
+    const bus = new InProcessBus();
+    bus.onCommitted(() => hub.wake());
+    return { hub, bus };
+  }
+
+  const sandboxEvent = (tenantId: string, sandboxId: string, n = 0) =>
+    ({ type: 'SANDBOX_STATUS_CHANGED', tenantId, sandboxId, data: { n } }) as const;
+
+  it('cursors are opaque, round-trip, and reject what is not a cursor', async () => {
+    const cursor = encodeCursor('12345');
+    expect(cursor).not.toContain('12345');
+    expect(decodeCursor(cursor)).toBe('12345');
+    for (const bad of ['', 'abc', '12345', encodeCursor('-1'), encodeCursor('1.5'), encodeCursor('99999999999999999999'), 'ev t']) {
+      expect(() => decodeCursor(bad), bad).toThrow(InvalidCursorError);
+    }
+    try {
+      decodeCursor('nope');
+    } catch (err) {
+      expect((err as InvalidCursorError).code).toBe('INVALID_CURSOR');
+      expect((err as InvalidCursorError).reason).toBe('MALFORMED');
+    }
+  });
+
+  it('a cursor the log never reached is unknown; the newest one resolves', async () => {
+    const tenant = randomUUID();
+    const [last] = (await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID())])).slice(-1);
+    await expect(resolveCursor(orm.em.fork(), encodeCursor(last))).resolves.toBe(last);
+    const future = encodeCursor(String(BigInt(last) + 1000n));
+    await expect(resolveCursor(orm.em.fork(), future)).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'UNKNOWN' });
+  });
+
+  it('reads events after a cursor in commit order, filtered by tenant, sandbox and type', async () => {
+    const tenant = randomUUID();
+    const sandbox = randomUUID();
+    const written = await appendCommitted(orm, null, [
+      sandboxEvent(tenant, sandbox, 1),
+      { type: 'MESSAGE_POSTED', tenantId: tenant, sandboxId: sandbox },
+      sandboxEvent(tenant, randomUUID(), 2),
+      sandboxEvent(randomUUID(), sandbox, 3),
+    ]);
+    const before = String(BigInt(written[0]) - 1n);
+    expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant }))).toEqual(written.slice(0, 3));
+    expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant, sandboxId: sandbox }))).toEqual(written.slice(0, 2));
+    expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant, types: ['MESSAGE_POSTED'] }))).toEqual([written[1]]);
+    expect(ids(await readEventsAfter(orm.em.fork(), written[0], 2, { tenantId: tenant }))).toEqual(written.slice(1, 3));
+  });
+
+  it('fans each new batch out to every matching, authorised subscriber with one read, not one per subscriber', async () => {
+    const { hub, bus } = await startHub();
+    const tenantA = randomUUID();
+    const tenantB = randomUUID();
+    const subscribersPerTenant = 100;
+    const subsA = await Promise.all(Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantA } })));
+    const subsB = await Promise.all(Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantB } })));
+    // Authorised for tenant A only, whatever it asks for.
+    const narrow = await hub.subscribe({ match: {}, authorize: (e) => e.tenantId === tenantA });
+
+    statements = [];
+    const written = await appendCommitted(orm, bus, [
+      sandboxEvent(tenantA, randomUUID(), 1),
+      sandboxEvent(tenantB, randomUUID(), 2),
+      sandboxEvent(tenantA, randomUUID(), 3),
+    ]);
+    await hub.settle();
+    const eventReads = statements.filter((sql) => /from [`"]events[`"]/i.test(sql) && /^select/i.test(sql.trim()));
+    expect(eventReads.length).toBeLessThanOrEqual(2);
+
+    for (const sub of subsA) expect(ids(await take(sub, 2))).toEqual([written[0], written[2]]);
+    for (const sub of subsB) expect(ids(await take(sub, 1))).toEqual([written[1]]);
+    expect(ids(await take(narrow, 2))).toEqual([written[0], written[2]]);
+    await Promise.all([...subsA, ...subsB, narrow].map((s) => s.return?.()));
+    expect(hub.subscriberCount).toBe(0);
+  });
+
+  it('delivers an event whose data is far over 8000 bytes whole', async () => {
+    const { hub, bus } = await startHub();
+    const tenant = randomUUID();
+    const sub = await hub.subscribe({ match: { tenantId: tenant } });
+    const big = 'x'.repeat(64 * 1024);
+    await appendCommitted(orm, bus, [{ type: 'MESSAGE_POSTED', tenantId: tenant, data: { body: big } }]);
+    const [event] = await take(sub, 1);
+    expect(event.data.body).toBe(big);
+    await sub.return?.();
+  });
+
+  it('replays after a cursor and then goes live with no gap and no duplicate while writers keep writing', async () => {
+    const { hub, bus } = await startHub({ replayPageSize: 7, queueLimit: 40 });
+    const tenant = randomUUID();
+    const sandbox = randomUUID();
+    const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, sandbox, 0)]);
+    const history = await appendCommitted(orm, bus, Array.from({ length: 60 }, (_, i) => sandboxEvent(tenant, sandbox, i + 1)));
+    // Noise from another tenant that must never show up.
+    await appendCommitted(orm, bus, [sandboxEvent(randomUUID(), sandbox)]);
+
+    const writers = 3;
+    const perWriter = 40;
+    const expected = [...history];
+    const writing = Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        for (let i = 0; i < perWriter; i++) {
+          const [id] = await appendCommitted(orm, bus, [sandboxEvent(tenant, sandbox, 1000 * (w + 1) + i)]);
+          expected.push(id);
+          await appendCommitted(orm, bus, [sandboxEvent(randomUUID(), randomUUID())]);
+        }
+      }),
+    );
+    const sub = await hub.subscribe({ match: { tenantId: tenant, sandboxId: sandbox }, after: encodeCursor(start) });
+    const got = await take(sub, history.length + writers * perWriter);
+    await writing;
+    expected.sort((a, b) => Number(BigInt(a) - BigInt(b)));
+    expect(ids(got)).toEqual(expected);
+    // A sentinel written afterwards is the very next event: nothing was duplicated past the end.
+    const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, sandbox, -1)]);
+    expect(ids(await take(sub, 1))).toEqual([sentinel]);
+    expect(sub.lastCursor).toBe(encodeCursor(sentinel));
+    await sub.return?.();
+  });
+
+  // Parity picks which replay reads let the hub catch up afterwards, so that in one of the two runs
+  // the last replay read returns an event the hub has not fanned out yet at the switch.
+  it.each([0, 1])('switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i)', async (parity) => {
+    const tenant = randomUUID();
+    const hooks = { before: async (): Promise<void> => undefined, after: async (): Promise<void> => undefined };
+    // The hub's own ORM, with replay reads (those filtered by tenant) held between the query and its result.
+    const gated = {
+      em: {
+        fork: () => {
+          const em = orm.em.fork();
+          const find = em.find.bind(em);
+          em.find = (async (...args: Parameters<typeof find>) => {
+            const replayRead = typeof args[1] === 'object' && args[1] !== null && 'tenantId' in args[1];
+            if (replayRead) await hooks.before();
+            const rows = await find(...args);
+            if (replayRead) await hooks.after();
+            return rows;
+          }) as typeof em.find;
+          return em;
+        },
+      },
+    } as unknown as Orm;
+    const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5 });
+    await hub.start();
+    hubs.push(hub);
+    const bus = new InProcessBus();
+    bus.onCommitted(() => hub.wake());
+
+    const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
+    const expected = await appendCommitted(orm, bus, Array.from({ length: 12 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)));
+    await hub.settle();
+    let reads = 0;
+    // Before each read: a commit the hub has not read yet (the replay query sees it, the hub later too).
+    hooks.before = async () => {
+      expected.push(...(await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 100 + reads)])));
+    };
+    // After a read: commits the query cannot see, which the hub reads and fans out meanwhile.
+    hooks.after = async () => {
+      reads++;
+      if (reads % 2 === parity) return;
+      expected.push(...(await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 200 + reads), sandboxEvent(randomUUID(), randomUUID())])).slice(0, 1));
+      await hub.settle();
+    };
+    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
+    expect(sub.live).toBe(false);
+    const got: string[] = [];
+    // Each replay read returns at least the event committed just before it, so this never waits in vain.
+    while (!sub.live) got.push(...ids(await take(sub, 1)));
+    hooks.before = async () => undefined;
+    hooks.after = async () => undefined;
+    const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), -1)]);
+    expected.push(sentinel);
+    while (got[got.length - 1] !== sentinel) got.push(...ids(await take(sub, 1)));
+    expect(reads).toBeGreaterThanOrEqual(3);
+    expect(got).toEqual(expected);
+    await sub.return?.();
+  });
+
+  it('closes a subscriber that falls behind with its last delivered cursor; others are unaffected and it can resume', async () => {
+    const queueLimit = 10;
+    const { hub, bus } = await startHub({ queueLimit });
+    const tenant = randomUUID();
+    const slow = await hub.subscribe({ match: { tenantId: tenant } });
+    const fast = await hub.subscribe({ match: { tenantId: tenant } });
+    const first = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 1), sandboxEvent(tenant, randomUUID(), 2)]);
+    expect(ids(await take(slow, 2))).toEqual(first);
+    expect(ids(await take(fast, 2))).toEqual(first);
+
+    const burst: string[] = [];
+    const fastGot: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const written = await appendCommitted(orm, bus, Array.from({ length: queueLimit }, (_, n) => sandboxEvent(tenant, randomUUID(), n)));
+      burst.push(...written);
+      await hub.settle();
+      fastGot.push(...ids(await take(fast, written.length)));
+    }
+    expect(fastGot).toEqual(burst);
+
+    const closed = await slow.next().then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(closed).toBeInstanceOf(SubscriberTooSlowError);
+    expect((closed as SubscriberTooSlowError).code).toBe('SUBSCRIBER_TOO_SLOW');
+    expect((closed as SubscriberTooSlowError).lastCursor).toBe(encodeCursor(first[1]));
+    expect((await slow.next()).done).toBe(true);
+    // Bounded: the slow one is gone from the hub, the fast one remains.
+    expect(hub.subscriberCount).toBe(1);
+    expect(hub.slowClosed).toBe(1);
+
+    const resumed = await hub.subscribe({ match: { tenantId: tenant }, after: (closed as SubscriberTooSlowError).lastCursor });
+    expect(ids(await take(resumed, burst.length))).toEqual(burst);
+    await resumed.return?.();
+    await fast.return?.();
+  });
+
+  it('ends the streams of a principal (revoked token) with a clear error and leaves the others', async () => {
+    const { hub, bus } = await startHub();
+    const tenant = randomUUID();
+    const revoked = await hub.subscribe({ match: { tenantId: tenant }, principal: { subject: 'api:ci', tokenId: 'jti-1' } });
+    const kept = await hub.subscribe({ match: { tenantId: tenant }, principal: { subject: 'api:ops', tokenId: 'jti-2' } });
+    const [id] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
+    expect(ids(await take(revoked, 1))).toEqual([id]);
+    const pending = revoked.next();
+    expect(hub.endWhere((p) => p?.tokenId === 'jti-1', 'the token was revoked')).toBe(1);
+    const err = await pending.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(SubscriptionEndedError);
+    expect((err as SubscriptionEndedError).code).toBe('SUBSCRIPTION_ENDED');
+    expect((err as SubscriptionEndedError).lastCursor).toBe(encodeCursor(id));
+    const [later] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
+    expect(ids(await take(kept, 2))).toEqual([id, later]);
+    await kept.return?.();
+  });
+
+  it('rejects a malformed or unknown cursor at subscribe time', async () => {
+    const { hub } = await startHub();
+    await expect(hub.subscribe({ match: {}, after: 'garbage!' })).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'MALFORMED' });
+    await expect(hub.subscribe({ match: {}, after: encodeCursor('999999999') })).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'UNKNOWN' });
+    expect(hub.subscriberCount).toBe(0);
+  });
+
+  it('prunes events past retention in batches; a cursor before the horizon is expired, one after it resumes', async () => {
+    const retentionSeconds = 3600;
+    let now = new Date('2030-01-01T00:00:00Z');
+    const clock = { now: () => now };
+    const tenant = randomUUID();
+    const old = await appendCommitted(orm, null, Array.from({ length: 25 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)), new Date(now.getTime() - 2 * retentionSeconds * 1000));
+    const recent = await appendCommitted(orm, null, Array.from({ length: 5 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)), now);
+    const sweeper = new EventSweeper(orm, { retentionSeconds, clock, batchSize: 4 });
+
+    const result = await sweeper.sweepOnce();
+    expect(result.elected).toBe(true);
+    expect(result.deleted).toBeGreaterThanOrEqual(old.length);
+    const remaining = ids(await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant }));
+    expect(remaining).toEqual(recent);
+
+    const { hub } = await startHub();
+    await expect(hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(old[3]) })).rejects.toMatchObject({
+      code: 'INVALID_CURSOR',
+      reason: 'EXPIRED',
+    });
+    // The newest pruned event's cursor still resumes: nothing after it is gone.
+    const resumed = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(old[old.length - 1]) });
+    expect(ids(await take(resumed, recent.length))).toEqual(recent);
+    await resumed.return?.();
+
+    // Time passes: the recent ones expire too, and nothing newer is touched.
+    now = new Date(now.getTime() + 2 * retentionSeconds * 1000);
+    const fresh = await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID())], now);
+    expect((await sweeper.sweepOnce()).deleted).toBeGreaterThanOrEqual(recent.length);
+    expect(ids(await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant }))).toEqual(fresh);
+    expect((await sweeper.sweepOnce()).deleted).toBe(0);
+    await sweeper.stop();
+  });
+});
