@@ -7,6 +7,7 @@ import { Database } from '../db/database.js';
 import type { Orm } from '../db/orm.js';
 import { systemClock, type Clock } from '../domain/context.js';
 import { schema } from '../../resolvers/index.js';
+import { DomainSweeper } from '../domain/sweeper.js';
 import { InProcessBus } from '../events/bus.js';
 import { ContextFactory } from './context.js';
 import { createLogger, type Logger } from './logger.js';
@@ -25,12 +26,18 @@ export interface Flotilla {
   ready: Promise<Orm>;
   http: RunningServer;
   tokens: () => TokenService;
+  /** Time-driven state (heartbeat TTL, lease expiry, sandbox TTL, placing PENDING sandboxes). */
+  sweeper: DomainSweeper;
   close(): Promise<void>;
 }
 
 export interface StartOptions {
   clock?: Clock;
   logger?: Logger;
+  /** Receives every SQL statement the ORM issues (tests count them). */
+  onQuery?: (sql: string) => void;
+  /** Run the domain sweeper on a timer (default true; tests drive it with runOnce). */
+  sweep?: boolean;
 }
 
 /**
@@ -49,6 +56,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   const db = new Database(config.databaseUrl, {
     migrate: config.migrateOnStart,
     logger,
+    onQuery: options.onQuery,
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
@@ -79,6 +87,15 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   }
   logger.info({ url: `${http.url}${GRAPHQL_PATH}` }, 'listening');
 
+  const sweeper = new DomainSweeper(
+    () => (db.isStarted() ? db.orm : null),
+    clock,
+    config.heartbeatTtlSeconds,
+    bus,
+    (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
+  );
+  if (options.sweep !== false) sweeper.start();
+
   const ready = db.whenReady();
   ready.catch(() => undefined); // callers that never await it must not see an unhandled rejection
 
@@ -94,7 +111,9 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     ready,
     http,
     tokens: getTokens,
+    sweeper,
     async close() {
+      await sweeper.stop();
       await http.close();
       await db.close();
       logger.info('stopped');
