@@ -107,7 +107,8 @@ class MessagePayload {
 builder.objectType(MessagePayload, {
   name: 'MessagePayload',
   isTypeOf: (value) => value instanceof MessagePayload,
-  fields: (t) => ({ message: t.field({ type: MessageRef, resolve: (p) => p.message }) }),
+  description: 'The field is `posted`, not `message`, so it never clashes with `Error.message` in one selection.',
+  fields: (t) => ({ posted: t.field({ type: MessageRef, resolve: (p) => p.message }) }),
 });
 
 class MarkMessagesReadPayload {

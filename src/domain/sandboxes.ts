@@ -4,7 +4,7 @@ import { Lease } from '../db/entities/lease.js';
 import { ACTIVE_SANDBOX, Sandbox, type AgentPhase, type SandboxStatus } from '../db/entities/sandbox.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { isUuid } from '../db/ids.js';
-import type { Em } from '../db/orm.js';
+import { databaseKindOf, type Em } from '../db/orm.js';
 import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -216,7 +216,7 @@ export class SandboxService {
   /** A tenant's sandboxes, oldest first; another tenant's reads like a missing one. */
   async listForTenant(tenantId: string, filter: SandboxFilter | null, args: PageArgs): Promise<Page<Sandbox>> {
     if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
-    return keysetPage(this.ctx.em, Sandbox, { $and: [{ tenant: tenantId, ...ACTIVE_SANDBOX }, ...filterClauses(filter)] }, args);
+    return keysetPage(this.ctx.em, Sandbox, { $and: [{ tenant: tenantId, ...ACTIVE_SANDBOX }, ...filterClauses(this.ctx.em, filter)] }, args);
   }
 
   /** Sandboxes placed on a worker the caller may see. */
@@ -271,12 +271,16 @@ async function reservedBy(em: Em, tenantId: string): Promise<{ sandboxes: number
   return { sandboxes: Number(row?.n ?? 0), cpuMillis: Number(row?.cpu ?? 0), memoryMb: Number(row?.mem ?? 0) };
 }
 
-function filterClauses(filter: SandboxFilter | null): FilterQuery<Sandbox>[] {
+function filterClauses(em: Em, filter: SandboxFilter | null): FilterQuery<Sandbox>[] {
   if (!filter) return [];
   const clauses: FilterQuery<Sandbox>[] = [];
   if (filter.status?.length) clauses.push({ status: { $in: [...filter.status] } });
   if (filter.workerId) clauses.push({ worker: filter.workerId });
-  if (filter.nameContains) clauses.push({ name: { $ilike: `%${filter.nameContains}%` } });
+  if (filter.nameContains) {
+    // Case-insensitive on both: SQLite's LIKE already is (for ASCII) and has no ILIKE.
+    const pattern = `%${filter.nameContains}%`;
+    clauses.push({ name: databaseKindOf(em) === 'postgres' ? { $ilike: pattern } : { $like: pattern } });
+  }
   if (filter.label) {
     // Labels are matched exactly, key by key, in JSON (both drivers support this path syntax).
     for (const [key, value] of Object.entries(validateLabels(filter.label, 'filter.label'))) {
