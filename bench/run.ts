@@ -7,6 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { cpus, loadavg } from 'node:os';
 import { createYoga, createSchema } from 'graphql-yoga';
 import type { DatabaseKind } from '../src/config/index.js';
 import { startTestPostgres } from '../test/helpers/postgres.js';
@@ -99,7 +100,7 @@ async function benchDriver(kind: DatabaseKind, databaseUrl?: string): Promise<St
     }));
 
     const other = await createTenant(server, uniqueName('bench-create'), { quota: { maxSandboxes: 1_000_000, maxCpuMillis: 1_000_000_000, maxMemoryMb: 1_000_000_000 } });
-    await registerWorker(server, uniqueName('bcw'), { tenantId: other, cpuMillis: 100_000_000, memoryMb: 100_000_000 });
+    await registerWorker(server, uniqueName('bcw'), { tenantId: other, cpuMillis: 1_000_000, memoryMb: 1_000_000 });
     results.push(await measure('createSandbox (one tenant: serialised on its row)', async (i) => {
       const r = await createSandbox(server, other, { name: `c${i}`, resources: { cpuMillis: 1, memoryMb: 1 } });
       return r.__typename === 'SandboxPayload';
@@ -141,9 +142,10 @@ for (const kind of wanted) {
   const pg = kind === 'postgres' ? await startTestPostgres() : null;
   try {
     const stats = await benchDriver(kind, pg ? await pg.createDatabase() : undefined);
-    const meta = { kind, at: new Date().toISOString(), durationMs: DURATION_MS, concurrency: CONCURRENCY, node: process.version, cpus: (await import('node:os')).cpus().length };
+    // The machine is shared: record how busy it was, since that moves every number.
+    const meta = { kind, at: new Date().toISOString(), durationMs: DURATION_MS, concurrency: CONCURRENCY, node: process.version, cpus: cpus().length, loadAverage1m: round(loadavg()[0]) };
     writeFileSync(`bench/results/${kind}.json`, `${JSON.stringify({ ...meta, stats }, null, 2)}\n`);
-    console.log(table(kind, stats));
+    console.log(table(`${kind} (load average ${meta.loadAverage1m} on ${meta.cpus} CPUs)`, stats));
   } finally {
     await pg?.stop();
   }

@@ -7,6 +7,7 @@ export const TenantRoleEnum = builder.enumType('TenantRole', { values: TENANT_RO
 
 export const MemberRef = builder.node(builder.objectRef<Member>('Member'), {
   id: { resolve: (m) => m.id },
+  loadMany: (ids, ctx) => ctx.services.tenants.membersByIds(ids).then((found) => ids.map((id) => found.find((m) => m.id === id) ?? null)),
   isTypeOf: (value) => value instanceof Member,
   fields: (t) => ({
     subject: t.exposeString('subject'),

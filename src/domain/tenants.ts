@@ -141,6 +141,14 @@ export class TenantService {
     }, (m) => ({ tenantId: m.tenant.id }));
   }
 
+  /** Members among `ids` whose tenant the caller may see (for node lookups). */
+  async membersByIds(ids: readonly string[]): Promise<Member[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    const members = await this.ctx.em.find(Member, { id: { $in: wanted } });
+    return members.filter((m) => hasTenantRole(this.ctx.identity, m.tenant.id, 'VIEWER'));
+  }
+
   /** The tenant's audit trail, oldest first (tenant ADMIN). */
   async listAuditEntries(tenantId: string, args: PageArgs): Promise<Page<AuditEntry>> {
     if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) throw new ForbiddenError('the audit trail needs the ADMIN role');

@@ -12,7 +12,7 @@ import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from './errors.js';
 import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
-import { lockedRead, lockRow } from './locks.js';
+import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { heartbeatHorizon } from './scheduler.js';
 
@@ -162,7 +162,6 @@ export class WorkerService {
     return audited(this.ctx, 'heartbeat', { targetId: workerId }, async (em) => {
       if (!workerId || !this.ctx.identity.scopes.has('worker:heartbeat')) throw new ForbiddenError('only a worker token may send heartbeats');
       if (input.workerId && input.workerId !== workerId) throw new ForbiddenError('a worker may only heartbeat for itself');
-      await lockRow(em, 'workers', workerId);
       const worker = await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em));
       if (!worker) throw new NotFoundError('Worker', workerId);
       const now = this.ctx.clock.now();

@@ -64,6 +64,11 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       const viewer = await server.apiToken(localId(tenantId), 'VIEWER', uniqueName('v'));
       expect(await mutate('addMember', 'AddMemberInput', { tenantId, subject: 'bob', role: 'ADMIN' }, viewer)).toMatchObject({ __typename: 'ForbiddenError' });
 
+      const memberId = (added.member as { id: string }).id;
+      const node = dataOf(await server.gql<{ node: { subject: string } | null }>('query($id: ID!) { node(id: $id) { ... on Member { subject } } }', { id: memberId }));
+      expect(node.node).toEqual({ subject: 'alice' });
+      const stranger = await server.apiToken(localId(await createTenant(server, uniqueName('str'))), 'ADMIN', uniqueName('s'));
+      expect(dataOf(await server.gql<{ node: unknown }>('query($id: ID!) { node(id: $id) { id } }', { id: memberId }, stranger)).node).toBeNull();
       const members = dataOf(await server.gql<{ tenant: { members: { totalCount: number } } }>('query($id: ID!) { tenant(id: $id) { members { totalCount } } }', { id: tenantId }));
       expect(members.tenant.members.totalCount).toBe(1);
       const removed = await mutate('removeMember', 'RemoveMemberInput', { memberId: (added.member as { id: string }).id }, undefined, '... on RemoveMemberPayload { subject }');
