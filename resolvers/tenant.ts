@@ -60,6 +60,7 @@ export const TenantRef = builder.loadableNode('Tenant', {
       type: AuditEntryConnection,
       description: 'Tenant ADMIN only.',
       args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+      authScopes: (tenant) => ({ tenantRole: { tenantId: tenant.id, role: 'ADMIN' } }),
       resolve: async (tenant, args, ctx) =>
         toConnection(await ctx.services.tenants.listAuditEntries(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
     }),

@@ -331,6 +331,34 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
     });
   });
 
+  it('pages a tenant’s events by cursor, filtered by type', async () => {
+    const tenantId = await createTenant(server, uniqueName('ev'));
+    await registerWorker(server, uniqueName('evw'), { tenantId });
+    const created = await createSandbox(server, tenantId);
+    await server.gql('mutation($id: ID!) { sendMessage(input: { sandboxId: $id, body: "hi" }) { __typename } }', { id: created.sandbox.id });
+    type Events = { events: { totalCount: number; pageInfo: { hasNextPage: boolean; endCursor: string }; edges: { cursor: string; node: { cursor: string; type: string; sandbox: { id: string } | null; worker: { id: string } | null; message: { body: string } | null; tenant: { id: string } } }[] } };
+    const q = 'query($t: ID!, $after: String, $types: [EventType!]) { events(tenantId: $t, first: 2, after: $after, types: $types) { totalCount pageInfo { hasNextPage endCursor } edges { cursor node { cursor type tenant { id } sandbox { id } worker { id } message { body } } } } }';
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (;;) {
+      const page: Events = dataOf(await server.gql<Events>(q, { t: tenantId, after }));
+      for (const e of page.events.edges) {
+        expect(e.cursor).toBe(e.node.cursor);
+        expect(e.node.tenant.id).toBe(tenantId);
+        seen.push(e.node.type);
+      }
+      if (!page.events.pageInfo.hasNextPage) break;
+      after = page.events.pageInfo.endCursor;
+    }
+    expect(seen).toEqual(['WORKER_STATUS_CHANGED', 'SANDBOX_STATUS_CHANGED', 'SANDBOX_STATUS_CHANGED', 'SANDBOX_ASSIGNED', 'MESSAGE_POSTED']);
+    const messages = dataOf(await server.gql<Events>(q, { t: tenantId, types: ['MESSAGE_POSTED'] }));
+    expect(messages.events.edges.map((e) => e.node)).toMatchObject([{ type: 'MESSAGE_POSTED', sandbox: { id: created.sandbox.id }, message: { body: 'hi' } }]);
+    const bad = await server.gql(q, { t: tenantId, after: 'bm9wZQ' });
+    expect(bad.body.errors?.[0].extensions?.code).toBe('VALIDATION_FAILED');
+    const stranger = await server.apiToken(localId(await createTenant(server, uniqueName('evs'))), 'ADMIN', uniqueName('evs'));
+    expect((await server.gql(q, { t: tenantId }, stranger)).body.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+  });
+
   it('writes an audit entry for every mutation, refused ones included', async () => {
     const before = await server.app.db.orm.em.fork().count(AuditEntry, {});
     const tenantId = await createTenant(server, uniqueName('aud'));
