@@ -88,6 +88,12 @@ builder.queryFields((t) => ({
 
 // ---------------------------------------------------------------- mutations
 
+function observedOf(value: unknown): Record<string, unknown> | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ValidationError('observed must be a JSON object', 'input.observed');
+  return value as Record<string, unknown>;
+}
+
 const RegisterWorkerInput = builder.inputType('RegisterWorkerInput', {
   fields: (t) => ({
     name: t.string({ required: true, description: 'Unique.' }),
@@ -191,7 +197,7 @@ builder.mutationFields((t) => ({
       new WorkerPayload(
         await ctx.services.workers.heartbeat({
           workerId: input.workerId ? localIdOf(input.workerId, 'Worker') : null,
-          observed: (input.observed as Record<string, unknown> | null | undefined) ?? null,
+          observed: observedOf(input.observed),
           version: input.version,
         }),
       ),
