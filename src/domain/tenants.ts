@@ -165,10 +165,22 @@ export class TenantService {
   async findVisibleByIds(ids: readonly string[]): Promise<Tenant[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
+    const { workerId } = this.ctx.identity;
+    if (workerId) {
+      // A worker sees the tenants whose sandboxes are placed on it.
+      const served = await this.tenantsServedBy(workerId);
+      const allowed = wanted.filter((id) => served.includes(id));
+      return allowed.length === 0 ? [] : this.ctx.em.find(Tenant, { id: { $in: allowed } });
+    }
     const visible = visibleTenantIds(this.ctx.identity);
     const allowed = visible === null ? wanted : wanted.filter((id) => visible.includes(id));
     if (allowed.length === 0) return [];
     return this.ctx.em.find(Tenant, { id: { $in: allowed } });
+  }
+
+  private async tenantsServedBy(workerId: string): Promise<string[]> {
+    const rows = await this.ctx.em.find(Sandbox, { worker: workerId }, { fields: ['tenant'] });
+    return [...new Set(rows.map((r) => r.tenant.id))];
   }
 
   async findBySlug(slug: string): Promise<Tenant | null> {

@@ -307,6 +307,12 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       const token = (await acquireLease(server, w, id)).lease.fencingToken;
       const sent = await mutate('sendMessage', 'SendMessageInput', { sandboxId: id, body: 'hello agent' }, undefined, '... on MessagePayload { posted { id threadId channel senderKind senderId body readAt sandbox { id } } }');
       expect(sent).toMatchObject({ __typename: 'MessagePayload', posted: { threadId: 'main', channel: 'api', senderKind: 'USER', senderId: 'platform-admin', body: 'hello agent', readAt: null, sandbox: { id } } });
+      const asWorker = dataOf(await server.gql<{ sandbox: { tenant: { id: string }; worker: { id: string }; messages: { totalCount: number } } }>(
+        'query($id: ID!) { sandbox(id: $id) { tenant { id } worker { id } messages { totalCount } } }',
+        { id },
+        w.token,
+      ));
+      expect(asWorker.sandbox).toEqual({ tenant: { id: tenantId }, worker: { id: w.id }, messages: { totalCount: 1 } });
       const posted = await mutate('postAgentMessage', 'PostAgentMessageInput', { sandboxId: id, fencingToken: token, body: 'hello human' }, w.token, '... on MessagePayload { posted { senderKind senderId } }');
       expect(posted).toMatchObject({ posted: { senderKind: 'AGENT', senderId: localId(w.id) } });
       await mutate('sendMessage', 'SendMessageInput', { sandboxId: id, body: 'side', threadId: 'other', channel: 'web' });
