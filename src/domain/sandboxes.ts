@@ -275,7 +275,8 @@ function filterClauses(em: Em, filter: SandboxFilter | null): FilterQuery<Sandbo
   if (!filter) return [];
   const clauses: FilterQuery<Sandbox>[] = [];
   if (filter.status?.length) clauses.push({ status: { $in: [...filter.status] } });
-  if (filter.workerId) clauses.push({ worker: filter.workerId });
+  // An id that cannot exist matches nothing (and never reaches a uuid column).
+  if (filter.workerId) clauses.push(isUuid(filter.workerId) ? { worker: filter.workerId } : { id: { $in: [] } });
   if (filter.nameContains) {
     // Case-insensitive on both: SQLite's LIKE already is (for ASCII) and has no ILIKE.
     const pattern = `%${filter.nameContains}%`;

@@ -73,7 +73,7 @@ export class WorkerService {
       async (em) => {
         const tenantId = input.tenantId ?? null;
         this.requireManager(tenantId);
-        if (tenantId && !(await em.count(Tenant, { id: tenantId }))) throw new NotFoundError('Tenant', tenantId);
+        if (tenantId && (!isUuid(tenantId) || !(await em.count(Tenant, { id: tenantId })))) throw new NotFoundError('Tenant', tenantId);
         const name = input.name.trim();
         if (!WORKER_NAME_PATTERN.test(name)) throw new ValidationError('name must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_" and "-"', 'input.name');
         validateCapacity(input.capacity);

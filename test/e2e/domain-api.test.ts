@@ -50,6 +50,9 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       const raised = await mutate('updateTenant', 'UpdateTenantInput', { tenantId, quota: { maxSandboxes: 50 } }, undefined, '... on UpdateTenantPayload { tenant { quota { maxSandboxes maxCpuMillis } } }');
       expect(raised).toMatchObject({ tenant: { quota: { maxSandboxes: 50, maxCpuMillis: 8000 } } });
       expect(await mutate('updateTenant', 'UpdateTenantInput', { tenantId, name: '   ' })).toMatchObject({ __typename: 'ValidationError', code: 'VALIDATION_FAILED' });
+      for (const bad of ['not-an-id', Buffer.from('Sandbox:x').toString('base64url')]) {
+        expect(await mutate('updateTenant', 'UpdateTenantInput', { tenantId: bad, name: 'x' })).toMatchObject({ __typename: 'NotFoundError' });
+      }
       const operator = await server.apiToken(localId(tenantId), 'OPERATOR', uniqueName('op'));
       expect(await mutate('updateTenant', 'UpdateTenantInput', { tenantId, name: 'x' }, operator)).toMatchObject({ __typename: 'ForbiddenError' });
     });
@@ -97,6 +100,7 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       expect(await mutate('registerWorker', 'RegisterWorkerInput', { name: uniqueName('x'), tenantId, capacity: { cpuMillis: 1, memoryMb: 1 } }, operator)).toMatchObject({ __typename: 'ForbiddenError' });
       expect(await mutate('registerWorker', 'RegisterWorkerInput', { name, capacity: { cpuMillis: 1, memoryMb: 1 } })).toMatchObject({ __typename: 'AlreadyExistsError', code: 'ALREADY_EXISTS' });
       expect(await mutate('registerWorker', 'RegisterWorkerInput', { name: uniqueName('x'), capacity: { cpuMillis: 0, memoryMb: 1 } })).toMatchObject({ __typename: 'ValidationError' });
+      expect(await mutate('registerWorker', 'RegisterWorkerInput', { name: uniqueName('x'), tenantId: 'bogus', capacity: { cpuMillis: 1, memoryMb: 1 } })).toMatchObject({ __typename: 'NotFoundError' });
 
       const viewerOfTenant = await server.apiToken(localId(tenantId), 'VIEWER', uniqueName('tv'));
       const seen = dataOf(await server.gql<{ tenant: { workers: { edges: { node: { id: string; tenant: { id: string } } }[] } } }>(
@@ -236,6 +240,8 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       expect(pending.sandboxes.totalCount).toBe(3);
       const onWorker = dataOf(await server.gql<Page>(q.replace('first: 2', 'first: 10'), { t: tenantId, f: { workerId: worker.id, nameContains: 'a-1' } }));
       expect(onWorker.sandboxes.edges.map((e) => e.node.name)).toEqual(['alpha-1']);
+      const noWorker = dataOf(await server.gql<Page>(q, { t: tenantId, f: { workerId: 'bogus' } }));
+      expect(noWorker.sandboxes.totalCount).toBe(0);
       const tooMany = await server.gql(q.replace('first: 2', 'first: 101'), { t: tenantId });
       expect(tooMany.body.errors?.[0].extensions?.code).toBe('VALIDATION_FAILED');
     });
