@@ -1,7 +1,13 @@
 // Assembles the schema: every domain file registers its types on the one builder.
 import { builder } from './builder.js';
+import './member.js';
 import './tenant.js';
 import './viewer.js';
+import './worker.js';
+import './sandbox.js';
+import './lease.js';
+import './message.js';
+import './event.js';
 
 export const schema = builder.toSubGraphSchema({
   linkUrl: 'https://specs.apollo.dev/federation/v2.6',

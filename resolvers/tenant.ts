@@ -1,10 +1,11 @@
-import { Member, TENANT_ROLES } from '../src/db/entities/member.js';
+import { AuditEntry } from '../src/db/entities/audit-entry.js';
+import type { Member } from '../src/db/entities/member.js';
 import { Tenant } from '../src/db/entities/tenant.js';
-import { AlreadyExistsError, ForbiddenError, ValidationError } from '../src/domain/errors.js';
+import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from '../src/domain/errors.js';
 import { builder } from './builder.js';
+import { localIdOf } from './ids.js';
+import { MemberRef } from './member.js';
 import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
-
-export const TenantRoleEnum = builder.enumType('TenantRole', { values: TENANT_ROLES });
 
 const QuotaType = builder.objectRef<Tenant['quota']>('Quota').implement({
   fields: (t) => ({
@@ -27,16 +28,6 @@ const UsageType = builder.objectRef<{ sandboxes: number; cpuMillis: number; memo
     sandboxes: t.exposeInt('sandboxes'),
     cpuMillis: t.exposeInt('cpuMillis'),
     memoryMb: t.exposeInt('memoryMb'),
-  }),
-});
-
-export const MemberRef = builder.node(builder.objectRef<Member>('Member'), {
-  id: { resolve: (m) => m.id },
-  isTypeOf: (value) => value instanceof Member,
-  fields: (t) => ({
-    subject: t.exposeString('subject'),
-    role: t.field({ type: TenantRoleEnum, resolve: (m) => m.role }),
-    createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });
 
@@ -65,6 +56,34 @@ export const TenantRef = builder.loadableNode('Tenant', {
       resolve: async (tenant, args, ctx) =>
         toConnection(await ctx.services.tenants.listMembers(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
     }),
+    auditEntries: t.field({
+      type: AuditEntryConnection,
+      description: 'Tenant ADMIN only.',
+      args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+      authScopes: (tenant) => ({ tenantRole: { tenantId: tenant.id, role: 'ADMIN' } }),
+      resolve: async (tenant, args, ctx) =>
+        toConnection(await ctx.services.tenants.listAuditEntries(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+    }),
+  }),
+});
+
+const AuditEntryRef = builder.node(builder.objectRef<AuditEntry>('AuditEntry'), {
+  id: { resolve: (entry) => entry.id },
+  isTypeOf: (value) => value instanceof AuditEntry,
+  fields: (t) => ({
+    at: t.field({ type: 'DateTime', resolve: (entry) => entry.createdAt }),
+    actor: t.exposeString('actor'),
+    action: t.exposeString('action'),
+    targetId: t.id({ nullable: true, resolve: (entry) => entry.targetId }),
+    outcome: t.exposeString('outcome'),
+  }),
+});
+
+export const AuditEntryConnection = builder.connectionObject({
+  type: AuditEntryRef,
+  name: 'AuditEntryConnection',
+  fields: (t) => ({
+    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<AuditEntry>).totalCount() }),
   }),
 });
 
@@ -157,6 +176,51 @@ builder.mutationFields((t) => ({
           : null,
       });
       return new CreateTenantPayload(tenant);
+    },
+  }),
+}));
+
+const UpdateTenantInput = builder.inputType('UpdateTenantInput', {
+  fields: (t) => ({
+    tenantId: t.id({ required: true }),
+    name: t.string({ required: false }),
+    quota: t.field({ type: QuotaInput, required: false, description: 'Platform admins only.' }),
+    policy: t.field({ type: PolicyInput, required: false }),
+  }),
+});
+
+class UpdateTenantPayload {
+  constructor(readonly tenant: Tenant) {}
+}
+builder.objectType(UpdateTenantPayload, {
+  name: 'UpdateTenantPayload',
+  isTypeOf: (value) => value instanceof UpdateTenantPayload,
+  fields: (t) => ({ tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }) }),
+});
+
+const UpdateTenantResult = builder.errorUnion('UpdateTenantResult', {
+  types: [UpdateTenantPayload, NotFoundError, ForbiddenError, ValidationError],
+});
+
+builder.mutationFields((t) => ({
+  updateTenant: t.field({
+    type: UpdateTenantResult,
+    description: 'Name and policy: tenant ADMIN. Quota: platform admin.',
+    args: { input: t.arg({ type: UpdateTenantInput, required: true }) },
+    authScopes: (_root, { input }) => ({ tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' } }),
+    resolve: async (_root, { input }, ctx) => {
+      const tenant = await ctx.services.tenants.update({
+        tenantId: localIdOf(input.tenantId, 'Tenant'),
+        name: input.name,
+        quota: input.quota ? stripNulls(input.quota) : null,
+        policy: input.policy
+          ? {
+              ...(input.policy.allowedImages ? { allowedImages: input.policy.allowedImages } : {}),
+              ...(input.policy.maxSandboxTtlSeconds !== undefined ? { maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds } : {}),
+            }
+          : null,
+      });
+      return new UpdateTenantPayload(tenant);
     },
   }),
 }));

@@ -1,6 +1,6 @@
 import type { Identity } from '../src/auth/identity.js';
 import { builder } from './builder.js';
-import { MemberRef } from './tenant.js';
+import { MemberRef } from './member.js';
 
 const ViewerRef = builder.objectRef<Identity>('Viewer').implement({
   description: 'The caller, as its token identifies it.',

@@ -1,4 +1,5 @@
 import { AuditEntry } from '../db/entities/audit-entry.js';
+import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { DomainError } from './errors.js';
 import type { ServiceContext } from './context.js';
@@ -36,7 +37,8 @@ export async function audited<T>(
     const now = ctx.clock.now();
     em.persist(
       em.create(AuditEntry, {
-        tenantId: finalTarget.tenantId ?? null,
+        // A malformed id from the caller is kept as the target, never as a tenant reference.
+        tenantId: finalTarget.tenantId && isUuid(finalTarget.tenantId) ? finalTarget.tenantId : null,
         actor: ctx.identity.subject,
         action,
         targetId: finalTarget.targetId ?? null,

@@ -1,4 +1,5 @@
 import type { Identity } from '../auth/identity.js';
+import type { MintOptions, MintedToken } from '../auth/tokens.js';
 import type { Em } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 
@@ -13,6 +14,9 @@ export interface DomainSettings {
   heartbeatTtlSeconds: number;
 }
 
+/** Mints one of the server's own tokens inside the caller's transaction (TokenService.mint). */
+export type TokenMinter = (em: Em, options: MintOptions, now: Date) => Promise<MintedToken>;
+
 /** What every service of one request shares: its own EntityManager fork and the caller. */
 export interface ServiceContext {
   em: Em;
@@ -21,4 +25,6 @@ export interface ServiceContext {
   settings: DomainSettings;
   /** Told after every committed write, so the subscription hub reads the new events. */
   bus: EventBus;
+  /** For worker tokens (registerWorker, rotateWorkerToken). */
+  mintToken: TokenMinter;
 }

@@ -1,15 +1,30 @@
 import type { ServiceContext } from './context.js';
+import { EventLogService } from './event-log.js';
+import { LeaseService } from './leases.js';
+import { MessageService } from './messages.js';
+import { SandboxService } from './sandboxes.js';
 import { TenantService } from './tenants.js';
+import { WorkerService } from './workers.js';
 
 /** The services of one request, sharing its EntityManager fork and caller. */
 export interface Services {
   context: ServiceContext;
   tenants: TenantService;
+  workers: WorkerService;
+  sandboxes: SandboxService;
+  leases: LeaseService;
+  messages: MessageService;
+  events: EventLogService;
 }
 
 export function createServices(context: ServiceContext): Services {
   return {
     context,
     tenants: new TenantService(context),
+    workers: new WorkerService(context),
+    sandboxes: new SandboxService(context),
+    leases: new LeaseService(context),
+    messages: new MessageService(context),
+    events: new EventLogService(context),
   };
 }

@@ -1,12 +1,15 @@
 import { UniqueConstraintViolationException, raw, type FilterQuery } from '@mikro-orm/core';
 import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
-import { Member } from '../db/entities/member.js';
+import { AuditEntry } from '../db/entities/audit-entry.js';
+import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { Sandbox } from '../db/entities/sandbox.js';
 import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tenant.js';
 import { isUuid } from '../db/ids.js';
+import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { AlreadyExistsError, ForbiddenError, ValidationError } from './errors.js';
+import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
+import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 
 export const TENANT_SLUG_PATTERN = /^[a-z0-9-]{3,40}$/;
@@ -25,6 +28,21 @@ export interface CreateTenantInput {
   quota?: Partial<TenantQuota> | null;
   policy?: Partial<TenantPolicy> | null;
 }
+
+export interface UpdateTenantInput {
+  tenantId: string;
+  name?: string | null;
+  quota?: Partial<TenantQuota> | null;
+  policy?: Partial<TenantPolicy> | null;
+}
+
+export interface AddMemberInput {
+  tenantId: string;
+  subject: string;
+  role: TenantRole;
+}
+
+export const MEMBER_SUBJECT_MAX_LENGTH = 300;
 
 export interface TenantUsage {
   sandboxes: number;
@@ -65,14 +83,104 @@ export class TenantService {
     );
   }
 
+  /**
+   * Name and policy: tenant ADMIN. Quota: platform admin only (a tenant must not raise its own
+   * limits). Another tenant reads as missing.
+   */
+  async update(input: UpdateTenantInput): Promise<Tenant> {
+    return audited(this.ctx, 'updateTenant', { tenantId: input.tenantId, targetId: input.tenantId }, async (em) => {
+      const tenant = await this.visibleTenant(em, input.tenantId);
+      if (!hasTenantRole(this.ctx.identity, tenant.id, 'ADMIN')) throw new ForbiddenError('updating a tenant needs the ADMIN role');
+      if (input.quota && !this.ctx.identity.platformAdmin) throw new ForbiddenError('only a platform admin may change quotas');
+      if (input.name !== undefined && input.name !== null) tenant.name = validateName(input.name);
+      if (input.quota) tenant.quota = validateQuota({ ...tenant.quota, ...input.quota });
+      if (input.policy) tenant.policy = validatePolicy({ ...tenant.policy, ...input.policy });
+      tenant.updatedAt = this.ctx.clock.now();
+      await em.flush();
+      return tenant;
+    });
+  }
+
+  /** Adds a member, or changes the role of an existing one (tenant ADMIN). */
+  async addMember(input: AddMemberInput): Promise<Member> {
+    return audited(this.ctx, 'addMember', { tenantId: input.tenantId }, async (em) => {
+      const tenant = await this.visibleTenant(em, input.tenantId);
+      if (!hasTenantRole(this.ctx.identity, tenant.id, 'ADMIN')) throw new ForbiddenError('managing members needs the ADMIN role');
+      const subject = input.subject.trim();
+      if (subject.length === 0 || subject.length > MEMBER_SUBJECT_MAX_LENGTH) {
+        throw new ValidationError(`subject must be 1 to ${MEMBER_SUBJECT_MAX_LENGTH} characters`, 'input.subject');
+      }
+      if (!TENANT_ROLES.includes(input.role)) throw new ValidationError('unknown role', 'input.role');
+      const now = this.ctx.clock.now();
+      const existing = await em.findOne(Member, { tenant: tenant.id, subject });
+      if (existing) {
+        existing.role = input.role;
+        existing.updatedAt = now;
+        await em.flush();
+        return existing;
+      }
+      const member = em.create(Member, { tenant: tenant.id, subject, role: input.role, createdAt: now, updatedAt: now });
+      try {
+        await em.flush();
+      } catch (err) {
+        if (err instanceof UniqueConstraintViolationException) throw new AlreadyExistsError('Member', 'subject', subject);
+        throw err;
+      }
+      return member;
+    }, (m) => ({ targetId: m.id }));
+  }
+
+  async removeMember(memberId: string): Promise<Member> {
+    return audited(this.ctx, 'removeMember', { targetId: memberId }, async (em) => {
+      const member = isUuid(memberId) ? await em.findOne(Member, memberId) : null;
+      if (!member || !hasTenantRole(this.ctx.identity, member.tenant.id, 'VIEWER')) throw new NotFoundError('Member', memberId);
+      if (!hasTenantRole(this.ctx.identity, member.tenant.id, 'ADMIN')) throw new ForbiddenError('managing members needs the ADMIN role');
+      em.remove(member);
+      await em.flush();
+      return member;
+    }, (m) => ({ tenantId: m.tenant.id }));
+  }
+
+  /** Members among `ids` whose tenant the caller may see (for node lookups). */
+  async membersByIds(ids: readonly string[]): Promise<Member[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    const members = await this.ctx.em.find(Member, { id: { $in: wanted } });
+    return members.filter((m) => hasTenantRole(this.ctx.identity, m.tenant.id, 'VIEWER'));
+  }
+
+  /** The tenant's audit trail, oldest first (tenant ADMIN). */
+  async listAuditEntries(tenantId: string, args: PageArgs): Promise<Page<AuditEntry>> {
+    if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) throw new ForbiddenError('the audit trail needs the ADMIN role');
+    return keysetPage(this.ctx.em, AuditEntry, { tenantId }, args);
+  }
+
+  private async visibleTenant(em: Em, tenantId: string): Promise<Tenant> {
+    const tenant = isUuid(tenantId) ? await em.findOne(Tenant, tenantId, lockedRead(em)) : null;
+    if (!tenant || !hasTenantRole(this.ctx.identity, tenant.id, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
+    return tenant;
+  }
+
   /** The tenants among `ids` the caller may see, in no particular order. */
   async findVisibleByIds(ids: readonly string[]): Promise<Tenant[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
+    const { workerId } = this.ctx.identity;
+    if (workerId) {
+      // A worker sees the tenants whose sandboxes are placed on it.
+      const served = await this.tenantsServedBy(workerId);
+      const allowed = wanted.filter((id) => served.includes(id));
+      return allowed.length === 0 ? [] : this.ctx.em.find(Tenant, { id: { $in: allowed } });
+    }
     const visible = visibleTenantIds(this.ctx.identity);
     const allowed = visible === null ? wanted : wanted.filter((id) => visible.includes(id));
     if (allowed.length === 0) return [];
     return this.ctx.em.find(Tenant, { id: { $in: allowed } });
+  }
+
+  private async tenantsServedBy(workerId: string): Promise<string[]> {
+    const rows = await this.ctx.em.find(Sandbox, { worker: workerId }, { fields: ['tenant'] });
+    return [...new Set(rows.map((r) => r.tenant.id))];
   }
 
   async findBySlug(slug: string): Promise<Tenant | null> {

@@ -10,6 +10,7 @@ import { schema } from '../../resolvers/index.js';
 import { InProcessBus, type EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 import { EventStream } from '../events/stream.js';
+import { DomainSweeper } from '../domain/sweeper.js';
 import { ContextFactory } from './context.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -31,12 +32,18 @@ export interface Flotilla {
   bus: EventBus;
   /** The subscription hub (throws until the database is ready). */
   events: () => EventHub;
+  /** Time-driven state (heartbeat TTL, lease expiry, sandbox TTL, placing PENDING sandboxes). */
+  sweeper: DomainSweeper;
   close(): Promise<void>;
 }
 
 export interface StartOptions {
   clock?: Clock;
   logger?: Logger;
+  /** Receives every SQL statement the ORM issues (tests count them). */
+  onQuery?: (sql: string) => void;
+  /** Run the domain sweeper on a timer (default true; tests drive it with runOnce). */
+  sweep?: boolean;
 }
 
 /**
@@ -63,6 +70,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   const db = new Database(config.databaseUrl, {
     migrate: config.migrateOnStart,
     logger,
+    onQuery: options.onQuery,
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
@@ -106,6 +114,15 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   }
   logger.info({ url: `${http.url}${GRAPHQL_PATH}` }, 'listening');
 
+  const sweeper = new DomainSweeper(
+    () => (db.isStarted() ? db.orm : null),
+    clock,
+    config.heartbeatTtlSeconds,
+    bus,
+    (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
+  );
+  if (options.sweep !== false) sweeper.start();
+
   const ready = db.whenReady();
   ready.catch(() => undefined); // callers that never await it must not see an unhandled rejection
 
@@ -126,8 +143,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       if (!events) throw new Error('the event stream is not ready');
       return events.hub;
     },
+    sweeper,
     async close() {
       closing = true;
+      await sweeper.stop();
       await http.close();
       await stopEvents();
       await db.close();

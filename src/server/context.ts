@@ -40,7 +40,14 @@ export class ContextFactory {
 
   create(identity: Identity, requestId: string = randomUUID()): Context {
     const em = this.db.orm.em.fork();
-    const services = createServices({ em, identity, clock: this.clock, settings: this.settings, bus: this.bus });
+    const services = createServices({
+      em,
+      identity,
+      clock: this.clock,
+      settings: this.settings,
+      bus: this.bus,
+      mintToken: (tx, options, now) => this.tokens().mint(tx, options, now),
+    });
     return { identity, services, requestId };
   }
 

@@ -19,7 +19,7 @@ export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 export const AGENT_PHASES = ['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR'] as const;
 export type AgentPhase = (typeof AGENT_PHASES)[number];
 
-export class Sandbox extends BaseEntity<'status' | 'stateVersion' | 'command' | 'labels' | 'worker' | 'statusReason' | 'agentPhase' | 'agentActivity' | 'agentUpdatedAt' | 'exitCode' | 'ttlSeconds' | 'startedAt' | 'stoppedAt' | 'expiresAt' | 'deletedAt'> {
+export class Sandbox extends BaseEntity<'status' | 'stateVersion' | 'command' | 'labels' | 'worker' | 'statusReason' | 'agentPhase' | 'agentActivity' | 'agentUpdatedAt' | 'exitCode' | 'ttlSeconds' | 'startedAt' | 'stoppedAt' | 'expiresAt' | 'deletedAt' | 'placement'> {
   tenant!: Tenant;
   worker: Worker | null = null;
   name!: string;
@@ -28,6 +28,8 @@ export class Sandbox extends BaseEntity<'status' | 'stateVersion' | 'command' | 
   cpuMillis!: number;
   memoryMb!: number;
   labels: Record<string, string> = {};
+  /** Where it may run: a region and labels its worker must carry (null = anywhere). */
+  placement: { region?: string | null; labels?: Record<string, string> | null } | null = null;
   status: SandboxStatus = 'PENDING';
   statusReason: string | null = null;
   /** Bumped on every state change; writers compare-and-swap on it. */
@@ -61,6 +63,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     cpuMillis: { type: 'integer' },
     memoryMb: { type: 'integer' },
     labels: { type: 'json' },
+    placement: { type: 'json', nullable: true },
     status: { type: 'string', length: 20 },
     statusReason: { type: 'text', nullable: true },
     stateVersion: { type: 'integer', default: 0 },

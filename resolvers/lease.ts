@@ -1,0 +1,104 @@
+import { Lease } from '../src/db/entities/lease.js';
+import { ForbiddenError, LeaseConflictError, NotFoundError, StaleFencingTokenError, ValidationError } from '../src/domain/errors.js';
+import { builder } from './builder.js';
+import { localIdOf } from './ids.js';
+import { SandboxRef } from './sandbox.js';
+import { WorkerRef } from './worker.js';
+
+export const LeaseRef = builder.loadableNode('Lease', {
+  description: 'One lease per sandbox. The fencing token grows by one on every acquire or takeover and never repeats.',
+  id: { resolve: (lease: Lease) => lease.id },
+  isTypeOf: (value) => value instanceof Lease,
+  load: (ids: string[], ctx) => ctx.services.sandboxes.leasesByIds(ids),
+  sort: (lease) => lease.id,
+  fields: (t) => ({
+    sandbox: t.field({ type: SandboxRef, resolve: (lease) => lease.sandbox.id }),
+    holder: t.field({ type: WorkerRef, resolve: (lease) => lease.holder.id }),
+    fencingToken: t.exposeString('fencingToken', { description: 'Decimal of a 64-bit counter.' }),
+    acquiredAt: t.expose('acquiredAt', { type: 'DateTime' }),
+    renewedAt: t.expose('renewedAt', { type: 'DateTime' }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+    transitions: t.exposeInt('transitions', { description: 'How many times it changed holder.' }),
+  }),
+});
+
+builder.objectField(SandboxRef, 'lease', (t) =>
+  t.loadable({
+    type: LeaseRef,
+    nullable: true,
+    load: async (sandboxIds: string[], ctx) => {
+      const leases = await ctx.services.sandboxes.leasesOf(sandboxIds);
+      const bySandbox = new Map(leases.map((l) => [l.sandbox.id, l]));
+      return sandboxIds.map((id) => bySandbox.get(id) ?? null);
+    },
+    resolve: (sandbox) => sandbox.id,
+  }),
+);
+
+const AcquireLeaseInput = builder.inputType('AcquireLeaseInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    ttlSeconds: t.int({ required: false, description: 'Default 30, at most 3600.' }),
+  }),
+});
+
+const RenewLeaseInput = builder.inputType('RenewLeaseInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    fencingToken: t.string({ required: true }),
+    ttlSeconds: t.int({ required: false }),
+  }),
+});
+
+const ReleaseLeaseInput = builder.inputType('ReleaseLeaseInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    fencingToken: t.string({ required: true }),
+  }),
+});
+
+class LeasePayload {
+  constructor(readonly lease: Lease) {}
+}
+builder.objectType(LeasePayload, {
+  name: 'LeasePayload',
+  isTypeOf: (value) => value instanceof LeasePayload,
+  fields: (t) => ({ lease: t.field({ type: LeaseRef, resolve: (p) => p.lease }) }),
+});
+
+const LeaseResult = builder.errorUnion('LeaseResult', {
+  types: [LeasePayload, NotFoundError, ForbiddenError, ValidationError, LeaseConflictError, StaleFencingTokenError],
+});
+
+builder.mutationFields((t) => ({
+  acquireLease: t.field({
+    type: LeaseResult,
+    description: 'Worker token with scope worker:lease. Succeeds when free, expired (takeover) or already held.',
+    args: { input: t.arg({ type: AcquireLeaseInput, required: true }) },
+    authScopes: { workerScope: 'worker:lease' },
+    resolve: async (_root, { input }, ctx) =>
+      new LeasePayload(await ctx.services.leases.acquire({ sandboxId: localIdOf(input.sandboxId, 'Sandbox'), ttlSeconds: input.ttlSeconds })),
+  }),
+  renewLease: t.field({
+    type: LeaseResult,
+    description: 'The holder only, with its current fencing token.',
+    args: { input: t.arg({ type: RenewLeaseInput, required: true }) },
+    authScopes: { workerScope: 'worker:lease' },
+    resolve: async (_root, { input }, ctx) =>
+      new LeasePayload(
+        await ctx.services.leases.renew({
+          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+          fencingToken: input.fencingToken,
+          ttlSeconds: input.ttlSeconds,
+        }),
+      ),
+  }),
+  releaseLease: t.field({
+    type: LeaseResult,
+    description: 'The holder only, with its current fencing token.',
+    args: { input: t.arg({ type: ReleaseLeaseInput, required: true }) },
+    authScopes: { workerScope: 'worker:lease' },
+    resolve: async (_root, { input }, ctx) =>
+      new LeasePayload(await ctx.services.leases.release({ sandboxId: localIdOf(input.sandboxId, 'Sandbox'), fencingToken: input.fencingToken })),
+  }),
+}));

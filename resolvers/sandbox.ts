@@ -1,0 +1,285 @@
+import { AGENT_PHASES, Sandbox, SANDBOX_STATUSES } from '../src/db/entities/sandbox.js';
+import {
+  ForbiddenError,
+  InvalidTransitionError,
+  LeaseConflictError,
+  NoCapacityError,
+  NotFoundError,
+  PolicyViolationError,
+  QuotaExceededError,
+  StaleFencingTokenError,
+  ValidationError,
+} from '../src/domain/errors.js';
+import type { SandboxFilter } from '../src/domain/sandboxes.js';
+import { validateLabels } from '../src/domain/workers.js';
+import { builder } from './builder.js';
+import { localIdOf } from './ids.js';
+import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+import { TenantRef } from './tenant.js';
+import { ResourcesInput, ResourcesType, WorkerRef } from './worker.js';
+
+export const SandboxStatusEnum = builder.enumType('SandboxStatus', { values: SANDBOX_STATUSES });
+export const AgentPhaseEnum = builder.enumType('AgentPhase', { values: AGENT_PHASES });
+
+const AgentStatusType = builder.objectRef<{ phase: (typeof AGENT_PHASES)[number]; activity: string | null; updatedAt: Date }>('AgentStatus').implement({
+  description: 'Live agent status reported by the worker.',
+  fields: (t) => ({
+    phase: t.field({ type: AgentPhaseEnum, resolve: (a) => a.phase }),
+    activity: t.exposeString('activity', { nullable: true }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+  }),
+});
+
+const PlacementType = builder.objectRef<{ region?: string | null; labels?: Record<string, string> | null }>('Placement').implement({
+  description: 'Where a sandbox may run.',
+  fields: (t) => ({
+    region: t.string({ nullable: true, resolve: (p) => p.region ?? null }),
+    workerLabels: t.field({ type: 'JSON', resolve: (p) => p.labels ?? {} }),
+  }),
+});
+
+export const SandboxRef = builder.loadableNode('Sandbox', {
+  id: { resolve: (sandbox: Sandbox) => sandbox.id },
+  isTypeOf: (value) => value instanceof Sandbox,
+  load: (ids: string[], ctx) => ctx.services.sandboxes.findVisibleByIds(ids),
+  sort: (sandbox) => sandbox.id,
+  fields: (t) => ({
+    tenant: t.field({ type: TenantRef, resolve: (s) => s.tenant.id }),
+    name: t.exposeString('name'),
+    image: t.exposeString('image'),
+    command: t.exposeStringList('command'),
+    resources: t.field({ type: ResourcesType, resolve: (s) => ({ cpuMillis: s.cpuMillis, memoryMb: s.memoryMb }) }),
+    labels: t.field({ type: 'JSON', resolve: (s) => s.labels }),
+    placement: t.field({ type: PlacementType, nullable: true, resolve: (s) => s.placement }),
+    status: t.field({ type: SandboxStatusEnum, resolve: (s) => s.status }),
+    statusReason: t.exposeString('statusReason', { nullable: true }),
+    stateVersion: t.exposeInt('stateVersion', { description: 'Bumps on every state change.' }),
+    agent: t.field({
+      type: AgentStatusType,
+      nullable: true,
+      resolve: (s) => (s.agentPhase && s.agentUpdatedAt ? { phase: s.agentPhase, activity: s.agentActivity, updatedAt: s.agentUpdatedAt } : null),
+    }),
+    worker: t.field({ type: WorkerRef, nullable: true, resolve: (s) => s.worker?.id ?? null }),
+    exitCode: t.exposeInt('exitCode', { nullable: true }),
+    ttlSeconds: t.exposeInt('ttlSeconds', { nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
+    stoppedAt: t.expose('stoppedAt', { type: 'DateTime', nullable: true }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'From ttlSeconds.' }),
+  }),
+});
+
+export const SandboxConnection = builder.connectionObject({
+  type: SandboxRef,
+  name: 'SandboxConnection',
+  fields: (t) => ({
+    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Sandbox>).totalCount() }),
+  }),
+});
+
+const SandboxFilterInput = builder.inputType('SandboxFilter', {
+  fields: (t) => ({
+    status: t.field({ type: [SandboxStatusEnum], required: false }),
+    workerId: t.id({ required: false }),
+    label: t.field({ type: 'JSON', required: false, description: 'Every given label must match exactly.' }),
+    nameContains: t.string({ required: false }),
+  }),
+});
+
+function toFilter(input: { status?: readonly Sandbox['status'][] | null; workerId?: string | null; label?: unknown; nameContains?: string | null } | null | undefined): SandboxFilter | null {
+  if (!input) return null;
+  return {
+    status: input.status ?? null,
+    workerId: input.workerId ? localIdOf(input.workerId, 'Worker') : null,
+    label: input.label === undefined || input.label === null ? null : validateLabels(input.label, 'filter.label'),
+    nameContains: input.nameContains ?? null,
+  };
+}
+
+builder.objectField(TenantRef, 'sandboxes', (t) =>
+  t.field({
+    type: SandboxConnection,
+    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }), filter: t.arg({ type: SandboxFilterInput, required: false }) },
+    resolve: async (tenant, args, ctx) =>
+      toConnection(
+        await ctx.services.sandboxes.listForTenant(tenant.id, toFilter(args.filter), { first: args.first, after: decodeCursor(args.after) }),
+        !!args.after,
+      ),
+  }),
+);
+
+builder.objectField(WorkerRef, 'sandboxes', (t) =>
+  t.field({
+    type: SandboxConnection,
+    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+    resolve: async (worker, args, ctx) =>
+      toConnection(await ctx.services.sandboxes.listForWorker(worker.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+  }),
+);
+
+builder.queryFields((t) => ({
+  sandbox: t.field({
+    type: SandboxRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, args) => localIdOf(args.id, 'Sandbox'),
+  }),
+  sandboxes: t.field({
+    type: SandboxConnection,
+    description: "A tenant's sandboxes (deleted ones are not listed), oldest first.",
+    args: {
+      tenantId: t.arg.id({ required: true }),
+      first: t.arg.int({ required: false }),
+      after: t.arg.string({ required: false }),
+      filter: t.arg({ type: SandboxFilterInput, required: false }),
+    },
+    authScopes: (_root, args) => ({ tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant'), role: 'VIEWER' } }),
+    resolve: async (_root, args, ctx) =>
+      toConnection(
+        await ctx.services.sandboxes.listForTenant(localIdOf(args.tenantId, 'Tenant'), toFilter(args.filter), {
+          first: args.first,
+          after: decodeCursor(args.after),
+        }),
+        !!args.after,
+      ),
+  }),
+}));
+
+// ---------------------------------------------------------------- mutations
+
+const PlacementInput = builder.inputType('PlacementInput', {
+  fields: (t) => ({
+    region: t.string({ required: false }),
+    workerLabels: t.field({ type: 'JSON', required: false, description: 'Labels the worker must carry.' }),
+  }),
+});
+
+const CreateSandboxInput = builder.inputType('CreateSandboxInput', {
+  fields: (t) => ({
+    tenantId: t.id({ required: true }),
+    name: t.string({ required: true }),
+    image: t.string({ required: true }),
+    command: t.stringList({ required: false }),
+    resources: t.field({ type: ResourcesInput, required: true }),
+    labels: t.field({ type: 'JSON', required: false }),
+    ttlSeconds: t.int({ required: false }),
+    placement: t.field({ type: PlacementInput, required: false }),
+  }),
+});
+
+const SandboxRefInput = builder.inputType('SandboxRefInput', {
+  fields: (t) => ({ sandboxId: t.id({ required: true }) }),
+});
+
+const ReportSandboxStatusInput = builder.inputType('ReportSandboxStatusInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    fencingToken: t.string({ required: true }),
+    status: t.field({ type: SandboxStatusEnum, required: true }),
+    reason: t.string({ required: false }),
+    exitCode: t.int({ required: false }),
+  }),
+});
+
+const ReportAgentStatusInput = builder.inputType('ReportAgentStatusInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    fencingToken: t.string({ required: true }),
+    phase: t.field({ type: AgentPhaseEnum, required: true }),
+    activity: t.string({ required: false }),
+  }),
+});
+
+export class SandboxPayload {
+  constructor(readonly sandbox: Sandbox) {}
+}
+builder.objectType(SandboxPayload, {
+  name: 'SandboxPayload',
+  isTypeOf: (value) => value instanceof SandboxPayload,
+  fields: (t) => ({ sandbox: t.field({ type: SandboxRef, resolve: (p) => p.sandbox }) }),
+});
+
+const SandboxResult = builder.errorUnion('SandboxResult', {
+  types: [
+    SandboxPayload,
+    NotFoundError,
+    ForbiddenError,
+    ValidationError,
+    QuotaExceededError,
+    PolicyViolationError,
+    NoCapacityError,
+    InvalidTransitionError,
+    StaleFencingTokenError,
+    LeaseConflictError,
+  ],
+});
+
+builder.mutationFields((t) => ({
+  createSandbox: t.field({
+    type: SandboxResult,
+    description: 'Tenant OPERATOR. Checks policy and quota, places it on a worker; with no room now it stays PENDING.',
+    args: { input: t.arg({ type: CreateSandboxInput, required: true }) },
+    authScopes: (_root, { input }) => ({ tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'OPERATOR' } }),
+    resolve: async (_root, { input }, ctx) =>
+      new SandboxPayload(
+        await ctx.services.sandboxes.create({
+          tenantId: localIdOf(input.tenantId, 'Tenant'),
+          name: input.name,
+          image: input.image,
+          command: input.command,
+          resources: input.resources,
+          labels: input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+          ttlSeconds: input.ttlSeconds,
+          placement: input.placement
+            ? {
+                region: input.placement.region ?? null,
+                labels: input.placement.workerLabels ? validateLabels(input.placement.workerLabels, 'input.placement.workerLabels') : null,
+              }
+            : null,
+        }),
+      ),
+  }),
+  stopSandbox: t.field({
+    type: SandboxResult,
+    description: 'Tenant OPERATOR. The worker is told through SANDBOX_STOP_REQUESTED.',
+    args: { input: t.arg({ type: SandboxRefInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => new SandboxPayload(await ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox'))),
+  }),
+  deleteSandbox: t.field({
+    type: SandboxResult,
+    description: 'Tenant OPERATOR. Soft delete: kept for audit, hidden from lists.',
+    args: { input: t.arg({ type: SandboxRefInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => new SandboxPayload(await ctx.services.sandboxes.delete(localIdOf(input.sandboxId, 'Sandbox'))),
+  }),
+  reportSandboxStatus: t.field({
+    type: SandboxResult,
+    description: 'Worker (scope sandbox:report) holding the lease, with its current fencing token.',
+    args: { input: t.arg({ type: ReportSandboxStatusInput, required: true }) },
+    authScopes: { workerScope: 'sandbox:report' },
+    resolve: async (_root, { input }, ctx) =>
+      new SandboxPayload(
+        await ctx.services.sandboxes.reportStatus({
+          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+          fencingToken: input.fencingToken,
+          status: input.status,
+          reason: input.reason,
+          exitCode: input.exitCode,
+        }),
+      ),
+  }),
+  reportAgentStatus: t.field({
+    type: SandboxResult,
+    description: 'Worker (scope sandbox:report) holding the lease, with its current fencing token.',
+    args: { input: t.arg({ type: ReportAgentStatusInput, required: true }) },
+    authScopes: { workerScope: 'sandbox:report' },
+    resolve: async (_root, { input }, ctx) =>
+      new SandboxPayload(
+        await ctx.services.sandboxes.reportAgentStatus({
+          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+          fencingToken: input.fencingToken,
+          phase: input.phase,
+          activity: input.activity,
+        }),
+      ),
+  }),
+}));

@@ -1,0 +1,205 @@
+import { Worker, WORKER_STATUSES } from '../src/db/entities/worker.js';
+import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from '../src/domain/errors.js';
+import { effectiveWorkerStatus, validateLabels } from '../src/domain/workers.js';
+import { builder } from './builder.js';
+import { localIdOf } from './ids.js';
+import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+import { TenantRef } from './tenant.js';
+
+export const WorkerStatusEnum = builder.enumType('WorkerStatus', {
+  values: WORKER_STATUSES,
+  description: 'OFFLINE: the heartbeat TTL passed (or the worker was deleted).',
+});
+
+export const ResourcesType = builder.objectRef<{ cpuMillis: number; memoryMb: number }>('Resources').implement({
+  fields: (t) => ({ cpuMillis: t.exposeInt('cpuMillis'), memoryMb: t.exposeInt('memoryMb') }),
+});
+
+export const ResourcesInput = builder.inputType('ResourcesInput', {
+  fields: (t) => ({ cpuMillis: t.int({ required: true }), memoryMb: t.int({ required: true }) }),
+});
+
+export const WorkerRef = builder.loadableNode('Worker', {
+  id: { resolve: (worker: Worker) => worker.id },
+  isTypeOf: (value) => value instanceof Worker,
+  load: (ids: string[], ctx) => ctx.services.workers.findVisibleByIds(ids),
+  sort: (worker) => worker.id,
+  fields: (t) => ({
+    name: t.exposeString('name'),
+    tenant: t.field({
+      type: TenantRef,
+      nullable: true,
+      description: 'null = a shared platform worker.',
+      resolve: (worker) => worker.tenant?.id ?? null,
+    }),
+    status: t.field({
+      type: WorkerStatusEnum,
+      resolve: (worker, _args, ctx) =>
+        effectiveWorkerStatus(worker, ctx.services.context.clock.now(), ctx.services.context.settings.heartbeatTtlSeconds),
+    }),
+    region: t.exposeString('region', { nullable: true }),
+    labels: t.field({ type: 'JSON', resolve: (worker) => worker.labels }),
+    capacity: t.field({ type: ResourcesType, resolve: (w) => ({ cpuMillis: w.capacityCpuMillis, memoryMb: w.capacityMemoryMb }) }),
+    allocated: t.field({ type: ResourcesType, resolve: (w) => ({ cpuMillis: w.allocatedCpuMillis, memoryMb: w.allocatedMemoryMb }) }),
+    observed: t.field({ type: 'JSON', nullable: true, description: 'What the worker last reported in a heartbeat.', resolve: (w) => w.observed }),
+    version: t.exposeString('version', { nullable: true }),
+    lastHeartbeatAt: t.expose('lastHeartbeatAt', { type: 'DateTime', nullable: true }),
+    registeredAt: t.field({ type: 'DateTime', resolve: (w) => w.createdAt }),
+  }),
+});
+
+export const WorkerConnection = builder.connectionObject({
+  type: WorkerRef,
+  name: 'WorkerConnection',
+  fields: (t) => ({
+    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Worker>).totalCount() }),
+  }),
+});
+
+builder.objectField(TenantRef, 'workers', (t) =>
+  t.field({
+    type: WorkerConnection,
+    description: "The tenant's dedicated workers.",
+    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+    resolve: async (tenant, args, ctx) =>
+      toConnection(await ctx.services.workers.listForTenant(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+  }),
+);
+
+builder.queryFields((t) => ({
+  worker: t.field({
+    type: WorkerRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, args) => localIdOf(args.id, 'Worker'),
+  }),
+  workers: t.field({
+    type: WorkerConnection,
+    description: 'Shared workers and the dedicated workers of your tenants (platform admins: all).',
+    args: {
+      first: t.arg.int({ required: false }),
+      after: t.arg.string({ required: false }),
+      status: t.arg({ type: [WorkerStatusEnum], required: false }),
+    },
+    resolve: async (_root, args, ctx) =>
+      toConnection(await ctx.services.workers.list({ first: args.first, after: decodeCursor(args.after), status: args.status }), !!args.after),
+  }),
+}));
+
+// ---------------------------------------------------------------- mutations
+
+function observedOf(value: unknown): Record<string, unknown> | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ValidationError('observed must be a JSON object', 'input.observed');
+  return value as Record<string, unknown>;
+}
+
+const RegisterWorkerInput = builder.inputType('RegisterWorkerInput', {
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'Unique.' }),
+    region: t.string({ required: false }),
+    labels: t.field({ type: 'JSON', required: false }),
+    capacity: t.field({ type: ResourcesInput, required: true }),
+    tenantId: t.id({ required: false, description: 'Dedicated to this tenant (its ADMIN may register it); absent = shared.' }),
+  }),
+});
+
+const WorkerRefInput = builder.inputType('WorkerRefInput', {
+  fields: (t) => ({ workerId: t.id({ required: true }) }),
+});
+
+const HeartbeatInput = builder.inputType('HeartbeatInput', {
+  fields: (t) => ({
+    workerId: t.id({ required: false, description: "Optional; must be the token's own worker." }),
+    observed: t.field({ type: 'JSON', required: false, description: 'What the worker observes it uses (free-form).' }),
+    version: t.string({ required: false }),
+  }),
+});
+
+export class WorkerPayload {
+  constructor(readonly worker: Worker) {}
+}
+builder.objectType(WorkerPayload, {
+  name: 'WorkerPayload',
+  isTypeOf: (value) => value instanceof WorkerPayload,
+  fields: (t) => ({ worker: t.field({ type: WorkerRef, resolve: (p) => p.worker }) }),
+});
+
+class RegisterWorkerPayload {
+  constructor(
+    readonly worker: Worker,
+    readonly token: string,
+  ) {}
+}
+builder.objectType(RegisterWorkerPayload, {
+  name: 'RegisterWorkerPayload',
+  isTypeOf: (value) => value instanceof RegisterWorkerPayload,
+  fields: (t) => ({
+    worker: t.field({ type: WorkerRef, resolve: (p) => p.worker }),
+    token: t.exposeString('token', { description: "The worker's bearer token. Shown once: store it now." }),
+  }),
+});
+
+const RegisterWorkerResult = builder.errorUnion('RegisterWorkerResult', {
+  types: [RegisterWorkerPayload, NotFoundError, ForbiddenError, ValidationError, AlreadyExistsError],
+});
+const WorkerResult = builder.errorUnion('WorkerResult', {
+  types: [WorkerPayload, NotFoundError, ForbiddenError, ValidationError, LeaseConflictError],
+});
+
+builder.mutationFields((t) => ({
+  registerWorker: t.field({
+    type: RegisterWorkerResult,
+    description: 'Platform admin, or tenant ADMIN for a dedicated worker. The token is shown once.',
+    args: { input: t.arg({ type: RegisterWorkerInput, required: true }) },
+    authScopes: (_root, { input }) =>
+      input.tenantId
+        ? { platformAdmin: true, tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' } }
+        : { platformAdmin: true },
+    resolve: async (_root, { input }, ctx) => {
+      const { worker, token } = await ctx.services.workers.register({
+        name: input.name,
+        region: input.region,
+        labels: input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+        capacity: input.capacity,
+        tenantId: input.tenantId ? localIdOf(input.tenantId, 'Tenant') : null,
+      });
+      return new RegisterWorkerPayload(worker, token);
+    },
+  }),
+  rotateWorkerToken: t.field({
+    type: RegisterWorkerResult,
+    description: 'Revokes the current token and returns a new one, shown once.',
+    args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const { worker, token } = await ctx.services.workers.rotateToken(localIdOf(input.workerId, 'Worker'));
+      return new RegisterWorkerPayload(worker, token);
+    },
+  }),
+  drainWorker: t.field({
+    type: WorkerResult,
+    description: 'No new placements; running sandboxes stay.',
+    args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => new WorkerPayload(await ctx.services.workers.drain(localIdOf(input.workerId, 'Worker'))),
+  }),
+  deleteWorker: t.field({
+    type: WorkerResult,
+    description: 'Refused (LeaseConflictError) while the worker holds live leases.',
+    args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => new WorkerPayload(await ctx.services.workers.delete(localIdOf(input.workerId, 'Worker'))),
+  }),
+  heartbeat: t.field({
+    type: WorkerResult,
+    description: 'Worker token with scope worker:heartbeat, for its own worker.',
+    args: { input: t.arg({ type: HeartbeatInput, required: true }) },
+    authScopes: { workerScope: 'worker:heartbeat' },
+    resolve: async (_root, { input }, ctx) =>
+      new WorkerPayload(
+        await ctx.services.workers.heartbeat({
+          workerId: input.workerId ? localIdOf(input.workerId, 'Worker') : null,
+          observed: observedOf(input.observed),
+          version: input.version,
+        }),
+      ),
+  }),
+}));

@@ -1,0 +1,183 @@
+import type { Identity } from '../auth/identity.js';
+import { Lease } from '../db/entities/lease.js';
+import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
+import { Worker } from '../db/entities/worker.js';
+import { isUuid } from '../db/ids.js';
+import type { Em } from '../db/orm.js';
+import { appendEvent } from '../events/log.js';
+import { audited } from './audit.js';
+import type { ServiceContext } from './context.js';
+import { ForbiddenError, LeaseConflictError, NotFoundError, StaleFencingTokenError, ValidationError } from './errors.js';
+import { LEASABLE_STATUSES } from './lifecycle.js';
+import { lockedRead } from './locks.js';
+
+/** Lease lifetimes a worker may ask for. */
+export const MIN_LEASE_TTL_SECONDS = 1;
+export const MAX_LEASE_TTL_SECONDS = 3_600;
+export const DEFAULT_LEASE_TTL_SECONDS = 30;
+
+export interface AcquireLeaseInput {
+  sandboxId: string;
+  ttlSeconds?: number | null;
+}
+
+export interface RenewLeaseInput extends AcquireLeaseInput {
+  fencingToken: string;
+}
+
+export interface ReleaseLeaseInput {
+  sandboxId: string;
+  fencingToken: string;
+}
+
+function leaseTtl(ttl: number | null | undefined): number {
+  const value = ttl ?? DEFAULT_LEASE_TTL_SECONDS;
+  if (!Number.isInteger(value) || value < MIN_LEASE_TTL_SECONDS || value > MAX_LEASE_TTL_SECONDS) {
+    throw new ValidationError(`ttlSeconds must be from ${MIN_LEASE_TTL_SECONDS} to ${MAX_LEASE_TTL_SECONDS}`, 'input.ttlSeconds');
+  }
+  return value;
+}
+
+function parseToken(token: string): bigint {
+  if (!/^\d{1,20}$/.test(token)) throw new ValidationError('fencingToken must be a decimal number', 'input.fencingToken');
+  return BigInt(token);
+}
+
+function workerOf(identity: Identity, scope: string): string {
+  if (!identity.workerId || !identity.scopes.has(scope)) throw new ForbiddenError(`needs a worker token with scope ${scope}`);
+  return identity.workerId;
+}
+
+/**
+ * Locks the sandbox row (Postgres: FOR UPDATE, first, so every lease operation and fenced
+ * write on one sandbox is serialised) and checks that the calling worker may serve it.
+ */
+async function lockSandboxFor(em: Em, workerId: string, sandboxId: string): Promise<Sandbox> {
+  const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em)) : null;
+  if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
+  const worker = await em.findOne(Worker, { id: workerId, deletedAt: null });
+  // A dedicated worker of another tenant never learns the sandbox exists.
+  if (!worker || (worker.tenant && worker.tenant.id !== sandbox.tenant.id)) throw new NotFoundError('Sandbox', sandboxId);
+  return sandbox;
+}
+
+/**
+ * The fence of every worker write about a sandbox: the caller must hold the sandbox's live
+ * lease with exactly the current token. Returns the row-locked sandbox.
+ */
+export async function requireFencingToken(em: Em, identity: Identity, scope: string, sandboxId: string, token: string, now: Date): Promise<Sandbox> {
+  const workerId = workerOf(identity, scope);
+  const presented = parseToken(token);
+  const sandbox = await lockSandboxFor(em, workerId, sandboxId);
+  const lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
+  const current = lease ? lease.fencingToken : null;
+  if (!lease || BigInt(lease.fencingToken) !== presented || lease.holder.id !== workerId || lease.expiresAt.getTime() <= now.getTime()) {
+    throw new StaleFencingTokenError(presented.toString(), current);
+  }
+  return sandbox;
+}
+
+export class LeaseService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /**
+   * Acquires the sandbox's lease: when there is none, when it expired (a takeover) or when
+   * the caller holds it. The fencing token grows by one every time, and the row is never
+   * deleted, so a released-then-reacquired lease still grows.
+   */
+  async acquire(input: AcquireLeaseInput): Promise<Lease> {
+    return audited(this.ctx, 'acquireLease', { targetId: input.sandboxId }, async (em) => {
+      const workerId = workerOf(this.ctx.identity, 'worker:lease');
+      const ttl = leaseTtl(input.ttlSeconds);
+      const sandbox = await lockSandboxFor(em, workerId, input.sandboxId);
+      if (!LEASABLE_STATUSES.includes(sandbox.status)) throw new LeaseConflictError(`a ${sandbox.status} sandbox cannot be leased`);
+      const now = this.ctx.clock.now();
+      const expiresAt = new Date(now.getTime() + ttl * 1000);
+      let lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
+      let previousHolder: string | null = null;
+      if (!lease) {
+        lease = em.create(Lease, {
+          sandbox: sandbox.id,
+          holder: workerId,
+          fencingToken: '1',
+          acquiredAt: now,
+          renewedAt: now,
+          expiresAt,
+          transitions: 0,
+          createdAt: now,
+          updatedAt: now,
+        });
+      } else {
+        previousHolder = lease.holder.id;
+        const live = lease.expiresAt.getTime() > now.getTime();
+        if (live && previousHolder !== workerId) throw new LeaseConflictError('another worker holds the lease');
+        lease.fencingToken = (BigInt(lease.fencingToken) + 1n).toString();
+        if (previousHolder !== workerId) lease.transitions += 1;
+        lease.holder = em.getReference(Worker, workerId);
+        lease.acquiredAt = now;
+        lease.renewedAt = now;
+        lease.expiresAt = expiresAt;
+        lease.updatedAt = now;
+      }
+      await em.flush();
+      await appendEvent(
+        em,
+        {
+          type: 'LEASE_CHANGED',
+          tenantId: sandbox.tenant.id,
+          sandboxId: sandbox.id,
+          workerId,
+          leaseId: lease.id,
+          data: { action: previousHolder && previousHolder !== workerId ? 'takeover' : 'acquired', fencingToken: lease.fencingToken, from: previousHolder, to: workerId },
+        },
+        now,
+      );
+      return lease;
+    }, (l) => ({ tenantId: l.sandbox.tenant?.id ?? null }));
+  }
+
+  /** Extends the holder's live lease; renewals append no event (they would flood the log). */
+  async renew(input: RenewLeaseInput): Promise<Lease> {
+    return audited(this.ctx, 'renewLease', { targetId: input.sandboxId }, async (em) => {
+      const ttl = leaseTtl(input.ttlSeconds);
+      const lease = await this.held(em, input.sandboxId, input.fencingToken);
+      const now = this.ctx.clock.now();
+      lease.renewedAt = now;
+      lease.expiresAt = new Date(now.getTime() + ttl * 1000);
+      lease.updatedAt = now;
+      await em.flush();
+      return lease;
+    });
+  }
+
+  /** Ends the holder's lease now; the row (and its token counter) stays. */
+  async release(input: ReleaseLeaseInput): Promise<Lease> {
+    return audited(this.ctx, 'releaseLease', { targetId: input.sandboxId }, async (em) => {
+      const lease = await this.held(em, input.sandboxId, input.fencingToken);
+      const now = this.ctx.clock.now();
+      lease.expiresAt = now;
+      lease.updatedAt = now;
+      await em.flush();
+      const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
+      await appendEvent(
+        em,
+        { type: 'LEASE_CHANGED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: lease.holder.id, leaseId: lease.id, data: { action: 'released', fencingToken: lease.fencingToken } },
+        now,
+      );
+      return lease;
+    });
+  }
+
+  /** The caller's live lease with the presented token, or the error saying why not. */
+  private async held(em: Em, sandboxId: string, token: string): Promise<Lease> {
+    const workerId = workerOf(this.ctx.identity, 'worker:lease');
+    const presented = parseToken(token);
+    const sandbox = await lockSandboxFor(em, workerId, sandboxId);
+    const lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
+    const now = this.ctx.clock.now();
+    if (!lease || lease.holder.id !== workerId) throw new LeaseConflictError('the caller does not hold this lease');
+    if (BigInt(lease.fencingToken) !== presented) throw new StaleFencingTokenError(presented.toString(), lease.fencingToken);
+    if (lease.expiresAt.getTime() <= now.getTime()) throw new LeaseConflictError('the lease has expired; acquire it again');
+    return lease;
+  }
+}

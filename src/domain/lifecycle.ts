@@ -1,0 +1,107 @@
+import type { Sandbox, SandboxStatus } from '../db/entities/sandbox.js';
+import type { Em } from '../db/orm.js';
+import { appendEvent } from '../events/log.js';
+import { InvalidTransitionError } from './errors.js';
+import { runUpdate } from './locks.js';
+
+/**
+ * The sandbox state machine (architecture.md): PENDING → SCHEDULED → STARTING → RUNNING →
+ * STOPPING → STOPPED; FAILED and LOST from the active states; LOST sandboxes are placed
+ * again (→ SCHEDULED, or back to PENDING to wait for capacity); DELETED from anywhere.
+ */
+const TRANSITIONS: Record<SandboxStatus, readonly SandboxStatus[]> = {
+  PENDING: ['SCHEDULED', 'STOPPED', 'FAILED', 'DELETED'],
+  SCHEDULED: ['STARTING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
+  STARTING: ['RUNNING', 'STOPPING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
+  RUNNING: ['STOPPING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
+  STOPPING: ['STOPPED', 'FAILED', 'LOST', 'DELETED'],
+  LOST: ['SCHEDULED', 'PENDING', 'STOPPED', 'FAILED', 'DELETED'],
+  STOPPED: ['DELETED'],
+  FAILED: ['DELETED'],
+  DELETED: [],
+};
+
+/** States in which the sandbox holds capacity on its worker. */
+export const HOLDING_STATUSES: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING'];
+/** States a worker may be working on (a lease makes sense). */
+export const LEASABLE_STATUSES: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING', 'LOST'];
+/** States a worker may report about a sandbox it holds the lease of. */
+export const WORKER_REPORTABLE: readonly SandboxStatus[] = ['STARTING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'];
+/** Waiting for a worker. */
+export const UNPLACED_STATUSES: readonly SandboxStatus[] = ['PENDING', 'LOST'];
+
+export function canTransition(from: SandboxStatus, to: SandboxStatus): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+export function assertTransition(from: SandboxStatus, to: SandboxStatus): void {
+  if (!canTransition(from, to)) throw new InvalidTransitionError(from, to);
+}
+
+export function isHolding(status: SandboxStatus): boolean {
+  return HOLDING_STATUSES.includes(status);
+}
+
+// ---------------------------------------------------------------- transitions with their effects
+
+
+export interface TransitionDetails {
+  reason?: string | null;
+  exitCode?: number | null;
+}
+
+/**
+ * Moves a (row-locked) sandbox to `to`: checks the state machine, releases its worker's
+ * capacity when it stops holding it, stamps times, bumps stateVersion and appends
+ * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes.
+ */
+export async function applyTransition(em: Em, sandbox: Sandbox, to: SandboxStatus, now: Date, details: TransitionDetails = {}): Promise<void> {
+  const from = sandbox.status;
+  assertTransition(from, to);
+  if (isHolding(from) && !isHolding(to) && sandbox.worker) await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
+  sandbox.status = to;
+  sandbox.stateVersion += 1;
+  if (details.reason !== undefined) sandbox.statusReason = details.reason;
+  if (details.exitCode !== undefined) sandbox.exitCode = details.exitCode;
+  if (to === 'RUNNING' && !sandbox.startedAt) sandbox.startedAt = now;
+  if ((to === 'STOPPED' || to === 'FAILED') && !sandbox.stoppedAt) sandbox.stoppedAt = now;
+  if (to === 'DELETED') sandbox.deletedAt = now;
+  sandbox.updatedAt = now;
+  await em.flush();
+  await appendEvent(
+    em,
+    {
+      type: 'SANDBOX_STATUS_CHANGED',
+      tenantId: sandbox.tenant.id,
+      sandboxId: sandbox.id,
+      workerId: sandbox.worker?.id ?? null,
+      data: { from, to, stateVersion: sandbox.stateVersion, ...(details.reason ? { reason: details.reason } : {}) },
+    },
+    now,
+  );
+}
+
+/**
+ * Reserves capacity on a worker with one conditional UPDATE: concurrent reservations can
+ * never over-commit it (Postgres re-checks the condition on the row it waited for).
+ */
+export async function reserveCapacity(em: Em, workerId: string, cpuMillis: number, memoryMb: number): Promise<boolean> {
+  const changed = await runUpdate(
+    em,
+    `update workers set allocated_cpu_millis = allocated_cpu_millis + ?, allocated_memory_mb = allocated_memory_mb + ?
+      where id = ? and deleted_at is null and status = 'ONLINE'
+        and allocated_cpu_millis + ? <= capacity_cpu_millis and allocated_memory_mb + ? <= capacity_memory_mb`,
+    [cpuMillis, memoryMb, workerId, cpuMillis, memoryMb],
+  );
+  return changed === 1;
+}
+
+export async function releaseCapacity(em: Em, workerId: string, cpuMillis: number, memoryMb: number): Promise<void> {
+  await runUpdate(
+    em,
+    `update workers set allocated_cpu_millis = case when allocated_cpu_millis >= ? then allocated_cpu_millis - ? else 0 end,
+        allocated_memory_mb = case when allocated_memory_mb >= ? then allocated_memory_mb - ? else 0 end
+      where id = ?`,
+    [cpuMillis, cpuMillis, memoryMb, memoryMb, workerId],
+  );
+}

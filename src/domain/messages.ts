@@ -1,0 +1,156 @@
+import { raw } from '@mikro-orm/core';
+import { hasTenantRole } from '../auth/identity.js';
+import { Message } from '../db/entities/message.js';
+import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
+import { isUuid } from '../db/ids.js';
+import { databaseKindOf, type Em } from '../db/orm.js';
+import { appendEvent } from '../events/log.js';
+import { audited } from './audit.js';
+import type { ServiceContext } from './context.js';
+import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
+import { requireFencingToken } from './leases.js';
+import { lockedRead } from './locks.js';
+import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { visibleSandboxesFilter } from './sandboxes.js';
+
+/** The largest message body, in bytes of UTF-8. */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+export const DEFAULT_THREAD_ID = 'main';
+export const DEFAULT_CHANNEL = 'api';
+const THREAD_PATTERN = /^[A-Za-z0-9._:-]{1,200}$/;
+const CHANNEL_PATTERN = /^[a-z0-9_-]{1,50}$/;
+
+export interface SendMessageInput {
+  sandboxId: string;
+  threadId?: string | null;
+  channel?: string | null;
+  body: string;
+}
+
+export interface PostAgentMessageInput {
+  sandboxId: string;
+  fencingToken: string;
+  threadId?: string | null;
+  body: string;
+}
+
+export interface MarkMessagesReadInput {
+  sandboxId: string;
+  threadId?: string | null;
+  /** Everything up to and including this message; all of the thread when absent. */
+  upToMessageId?: string | null;
+}
+
+function validateBody(body: string): string {
+  if (body.length === 0) throw new ValidationError('body must not be empty', 'input.body');
+  if (Buffer.byteLength(body, 'utf8') > MAX_MESSAGE_BYTES) throw new ValidationError(`body must be at most ${MAX_MESSAGE_BYTES} bytes`, 'input.body');
+  return body;
+}
+
+function threadOf(threadId: string | null | undefined): string {
+  const thread = threadId ?? DEFAULT_THREAD_ID;
+  if (!THREAD_PATTERN.test(thread)) throw new ValidationError('threadId must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"', 'input.threadId');
+  return thread;
+}
+
+export class MessageService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /** A person's message to the agent of a sandbox. */
+  async send(input: SendMessageInput): Promise<Message> {
+    return audited(this.ctx, 'sendMessage', { targetId: input.sandboxId }, async (em) => {
+      const body = validateBody(input.body);
+      const threadId = threadOf(input.threadId);
+      const channel = input.channel ?? DEFAULT_CHANNEL;
+      if (!CHANNEL_PATTERN.test(channel)) throw new ValidationError('channel must be 1 to 50 characters of a-z, 0-9, "_" and "-"', 'input.channel');
+      const sandbox = isUuid(input.sandboxId) ? await em.findOne(Sandbox, { id: input.sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em)) : null;
+      if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER')) throw new NotFoundError('Sandbox', input.sandboxId);
+      if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR')) throw new ForbiddenError('sending messages needs the OPERATOR role');
+      return this.post(em, sandbox, { threadId, channel, senderKind: 'USER', senderId: this.ctx.identity.subject, body });
+    }, (m) => ({ tenantId: m.tenant.id, targetId: m.id }));
+  }
+
+  /** The agent's message, posted by the worker holding the sandbox's lease (fenced). */
+  async postAgent(input: PostAgentMessageInput): Promise<Message> {
+    return audited(this.ctx, 'postAgentMessage', { targetId: input.sandboxId }, async (em) => {
+      const body = validateBody(input.body);
+      const threadId = threadOf(input.threadId);
+      const sandbox = await requireFencingToken(em, this.ctx.identity, 'message:post', input.sandboxId, input.fencingToken, this.ctx.clock.now());
+      return this.post(em, sandbox, { threadId, channel: 'agent', senderKind: 'AGENT', senderId: this.ctx.identity.workerId as string, body });
+    }, (m) => ({ tenantId: m.tenant.id, targetId: m.id }));
+  }
+
+  /** Marks a thread's unread messages read (up to a message when given); returns how many. */
+  async markRead(input: MarkMessagesReadInput): Promise<{ sandbox: Sandbox; count: number }> {
+    return audited(this.ctx, 'markMessagesRead', { targetId: input.sandboxId }, async (em) => {
+      const threadId = threadOf(input.threadId);
+      const sandbox = await this.visibleSandbox(em, input.sandboxId);
+      if (input.upToMessageId !== undefined && input.upToMessageId !== null && !isUuid(input.upToMessageId)) {
+        throw new NotFoundError('Message', input.upToMessageId);
+      }
+      const now = this.ctx.clock.now();
+      const count = await em.nativeUpdate(
+        Message,
+        { sandbox: sandbox.id, threadId, readAt: null, ...(input.upToMessageId ? { id: { $lte: input.upToMessageId } } : {}) },
+        { readAt: now, updatedAt: now },
+      );
+      return { sandbox, count };
+    }, (r) => ({ tenantId: r.sandbox.tenant.id }));
+  }
+
+  /** One thread of a sandbox (or all of them), oldest first so the newest is last. */
+  async list(sandboxId: string, threadId: string | null | undefined, args: PageArgs): Promise<Page<Message>> {
+    const sandbox = await this.visibleSandbox(this.ctx.em, sandboxId);
+    return keysetPage(this.ctx.em, Message, { sandbox: sandbox.id, ...(threadId ? { threadId } : {}) }, args);
+  }
+
+  async findVisibleByIds(ids: readonly string[]): Promise<Message[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    return this.ctx.em.find(Message, { id: { $in: wanted }, sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] } });
+  }
+
+  /** The newest message of each sandbox, in two statements whatever the number of sandboxes. */
+  async lastOf(sandboxIds: readonly string[]): Promise<Message[]> {
+    if (sandboxIds.length === 0) return [];
+    const rows: { id: string }[] = await this.ctx.em
+      .createQueryBuilder(Message, 'm')
+      .select(raw(databaseKindOf(this.ctx.em) === 'postgres' ? 'max(m.id::text) as id' : 'max(m.id) as id'))
+      .where({ sandbox: { $in: [...sandboxIds] } })
+      .groupBy('m.sandbox_id')
+      .execute('all', false);
+    if (rows.length === 0) return [];
+    return this.ctx.em.find(Message, { id: { $in: rows.map((r) => String(r.id)) } });
+  }
+
+  private async visibleSandbox(em: Em, sandboxId: string): Promise<Sandbox> {
+    const sandbox = isUuid(sandboxId)
+      ? await em.findOne(Sandbox, { $and: [{ id: sandboxId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] })
+      : null;
+    if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
+    return sandbox;
+  }
+
+  private async post(
+    em: Em,
+    sandbox: Sandbox,
+    fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'>,
+  ): Promise<Message> {
+    const now = this.ctx.clock.now();
+    const message = em.create(Message, { ...fields, sandbox: sandbox.id, tenant: sandbox.tenant.id, createdAt: now, updatedAt: now });
+    await em.flush();
+    await appendEvent(
+      em,
+      {
+        type: 'MESSAGE_POSTED',
+        tenantId: sandbox.tenant.id,
+        sandboxId: sandbox.id,
+        workerId: sandbox.worker?.id ?? null,
+        messageId: message.id,
+        data: { threadId: fields.threadId, senderKind: fields.senderKind },
+      },
+      now,
+    );
+    return message;
+  }
+}

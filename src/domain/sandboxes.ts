@@ -1,0 +1,292 @@
+import { raw, type FilterQuery } from '@mikro-orm/core';
+import { hasTenantRole, visibleTenantIds, type Identity } from '../auth/identity.js';
+import { Lease } from '../db/entities/lease.js';
+import { ACTIVE_SANDBOX, Sandbox, type AgentPhase, type SandboxStatus } from '../db/entities/sandbox.js';
+import { Tenant } from '../db/entities/tenant.js';
+import { isUuid } from '../db/ids.js';
+import { databaseKindOf, type Em } from '../db/orm.js';
+import { appendEvent } from '../events/log.js';
+import { audited } from './audit.js';
+import type { ServiceContext } from './context.js';
+import {
+  ForbiddenError,
+  InvalidTransitionError,
+  NoCapacityError,
+  NotFoundError,
+  PolicyViolationError,
+  QuotaExceededError,
+  ValidationError,
+} from './errors.js';
+import { requireFencingToken } from './leases.js';
+import { applyTransition, isHolding, WORKER_REPORTABLE } from './lifecycle.js';
+import { lockedRead, lockRow } from './locks.js';
+import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { anyWorkerCouldFit, placeSandbox, type PlacementConstraints } from './scheduler.js';
+import { RESERVING_STATUSES } from './tenants.js';
+import { validateLabels, type Resources } from './workers.js';
+
+export const SANDBOX_NAME_MAX_LENGTH = 200;
+export const IMAGE_MAX_LENGTH = 500;
+export const COMMAND_MAX_ARGS = 256;
+export const STATUS_REASON_MAX_LENGTH = 2_000;
+export const AGENT_ACTIVITY_MAX_LENGTH = 2_000;
+
+export interface CreateSandboxInput {
+  tenantId: string;
+  name: string;
+  image: string;
+  command?: string[] | null;
+  resources: Resources;
+  labels?: Record<string, string> | null;
+  ttlSeconds?: number | null;
+  placement?: PlacementConstraints | null;
+}
+
+export interface SandboxFilter {
+  status?: readonly SandboxStatus[] | null;
+  workerId?: string | null;
+  label?: Record<string, string> | null;
+  nameContains?: string | null;
+}
+
+export interface ReportSandboxStatusInput {
+  sandboxId: string;
+  fencingToken: string;
+  status: SandboxStatus;
+  reason?: string | null;
+  exitCode?: number | null;
+}
+
+export interface ReportAgentStatusInput {
+  sandboxId: string;
+  fencingToken: string;
+  phase: AgentPhase;
+  activity?: string | null;
+}
+
+/** Glob match for image patterns: `*` is any run of characters, `?` one character. */
+export function imageMatches(image: string, glob: string): boolean {
+  const pattern = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${pattern}$`).test(image);
+}
+
+/** Which sandboxes a caller may read: its tenants', or (a worker) those placed on it. */
+export function visibleSandboxesFilter(identity: Identity): FilterQuery<Sandbox> {
+  if (identity.platformAdmin) return {};
+  if (identity.workerId) return { worker: identity.workerId };
+  return { tenant: { $in: visibleTenantIds(identity) ?? [] } };
+}
+
+export class SandboxService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /**
+   * Checks policy and quota, places the sandbox and reserves capacity, in one transaction.
+   * The tenant row is locked first (Postgres), so concurrent creates of one tenant queue
+   * up behind each other and each sees the usage the previous one committed.
+   */
+  async create(input: CreateSandboxInput): Promise<Sandbox> {
+    return audited(
+      this.ctx,
+      'createSandbox',
+      { tenantId: input.tenantId },
+      async (em) => {
+        if (!isUuid(input.tenantId) || !hasTenantRole(this.ctx.identity, input.tenantId, 'OPERATOR')) {
+          throw new ForbiddenError('creating sandboxes needs the OPERATOR role in the tenant');
+        }
+        const name = input.name.trim();
+        if (name.length === 0 || name.length > SANDBOX_NAME_MAX_LENGTH) throw new ValidationError(`name must be 1 to ${SANDBOX_NAME_MAX_LENGTH} characters`, 'input.name');
+        const image = input.image.trim();
+        if (image.length === 0 || image.length > IMAGE_MAX_LENGTH) throw new ValidationError(`image must be 1 to ${IMAGE_MAX_LENGTH} characters`, 'input.image');
+        const command = input.command ?? [];
+        if (command.length > COMMAND_MAX_ARGS) throw new ValidationError(`command has at most ${COMMAND_MAX_ARGS} arguments`, 'input.command');
+        const { cpuMillis, memoryMb } = input.resources;
+        if (!Number.isInteger(cpuMillis) || cpuMillis <= 0) throw new ValidationError('resources.cpuMillis must be a positive whole number', 'input.resources.cpuMillis');
+        if (!Number.isInteger(memoryMb) || memoryMb <= 0) throw new ValidationError('resources.memoryMb must be a positive whole number', 'input.resources.memoryMb');
+        const ttl = input.ttlSeconds ?? null;
+        if (ttl !== null && (!Number.isInteger(ttl) || ttl <= 0)) throw new ValidationError('ttlSeconds must be a positive whole number', 'input.ttlSeconds');
+        const labels = validateLabels(input.labels ?? {}, 'input.labels');
+        const placement = input.placement
+          ? { region: input.placement.region ?? null, labels: validateLabels(input.placement.labels ?? {}, 'input.placement.labels') }
+          : null;
+
+        await lockRow(em, 'tenants', input.tenantId);
+        const tenant = await em.findOne(Tenant, input.tenantId, { refresh: true });
+        if (!tenant) throw new ForbiddenError('creating sandboxes needs the OPERATOR role in the tenant');
+
+        const { allowedImages, maxSandboxTtlSeconds } = tenant.policy;
+        if (allowedImages.length > 0 && !allowedImages.some((glob) => imageMatches(image, glob))) {
+          throw new PolicyViolationError(`image "${image}" is not allowed by the tenant's policy`, 'allowedImages');
+        }
+        if (maxSandboxTtlSeconds !== null && (ttl === null || ttl > maxSandboxTtlSeconds)) {
+          throw new PolicyViolationError(`ttlSeconds must be set and at most ${maxSandboxTtlSeconds}`, 'maxSandboxTtlSeconds');
+        }
+
+        const usage = await reservedBy(em, tenant.id);
+        const { quota } = tenant;
+        if (usage.sandboxes + 1 > quota.maxSandboxes) throw new QuotaExceededError('sandboxes', quota.maxSandboxes, usage.sandboxes + 1);
+        if (usage.cpuMillis + cpuMillis > quota.maxCpuMillis) throw new QuotaExceededError('cpuMillis', quota.maxCpuMillis, usage.cpuMillis + cpuMillis);
+        if (usage.memoryMb + memoryMb > quota.maxMemoryMb) throw new QuotaExceededError('memoryMb', quota.maxMemoryMb, usage.memoryMb + memoryMb);
+        if (!(await anyWorkerCouldFit(em, tenant.id, cpuMillis, memoryMb))) {
+          throw new NoCapacityError(`no worker available to this tenant has ${cpuMillis} mCPU and ${memoryMb} MB`);
+        }
+
+        const now = this.ctx.clock.now();
+        const sandbox = em.create(Sandbox, {
+          tenant: tenant.id,
+          name,
+          image,
+          command,
+          cpuMillis,
+          memoryMb,
+          labels,
+          placement,
+          status: 'PENDING',
+          ttlSeconds: ttl,
+          expiresAt: ttl === null ? null : new Date(now.getTime() + ttl * 1000),
+          createdAt: now,
+          updatedAt: now,
+        });
+        await em.flush();
+        await appendEvent(em, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant.id, sandboxId: sandbox.id, data: { from: null, to: 'PENDING', stateVersion: 0 } }, now);
+        // No room now: it stays PENDING and the scheduler loop places it later.
+        await placeSandbox(em, sandbox, now, this.ctx.settings.heartbeatTtlSeconds);
+        return sandbox;
+      },
+      (sandbox) => ({ targetId: sandbox.id }),
+    );
+  }
+
+  /** Asks the worker to stop it (SANDBOX_STOP_REQUESTED); unplaced sandboxes stop at once. */
+  async stop(sandboxId: string): Promise<Sandbox> {
+    return this.operate('stopSandbox', sandboxId, async (em, sandbox, now) => {
+      if (sandbox.status === 'STOPPING' || sandbox.status === 'STOPPED') return;
+      const onWorker = isHolding(sandbox.status) && sandbox.worker !== null;
+      await applyTransition(em, sandbox, onWorker ? 'STOPPING' : 'STOPPED', now, { reason: 'stop requested' });
+      if (onWorker) await this.requestStop(em, sandbox, now);
+    });
+  }
+
+  /** Soft delete: released, hidden from lists, kept for audit. */
+  async delete(sandboxId: string): Promise<Sandbox> {
+    return this.operate('deleteSandbox', sandboxId, async (em, sandbox, now) => {
+      const onWorker = isHolding(sandbox.status) && sandbox.worker !== null;
+      await applyTransition(em, sandbox, 'DELETED', now, { reason: 'deleted' });
+      if (onWorker) await this.requestStop(em, sandbox, now);
+    });
+  }
+
+  /** A worker's report about a sandbox it holds the lease of; a stale token changes nothing. */
+  async reportStatus(input: ReportSandboxStatusInput): Promise<Sandbox> {
+    return audited(this.ctx, 'reportSandboxStatus', { targetId: input.sandboxId }, async (em) => {
+      const sandbox = await requireFencingToken(em, this.ctx.identity, 'sandbox:report', input.sandboxId, input.fencingToken, this.ctx.clock.now());
+      if (!WORKER_REPORTABLE.includes(input.status)) throw new InvalidTransitionError(sandbox.status, input.status);
+      if (input.status === sandbox.status) return sandbox;
+      const reason = input.reason ? input.reason.slice(0, STATUS_REASON_MAX_LENGTH) : null;
+      await applyTransition(em, sandbox, input.status, this.ctx.clock.now(), { reason, exitCode: input.exitCode ?? undefined });
+      return sandbox;
+    }, (s) => ({ tenantId: s.tenant.id }));
+  }
+
+  async reportAgentStatus(input: ReportAgentStatusInput): Promise<Sandbox> {
+    return audited(this.ctx, 'reportAgentStatus', { targetId: input.sandboxId }, async (em) => {
+      const now = this.ctx.clock.now();
+      const sandbox = await requireFencingToken(em, this.ctx.identity, 'sandbox:report', input.sandboxId, input.fencingToken, now);
+      const from = sandbox.agentPhase;
+      sandbox.agentPhase = input.phase;
+      sandbox.agentActivity = input.activity ? input.activity.slice(0, AGENT_ACTIVITY_MAX_LENGTH) : null;
+      sandbox.agentUpdatedAt = now;
+      sandbox.updatedAt = now;
+      await em.flush();
+      await appendEvent(
+        em,
+        { type: 'AGENT_STATUS_CHANGED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: sandbox.worker?.id ?? null, data: { from, to: input.phase } },
+        now,
+      );
+      return sandbox;
+    }, (s) => ({ tenantId: s.tenant.id }));
+  }
+
+  async findVisibleByIds(ids: readonly string[]): Promise<Sandbox[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    return this.ctx.em.find(Sandbox, { $and: [{ id: { $in: wanted }, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] });
+  }
+
+  /** A tenant's sandboxes, oldest first; another tenant's reads like a missing one. */
+  async listForTenant(tenantId: string, filter: SandboxFilter | null, args: PageArgs): Promise<Page<Sandbox>> {
+    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
+    return keysetPage(this.ctx.em, Sandbox, { $and: [{ tenant: tenantId, ...ACTIVE_SANDBOX }, ...filterClauses(this.ctx.em, filter)] }, args);
+  }
+
+  /** Sandboxes placed on a worker the caller may see. */
+  async listForWorker(workerId: string, args: PageArgs): Promise<Page<Sandbox>> {
+    return keysetPage(this.ctx.em, Sandbox, { $and: [{ worker: workerId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] }, args);
+  }
+
+  /** Leases of the given sandboxes, for the per-request loader. */
+  async leasesOf(sandboxIds: readonly string[]): Promise<Lease[]> {
+    if (sandboxIds.length === 0) return [];
+    return this.ctx.em.find(Lease, { sandbox: { $in: [...sandboxIds] } });
+  }
+
+  async leasesByIds(ids: readonly string[]): Promise<Lease[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    return this.ctx.em.find(Lease, { id: { $in: wanted }, sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] } });
+  }
+
+  private async operate(action: string, sandboxId: string, change: (em: Em, sandbox: Sandbox, now: Date) => Promise<void>): Promise<Sandbox> {
+    return audited(this.ctx, action, { targetId: sandboxId }, async (em) => {
+      const sandbox = await this.lockVisible(em, sandboxId);
+      if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR')) throw new ForbiddenError(`${action} needs the OPERATOR role in the tenant`);
+      await change(em, sandbox, this.ctx.clock.now());
+      return sandbox;
+    }, (s) => ({ tenantId: s.tenant.id }));
+  }
+
+  private async lockVisible(em: Em, sandboxId: string): Promise<Sandbox> {
+    const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em)) : null;
+    if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER')) throw new NotFoundError('Sandbox', sandboxId);
+    return sandbox;
+  }
+
+  private async requestStop(em: Em, sandbox: Sandbox, now: Date): Promise<void> {
+    await appendEvent(
+      em,
+      { type: 'SANDBOX_STOP_REQUESTED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: sandbox.worker?.id ?? null, data: { workerId: sandbox.worker?.id ?? null } },
+      now,
+    );
+  }
+}
+
+/** What a tenant reserves now (the sandboxes in RESERVING_STATUSES), read inside the transaction. */
+async function reservedBy(em: Em, tenantId: string): Promise<{ sandboxes: number; cpuMillis: number; memoryMb: number }> {
+  const rows: { n: number | string; cpu: number | string | null; mem: number | string | null }[] = await em
+    .createQueryBuilder(Sandbox, 's')
+    .select([raw('count(*) as n'), raw('sum(s.cpu_millis) as cpu'), raw('sum(s.memory_mb) as mem')])
+    .where({ tenant: tenantId, status: { $in: [...RESERVING_STATUSES] } })
+    .execute('all', false);
+  const row = rows[0];
+  return { sandboxes: Number(row?.n ?? 0), cpuMillis: Number(row?.cpu ?? 0), memoryMb: Number(row?.mem ?? 0) };
+}
+
+function filterClauses(em: Em, filter: SandboxFilter | null): FilterQuery<Sandbox>[] {
+  if (!filter) return [];
+  const clauses: FilterQuery<Sandbox>[] = [];
+  if (filter.status?.length) clauses.push({ status: { $in: [...filter.status] } });
+  // An id that cannot exist matches nothing (and never reaches a uuid column).
+  if (filter.workerId) clauses.push(isUuid(filter.workerId) ? { worker: filter.workerId } : { id: { $in: [] } });
+  if (filter.nameContains) {
+    // Case-insensitive on both: SQLite's LIKE already is (for ASCII) and has no ILIKE.
+    const pattern = `%${filter.nameContains}%`;
+    clauses.push({ name: databaseKindOf(em) === 'postgres' ? { $ilike: pattern } : { $like: pattern } });
+  }
+  if (filter.label) {
+    // Labels are matched exactly, key by key, in JSON (both drivers support this path syntax).
+    for (const [key, value] of Object.entries(validateLabels(filter.label, 'filter.label'))) {
+      clauses.push({ labels: { [key]: value } } as FilterQuery<Sandbox>);
+    }
+  }
+  return clauses;
+}

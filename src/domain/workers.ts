@@ -1,0 +1,265 @@
+import { UniqueConstraintViolationException, type FilterQuery } from '@mikro-orm/core';
+import { hasTenantRole, visibleTenantIds, type Identity } from '../auth/identity.js';
+import { ApiToken } from '../db/entities/api-token.js';
+import { Lease } from '../db/entities/lease.js';
+import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
+import { Tenant } from '../db/entities/tenant.js';
+import { Worker, type WorkerStatus } from '../db/entities/worker.js';
+import { isUuid } from '../db/ids.js';
+import type { Em } from '../db/orm.js';
+import { appendEvent } from '../events/log.js';
+import { audited } from './audit.js';
+import type { ServiceContext } from './context.js';
+import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from './errors.js';
+import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
+import { lockedRead } from './locks.js';
+import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { heartbeatHorizon } from './scheduler.js';
+
+/** What a worker token may do, and nothing else. */
+export const WORKER_SCOPES = ['worker:heartbeat', 'worker:lease', 'sandbox:report', 'message:post'] as const;
+export const WORKER_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+/** Upper bound of one worker's advertised capacity (a sanity check on input). */
+export const MAX_WORKER_CPU_MILLIS = 1_024_000;
+export const MAX_WORKER_MEMORY_MB = 16_777_216;
+
+export interface Resources {
+  cpuMillis: number;
+  memoryMb: number;
+}
+
+export interface RegisterWorkerInput {
+  name: string;
+  region?: string | null;
+  labels?: Record<string, string> | null;
+  capacity: Resources;
+  tenantId?: string | null;
+}
+
+export interface HeartbeatInput {
+  workerId?: string | null;
+  observed?: Record<string, unknown> | null;
+  version?: string | null;
+}
+
+export interface WorkerWithToken {
+  worker: Worker;
+  token: string;
+}
+
+/** The status a reader sees: a stale heartbeat reads as OFFLINE even before the sweeper runs. */
+export function effectiveWorkerStatus(worker: Worker, now: Date, heartbeatTtlSeconds: number): WorkerStatus {
+  if (worker.status === 'OFFLINE') return 'OFFLINE';
+  const lastSign = worker.lastHeartbeatAt ?? worker.createdAt;
+  return lastSign.getTime() < heartbeatHorizon(now, heartbeatTtlSeconds).getTime() ? 'OFFLINE' : worker.status;
+}
+
+/** Which workers a caller may see: its own, shared ones, and its tenants' dedicated ones. */
+export function visibleWorkersFilter(identity: Identity): FilterQuery<Worker> {
+  if (identity.platformAdmin) return { deletedAt: null };
+  if (identity.workerId) return { deletedAt: null, id: identity.workerId };
+  const tenants = visibleTenantIds(identity) ?? [];
+  return { deletedAt: null, $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
+}
+
+export class WorkerService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  async register(input: RegisterWorkerInput): Promise<WorkerWithToken> {
+    return audited(
+      this.ctx,
+      'registerWorker',
+      { tenantId: input.tenantId ?? null },
+      async (em) => {
+        const tenantId = input.tenantId ?? null;
+        this.requireManager(tenantId);
+        if (tenantId && (!isUuid(tenantId) || !(await em.count(Tenant, { id: tenantId })))) throw new NotFoundError('Tenant', tenantId);
+        const name = input.name.trim();
+        if (!WORKER_NAME_PATTERN.test(name)) throw new ValidationError('name must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_" and "-"', 'input.name');
+        validateCapacity(input.capacity);
+        const labels = validateLabels(input.labels ?? {}, 'input.labels');
+        if (await em.count(Worker, { name })) throw new AlreadyExistsError('Worker', 'name', name);
+        const now = this.ctx.clock.now();
+        const worker = em.create(Worker, {
+          name,
+          tenant: tenantId,
+          region: input.region?.trim() || null,
+          labels,
+          capacityCpuMillis: input.capacity.cpuMillis,
+          capacityMemoryMb: input.capacity.memoryMb,
+          status: 'ONLINE',
+          createdAt: now,
+          updatedAt: now,
+        });
+        try {
+          await em.flush();
+        } catch (err) {
+          if (err instanceof UniqueConstraintViolationException) throw new AlreadyExistsError('Worker', 'name', name);
+          throw err;
+        }
+        const token = await this.mintFor(em, worker, now);
+        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } }, now);
+        return { worker, token };
+      },
+      (r) => ({ targetId: r.worker.id }),
+    );
+  }
+
+  /** Revokes the worker's current token and mints a new one, shown once. */
+  async rotateToken(workerId: string): Promise<WorkerWithToken> {
+    return audited(this.ctx, 'rotateWorkerToken', { targetId: workerId }, async (em) => {
+      const worker = await this.manageable(em, workerId);
+      const now = this.ctx.clock.now();
+      if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
+      const token = await this.mintFor(em, worker, now);
+      return { worker, token };
+    });
+  }
+
+  /** DRAINING: keeps its sandboxes, takes no new placements. */
+  async drain(workerId: string): Promise<Worker> {
+    return audited(this.ctx, 'drainWorker', { targetId: workerId }, async (em) => {
+      const worker = await this.manageable(em, workerId);
+      const now = this.ctx.clock.now();
+      if (worker.status !== 'DRAINING') {
+        const from = worker.status;
+        worker.status = 'DRAINING';
+        worker.updatedAt = now;
+        await em.flush();
+        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'DRAINING' } }, now);
+      }
+      return worker;
+    });
+  }
+
+  /** Refused while the worker holds a live lease; its other placed sandboxes go LOST and are placed again. */
+  async delete(workerId: string): Promise<Worker> {
+    return audited(this.ctx, 'deleteWorker', { targetId: workerId }, async (em) => {
+      await this.manageable(em, workerId);
+      const now = this.ctx.clock.now();
+      const held = await em.count(Lease, { holder: workerId, expiresAt: { $gt: now }, sandbox: { status: { $in: [...HOLDING_STATUSES] } } });
+      if (held > 0) throw new LeaseConflictError(`worker still holds ${held} lease(s); drain it and let them finish or expire first`);
+      const placed = await em.find(Sandbox, { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } }, { fields: ['id'] });
+      for (const { id } of placed) {
+        const sandbox = await em.findOneOrFail(Sandbox, id, lockedRead(em));
+        if (HOLDING_STATUSES.includes(sandbox.status)) await applyTransition(em, sandbox, 'LOST', now, { reason: 'worker deleted' });
+      }
+      const worker = await em.findOneOrFail(Worker, workerId, lockedRead(em));
+      const from = worker.status;
+      worker.deletedAt = now;
+      worker.status = 'OFFLINE';
+      worker.updatedAt = now;
+      if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
+      await em.flush();
+      await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'OFFLINE', deleted: true } }, now);
+      return worker;
+    });
+  }
+
+  /** A worker's own heartbeat: proves it is alive, reports what it observes and its version. */
+  async heartbeat(input: HeartbeatInput): Promise<Worker> {
+    const workerId = this.ctx.identity.workerId;
+    return audited(this.ctx, 'heartbeat', { targetId: workerId }, async (em) => {
+      if (!workerId || !this.ctx.identity.scopes.has('worker:heartbeat')) throw new ForbiddenError('only a worker token may send heartbeats');
+      if (input.workerId && input.workerId !== workerId) throw new ForbiddenError('a worker may only heartbeat for itself');
+      const worker = await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em));
+      if (!worker) throw new NotFoundError('Worker', workerId);
+      const now = this.ctx.clock.now();
+      const from = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
+      worker.lastHeartbeatAt = now;
+      if (input.observed !== undefined && input.observed !== null) worker.observed = input.observed;
+      if (input.version) worker.version = input.version.slice(0, 100);
+      if (worker.status === 'OFFLINE') worker.status = 'ONLINE';
+      worker.updatedAt = now;
+      await em.flush();
+      const to = worker.status;
+      if (from !== to) {
+        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } }, now);
+      }
+      return worker;
+    });
+  }
+
+  async findVisibleByIds(ids: readonly string[]): Promise<Worker[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity)] });
+  }
+
+  /** Platform admins see every worker; others the shared ones and their tenants' dedicated ones. */
+  async list(args: PageArgs & { status?: readonly WorkerStatus[] | null }): Promise<Page<Worker>> {
+    let where: FilterQuery<Worker> = visibleWorkersFilter(this.ctx.identity);
+    if (args.status?.length) where = { $and: [where, this.statusFilter(args.status)] };
+    return keysetPage(this.ctx.em, Worker, where, args);
+  }
+
+  /** A tenant's dedicated workers. */
+  async listForTenant(tenantId: string, args: PageArgs): Promise<Page<Worker>> {
+    if (!hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
+    return keysetPage(this.ctx.em, Worker, { tenant: tenantId, deletedAt: null }, args);
+  }
+
+  /** Stored status and heartbeat age together, so the filter agrees with what `status` reads. */
+  private statusFilter(statuses: readonly WorkerStatus[]): FilterQuery<Worker> {
+    const horizon = heartbeatHorizon(this.ctx.clock.now(), this.ctx.settings.heartbeatTtlSeconds);
+    const fresh: FilterQuery<Worker> = { $or: [{ lastHeartbeatAt: { $gte: horizon } }, { lastHeartbeatAt: null, createdAt: { $gte: horizon } }] };
+    const stale: FilterQuery<Worker> = { $or: [{ lastHeartbeatAt: { $lt: horizon } }, { lastHeartbeatAt: null, createdAt: { $lt: horizon } }] };
+    const parts: FilterQuery<Worker>[] = [];
+    for (const status of statuses) {
+      if (status === 'OFFLINE') parts.push({ $or: [{ status: 'OFFLINE' }, stale] });
+      else parts.push({ $and: [{ status }, fresh] });
+    }
+    return { $or: parts };
+  }
+
+  private requireManager(tenantId: string | null): void {
+    if (this.ctx.identity.platformAdmin) return;
+    if (tenantId && hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) return;
+    throw new ForbiddenError(tenantId ? 'only a tenant ADMIN may manage its dedicated workers' : 'only a platform admin may manage shared workers');
+  }
+
+  /** The worker, row-locked, if the caller may manage it; otherwise it reads as missing. */
+  private async manageable(em: Em, workerId: string): Promise<Worker> {
+    const worker = isUuid(workerId) ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em)) : null;
+    if (!worker) throw new NotFoundError('Worker', workerId);
+    const tenantId = worker.tenant?.id ?? null;
+    if (!this.ctx.identity.platformAdmin) {
+      if (!tenantId || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Worker', workerId);
+      this.requireManager(tenantId);
+    }
+    return worker;
+  }
+
+  private async mintFor(em: Em, worker: Worker, now: Date): Promise<string> {
+    const minted = await this.ctx.mintToken(
+      em,
+      { kind: 'WORKER', subject: `worker:${worker.name}`, workerId: worker.id, scopes: [...WORKER_SCOPES], ttlSeconds: null },
+      now,
+    );
+    worker.tokenId = minted.record.id;
+    await em.flush();
+    return minted.token;
+  }
+}
+
+function validateCapacity(capacity: Resources): void {
+  if (!Number.isInteger(capacity.cpuMillis) || capacity.cpuMillis <= 0 || capacity.cpuMillis > MAX_WORKER_CPU_MILLIS) {
+    throw new ValidationError(`capacity.cpuMillis must be a whole number from 1 to ${MAX_WORKER_CPU_MILLIS}`, 'input.capacity.cpuMillis');
+  }
+  if (!Number.isInteger(capacity.memoryMb) || capacity.memoryMb <= 0 || capacity.memoryMb > MAX_WORKER_MEMORY_MB) {
+    throw new ValidationError(`capacity.memoryMb must be a whole number from 1 to ${MAX_WORKER_MEMORY_MB}`, 'input.capacity.memoryMb');
+  }
+}
+
+/** Labels are a flat object of short strings. */
+export function validateLabels(labels: unknown, field: string): Record<string, string> {
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) throw new ValidationError('labels must be an object of strings', field);
+  const entries = Object.entries(labels as Record<string, unknown>);
+  if (entries.length > 64) throw new ValidationError('at most 64 labels', field);
+  for (const [key, value] of entries) {
+    if (typeof value !== 'string' || key.length === 0 || key.length > 100 || value.length > 200) {
+      throw new ValidationError('labels must map keys of 1 to 100 characters to strings of at most 200', `${field}.${key}`);
+    }
+  }
+  return Object.fromEntries(entries) as Record<string, string>;
+}

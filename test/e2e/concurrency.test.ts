@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DRIVERS } from '../helpers/databases.js';
+import {
+  acquireLease,
+  createSandbox,
+  createTenant,
+  dataOf,
+  getSandbox,
+  registerWorker,
+  releaseLease,
+  reportStatus,
+  TestClock,
+  uniqueName,
+  type RegisteredWorker,
+} from '../helpers/fleet.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+/** Races over real connections: Postgres with its pool of 10, SQLite with its serialised writer. */
+describe.each(DRIVERS)('concurrency on %s', (kind) => {
+  let server: TestServer;
+  const clock = new TestClock();
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { clock });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('lets exactly 10 of 50 parallel createSandbox calls pass a quota of 10', async () => {
+    const tenantId = await createTenant(server, uniqueName('quota'), { quota: { maxSandboxes: 10, maxCpuMillis: 100_000, maxMemoryMb: 100_000 } });
+    await registerWorker(server, uniqueName('big'), { tenantId, cpuMillis: 100_000, memoryMb: 100_000 });
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => createSandbox(server, tenantId, { name: `q${i}` })));
+    const byType = new Map<string, number>();
+    for (const r of results) byType.set(r.__typename, (byType.get(r.__typename) ?? 0) + 1);
+    expect(Object.fromEntries(byType)).toEqual({ SandboxPayload: 10, QuotaExceededError: 40 });
+    const usage = dataOf(
+      await server.gql<{ tenant: { usage: { sandboxes: number } }; sandboxes: { totalCount: number } }>(
+        'query($t: ID!) { tenant(id: $t) { usage { sandboxes } } sandboxes(tenantId: $t) { totalCount } }',
+        { t: tenantId },
+      ),
+    );
+    expect(usage.tenant.usage.sandboxes).toBe(10);
+    expect(usage.sandboxes.totalCount).toBe(10);
+  });
+
+  it('never over-commits a worker under parallel creates from many tenants', async () => {
+    const pool = uniqueName('pool');
+    const workers = await Promise.all([0, 1].map(() => registerWorker(server, uniqueName('cap'), { cpuMillis: 2000, memoryMb: 100_000, labels: { pool } })));
+    const tenants = await Promise.all(Array.from({ length: 5 }, () => createTenant(server, uniqueName('oc'))));
+    // 5 tenants × 6 sandboxes of 500 mCPU = 15 000 mCPU against 4 000 mCPU of workers: 8 fit.
+    const results = await Promise.all(
+      tenants.flatMap((t) => Array.from({ length: 6 }, (_, i) => createSandbox(server, t, { name: `oc${i}`, placement: { workerLabels: { pool } } }))),
+    );
+    expect(results.every((r) => r.__typename === 'SandboxPayload')).toBe(true);
+    const placed = results.filter((r) => r.sandbox.status === 'SCHEDULED');
+    expect(placed).toHaveLength(8);
+    expect(results.filter((r) => r.sandbox.status === 'PENDING')).toHaveLength(22);
+    const view = dataOf(
+      await server.gql<{ nodes: { id: string; allocated: { cpuMillis: number }; sandboxes: { totalCount: number } }[] }>(
+        'query($ids: [ID!]!) { nodes(ids: $ids) { ... on Worker { id allocated { cpuMillis } sandboxes { totalCount } } } }',
+        { ids: workers.map((w) => w.id) },
+      ),
+    );
+    for (const w of view.nodes) {
+      expect(w.allocated.cpuMillis).toBe(2000);
+      expect(w.sandboxes.totalCount).toBe(4);
+    }
+  });
+
+  it('gives one sandbox exactly one lease holder among 20 racing workers, with tokens that only grow', async () => {
+    const tenantId = await createTenant(server, uniqueName('race'));
+    const pool = uniqueName('pool');
+    const workers: RegisteredWorker[] = [];
+    for (let i = 0; i < 20; i++) workers.push(await registerWorker(server, uniqueName('racer'), { labels: { pool } }));
+    const created = await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } });
+    const id = created.sandbox.id;
+
+    const tokens: bigint[] = [];
+    for (let round = 0; round < 3; round++) {
+      const results = await Promise.all(workers.map((w) => acquireLease(server, w, id, 10)));
+      const winners = results.filter((r) => r.__typename === 'LeasePayload');
+      expect(winners).toHaveLength(1);
+      expect(results.filter((r) => r.__typename === 'LeaseConflictError')).toHaveLength(19);
+      tokens.push(BigInt(winners[0].lease.fencingToken));
+      // The winner goes silent: its lease expires and the next round is a takeover.
+      clock.advance(11);
+    }
+    expect(tokens[1]).toBe(tokens[0] + 1n);
+    expect(tokens[2]).toBe(tokens[1] + 1n);
+
+    // Released, then re-acquired: the counter still grows.
+    const again = await acquireLease(server, workers[0], id, 10);
+    const before = BigInt(again.lease.fencingToken);
+    expect(before).toBe(tokens[2] + 1n);
+    expect((await releaseLease(server, workers[0], id, again.lease.fencingToken)).__typename).toBe('LeasePayload');
+    const after = await acquireLease(server, workers[0], id, 10);
+    expect(BigInt(after.lease.fencingToken)).toBe(before + 1n);
+  });
+
+  it('refuses a stale-token report after a takeover and leaves the sandbox unchanged', async () => {
+    const tenantId = await createTenant(server, uniqueName('stale'));
+    const pool = uniqueName('pool');
+    const a = await registerWorker(server, uniqueName('old'), { labels: { pool } });
+    const b = await registerWorker(server, uniqueName('new'), { labels: { pool } });
+    const created = await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } });
+    const id = created.sandbox.id;
+    const first = await acquireLease(server, a, id, 5);
+    await reportStatus(server, a, id, first.lease.fencingToken, 'STARTING');
+    clock.advance(6);
+    const second = await acquireLease(server, b, id, 30);
+    expect(second.__typename).toBe('LeasePayload');
+    const before = await getSandbox(server, id);
+
+    const [stale, staleAgent, staleMessage] = await Promise.all([
+      reportStatus(server, a, id, first.lease.fencingToken, 'RUNNING'),
+      server.gql<{ reportAgentStatus: { __typename: string } }>(
+        'mutation($i: ReportAgentStatusInput!) { reportAgentStatus(input: $i) { __typename } }',
+        { i: { sandboxId: id, fencingToken: first.lease.fencingToken, phase: 'THINKING' } },
+        a.token,
+      ),
+      server.gql<{ postAgentMessage: { __typename: string } }>(
+        'mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }',
+        { i: { sandboxId: id, fencingToken: first.lease.fencingToken, body: 'from the past' } },
+        a.token,
+      ),
+    ]);
+    expect(stale).toMatchObject({ __typename: 'StaleFencingTokenError', code: 'STALE_FENCING_TOKEN' });
+    expect(dataOf(staleAgent).reportAgentStatus.__typename).toBe('StaleFencingTokenError');
+    expect(dataOf(staleMessage).postAgentMessage.__typename).toBe('StaleFencingTokenError');
+    expect(await getSandbox(server, id)).toEqual(before);
+    const messages = dataOf(await server.gql<{ messages: { totalCount: number } }>('query($id: ID!) { messages(sandboxId: $id) { totalCount } }', { id }));
+    expect(messages.messages.totalCount).toBe(0);
+
+    // The new holder's token works.
+    expect((await reportStatus(server, b, id, second.lease.fencingToken, 'RUNNING')).sandbox.status).toBe('RUNNING');
+  });
+});

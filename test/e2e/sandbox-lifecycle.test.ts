@@ -1,0 +1,155 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DRIVERS } from '../helpers/databases.js';
+import {
+  acquireLease,
+  createSandbox,
+  createTenant,
+  dataOf,
+  getSandbox,
+  heartbeat,
+  registerWorker,
+  reportStatus,
+  TestClock,
+  uniqueName,
+} from '../helpers/fleet.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
+  let server: TestServer;
+  const clock = new TestClock();
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { clock, env: { FLOTILLA_HEARTBEAT_TTL_SECONDS: '30' } });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('runs a sandbox from PENDING to STOPPED, loses it when its worker goes silent, and places it again', async () => {
+    const tenantId = await createTenant(server, uniqueName('life'));
+    const a = await registerWorker(server, uniqueName('wa'), { cpuMillis: 1000, memoryMb: 1024 });
+
+    const created = await createSandbox(server, tenantId, { name: 'first' });
+    expect(created.__typename).toBe('SandboxPayload');
+    const id = created.sandbox.id;
+    expect(created.sandbox).toMatchObject({ status: 'SCHEDULED', stateVersion: 1, worker: { id: a.id }, lease: null });
+
+    const acquired = await acquireLease(server, a, id);
+    expect(acquired.lease.fencingToken).toBe('1');
+    const token = acquired.lease.fencingToken;
+    expect((await reportStatus(server, a, id, token, 'STARTING')).sandbox.status).toBe('STARTING');
+    const running = await reportStatus(server, a, id, token, 'RUNNING');
+    expect(running.sandbox).toMatchObject({ status: 'RUNNING', stateVersion: 3 });
+    expect(running.sandbox.startedAt).not.toBeNull();
+
+    // An invalid transition is a typed error and changes nothing.
+    const backwards = await reportStatus(server, a, id, token, 'STARTING');
+    expect(backwards).toMatchObject({ __typename: 'InvalidTransitionError', code: 'INVALID_TRANSITION' });
+    expect((await getSandbox(server, id))?.stateVersion).toBe(3);
+
+    // Worker A goes silent: its heartbeat and its lease run out.
+    const b = await registerWorker(server, uniqueName('wb'), { cpuMillis: 1000, memoryMb: 1024 });
+    clock.advance(31);
+    await heartbeat(server, b);
+    const sweep = await server.app.sweeper.runOnce();
+    expect(sweep).toMatchObject({ workersOffline: 1, sandboxesLost: 1, sandboxesPlaced: 1 });
+
+    const moved = await getSandbox(server, id);
+    expect(moved).toMatchObject({ status: 'SCHEDULED', worker: { id: b.id } });
+    expect(moved!.stateVersion).toBe(5); // RUNNING → LOST → SCHEDULED
+
+    const workers = dataOf(
+      await server.gql<{ workers: { edges: { node: { id: string; status: string; allocated: { cpuMillis: number } } }[] } }>(
+        '{ workers(first: 100) { edges { node { id status allocated { cpuMillis } } } } }',
+      ),
+    ).workers.edges.map((e) => e.node);
+    expect(workers.find((w) => w.id === a.id)).toMatchObject({ status: 'OFFLINE', allocated: { cpuMillis: 0 } });
+    expect(workers.find((w) => w.id === b.id)).toMatchObject({ status: 'ONLINE', allocated: { cpuMillis: 500 } });
+
+    // B takes over with a higher token; A's late write is refused and changes nothing.
+    const takeover = await acquireLease(server, b, id);
+    expect(takeover.lease).toMatchObject({ fencingToken: '2', transitions: 1, holder: { id: b.id } });
+    const late = await reportStatus(server, a, id, token, 'FAILED', { reason: 'late' });
+    expect(late).toMatchObject({ __typename: 'StaleFencingTokenError', code: 'STALE_FENCING_TOKEN' });
+    expect((await getSandbox(server, id))?.status).toBe('SCHEDULED');
+
+    await reportStatus(server, b, id, '2', 'RUNNING');
+    const stop = dataOf(
+      await server.gql<{ stopSandbox: { sandbox: { status: string } } }>(
+        'mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { ... on SandboxPayload { sandbox { status } } } }',
+        { id },
+      ),
+    );
+    expect(stop.stopSandbox.sandbox.status).toBe('STOPPING');
+    const stopped = await reportStatus(server, b, id, '2', 'STOPPED', { exitCode: 0 });
+    expect(stopped.sandbox).toMatchObject({ status: 'STOPPED', exitCode: 0 });
+    expect(stopped.sandbox.stoppedAt).not.toBeNull();
+
+    const usage = dataOf(
+      await server.gql<{ tenant: { usage: { sandboxes: number; cpuMillis: number } } }>('query($id: ID!) { tenant(id: $id) { usage { sandboxes cpuMillis } } }', {
+        id: tenantId,
+      }),
+    );
+    expect(usage.tenant.usage).toEqual({ sandboxes: 0, cpuMillis: 0 });
+
+    const deleted = dataOf(
+      await server.gql<{ deleteSandbox: { sandbox: { status: string } } }>(
+        'mutation($id: ID!) { deleteSandbox(input: { sandboxId: $id }) { ... on SandboxPayload { sandbox { status } } } }',
+        { id },
+      ),
+    );
+    expect(deleted.deleteSandbox.sandbox.status).toBe('DELETED');
+    expect(await getSandbox(server, id)).toBeNull();
+    const listed = dataOf(
+      await server.gql<{ sandboxes: { totalCount: number } }>('query($t: ID!) { sandboxes(tenantId: $t) { totalCount } }', { t: tenantId }),
+    );
+    expect(listed.sandboxes.totalCount).toBe(0);
+
+    const types = dataOf(
+      await server.gql<{ events: { edges: { node: { type: string; data: Record<string, unknown> } }[] } }>(
+        'query($t: ID!) { events(tenantId: $t, first: 100) { edges { node { type data } } } }',
+        { t: tenantId },
+      ),
+    ).events.edges.map((e) => e.node);
+    const statusChanges = types.filter((e) => e.type === 'SANDBOX_STATUS_CHANGED').map((e) => e.data.to);
+    expect(statusChanges).toEqual(['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'LOST', 'SCHEDULED', 'RUNNING', 'STOPPING', 'STOPPED', 'DELETED']);
+    expect(types.filter((e) => e.type === 'SANDBOX_ASSIGNED')).toHaveLength(2);
+    expect(types.filter((e) => e.type === 'SANDBOX_STOP_REQUESTED')).toHaveLength(1);
+    expect(types.filter((e) => e.type === 'LEASE_CHANGED').map((e) => e.data.action)).toEqual(['acquired', 'takeover']);
+  });
+
+  it('keeps a sandbox PENDING without capacity and places it once a worker frees up', async () => {
+    const tenantId = await createTenant(server, uniqueName('pend'));
+    const pool = uniqueName('pool');
+    const w = await registerWorker(server, uniqueName('small'), { cpuMillis: 500, memoryMb: 512, tenantId, labels: { pool } });
+    const placement = { workerLabels: { pool } };
+    const first = await createSandbox(server, tenantId, { name: 'one', placement });
+    expect(first.sandbox).toMatchObject({ status: 'SCHEDULED', worker: { id: w.id } });
+    const second = await createSandbox(server, tenantId, { name: 'two', placement });
+    expect(second.sandbox).toMatchObject({ status: 'PENDING', worker: null });
+
+    await heartbeat(server, w);
+    expect((await server.app.sweeper.runOnce())?.sandboxesPlaced).toBe(0);
+    await server.gql('mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { __typename } }', { id: first.sandbox.id });
+    const lease = await acquireLease(server, w, first.sandbox.id);
+    await reportStatus(server, w, first.sandbox.id, lease.lease.fencingToken, 'STOPPED');
+    await server.app.sweeper.runOnce();
+    expect(await getSandbox(server, second.sandbox.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: w.id } });
+  });
+
+  it('stops sandboxes past their TTL', async () => {
+    const tenantId = await createTenant(server, uniqueName('ttl'));
+    const worker = await registerWorker(server, uniqueName('ttlw'), { tenantId });
+    const created = await createSandbox(server, tenantId, { ttlSeconds: 60 });
+    expect(created.sandbox).toMatchObject({ status: 'SCHEDULED', worker: { id: worker.id } });
+    expect(created.sandbox.expiresAt).not.toBeNull();
+    clock.advance(29);
+    await heartbeat(server, worker);
+    expect((await server.app.sweeper.runOnce())?.sandboxesExpired).toBe(0);
+    clock.advance(32);
+    await heartbeat(server, worker);
+    const sweep = await server.app.sweeper.runOnce();
+    expect(sweep?.sandboxesExpired).toBeGreaterThanOrEqual(1);
+    expect(await getSandbox(server, created.sandbox.id)).toMatchObject({ status: 'STOPPING', statusReason: 'ttl expired' });
+  });
+});
