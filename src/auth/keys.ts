@@ -7,6 +7,8 @@ import type { Orm } from '../db/orm.js';
 
 /** The algorithm of the server's own keys. */
 export const SIGNING_ALG = 'ES256';
+/** Least time between two reloads triggered by an unknown kid, so forged kids cannot hammer the store. */
+export const UNKNOWN_KID_RELOAD_COOLDOWN_MS = 5_000;
 
 interface StoredKey {
   kid: string;
@@ -29,6 +31,7 @@ export class SigningKeys {
   private keys: StoredKey[] = [];
   private keySet: VerifyKeySet = createLocalJWKSet({ keys: [] });
   private signer: { kid: string; key: PrivateKey } | null = null;
+  private lastReloadAt = 0;
 
   constructor(
     private readonly orm: Orm,
@@ -76,8 +79,35 @@ export class SigningKeys {
     return kid;
   }
 
+  /** Reloads unless that happened moments ago. */
+  async reloadForUnknownKid(): Promise<void> {
+    if (Date.now() - this.lastReloadAt < UNKNOWN_KID_RELOAD_COOLDOWN_MS) return;
+    await this.reload();
+  }
+
+  /**
+   * Removes a retired key: tokens it signed stop verifying. The signing key cannot be
+   * removed (rotate first). Returns false when there is no such key.
+   */
+  async remove(kid: string): Promise<boolean> {
+    await this.reload();
+    const key = this.keys.find((k) => k.kid === kid);
+    if (!key) return false;
+    if (!key.retiredAt) throw new Error(`key ${kid} is the active signing key; rotate before removing it`);
+    if (this.file) this.writeFile(this.readFile().filter((k) => k.kid !== kid));
+    else await this.orm.em.fork().nativeDelete(SigningKey, { id: kid });
+    await this.reload();
+    return true;
+  }
+
+  /** Every kept key, oldest first, without private material. */
+  list(): { kid: string; alg: string; createdAt: string; retiredAt: string | null; signing: boolean }[] {
+    return this.keys.map((k) => ({ kid: k.kid, alg: k.alg, createdAt: k.createdAt, retiredAt: k.retiredAt, signing: k.kid === this.signer?.kid }));
+  }
+
   /** Re-reads the keys (another replica may have rotated). */
   async reload(): Promise<void> {
+    this.lastReloadAt = Date.now();
     this.keys = this.file ? this.readFile() : await this.readDatabase();
     this.keySet = createLocalJWKSet(this.jwks());
     const active = this.keys.filter((k) => !k.retiredAt).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).at(-1);
