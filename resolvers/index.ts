@@ -1,6 +1,7 @@
 // Assembles the schema: every domain file registers its types on the one builder.
 import { builder } from './builder.js';
 import './tenant.js';
+import './api-token.js';
 import './viewer.js';
 
 export const schema = builder.toSubGraphSchema({

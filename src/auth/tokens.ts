@@ -23,6 +23,8 @@ interface FlotillaClaim {
 }
 
 export interface MintOptions {
+  /** The token id (`jti`); a new one unless given (e.g. to name the subject after it). */
+  id?: string;
   kind: TokenKind;
   subject: string;
   tenantId?: string | null;
@@ -62,7 +64,7 @@ export class TokenService {
 
   /** Records the token in `em` (the caller's transaction) and signs it. */
   async mint(em: Em, options: MintOptions, now: Date = new Date()): Promise<MintedToken> {
-    const id = newId(now.getTime());
+    const id = options.id ?? newId(now.getTime());
     const expiresAt = options.ttlSeconds === null ? null : new Date(now.getTime() + options.ttlSeconds * 1000);
     const record = em.create(ApiToken, {
       id,

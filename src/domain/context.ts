@@ -1,3 +1,4 @@
+import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
 import type { Em } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
@@ -21,4 +22,6 @@ export interface ServiceContext {
   settings: DomainSettings;
   /** Told after every committed write, so the subscription hub reads the new events. */
   bus: EventBus;
+  /** Mints and ends tokens; absent where no server runs (services needing it refuse as unavailable). */
+  tokens?: TokenAuthority;
 }

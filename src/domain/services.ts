@@ -1,3 +1,4 @@
+import { ApiTokenService } from './api-tokens.js';
 import type { ServiceContext } from './context.js';
 import { TenantService } from './tenants.js';
 
@@ -5,11 +6,13 @@ import { TenantService } from './tenants.js';
 export interface Services {
   context: ServiceContext;
   tenants: TenantService;
+  apiTokens: ApiTokenService;
 }
 
 export function createServices(context: ServiceContext): Services {
   return {
     context,
     tenants: new TenantService(context),
+    apiTokens: new ApiTokenService(context),
   };
 }

@@ -1,6 +1,7 @@
 import type { Config } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
 import { ensureAdminToken } from '../auth/bootstrap.js';
+import { Hs256Issuer, OidcIssuer, type ExternalIssuer } from '../auth/external.js';
 import { SigningKeys } from '../auth/keys.js';
 import { TokenService } from '../auth/tokens.js';
 import { Database } from '../db/database.js';
@@ -10,7 +11,9 @@ import { schema } from '../../resolvers/index.js';
 import { InProcessBus } from '../events/bus.js';
 import { ContextFactory } from './context.js';
 import { createLogger, type Logger } from './logger.js';
+import { RateLimiter, limitsFromConfig } from './limits.js';
 import { Metrics } from './metrics.js';
+import { SessionRegistry } from './sessions.js';
 import { GRAPHQL_PATH, startHttpServer, type RunningServer } from './server.js';
 
 export interface Flotilla {
@@ -25,6 +28,8 @@ export interface Flotilla {
   ready: Promise<Orm>;
   http: RunningServer;
   tokens: () => TokenService;
+  /** Live WebSocket sessions of this process (expiry and revocation close them). */
+  sessions: SessionRegistry;
   close(): Promise<void>;
 }
 
@@ -52,7 +57,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
-      const service = new TokenService(orm, loaded, { issuer: config.tokenIssuer, audience: config.tokenAudience });
+      const service = new TokenService(orm, loaded, { issuer: config.tokenIssuer, audience: config.tokenAudience }, externalIssuers(config));
       adminToken = await ensureAdminToken(orm, service, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
       keys = loaded;
       tokens = service;
@@ -66,11 +71,17 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     return tokens;
   };
   const bus = new InProcessBus();
-  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus);
+  const limits = limitsFromConfig(config);
+  const sessions = new SessionRegistry(clock);
+  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
+    sessions,
+    rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),
+    maxApiTokenTtlSeconds: config.apiTokenMaxTtlSeconds,
+  });
   let http: RunningServer;
   try {
     http = await startHttpServer(
-      { schema, db, contexts, keys: () => keys, logger, metrics, shutdownTimeoutMs: config.shutdownTimeoutMs },
+      { schema, db, contexts, keys: () => keys, logger, metrics, shutdownTimeoutMs: config.shutdownTimeoutMs, limits, sessions },
       { host: config.host, port: config.port },
     );
   } catch (err) {
@@ -94,10 +105,16 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     ready,
     http,
     tokens: getTokens,
+    sessions,
     async close() {
       await http.close();
       await db.close();
       logger.info('stopped');
     },
   };
+}
+
+/** The external token sources the config names (OIDC issuers, HS256 shared secrets). */
+function externalIssuers(config: Config): ExternalIssuer[] {
+  return [...config.oidcIssuers.map((c) => new OidcIssuer(c)), ...config.hs256Issuers.map((c) => new Hs256Issuer(c))];
 }

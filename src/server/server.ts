@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ExecutionArgs, GraphQLSchema } from 'graphql';
+import { GraphQLError, type DocumentNode, type ExecutionArgs, type GraphQLSchema } from 'graphql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -11,14 +11,15 @@ import type { SigningKeys } from '../auth/keys.js';
 import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
+import { checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
+import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 
 export const GRAPHQL_PATH = '/graphql';
 /** WebSocket close code for a server going away: clients reconnect elsewhere. */
 export const CLOSE_GOING_AWAY = 1001;
-/** WebSocket close code when the connection's token is refused. */
-export const CLOSE_FORBIDDEN = 4403;
+export { CLOSE_FORBIDDEN };
 
 export interface HttpServerDeps {
   schema: GraphQLSchema;
@@ -28,6 +29,8 @@ export interface HttpServerDeps {
   logger: Logger;
   metrics: Metrics;
   shutdownTimeoutMs: number;
+  limits: Limits;
+  sessions: SessionRegistry;
 }
 
 interface ServerContext {
@@ -60,6 +63,7 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       subscriptionsProtocol: 'WS',
     },
     maskedErrors: { maskError: createErrorMasker(logger.child({ component: 'graphql' })) },
+    plugins: [limitsPlugin(deps.limits)],
     context: async (initial): Promise<Context> => {
       const identity = initial.identity ?? (await contexts.authenticate(initial.request.headers.get('authorization')));
       return contexts.create(identity, initial.requestId);
@@ -107,6 +111,11 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         return sendJson(res, 200, keys.jwks(), { 'cache-control': 'max-age=60' });
       }
       if (route === GRAPHQL_PATH) {
+        const rejected = checkHttpRequest(req, deps.limits);
+        if (rejected) {
+          // Unread body: close the connection rather than drain what may be an endless upload.
+          return sendJson(res, rejected.status, { errors: [{ message: rejected.message, extensions: { code: rejected.code } }] }, { connection: 'close' });
+        }
         await yoga.handle(req, res, { requestId });
         return;
       }
@@ -119,14 +128,18 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
   }
 
   // graphql-ws on the same port and path, sharing the Yoga pipeline and the context factory.
-  const wss = new WebSocketServer({ server, path: GRAPHQL_PATH });
+  const wss = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: deps.limits.maxBodyBytes });
   useServer<Record<string, unknown>, { identity: Identity; requestId: string }>(
     {
       onConnect: async (ctx) => {
         const auth = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
         try {
-          ctx.extra.identity = await contexts.authenticate(typeof auth === 'string' ? auth : null);
+          const identity = await contexts.authenticate(typeof auth === 'string' ? auth : null);
+          ctx.extra.identity = identity;
           ctx.extra.requestId = randomUUID();
+          // Closes the socket (4403) when the token expires or is revoked.
+          const forget = deps.sessions.add(ctx.extra.socket, identity);
+          ctx.extra.socket.once('close', forget);
           return true;
         } catch (err) {
           // Close with 4403 and the reason, so the client sees why.
@@ -134,23 +147,39 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
           return false;
         }
       },
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: async (ctx, _id, rawPayload) => {
         const identity = ctx.extra.identity as Identity;
+        let payload = rawPayload;
+        try {
+          payload = resolvePersisted(rawPayload, deps.limits);
+        } catch (err) {
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
         const enveloped = yoga.getEnveloped({
           requestId: ctx.extra.requestId ?? randomUUID(),
           identity,
           request: new Request('http://localhost/graphql', { method: 'POST' }),
           params: payload,
         } as never);
-        const document = enveloped.parse(payload.query);
-        const errors = enveloped.validate(enveloped.schema, document);
-        if (errors.length > 0) return errors;
+        let document: DocumentNode;
+        let contextValue: Context;
+        try {
+          document = enveloped.parse(payload.query);
+          const errors = enveloped.validate(enveloped.schema, document);
+          if (errors.length > 0) return errors;
+          contextValue = (await enveloped.contextFactory()) as Context;
+        } catch (err) {
+          // Parse limits, rate limits and an expired identity come back as errors, not a dropped socket.
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
         const args: ExecutionArgs = {
           schema: enveloped.schema,
           document,
           operationName: payload.operationName,
           variableValues: payload.variables,
-          contextValue: await enveloped.contextFactory(),
+          contextValue,
           rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
         };
         return args;
