@@ -31,7 +31,7 @@ export class SigningKeys {
   private keys: StoredKey[] = [];
   private keySet: VerifyKeySet = createLocalJWKSet({ keys: [] });
   private signer: { kid: string; key: PrivateKey } | null = null;
-  private lastReloadAt = 0;
+  private lastUnknownKidReloadAt = 0;
 
   constructor(
     private readonly orm: Orm,
@@ -81,7 +81,8 @@ export class SigningKeys {
 
   /** Reloads unless that happened moments ago. */
   async reloadForUnknownKid(): Promise<void> {
-    if (Date.now() - this.lastReloadAt < UNKNOWN_KID_RELOAD_COOLDOWN_MS) return;
+    if (Date.now() - this.lastUnknownKidReloadAt < UNKNOWN_KID_RELOAD_COOLDOWN_MS) return;
+    this.lastUnknownKidReloadAt = Date.now();
     await this.reload();
   }
 
@@ -107,7 +108,6 @@ export class SigningKeys {
 
   /** Re-reads the keys (another replica may have rotated). */
   async reload(): Promise<void> {
-    this.lastReloadAt = Date.now();
     this.keys = this.file ? this.readFile() : await this.readDatabase();
     this.keySet = createLocalJWKSet(this.jwks());
     const active = this.keys.filter((k) => !k.retiredAt).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).at(-1);

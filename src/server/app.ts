@@ -16,6 +16,9 @@ import { Metrics } from './metrics.js';
 import { SessionRegistry } from './sessions.js';
 import { GRAPHQL_PATH, startHttpServer, type RunningServer } from './server.js';
 
+/** How often a server re-reads its signing keys, so a `flotilla keys rotate` elsewhere takes effect. */
+export const KEY_RELOAD_INTERVAL_MS = 60_000;
+
 export interface Flotilla {
   url: string;
   graphqlUrl: string;
@@ -28,6 +31,8 @@ export interface Flotilla {
   ready: Promise<Orm>;
   http: RunningServer;
   tokens: () => TokenService;
+  /** The signing keys, once the database is ready. */
+  keys: () => SigningKeys | null;
   /** Live WebSocket sessions of this process (expiry and revocation close them). */
   sessions: SessionRegistry;
   close(): Promise<void>;
@@ -50,6 +55,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let keys: SigningKeys | null = null;
   let tokens: TokenService | null = null;
   let adminToken: { token: string; file: string } | null = null;
+  let keyReload: NodeJS.Timeout | null = null;
 
   const db = new Database(config.databaseUrl, {
     migrate: config.migrateOnStart,
@@ -61,6 +67,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       adminToken = await ensureAdminToken(orm, service, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
       keys = loaded;
       tokens = service;
+      keyReload = setInterval(() => {
+        loaded.reload().catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
+      }, KEY_RELOAD_INTERVAL_MS);
+      keyReload.unref();
     },
   });
   logger.info({ database: describeDatabase(config.databaseUrl) }, 'starting');
@@ -105,8 +115,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     ready,
     http,
     tokens: getTokens,
+    keys: () => keys,
     sessions,
     async close() {
+      if (keyReload) clearInterval(keyReload);
       await http.close();
       await db.close();
       logger.info('stopped');
