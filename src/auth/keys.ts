@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, type JSONWebKeySet } from 'jose';
-import { newId } from '../db/ids.js';
+import { isUuid, newId } from '../db/ids.js';
 import { SigningKey } from '../db/entities/signing-key.js';
 import type { Orm } from '../db/orm.js';
 
@@ -79,11 +79,20 @@ export class SigningKeys {
     return kid;
   }
 
-  /** Reloads unless that happened moments ago. */
-  async reloadForUnknownKid(): Promise<void> {
-    if (Date.now() - this.lastUnknownKidReloadAt < UNKNOWN_KID_RELOAD_COOLDOWN_MS) return;
-    this.lastUnknownKidReloadAt = Date.now();
-    await this.reload();
+  /**
+   * A token names a kid we have not loaded: reload when the store has it (one primary-key
+   * lookup, so forged kids cost no more than any other refused token). A key file has no
+   * such lookup, so it is re-read at most once per cooldown.
+   */
+  async reloadForUnknownKid(kid: string): Promise<void> {
+    if (this.file) {
+      if (Date.now() - this.lastUnknownKidReloadAt < UNKNOWN_KID_RELOAD_COOLDOWN_MS) return;
+      this.lastUnknownKidReloadAt = Date.now();
+      await this.reload();
+      return;
+    }
+    if (!isUuid(kid)) return;
+    if ((await this.orm.em.fork().count(SigningKey, { id: kid })) > 0) await this.reload();
   }
 
   /**

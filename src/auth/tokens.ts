@@ -164,7 +164,7 @@ export class TokenService {
     const kid = header.kid;
     if (!kid) throw new AuthenticationError('token has no key id');
     // Another replica may have rotated the key since we loaded ours.
-    if (!this.keys.hasKid(kid)) await this.keys.reloadForUnknownKid();
+    if (!this.keys.hasKid(kid)) await this.keys.reloadForUnknownKid(kid);
     try {
       const { payload } = await jwtVerify(token, this.keys.verificationKeys(), {
         algorithms: [SIGNING_ALG],

@@ -356,7 +356,7 @@ export function limitsPlugin(limits: Limits): Plugin {
         try {
           return parse(source, { ...options, maxTokens: limits.maxTokens });
         } catch (err) {
-          if (err instanceof GraphQLError && /more th[ae]n \d+ tokens/.test(err.message)) {
+          if (err instanceof GraphQLError && /more th(?:at|an) \d+ tokens/.test(err.message)) {
             throw limitError('TOO_MANY_TOKENS', `the document has more than ${limits.maxTokens} tokens`, 400);
           }
           throw err;
