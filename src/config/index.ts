@@ -87,7 +87,7 @@ export const MIN_HS256_SECRET_BYTES = 32;
 const groupRoleSchema = z.union([
   z.object({ group: z.string().min(1), platformAdmin: z.literal(true) }).strict(),
   z.object({ group: z.string().min(1), tenant: z.string().min(1), role: z.enum(TENANT_ROLES) }).strict(),
-]);
+], { error: `must be {"group", "platformAdmin": true} or {"group", "tenant": "<slug>", "role": "${TENANT_ROLES.join('|')}"}` });
 
 const externalIssuerFields = {
   issuer: z.string().min(1),
