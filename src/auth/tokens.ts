@@ -155,7 +155,8 @@ export class TokenService {
       tenantRoles,
       workerId: record.kind === 'WORKER' ? record.workerId : null,
       scopes: new Set(record.scopes),
-      expiresAt: record.expiresAt,
+      // The JWT's exp is whole seconds, so it may fall before the record's expiry: the earlier wins.
+      expiresAt: earliest(record.expiresAt, payload.exp === undefined ? null : new Date(payload.exp * 1000)),
     };
   }
 
@@ -177,6 +178,12 @@ export class TokenService {
       throw new AuthenticationError(describeJoseError(err));
     }
   }
+}
+
+function earliest(a: Date | null, b: Date | null): Date | null {
+  if (!a) return b;
+  if (!b) return a;
+  return a.getTime() <= b.getTime() ? a : b;
 }
 
 /** The header and the (unverified) issuer, or AuthenticationError for anything that is not a JWS. */

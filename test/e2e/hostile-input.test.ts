@@ -481,7 +481,7 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
   it('closes a socket with 4403 when its token expires, and when its token is revoked', async () => {
     const wsUrl = server.app.graphqlUrl.replace(/^http/, 'ws');
     const shortLived = await server.app.db.orm.em.fork().transactional((em) =>
-      server.app.tokens().mint(em, { kind: 'API', subject: 'short', tenantId: localId(acmeId), role: 'VIEWER', ttlSeconds: 1 }),
+      server.app.tokens().mint(em, { kind: 'API', subject: 'short', tenantId: localId(acmeId), role: 'VIEWER', ttlSeconds: 2 }),
     );
     const expiring = await openSocket(wsUrl, shortLived.token);
     expect(await expiring.closed).toEqual({ code: 4403, reason: 'token expired' });
