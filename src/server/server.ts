@@ -149,6 +149,12 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       },
       onSubscribe: async (ctx, _id, rawPayload) => {
         const identity = ctx.extra.identity as Identity;
+        // Every new operation re-checks the token, so a revocation on another replica still bites.
+        const refused = await contexts.revalidate(identity);
+        if (refused) {
+          deps.sessions.endTokens([identity.tokenId], refused);
+          return [new GraphQLError(refused, { extensions: { code: 'UNAUTHENTICATED' } })];
+        }
         let payload = rawPayload;
         try {
           payload = resolvePersisted(rawPayload, deps.limits);

@@ -492,6 +492,20 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
     const live = await openSocket(wsUrl, token?.token as string);
     await server.gql(REVOKE_TOKEN, { input: { tokenId: token?.apiToken?.id } }, admin);
     expect(await live.closed).toEqual({ code: 4403, reason: 'token revoked' });
+
+    // Revoked elsewhere (another replica writes the row): the socket's next operation ends it.
+    const elsewhere = await server.apiToken(localId(acmeId), 'VIEWER');
+    const socket = new WebSocket(wsUrl, 'graphql-transport-ws');
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    await new Promise<void>((resolve) => {
+      socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${elsewhere}` } })));
+      socket.on('message', (data) => {
+        if ((JSON.parse(data.toString()) as { type: string }).type === 'connection_ack') resolve();
+      });
+    });
+    await server.app.db.orm.em.fork().nativeUpdate(ApiToken, { id: decodeJwt(elsewhere).jti as string }, { revokedAt: new Date() });
+    socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: VIEWER_QUERY } }));
+    expect(await closed).toEqual({ code: 4403, reason: 'token revoked' });
     expect(server.app.sessions.size).toBe(0);
   });
 
