@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT, decodeJwt, exportJWK, exportSPKI, generateKeyPair, importJWK, type JWK, type JWTPayload, type CryptoKey } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
 import { SigningKeys } from '../../src/auth/keys.js';
 import { TokenService } from '../../src/auth/tokens.js';
@@ -607,5 +608,31 @@ describe.each(DRIVERS)('strict limits on %s', (kind) => {
     offsetMs += 12_000;
     expect((await persisted(VIEWER, busy)).status).toBe(200);
     expect((await persisted(VIEWER, busy)).status).toBe(429);
+  });
+});
+
+describe('database down (postgres)', () => {
+  it('denies requests while their token cannot be checked, and serves again when the database returns', async () => {
+    const server = await startTestServer('postgres');
+    const admin = new pg.Client({ connectionString: inject('pgAdminUrl') });
+    await admin.connect();
+    const database = new URL(server.databaseUrl).pathname.slice(1);
+    try {
+      expect((await server.gql(VIEWER_QUERY)).status).toBe(200);
+      await admin.query(`alter database "${database}" allow_connections false`);
+      await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [database]);
+      const denied = await server.gql(VIEWER_QUERY);
+      expect({ status: denied.status, code: codeOf(denied) }).toEqual({ status: 401, code: 'UNAUTHENTICATED' });
+      expect(denied.body.data ?? null).toBeNull();
+      await admin.query(`alter database "${database}" allow_connections true`);
+      let status = 0;
+      // The pool reconnects on its own; the first attempts may still meet a dead connection.
+      for (let attempt = 0; attempt < 5 && status !== 200; attempt += 1) status = (await server.gql(VIEWER_QUERY)).status;
+      expect(status).toBe(200);
+    } finally {
+      await admin.query(`alter database "${database}" allow_connections true`).catch(() => undefined);
+      await admin.end();
+      await server.close();
+    }
   });
 });
