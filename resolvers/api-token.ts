@@ -32,6 +32,7 @@ builder.objectField(TenantRef, 'apiTokens', (t) =>
   t.field({
     type: ApiTokenConnection,
     description: 'Tenant ADMIN only.',
+    authScopes: (tenant) => ({ tenantRole: { tenantId: tenant.id, role: 'ADMIN' } }),
     args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
     resolve: async (tenant, args, ctx) =>
       toConnection(await ctx.services.apiTokens.list(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),

@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import type { GroupRole, Hs256IssuerConfig, OidcIssuerConfig } from '../config/index.js';
 import type { Em } from '../db/orm.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
@@ -35,19 +35,17 @@ abstract class ExternalIssuerBase implements ExternalIssuer {
     return this.config.audience;
   }
 
-  protected abstract key(): JWTVerifyGetKey | Uint8Array;
+  /** Checks the signature with this source's keys, and the claims with `options`. */
+  protected abstract verifyWith(token: string, options: JWTVerifyOptions): Promise<JWTPayload>;
 
-  async verify(token: string, now: Date): Promise<JWTPayload> {
-    const key = this.key();
-    const options = {
+  verify(token: string, now: Date): Promise<JWTPayload> {
+    return this.verifyWith(token, {
       algorithms: [...this.algorithms],
       issuer: this.config.issuer,
       audience: this.config.audience,
       currentDate: now,
       requiredClaims: REQUIRED_CLAIMS,
-    };
-    const { payload } = key instanceof Uint8Array ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options);
-    return payload;
+    });
   }
 
   /** Roles from the mapped groups, merged with the subject's memberships; the higher role wins. */
@@ -103,8 +101,8 @@ export class OidcIssuer extends ExternalIssuerBase {
     });
   }
 
-  protected key(): JWTVerifyGetKey {
-    return this.jwks;
+  protected async verifyWith(token: string, options: JWTVerifyOptions): Promise<JWTPayload> {
+    return (await jwtVerify(token, this.jwks, options)).payload;
   }
 }
 
@@ -118,8 +116,8 @@ export class Hs256Issuer extends ExternalIssuerBase {
     this.secret = new TextEncoder().encode(config.secret);
   }
 
-  protected key(): Uint8Array {
-    return this.secret;
+  protected async verifyWith(token: string, options: JWTVerifyOptions): Promise<JWTPayload> {
+    return (await jwtVerify(token, this.secret, options)).payload;
   }
 }
 

@@ -327,6 +327,11 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
     expect(after.body.errors?.[0].message).toMatch(/revoked/);
     const row = await server.app.db.orm.em.fork().findOneOrFail(ApiToken, { id: localId(payload?.apiToken?.id as string) });
     expect(row.revokedAt).not.toBeNull();
+    const revocations = await server.app.db.orm.em.fork().find(AuditEntry, { action: 'revokeToken' }, { orderBy: { id: 'asc' } });
+    expect(revocations.map((a) => [a.outcome, a.targetId])).toEqual([
+      ['NOT_FOUND', row.id],
+      ['ok', row.id],
+    ]);
   });
 
   it('accepts OIDC tokens (RS256 and ES256) and maps groups to tenant roles and platform admin', async () => {
