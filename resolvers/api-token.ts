@@ -12,7 +12,14 @@ export const ApiTokenRef = builder.loadableNode('ApiToken', {
   load: (ids: string[], ctx) => ctx.services.apiTokens.findVisibleByIds(ids),
   sort: (token) => token.id,
   fields: (t) => ({
-    role: t.field({ type: TenantRoleEnum, resolve: (token) => token.role ?? 'VIEWER' }),
+    role: t.field({
+      type: TenantRoleEnum,
+      resolve: (token) => {
+        // Only API tokens are exposed as ApiToken, and every API token has a role.
+        if (!token.role) throw new Error(`token ${token.id} has no role`);
+        return token.role;
+      },
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
     lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime', nullable: true }),

@@ -96,6 +96,8 @@ export function checkHttpRequest(req: IncomingMessage, limits: Limits): HttpReje
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (type === '' || SIMPLE_CONTENT_TYPES.has(type)) return csrfRejection();
   } else if (method === 'GET') {
+    // A browser navigation gets the GraphiQL page, which executes nothing by itself.
+    if ((req.headers.accept ?? '').includes('text/html')) return null;
     const search = new URL(req.url ?? '/', 'http://localhost').searchParams;
     if (search.has('query') || search.has('extensions')) return csrfRejection();
   }

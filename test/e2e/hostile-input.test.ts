@@ -475,6 +475,10 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
     }
     const get = await fetch(`${url}?query=${encodeURIComponent(VIEWER_QUERY)}`);
     expect(get.status).toBe(403);
+    // A browser opening a shared GraphiQL link gets the page (which runs nothing by itself).
+    const page = await fetch(`${url}?query=${encodeURIComponent(VIEWER_QUERY)}`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('GraphiQL');
     // A JSON post passes the CSRF check (and then needs a token).
     expect((await post(url, body, { 'content-type': 'application/json' })).status).toBe(401);
     const mutationOverGet = await fetch(`${url}?query=${encodeURIComponent('mutation { createTenant(input: {slug: "via-get", name: "x"}) { __typename } }')}`, {

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { buildSchema, parse } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import type { Identity } from '../../src/auth/identity.js';
@@ -47,6 +50,14 @@ describe('identity and limits configuration', () => {
     expect(configProblems({ FLOTILLA_PERSISTED_OPERATIONS_ONLY: 'true' })).toEqual([
       'FLOTILLA_PERSISTED_OPERATIONS_ONLY: needs FLOTILLA_PERSISTED_OPERATIONS_FILE',
     ]);
+  });
+
+  it('reads issuers from the config file as plain JSON', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'flotilla-config-')), 'config.json');
+    writeFileSync(file, JSON.stringify({ oidcIssuers: [{ issuer: 'https://idp', audience: 'api', jwksUrl: 'https://idp/jwks', subjectPrefix: 'idp|' }], maxAliases: 5 }));
+    const config = loadConfig({ ...BASE_ENV, FLOTILLA_CONFIG_FILE: file });
+    expect(config.oidcIssuers.map((i) => i.subjectPrefix)).toEqual(['idp|']);
+    expect(config.maxAliases).toBe(5);
   });
 
   it("refuses an external issuer that repeats another or the server's own", () => {
