@@ -237,8 +237,8 @@ function fragmentsOf(doc: DocumentNode): Map<string, FragmentDefinitionNode> {
 
 /**
  * Cost of an operation: one per field, and a list field with `first` multiplies the cost of
- * its selection by that page size (DEFAULT_PAGE_SIZE when absent). Needs the variables, so it
- * runs just before execution.
+ * its selection by that page size (DEFAULT_PAGE_SIZE when absent), a list argument by its
+ * length. Needs the variables, so it runs just before execution.
  */
 export function operationComplexity(
   schema: GraphQLSchema,
@@ -276,6 +276,11 @@ function costOf(
         const arg = sel.arguments?.find((a) => a.name.value === 'first');
         const value = arg ? valueFromASTUntyped(arg.value, variables) : undefined;
         multiplier = typeof value === 'number' && Number.isFinite(value) ? Math.max(1, value) : DEFAULT_PAGE_SIZE;
+      }
+      // A list argument (e.g. `nodes(ids: [...])`) fetches one object per element.
+      for (const arg of sel.arguments ?? []) {
+        const value = valueFromASTUntyped(arg.value, variables);
+        if (Array.isArray(value)) multiplier = Math.max(multiplier, value.length);
       }
       total += 1 + multiplier * costOf(schema, sel.selectionSet, getNamedType(field.type), fragments, variables, path);
     } else if (sel.kind === Kind.INLINE_FRAGMENT) {

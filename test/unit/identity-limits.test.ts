@@ -84,7 +84,7 @@ describe('RateLimiter', () => {
 
 describe('operationComplexity', () => {
   const schema = buildSchema(`
-    type Query { items(first: Int): [Item!]! one: Item }
+    type Query { items(first: Int): [Item!]! one: Item nodes(ids: [ID!]!): [Item]! }
     type Item { id: ID! children(first: Int): [Item!]! }
   `);
   it('multiplies list fields by their page size, from literals or variables', () => {
@@ -94,6 +94,8 @@ describe('operationComplexity', () => {
     // Without `first` a list costs the default page size.
     expect(operationComplexity(schema, parse('{ items { id } }'), null, {})).toBe(21);
     expect(operationComplexity(schema, parse('{ ...F } fragment F on Query { items(first: 2) { id } }'), null, {})).toBe(3);
+    // A list argument costs one selection per element.
+    expect(operationComplexity(schema, parse('query($ids: [ID!]!) { nodes(ids: $ids) { id } }'), null, { ids: Array.from({ length: 500 }, String) })).toBe(501);
   });
 });
 
