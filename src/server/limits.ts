@@ -70,6 +70,9 @@ export interface HttpRejection {
   message: string;
 }
 
+/** A refused request body up to this size is read and discarded before answering; larger ones are cut off. */
+export const REJECTED_BODY_DRAIN_BYTES = 16 * 1024 * 1024;
+
 /** Content types a browser sends cross-site without a CORS preflight. */
 const SIMPLE_CONTENT_TYPES = new Set(['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain']);
 /** Any of these headers forces a preflight, so a request carrying one cannot be a blind cross-site form post. */

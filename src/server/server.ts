@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, type DocumentNode, type ExecutionArgs, type GraphQLSchema } from 'graphql';
@@ -11,7 +12,7 @@ import type { SigningKeys } from '../auth/keys.js';
 import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
-import { checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
+import { REJECTED_BODY_DRAIN_BYTES, checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
 import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -113,7 +114,13 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       if (route === GRAPHQL_PATH) {
         const rejected = checkHttpRequest(req, deps.limits);
         if (rejected) {
-          // Unread body: close the connection rather than drain what may be an endless upload.
+          // Read and discard a moderately sized body first, so the client sees the answer
+          // instead of a reset mid-upload; anything larger is cut off with the connection.
+          const declared = Number(req.headers['content-length'] ?? 0);
+          if (declared > 0 && declared <= REJECTED_BODY_DRAIN_BYTES) {
+            req.resume();
+            await once(req, 'end');
+          }
           return sendJson(res, rejected.status, { errors: [{ message: rejected.message, extensions: { code: rejected.code } }] }, { connection: 'close' });
         }
         await yoga.handle(req, res, { requestId });

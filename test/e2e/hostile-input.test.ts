@@ -16,7 +16,7 @@ import { SigningKey } from '../../src/db/entities/signing-key.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
 import { sha256 } from '../../src/server/limits.js';
 import { DRIVERS, tempDir } from '../helpers/databases.js';
-import { localId, startTestServer, type GraphQLResponse, type TestServer } from '../helpers/server.js';
+import { localId, startTestServer, wsRequest, type GraphQLResponse, type TestServer } from '../helpers/server.js';
 
 const OIDC_ISSUER = 'https://idp.test';
 const DOWN_ISSUER = 'https://down.test';
@@ -593,6 +593,19 @@ describe.each(DRIVERS)('strict limits on %s', (kind) => {
     const intro = await persisted(INTROSPECT, token);
     expect(intro.text).toMatch(/introspection/i);
     expect(JSON.parse(intro.text).data ?? null).toBeNull();
+  });
+
+  it('applies persisted-only mode over WebSocket too', async () => {
+    const client = server.ws(await adminToken('ws-persisted'));
+    await expect(wsRequest(client, VIEWER)).rejects.toThrow(/only persisted operations/);
+    const result = await new Promise<unknown>((resolve, reject) => {
+      let last: unknown;
+      client.subscribe(
+        { query: '', extensions: { persistedQuery: { version: 1, sha256Hash: sha256(VIEWER) } } },
+        { next: (value) => (last = value), error: reject, complete: () => resolve(last) },
+      );
+    });
+    expect(result).toEqual({ data: { viewer: { subject: 'ws-persisted' } } });
   });
 
   it('refuses HS256 tokens when no shared secret is configured', async () => {
