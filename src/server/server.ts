@@ -64,7 +64,7 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       subscriptionsProtocol: 'WS',
     },
     maskedErrors: { maskError: createErrorMasker(logger.child({ component: 'graphql' })) },
-    plugins: [limitsPlugin(deps.limits)],
+    plugins: [limitsPlugin(deps.limits), deps.sessions.expiryPlugin()],
     context: async (initial): Promise<Context> => {
       const identity = initial.identity ?? (await contexts.authenticate(initial.request.headers.get('authorization')));
       return contexts.create(identity, initial.requestId);

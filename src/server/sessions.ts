@@ -1,3 +1,5 @@
+import { GraphQLError, type ExecutionResult } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
 import type { Identity } from '../auth/identity.js';
 import type { Clock } from '../domain/context.js';
 
@@ -50,6 +52,25 @@ export class SessionRegistry {
     return this.sessions.size;
   }
 
+  /**
+   * Ends every subscription stream when its token expires, with an UNAUTHENTICATED error as
+   * its last event: covers SSE streams, which have no socket to close.
+   */
+  expiryPlugin(): Plugin {
+    const clock = this.clock;
+    return {
+      onSubscribe({ args }) {
+        const expiresAt = (args.contextValue as { identity?: Identity }).identity?.expiresAt ?? null;
+        if (!expiresAt) return undefined;
+        return {
+          onSubscribeResult({ result, setResult }) {
+            if (isAsyncIterator(result)) setResult(endAtExpiry(result, expiresAt, clock));
+          },
+        };
+      },
+    };
+  }
+
   private endWhere(match: (s: Session) => boolean, reason: string): number {
     let ended = 0;
     for (const session of [...this.sessions]) {
@@ -79,4 +100,53 @@ export class SessionRegistry {
     session.timer = null;
     this.sessions.delete(session);
   }
+}
+
+function isAsyncIterator<T>(value: T | AsyncIterableIterator<T>): value is AsyncIterableIterator<T> {
+  return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
+}
+
+/** Passes a stream's events through until `expiresAt`, then ends it with an UNAUTHENTICATED error. */
+export function endAtExpiry(
+  source: AsyncIterableIterator<ExecutionResult>,
+  expiresAt: Date,
+  clock: Clock,
+): AsyncIterableIterator<ExecutionResult> {
+  let timer: NodeJS.Timeout | null = null;
+  let finished = false;
+  let expire: () => void = () => undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    expire = () => resolve('expired');
+  });
+  const arm = () => {
+    const left = expiresAt.getTime() - clock.now().getTime();
+    if (left <= 0) return expire();
+    timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+    timer.unref();
+  };
+  arm();
+  const finish = () => {
+    finished = true;
+    if (timer) clearTimeout(timer);
+    // Not awaited: a source waiting for its next event may only settle on its own schedule.
+    void Promise.resolve(source.return?.()).catch(() => undefined);
+  };
+  const wrapped: AsyncIterableIterator<ExecutionResult> = {
+    [Symbol.asyncIterator]: () => wrapped,
+    async next() {
+      if (finished) return { done: true, value: undefined };
+      const winner = await Promise.race([source.next(), expired]);
+      if (winner === 'expired') {
+        finish();
+        return { done: false, value: { errors: [new GraphQLError('token expired', { extensions: { code: 'UNAUTHENTICATED' } })] } };
+      }
+      if (winner.done) finish();
+      return winner;
+    },
+    async return() {
+      finish();
+      return { done: true, value: undefined };
+    },
+  };
+  return wrapped;
 }

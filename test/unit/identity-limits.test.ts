@@ -2,11 +2,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildSchema, parse } from 'graphql';
-import { describe, expect, it } from 'vitest';
+import type { ExecutionResult } from 'graphql';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Identity } from '../../src/auth/identity.js';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
 import { RateLimiter, operationComplexity } from '../../src/server/limits.js';
-import { CLOSE_FORBIDDEN, SessionRegistry, type ClosableSocket } from '../../src/server/sessions.js';
+import { CLOSE_FORBIDDEN, SessionRegistry, endAtExpiry, type ClosableSocket } from '../../src/server/sessions.js';
 
 const BASE_ENV = { FLOTILLA_DATABASE_URL: 'sqlite::memory:' };
 
@@ -141,5 +142,45 @@ describe('SessionRegistry', () => {
     registry.add(s, identity('t', 'x', new Date(Date.now() - 1)));
     expect(s.closes).toEqual([[CLOSE_FORBIDDEN, 'token expired']]);
     expect(registry.size).toBe(0);
+  });
+});
+
+describe('endAtExpiry', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** A stream whose events the test pushes; `next()` waits until one arrives. */
+  function manualStream() {
+    const waiting: ((r: IteratorResult<ExecutionResult>) => void)[] = [];
+    let returned = false;
+    const stream: AsyncIterableIterator<ExecutionResult> = {
+      [Symbol.asyncIterator]: () => stream,
+      next: () => new Promise((resolve) => waiting.push(resolve)),
+      return: async () => {
+        returned = true;
+        return { done: true, value: undefined };
+      },
+    };
+    return { stream, push: (value: ExecutionResult) => waiting.shift()?.({ done: false, value }), returned: () => returned };
+  }
+
+  it('passes events through until the token expires, then ends with UNAUTHENTICATED', async () => {
+    vi.useFakeTimers();
+    const clock = { now: () => new Date() };
+    const source = manualStream();
+    const stream = endAtExpiry(source.stream, new Date(Date.now() + 60_000), clock);
+
+    const first = stream.next();
+    source.push({ data: { n: 1 } });
+    expect(await first).toEqual({ done: false, value: { data: { n: 1 } } });
+
+    const second = stream.next();
+    await vi.advanceTimersByTimeAsync(60_000);
+    const last = await second;
+    expect(last.done).toBe(false);
+    expect((last.value as ExecutionResult).errors?.[0].extensions).toEqual({ code: 'UNAUTHENTICATED' });
+    expect(source.returned()).toBe(true);
+    expect(await stream.next()).toEqual({ done: true, value: undefined });
   });
 });
