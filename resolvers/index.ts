@@ -2,6 +2,7 @@
 import { builder } from './builder.js';
 import './member.js';
 import './tenant.js';
+import './api-token.js';
 import './viewer.js';
 import './worker.js';
 import './sandbox.js';

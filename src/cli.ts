@@ -15,6 +15,9 @@ Usage:
                                run the GraphQL server (GraphiQL at /graphql)
   flotilla migrate             apply pending database migrations and exit
   flotilla token admin         mint a platform-admin token (printed, and written to <dataDir>/admin.token)
+  flotilla keys list           list the server's signing keys (kid, created, retired, which one signs)
+  flotilla keys rotate         make a new signing key; older keys stop signing but still verify
+  flotilla keys remove KID     remove a retired key: tokens it signed stop verifying
   flotilla --help              this text
 
 Configuration comes from FLOTILLA_* environment variables (see README), optionally over a
@@ -51,6 +54,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(config);
     case 'migrate':
       return runMigrate(config);
+    case 'keys':
+      return keysCommand(config, sub, positionals[2]);
     case 'token':
       if (sub === 'admin') return tokenAdmin(config);
       process.stderr.write(`unknown token kind "${sub ?? ''}" (expected: flotilla token admin)\n`);
@@ -120,6 +125,43 @@ async function tokenAdmin(config: Config): Promise<number> {
     const { token, file } = await mintAdminToken(orm, tokens, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
     process.stderr.write(`platform-admin token for ${describeDatabase(config.databaseUrl)} (also written to ${file}):\n`);
     process.stdout.write(`${token}\n`);
+    return 0;
+  } finally {
+    await orm.close(true);
+  }
+}
+
+async function keysCommand(config: Config, sub: string | undefined, kid: string | undefined): Promise<number> {
+  if (sub !== 'list' && sub !== 'rotate' && sub !== 'remove') {
+    process.stderr.write(`unknown keys command "${sub ?? ''}" (expected: list, rotate, remove KID)\n`);
+    return 2;
+  }
+  if (sub === 'remove' && !kid) {
+    process.stderr.write('flotilla keys remove needs the kid of a retired key (see flotilla keys list)\n');
+    return 2;
+  }
+  const orm = await openOrm(config.databaseUrl);
+  try {
+    const applied = await migrate(orm);
+    if (applied.length) process.stderr.write(`applied ${applied.length} migration(s) first\n`);
+    const keys = new SigningKeys(orm, config.signingKeyFile);
+    await keys.init();
+    if (sub === 'rotate') {
+      const created = await keys.rotate();
+      process.stdout.write(`${created}\n`);
+      process.stderr.write('new signing key created; running servers pick it up within a minute, older keys keep verifying until removed\n');
+    } else if (sub === 'remove') {
+      if (!(await keys.remove(kid as string))) {
+        process.stderr.write(`no key ${kid}\n`);
+        return 1;
+      }
+      process.stderr.write(`removed key ${kid}; tokens it signed no longer verify\n`);
+    }
+    if (sub === 'list') {
+      for (const k of keys.list()) {
+        process.stdout.write(`${k.kid}  ${k.alg}  created ${k.createdAt}  ${k.signing ? 'SIGNING' : k.retiredAt ? `retired ${k.retiredAt}` : ''}\n`);
+      }
+    }
     return 0;
   } finally {
     await orm.close(true);

@@ -1,6 +1,7 @@
 import type { TenantRole } from '../db/entities/member.js';
 
-export type TokenSource = 'ADMIN' | 'API' | 'WORKER';
+/** Where the token came from: minted by this server (ADMIN, API, WORKER) or an external issuer. */
+export type TokenSource = 'ADMIN' | 'API' | 'WORKER' | 'OIDC' | 'HS256';
 
 /** Who is calling, as established from a verified token. Services decide what it may do. */
 export interface Identity {
@@ -17,7 +18,7 @@ export interface Identity {
   expiresAt: Date | null;
 }
 
-const ROLE_RANK: Record<TenantRole, number> = { VIEWER: 1, OPERATOR: 2, ADMIN: 3 };
+export const ROLE_RANK: Record<TenantRole, number> = { VIEWER: 1, OPERATOR: 2, ADMIN: 3 };
 
 /** True when the identity holds at least `role` in the tenant (platform admins hold every role). */
 export function hasTenantRole(identity: Identity, tenantId: string, role: TenantRole): boolean {

@@ -1,12 +1,14 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, type JSONWebKeySet } from 'jose';
-import { newId } from '../db/ids.js';
+import { isUuid, newId } from '../db/ids.js';
 import { SigningKey } from '../db/entities/signing-key.js';
 import type { Orm } from '../db/orm.js';
 
 /** The algorithm of the server's own keys. */
 export const SIGNING_ALG = 'ES256';
+/** Least time between two reloads triggered by an unknown kid, so forged kids cannot hammer the store. */
+export const UNKNOWN_KID_RELOAD_COOLDOWN_MS = 5_000;
 
 interface StoredKey {
   kid: string;
@@ -29,6 +31,7 @@ export class SigningKeys {
   private keys: StoredKey[] = [];
   private keySet: VerifyKeySet = createLocalJWKSet({ keys: [] });
   private signer: { kid: string; key: PrivateKey } | null = null;
+  private lastUnknownKidReloadAt = 0;
 
   constructor(
     private readonly orm: Orm,
@@ -74,6 +77,42 @@ export class SigningKeys {
     }
     await this.reload();
     return kid;
+  }
+
+  /**
+   * A token names a kid we have not loaded: reload when the store has it (one primary-key
+   * lookup, so forged kids cost no more than any other refused token). A key file has no
+   * such lookup, so it is re-read at most once per cooldown.
+   */
+  async reloadForUnknownKid(kid: string): Promise<void> {
+    if (this.file) {
+      if (Date.now() - this.lastUnknownKidReloadAt < UNKNOWN_KID_RELOAD_COOLDOWN_MS) return;
+      this.lastUnknownKidReloadAt = Date.now();
+      await this.reload();
+      return;
+    }
+    if (!isUuid(kid)) return;
+    if ((await this.orm.em.fork().count(SigningKey, { id: kid })) > 0) await this.reload();
+  }
+
+  /**
+   * Removes a retired key: tokens it signed stop verifying. The signing key cannot be
+   * removed (rotate first). Returns false when there is no such key.
+   */
+  async remove(kid: string): Promise<boolean> {
+    await this.reload();
+    const key = this.keys.find((k) => k.kid === kid);
+    if (!key) return false;
+    if (!key.retiredAt) throw new Error(`key ${kid} is the active signing key; rotate before removing it`);
+    if (this.file) this.writeFile(this.readFile().filter((k) => k.kid !== kid));
+    else await this.orm.em.fork().nativeDelete(SigningKey, { id: kid });
+    await this.reload();
+    return true;
+  }
+
+  /** Every kept key, oldest first, without private material. */
+  list(): { kid: string; alg: string; createdAt: string; retiredAt: string | null; signing: boolean }[] {
+    return this.keys.map((k) => ({ kid: k.kid, alg: k.alg, createdAt: k.createdAt, retiredAt: k.retiredAt, signing: k.kid === this.signer?.kid }));
   }
 
   /** Re-reads the keys (another replica may have rotated). */

@@ -1,9 +1,10 @@
-import { SignJWT, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { SignJWT, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import type { Em, Orm } from '../db/orm.js';
 import { ApiToken, type TokenKind } from '../db/entities/api-token.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { newId } from '../db/ids.js';
 import { AuthenticationError } from '../domain/errors.js';
+import type { ExternalIssuer } from './external.js';
 import type { Identity } from './identity.js';
 import { SIGNING_ALG, type SigningKeys } from './keys.js';
 
@@ -22,6 +23,8 @@ interface FlotillaClaim {
 }
 
 export interface MintOptions {
+  /** The token id (`jti`); a new one unless given (e.g. to name the subject after it). */
+  id?: string;
   kind: TokenKind;
   subject: string;
   tenantId?: string | null;
@@ -48,15 +51,20 @@ export interface TokenSettings {
  * closed: whatever cannot be checked is refused.
  */
 export class TokenService {
+  private readonly external: ReadonlyMap<string, ExternalIssuer>;
+
   constructor(
     private readonly orm: Orm,
     private readonly keys: SigningKeys,
     private readonly settings: TokenSettings,
-  ) {}
+    external: readonly ExternalIssuer[] = [],
+  ) {
+    this.external = new Map(external.map((e) => [e.issuer, e]));
+  }
 
   /** Records the token in `em` (the caller's transaction) and signs it. */
   async mint(em: Em, options: MintOptions, now: Date = new Date()): Promise<MintedToken> {
-    const id = newId(now.getTime());
+    const id = options.id ?? newId(now.getTime());
     const expiresAt = options.ttlSeconds === null ? null : new Date(now.getTime() + options.ttlSeconds * 1000);
     const record = em.create(ApiToken, {
       id,
@@ -90,9 +98,41 @@ export class TokenService {
     return { token: await jwt.sign(signer.key), record };
   }
 
-  /** Verifies a bearer token and builds the caller's identity, or throws AuthenticationError. */
+  /**
+   * Verifies a bearer token and builds the caller's identity, or throws AuthenticationError.
+   * The unverified `iss` only picks which key source to try; that source then checks
+   * everything (signature with its own algorithms, iss, aud, exp, nbf).
+   */
   async authenticate(token: string, now: Date = new Date()): Promise<Identity> {
-    const payload = await this.verifySignature(token, now);
+    const { header, issuer } = inspect(token);
+    if (issuer === this.settings.issuer) return this.authenticateOwn(token, header, now);
+    const external = issuer === undefined ? undefined : this.external.get(issuer);
+    if (!external) throw new AuthenticationError('token issuer is not trusted');
+    if (!external.algorithms.includes(String(header.alg))) {
+      throw new AuthenticationError(`token algorithm ${String(header.alg)} is not accepted`);
+    }
+    let payload: JWTPayload;
+    try {
+      payload = await external.verify(token, now);
+    } catch (err) {
+      throw new AuthenticationError(describeJoseError(err));
+    }
+    return external.identity(this.orm.em.fork(), payload);
+  }
+
+  /**
+   * For an identity established earlier (a socket's): the reason it may no longer act, or null.
+   * Catches revocations made by other replicas, whose signal this process has not seen.
+   */
+  async revalidate(identity: Identity, now: Date = new Date()): Promise<string | null> {
+    if (identity.expiresAt && identity.expiresAt.getTime() <= now.getTime()) return 'token expired';
+    if (identity.source !== 'ADMIN' && identity.source !== 'API' && identity.source !== 'WORKER') return null;
+    const record = await this.orm.em.fork().findOne(ApiToken, { id: identity.tokenId });
+    return !record || record.revokedAt ? 'token revoked' : null;
+  }
+
+  private async authenticateOwn(token: string, header: ProtectedHeaderParameters, now: Date): Promise<Identity> {
+    const payload = await this.verifySignature(token, header, now);
     const claim = payload[CLAIM] as FlotillaClaim | undefined;
     if (!payload.jti || !payload.sub || !claim || typeof claim !== 'object') {
       throw new AuthenticationError('token is missing required claims');
@@ -105,7 +145,8 @@ export class TokenService {
 
     const tenantRoles = new Map<string, TenantRole>();
     if (record.kind === 'API' && record.tenant && record.role) tenantRoles.set(record.tenant.id, record.role);
-    if (record.kind !== 'WORKER') {
+    // An API token grants one role in one tenant, nothing more; workers act only as workers.
+    if (record.kind === 'ADMIN') {
       const memberships = await em.find(Member, { subject: record.subject });
       for (const m of memberships) {
         if (!TENANT_ROLES.includes(m.role)) continue;
@@ -125,22 +166,17 @@ export class TokenService {
       tenantRoles,
       workerId: record.kind === 'WORKER' ? record.workerId : null,
       scopes: new Set(record.scopes),
-      expiresAt: record.expiresAt,
+      // The JWT's exp is whole seconds, so it may fall before the record's expiry: the earlier wins.
+      expiresAt: earliest(record.expiresAt, payload.exp === undefined ? null : new Date(payload.exp * 1000)),
     };
   }
 
-  private async verifySignature(token: string, now: Date): Promise<JWTPayload> {
-    let kid: string | undefined;
-    try {
-      const header = decodeProtectedHeader(token);
-      if (header.alg !== SIGNING_ALG) throw new AuthenticationError(`token algorithm ${String(header.alg)} is not accepted`);
-      kid = header.kid;
-    } catch (err) {
-      if (err instanceof AuthenticationError) throw err;
-      throw new AuthenticationError('token is malformed');
-    }
+  private async verifySignature(token: string, header: ProtectedHeaderParameters, now: Date): Promise<JWTPayload> {
+    if (header.alg !== SIGNING_ALG) throw new AuthenticationError(`token algorithm ${String(header.alg)} is not accepted`);
+    const kid = header.kid;
+    if (!kid) throw new AuthenticationError('token has no key id');
     // Another replica may have rotated the key since we loaded ours.
-    if (kid && !this.keys.hasKid(kid)) await this.keys.reload();
+    if (!this.keys.hasKid(kid)) await this.keys.reloadForUnknownKid(kid);
     try {
       const { payload } = await jwtVerify(token, this.keys.verificationKeys(), {
         algorithms: [SIGNING_ALG],
@@ -155,12 +191,32 @@ export class TokenService {
   }
 }
 
+function earliest(a: Date | null, b: Date | null): Date | null {
+  if (!a) return b;
+  if (!b) return a;
+  return a.getTime() <= b.getTime() ? a : b;
+}
+
+/** The header and the (unverified) issuer, or AuthenticationError for anything that is not a JWS. */
+function inspect(token: string): { header: ProtectedHeaderParameters; issuer: string | undefined } {
+  try {
+    const header = decodeProtectedHeader(token);
+    const claims = decodeJwt(token);
+    return { header, issuer: typeof claims.iss === 'string' ? claims.iss : undefined };
+  } catch {
+    throw new AuthenticationError('token is malformed');
+  }
+}
+
 function describeJoseError(err: unknown): string {
   if (err instanceof joseErrors.JWTExpired) return 'token has expired';
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" is not valid: ${err.reason}`;
   if (err instanceof joseErrors.JWKSNoMatchingKey) return 'token was signed by an unknown key';
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature is not valid';
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'token algorithm is not accepted';
+  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError)) {
+    return "token could not be verified: the issuer's keys are unavailable";
+  }
   return 'token could not be verified';
 }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { TENANT_ROLES } from '../db/entities/member.js';
 
 /**
  * Flotilla's configuration: environment variables, optionally layered over a JSON file
@@ -66,6 +67,62 @@ const boolFrom = z.union([
     .transform((s) => s === 'true' || s === '1' || s === 'yes'),
 ]);
 
+/** Accepts a JSON string (from an environment variable) or an already-parsed value (from the file). */
+function jsonValue<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value, ctx) => {
+    if (typeof value !== 'string') return value;
+    try {
+      return JSON.parse(value) as unknown;
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `not valid JSON: ${(err as Error).message}` });
+      return z.NEVER;
+    }
+  }, schema);
+}
+
+/** Fewest bytes an HS256 secret may have: the length of its hash (RFC 7518 §3.2). */
+export const MIN_HS256_SECRET_BYTES = 32;
+
+/** Maps one group of an external token to a role: platform admin, or a role in a tenant (by slug). */
+const groupRoleSchema = z.union([
+  z.object({ group: z.string().min(1), platformAdmin: z.literal(true) }).strict(),
+  z.object({ group: z.string().min(1), tenant: z.string().min(1), role: z.enum(TENANT_ROLES) }).strict(),
+], { error: `must be {"group", "platformAdmin": true} or {"group", "tenant": "<slug>", "role": "${TENANT_ROLES.join('|')}"}` });
+
+const externalIssuerFields = {
+  issuer: z.string().min(1),
+  audience: z.string().min(1),
+  /** Claim holding the caller's groups; a dotted path reaches nested claims (e.g. "realm_access.roles"). */
+  groupsClaim: z.string().min(1).default('groups'),
+  groupRoles: z.array(groupRoleSchema).default([]),
+  /** Prepended to `sub` to form the subject that memberships name (keeps issuers apart). */
+  subjectPrefix: z.string().default(''),
+};
+
+const oidcIssuerSchema = z
+  .object({
+    ...externalIssuerFields,
+    jwksUrl: z.url(),
+    algorithms: z.array(z.enum(['RS256', 'ES256'])).min(1).default(['RS256', 'ES256']),
+    /** Least time between two JWKS fetches triggered by an unknown kid. */
+    jwksCooldownSeconds: z.number().min(0).max(3600).default(30),
+    jwksTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+  })
+  .strict();
+
+const hs256IssuerSchema = z
+  .object({
+    ...externalIssuerFields,
+    secret: z
+      .string()
+      .refine((s) => Buffer.byteLength(s, 'utf8') >= MIN_HS256_SECRET_BYTES, `must be at least ${MIN_HS256_SECRET_BYTES} bytes`),
+  })
+  .strict();
+
+export type OidcIssuerConfig = z.output<typeof oidcIssuerSchema>;
+export type Hs256IssuerConfig = z.output<typeof hs256IssuerSchema>;
+export type GroupRole = z.output<typeof groupRoleSchema>;
+
 const configSchema = z.object({
   databaseUrl: z
     .string()
@@ -97,6 +154,41 @@ const configSchema = z.object({
   tokenAudience: z.string().min(1).default('flotilla'),
   /** Lifetime of the bootstrap platform-admin token. */
   adminTokenTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
+  /** OIDC issuers whose tokens are accepted (JSON array). */
+  oidcIssuers: jsonValue(z.array(oidcIssuerSchema)).default([]),
+  /** HS256 shared-secret issuers (JSON array); none unless configured. */
+  hs256Issuers: jsonValue(z.array(hs256IssuerSchema)).default([]),
+  /** Longest lifetime createApiToken grants. */
+  apiTokenMaxTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
+  /** Hostile-input limits (see docs/security.md). */
+  maxBodyBytes: intFrom(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  maxQueryDepth: intFrom(2, 100).default(12),
+  maxQueryComplexity: intFrom(10, 10_000_000).default(25_000),
+  maxAliases: intFrom(0, 10_000).default(30),
+  maxTokens: intFrom(100, 1_000_000).default(5_000),
+  introspection: boolFrom.default(true),
+  csrfPrevention: boolFrom.default(true),
+  /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
+  rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
+  /** A JSON object {"<sha256 hex>": "<query>"} of persisted operations. */
+  persistedOperationsFile: z.string().min(1).optional(),
+  /** Refuse any operation that is not in the persisted-operations file. */
+  persistedOperationsOnly: boolFrom.default(false),
+}).superRefine((config, ctx) => {
+  const seen = new Set<string>([config.tokenIssuer]);
+  for (const [list, key] of [
+    [config.oidcIssuers, 'oidcIssuers'],
+    [config.hs256Issuers, 'hs256Issuers'],
+  ] as const) {
+    for (const [i, issuer] of list.entries()) {
+      // Tokens are routed by `iss`: one issuer, one key source, or algorithm confusion creeps back in.
+      if (seen.has(issuer.issuer)) ctx.addIssue({ code: 'custom', path: [key, i, 'issuer'], message: `issuer "${issuer.issuer}" is configured twice (or is this server's own issuer)` });
+      seen.add(issuer.issuer);
+    }
+  }
+  if (config.persistedOperationsOnly && !config.persistedOperationsFile) {
+    ctx.addIssue({ code: 'custom', path: ['persistedOperationsOnly'], message: 'needs FLOTILLA_PERSISTED_OPERATIONS_FILE' });
+  }
 });
 
 export type Config = z.output<typeof configSchema>;
@@ -117,6 +209,19 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   tokenIssuer: 'FLOTILLA_TOKEN_ISSUER',
   tokenAudience: 'FLOTILLA_TOKEN_AUDIENCE',
   adminTokenTtlSeconds: 'FLOTILLA_ADMIN_TOKEN_TTL_SECONDS',
+  oidcIssuers: 'FLOTILLA_OIDC_ISSUERS',
+  hs256Issuers: 'FLOTILLA_HS256_ISSUERS',
+  apiTokenMaxTtlSeconds: 'FLOTILLA_API_TOKEN_MAX_TTL_SECONDS',
+  maxBodyBytes: 'FLOTILLA_MAX_BODY_BYTES',
+  maxQueryDepth: 'FLOTILLA_MAX_QUERY_DEPTH',
+  maxQueryComplexity: 'FLOTILLA_MAX_QUERY_COMPLEXITY',
+  maxAliases: 'FLOTILLA_MAX_ALIASES',
+  maxTokens: 'FLOTILLA_MAX_TOKENS',
+  introspection: 'FLOTILLA_INTROSPECTION',
+  csrfPrevention: 'FLOTILLA_CSRF_PREVENTION',
+  rateLimitPerMinute: 'FLOTILLA_RATE_LIMIT_PER_MINUTE',
+  persistedOperationsFile: 'FLOTILLA_PERSISTED_OPERATIONS_FILE',
+  persistedOperationsOnly: 'FLOTILLA_PERSISTED_OPERATIONS_ONLY',
 };
 
 export class ConfigError extends Error {
@@ -166,7 +271,8 @@ export function loadConfig(
     for (const issue of result.error.issues) {
       const key = issue.path[0] as ConfigKey | undefined;
       const name = key ? ENV_NAMES[key] : 'config';
-      problems.push(`${name}: ${issue.message}`);
+      const where = issue.path.length > 1 ? ` [${issue.path.slice(1).join('.')}]` : '';
+      problems.push(`${name}${where}: ${issue.message}`);
     }
   }
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);

@@ -1,3 +1,4 @@
+import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
 import type { MintOptions, MintedToken } from '../auth/tokens.js';
 import type { Em } from '../db/orm.js';
@@ -27,4 +28,6 @@ export interface ServiceContext {
   bus: EventBus;
   /** For worker tokens (registerWorker, rotateWorkerToken). */
   mintToken: TokenMinter;
+  /** Mints and ends tokens; absent where no server runs (services needing it refuse as unavailable). */
+  tokens?: TokenAuthority;
 }

@@ -1,3 +1,4 @@
+import { ApiTokenService } from './api-tokens.js';
 import type { ServiceContext } from './context.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
@@ -15,6 +16,7 @@ export interface Services {
   leases: LeaseService;
   messages: MessageService;
   events: EventLogService;
+  apiTokens: ApiTokenService;
 }
 
 export function createServices(context: ServiceContext): Services {
@@ -26,5 +28,6 @@ export function createServices(context: ServiceContext): Services {
     leases: new LeaseService(context),
     messages: new MessageService(context),
     events: new EventLogService(context),
+    apiTokens: new ApiTokenService(context),
   };
 }

@@ -1,6 +1,7 @@
 import type { Config } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
 import { ensureAdminToken } from '../auth/bootstrap.js';
+import { Hs256Issuer, OidcIssuer, type ExternalIssuer } from '../auth/external.js';
 import { SigningKeys } from '../auth/keys.js';
 import { TokenService } from '../auth/tokens.js';
 import { Database } from '../db/database.js';
@@ -13,8 +14,13 @@ import { EventStream } from '../events/stream.js';
 import { DomainSweeper } from '../domain/sweeper.js';
 import { ContextFactory } from './context.js';
 import { createLogger, type Logger } from './logger.js';
+import { RateLimiter, limitsFromConfig } from './limits.js';
 import { Metrics } from './metrics.js';
+import { SessionRegistry } from './sessions.js';
 import { GRAPHQL_PATH, startHttpServer, type RunningServer } from './server.js';
+
+/** How often a server re-reads its signing keys, so a `flotilla keys rotate` elsewhere takes effect. */
+export const KEY_RELOAD_INTERVAL_MS = 60_000;
 
 export interface Flotilla {
   url: string;
@@ -34,6 +40,10 @@ export interface Flotilla {
   events: () => EventHub;
   /** Time-driven state (heartbeat TTL, lease expiry, sandbox TTL, placing PENDING sandboxes). */
   sweeper: DomainSweeper;
+  /** The signing keys, once the database is ready. */
+  keys: () => SigningKeys | null;
+  /** Live WebSocket sessions of this process (expiry and revocation close them). */
+  sessions: SessionRegistry;
   close(): Promise<void>;
 }
 
@@ -60,6 +70,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let adminToken: { token: string; file: string } | null = null;
   let events: EventStream | null = null;
   let closing = false;
+  let keyReload: NodeJS.Timeout | null = null;
 
   const bus = new InProcessBus();
   const stopEvents = async (): Promise<void> => {
@@ -74,7 +85,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
-      const service = new TokenService(orm, loaded, { issuer: config.tokenIssuer, audience: config.tokenAudience });
+      const service = new TokenService(orm, loaded, { issuer: config.tokenIssuer, audience: config.tokenAudience }, externalIssuers(config));
       adminToken = await ensureAdminToken(orm, service, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
       keys = loaded;
       tokens = service;
@@ -82,6 +93,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       const stream = await EventStream.start(orm, { target: config.databaseUrl, bus, clock, retentionSeconds: config.eventRetentionSeconds, logger });
       if (closing) await stream.close();
       else events = stream;
+      keyReload = setInterval(() => {
+        loaded.reload().catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
+      }, KEY_RELOAD_INTERVAL_MS);
+      keyReload.unref();
     },
   });
   logger.info({ database: describeDatabase(config.databaseUrl) }, 'starting');
@@ -91,7 +106,13 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     if (!tokens) throw new Error('tokens are not ready');
     return tokens;
   };
-  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus);
+  const limits = limitsFromConfig(config);
+  const sessions = new SessionRegistry(clock);
+  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
+    sessions,
+    rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),
+    maxApiTokenTtlSeconds: config.apiTokenMaxTtlSeconds,
+  });
   let http: RunningServer;
   try {
     http = await startHttpServer(
@@ -104,6 +125,8 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         metrics,
         shutdownTimeoutMs: config.shutdownTimeoutMs,
         readiness: () => events?.readiness() ?? { ok: false, reason: 'event stream starting' },
+        limits,
+        sessions,
       },
       { host: config.host, port: config.port },
     );
@@ -144,8 +167,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       return events.hub;
     },
     sweeper,
+    keys: () => keys,
+    sessions,
     async close() {
       closing = true;
+      if (keyReload) clearInterval(keyReload);
       await sweeper.stop();
       await http.close();
       await stopEvents();
@@ -153,4 +179,9 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       logger.info('stopped');
     },
   };
+}
+
+/** The external token sources the config names (OIDC issuers, HS256 shared secrets). */
+function externalIssuers(config: Config): ExternalIssuer[] {
+  return [...config.oidcIssuers.map((c) => new OidcIssuer(c)), ...config.hs256Issuers.map((c) => new Hs256Issuer(c))];
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { GraphQLError } from 'graphql';
 import type { Context } from '../../resolvers/builder.js';
+import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
 import { bearerToken, type TokenService } from '../auth/tokens.js';
 import type { Database } from '../db/database.js';
@@ -9,6 +10,15 @@ import type { Clock, DomainSettings } from '../domain/context.js';
 import { createServices } from '../domain/services.js';
 import type { EventBus } from '../events/bus.js';
 import { toGraphQLError } from './errors.js';
+import type { RateLimiter } from './limits.js';
+import type { SessionRegistry } from './sessions.js';
+
+/** What the context factory needs beyond the database and the token service. */
+export interface ContextOptions {
+  sessions: SessionRegistry;
+  rateLimiter: RateLimiter;
+  maxApiTokenTtlSeconds: number;
+}
 
 /**
  * Builds the per-operation context for HTTP, SSE and WebSocket alike: authenticate (or
@@ -21,6 +31,7 @@ export class ContextFactory {
     private readonly clock: Clock,
     private readonly settings: DomainSettings,
     private readonly bus: EventBus,
+    private readonly options: ContextOptions,
   ) {}
 
   /** Verifies an Authorization header value; throws a coded GraphQLError when it cannot. */
@@ -38,16 +49,34 @@ export class ContextFactory {
     }
   }
 
+  /** Why a socket's identity may no longer act (expired, revoked, unverifiable), or null. */
+  async revalidate(identity: Identity): Promise<string | null> {
+    try {
+      return await this.tokens().revalidate(identity, this.clock.now());
+    } catch {
+      return 'token could not be verified'; // fail closed
+    }
+  }
+
+  /**
+   * The context of one operation. A socket's identity is re-checked for expiry (its timer may
+   * not have fired yet), and every operation counts against its token's rate limit.
+   */
   create(identity: Identity, requestId: string = randomUUID()): Context {
+    if (identity.expiresAt && identity.expiresAt.getTime() <= this.clock.now().getTime()) {
+      throw toGraphQLError(new AuthenticationError('token has expired'));
+    }
+    this.options.rateLimiter.enforce(identity.tokenId);
     const em = this.db.orm.em.fork();
-    const services = createServices({
-      em,
-      identity,
-      clock: this.clock,
-      settings: this.settings,
-      bus: this.bus,
-      mintToken: (tx, options, now) => this.tokens().mint(tx, options, now),
-    });
+    const tokens: TokenAuthority = {
+      mint: (tx, mintOptions, now) => this.tokens().mint(tx, mintOptions, now),
+      endSessions: ({ tokenIds, subject }) => {
+        if (tokenIds?.length) this.options.sessions.endTokens(tokenIds);
+        if (subject) this.options.sessions.endSubject(subject);
+      },
+      maxApiTokenTtlSeconds: this.options.maxApiTokenTtlSeconds,
+    };
+    const services = createServices({ em, identity, clock: this.clock, settings: this.settings, bus: this.bus, tokens, mintToken: tokens.mint });
     return { identity, services, requestId };
   }
 

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ExecutionArgs, GraphQLSchema } from 'graphql';
+import { GraphQLError, type DocumentNode, type ExecutionArgs, type GraphQLSchema } from 'graphql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -12,14 +13,15 @@ import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
 import { serveDashboard } from './static.js';
+import { REJECTED_BODY_DRAIN_BYTES, checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
+import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 
 export const GRAPHQL_PATH = '/graphql';
 /** WebSocket close code for a server going away: clients reconnect elsewhere. */
 export const CLOSE_GOING_AWAY = 1001;
-/** WebSocket close code when the connection's token is refused. */
-export const CLOSE_FORBIDDEN = 4403;
+export { CLOSE_FORBIDDEN };
 
 export interface HttpServerDeps {
   schema: GraphQLSchema;
@@ -31,6 +33,8 @@ export interface HttpServerDeps {
   shutdownTimeoutMs: number;
   /** Further readiness beyond the database (e.g. the event LISTEN connection); not ready with a reason. */
   readiness?: () => { ok: boolean; reason?: string };
+  limits: Limits;
+  sessions: SessionRegistry;
 }
 
 interface ServerContext {
@@ -63,6 +67,7 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       subscriptionsProtocol: 'WS',
     },
     maskedErrors: { maskError: createErrorMasker(logger.child({ component: 'graphql' })) },
+    plugins: [limitsPlugin(deps.limits), deps.sessions.expiryPlugin()],
     context: async (initial): Promise<Context> => {
       const identity = initial.identity ?? (await contexts.authenticate(initial.request.headers.get('authorization')));
       return contexts.create(identity, initial.requestId);
@@ -111,6 +116,17 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         return sendJson(res, 200, keys.jwks(), { 'cache-control': 'max-age=60' });
       }
       if (route === GRAPHQL_PATH) {
+        const rejected = checkHttpRequest(req, deps.limits);
+        if (rejected) {
+          // Read and discard a moderately sized body first, so the client sees the answer
+          // instead of a reset mid-upload; anything larger is cut off with the connection.
+          const declared = Number(req.headers['content-length'] ?? 0);
+          if (declared > 0 && declared <= REJECTED_BODY_DRAIN_BYTES) {
+            req.resume();
+            await once(req, 'end');
+          }
+          return sendJson(res, rejected.status, { errors: [{ message: rejected.message, extensions: { code: rejected.code } }] }, { connection: 'close' });
+        }
         await yoga.handle(req, res, { requestId });
         return;
       }
@@ -124,14 +140,18 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
   }
 
   // graphql-ws on the same port and path, sharing the Yoga pipeline and the context factory.
-  const wss = new WebSocketServer({ server, path: GRAPHQL_PATH });
+  const wss = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: deps.limits.maxBodyBytes });
   useServer<Record<string, unknown>, { identity: Identity; requestId: string }>(
     {
       onConnect: async (ctx) => {
         const auth = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
         try {
-          ctx.extra.identity = await contexts.authenticate(typeof auth === 'string' ? auth : null);
+          const identity = await contexts.authenticate(typeof auth === 'string' ? auth : null);
+          ctx.extra.identity = identity;
           ctx.extra.requestId = randomUUID();
+          // Closes the socket (4403) when the token expires or is revoked.
+          const forget = deps.sessions.add(ctx.extra.socket, identity);
+          ctx.extra.socket.once('close', forget);
           return true;
         } catch (err) {
           // Close with 4403 and the reason, so the client sees why.
@@ -139,23 +159,45 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
           return false;
         }
       },
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: async (ctx, _id, rawPayload) => {
         const identity = ctx.extra.identity as Identity;
+        // Every new operation re-checks the token, so a revocation on another replica still bites.
+        const refused = await contexts.revalidate(identity);
+        if (refused) {
+          deps.sessions.endTokens([identity.tokenId], refused);
+          return [new GraphQLError(refused, { extensions: { code: 'UNAUTHENTICATED' } })];
+        }
+        let payload = rawPayload;
+        try {
+          payload = resolvePersisted(rawPayload, deps.limits);
+        } catch (err) {
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
         const enveloped = yoga.getEnveloped({
           requestId: ctx.extra.requestId ?? randomUUID(),
           identity,
           request: new Request('http://localhost/graphql', { method: 'POST' }),
           params: payload,
         } as never);
-        const document = enveloped.parse(payload.query);
-        const errors = enveloped.validate(enveloped.schema, document);
-        if (errors.length > 0) return errors;
+        let document: DocumentNode;
+        let contextValue: Context;
+        try {
+          document = enveloped.parse(payload.query);
+          const errors = enveloped.validate(enveloped.schema, document);
+          if (errors.length > 0) return errors;
+          contextValue = (await enveloped.contextFactory()) as Context;
+        } catch (err) {
+          // Parse limits, rate limits and an expired identity come back as errors, not a dropped socket.
+          if (err instanceof GraphQLError) return [err];
+          throw err;
+        }
         const args: ExecutionArgs = {
           schema: enveloped.schema,
           document,
           operationName: payload.operationName,
           variableValues: payload.variables,
-          contextValue: await enveloped.contextFactory(),
+          contextValue,
           rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
         };
         return args;
