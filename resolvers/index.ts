@@ -2,6 +2,7 @@
 import { builder } from './builder.js';
 import './tenant.js';
 import './viewer.js';
+import './federation.js';
 
 export const schema = builder.toSubGraphSchema({
   linkUrl: 'https://specs.apollo.dev/federation/v2.6',
