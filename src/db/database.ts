@@ -13,6 +13,8 @@ export interface DatabaseOptions {
   logger: Logger;
   /** Runs once the database is connected and migrated (e.g. to load keys). */
   onReady?: (orm: Orm) => Promise<void>;
+  /** Receives every SQL statement (tests count statements). */
+  onQuery?: (sql: string) => void;
 }
 
 export class PendingMigrationsError extends Error {
@@ -84,7 +86,7 @@ export class Database {
     const { logger } = this.options;
     let orm: Orm | null = null;
     try {
-      orm = await openOrm(this.target, { connect: false });
+      orm = await openOrm(this.target, { connect: false, onQuery: this.options.onQuery });
       await orm.connect();
       const check = await orm.checkConnection();
       if (!check.ok) throw new Error(check.reason);

@@ -31,6 +31,8 @@ export interface Flotilla {
 export interface StartOptions {
   clock?: Clock;
   logger?: Logger;
+  /** Receives every SQL statement the server issues (tests count statements). */
+  onQuery?: (sql: string) => void;
 }
 
 /**
@@ -49,6 +51,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   const db = new Database(config.databaseUrl, {
     migrate: config.migrateOnStart,
     logger,
+    onQuery: options.onQuery,
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();

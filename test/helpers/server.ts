@@ -27,7 +27,7 @@ export interface TestServer {
 
 export async function startTestServer(
   kind: DatabaseKind,
-  options: { env?: Record<string, string>; clock?: Clock; databaseUrl?: string } = {},
+  options: { env?: Record<string, string>; clock?: Clock; databaseUrl?: string; onQuery?: (sql: string) => void } = {},
 ): Promise<TestServer> {
   const databaseUrl = options.databaseUrl ?? (await freshDatabaseUrl(kind));
   const config = loadConfig({
@@ -39,7 +39,7 @@ export async function startTestServer(
     FLOTILLA_SHUTDOWN_TIMEOUT_MS: '2000',
     ...options.env,
   });
-  const app = await startFlotilla(config, { clock: options.clock });
+  const app = await startFlotilla(config, { clock: options.clock, onQuery: options.onQuery });
   await app.ready;
   const adminToken = app.adminToken?.token;
   if (!adminToken) throw new Error('a fresh database should mint an admin token');
