@@ -117,38 +117,38 @@ function isPlan(value: unknown): value is Plan {
 export function createUsageSchema(store: BillingStore): GraphQLSchema {
   return buildSubgraphSchema([
     {
-    typeDefs: parse(USAGE_TYPE_DEFS),
-    resolvers: {
-      Query: {
-        billingPlans: () => [...PLANS],
-      },
-      Mutation: {
-        setBudget: async (_root: unknown, args: { tenantId: string; cents: number; plan?: string | null }, ctx: UsageContext) => {
-          if (!Number.isInteger(args.cents) || args.cents < 0 || args.cents > MAX_BUDGET_CENTS) {
-            throw new GraphQLError(`cents must be an integer from 0 to ${MAX_BUDGET_CENTS}`, { extensions: { code: 'BAD_USER_INPUT' } });
-          }
-          const plan = args.plan ?? null;
-          if (plan !== null && !isPlan(plan)) throw new GraphQLError('unknown plan', { extensions: { code: 'BAD_USER_INPUT' } });
-          const data = await ctx.flotilla<{ viewer: { platformAdmin: boolean }; tenant: { id: string } | null }>(
-            'query Can($id: ID!) { viewer { platformAdmin } tenant(id: $id) { id } }',
-            { id: args.tenantId },
-          );
-          if (!data.viewer.platformAdmin) throw new GraphQLError('only a platform admin may set budgets', { extensions: { code: 'FORBIDDEN' } });
-          if (!data.tenant) throw new GraphQLError('no such tenant', { extensions: { code: 'NOT_FOUND' } });
-          store.setBudget(data.tenant.id, args.cents, plan);
-          return { id: data.tenant.id };
+      typeDefs: parse(USAGE_TYPE_DEFS),
+      resolvers: {
+        Query: {
+          billingPlans: () => [...PLANS],
+        },
+        Mutation: {
+          setBudget: async (_root: unknown, args: { tenantId: string; cents: number; plan?: string | null }, ctx: UsageContext) => {
+            if (!Number.isInteger(args.cents) || args.cents < 0 || args.cents > MAX_BUDGET_CENTS) {
+              throw new GraphQLError(`cents must be an integer from 0 to ${MAX_BUDGET_CENTS}`, { extensions: { code: 'BAD_USER_INPUT' } });
+            }
+            const plan = args.plan ?? null;
+            if (plan !== null && !isPlan(plan)) throw new GraphQLError('unknown plan', { extensions: { code: 'BAD_USER_INPUT' } });
+            const data = await ctx.flotilla<{ viewer: { platformAdmin: boolean }; tenant: { id: string } | null }>(
+              'query Can($id: ID!) { viewer { platformAdmin } tenant(id: $id) { id } }',
+              { id: args.tenantId },
+            );
+            if (!data.viewer.platformAdmin) throw new GraphQLError('only a platform admin may set budgets', { extensions: { code: 'FORBIDDEN' } });
+            if (!data.tenant) throw new GraphQLError('no such tenant', { extensions: { code: 'NOT_FOUND' } });
+            store.setBudget(data.tenant.id, args.cents, plan);
+            return { id: data.tenant.id };
+          },
+        },
+        Tenant: {
+          __resolveReference: (ref: TenantReference) => ({ id: ref.id }),
+          billing: async (tenant: TenantReference, _args: unknown, ctx: UsageContext) => {
+            // A gateway only asks for tenants Flotilla showed the caller; a direct caller is checked too.
+            if (!(await ctx.visibleTenants.load(tenant.id))) return null;
+            const billing = store.get(tenant.id);
+            return { ...billing, remainingCents: Math.max(0, billing.monthlyBudgetCents - billing.spentCents) };
+          },
         },
       },
-      Tenant: {
-        __resolveReference: (ref: TenantReference) => ({ id: ref.id }),
-        billing: async (tenant: TenantReference, _args: unknown, ctx: UsageContext) => {
-          // A gateway only asks for tenants Flotilla showed the caller; a direct caller is checked too.
-          if (!(await ctx.visibleTenants.load(tenant.id))) return null;
-          const billing = store.get(tenant.id);
-          return { ...billing, remainingCents: Math.max(0, billing.monthlyBudgetCents - billing.spentCents) };
-        },
-      },
-    },
     },
   ]);
 }
