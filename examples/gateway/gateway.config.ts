@@ -23,7 +23,5 @@ export const gatewayConfig = defineConfig({
       },
     },
   },
-  // Subgraph errors (e.g. UNAUTHENTICATED) reach the client with their codes.
-  maskedErrors: false,
   logging: 'warn',
 });

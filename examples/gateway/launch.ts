@@ -50,8 +50,14 @@ export interface RunningFederation {
 export async function startFederation(options: FederationOptions = {}): Promise<RunningFederation> {
   const host = options.host ?? '127.0.0.1';
   const children: ChildProcess[] = [];
+  // Should this process die without stopping them, the children must not outlive it.
+  const killLeftovers = () => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', killLeftovers);
   const stop = async () => {
-    await Promise.all(children.reverse().map((child) => stopProcess(child)));
+    await Promise.all([...children].reverse().map((child) => stopProcess(child)));
+    process.off('exit', killLeftovers);
   };
   try {
     const flotilla = await startProcess(children, 'flotilla', FLOTILLA_BIN, ['serve'], {
