@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { USAGE_TYPE_DEFS } from '../usage-subgraph/schema.js';
-import { composeSupergraph, FLOTILLA_SUBGRAPH, USAGE_SUBGRAPH } from './compose.js';
+import { composeSupergraph, FLOTILLA_SUBGRAPH, USAGE_SUBGRAPH, type SubgraphSource } from './compose.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FLOTILLA_BIN = join(ROOT, 'bin/flotilla.js');
@@ -47,20 +47,29 @@ export interface RunningFederation {
   stop(): Promise<void>;
 }
 
+/** The processes one start spawned: stopped together, and never left behind. */
+class ProcessGroup {
+  readonly children: ChildProcess[] = [];
+  // Should this process die without stopping them, the children must not outlive it.
+  private readonly killLeftovers = () => {
+    for (const child of this.children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+
+  constructor() {
+    process.once('exit', this.killLeftovers);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.children].reverse().map((child) => stopProcess(child)));
+    process.off('exit', this.killLeftovers);
+  }
+}
+
 export async function startFederation(options: FederationOptions = {}): Promise<RunningFederation> {
   const host = options.host ?? '127.0.0.1';
-  const children: ChildProcess[] = [];
-  // Should this process die without stopping them, the children must not outlive it.
-  const killLeftovers = () => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.once('exit', killLeftovers);
-  const stop = async () => {
-    await Promise.all([...children].reverse().map((child) => stopProcess(child)));
-    process.off('exit', killLeftovers);
-  };
+  const group = new ProcessGroup();
   try {
-    const flotilla = await startProcess(children, 'flotilla', FLOTILLA_BIN, ['serve'], {
+    const flotilla = await startProcess(group.children, 'flotilla', FLOTILLA_BIN, ['serve'], {
       env: {
         ...(options.flotillaEnv ?? process.env),
         FLOTILLA_HOST: host,
@@ -71,7 +80,7 @@ export async function startFederation(options: FederationOptions = {}): Promise<
       onOutput: options.onOutput,
     });
     const flotillaUrl = flotilla[1];
-    const usage = await startProcess(children, 'usage', process.execPath, ['--import', 'tsx', USAGE_SERVER], {
+    const usage = await startProcess(group.children, 'usage', process.execPath, ['--import', 'tsx', USAGE_SERVER], {
       env: {
         ...process.env,
         USAGE_HOST: host,
@@ -83,37 +92,71 @@ export async function startFederation(options: FederationOptions = {}): Promise<
     });
     const usageUrl = usage[1];
 
-    const { supergraphSdl } = composeSupergraph([
-      { name: FLOTILLA_SUBGRAPH, url: flotillaUrl, sdl: readFileSync(FLOTILLA_SUBGRAPH_SDL, 'utf8') },
-      { name: USAGE_SUBGRAPH, url: usageUrl, sdl: USAGE_TYPE_DEFS },
-    ]);
-    const supergraphFile = join(mkdtempSync(join(tmpdir(), 'flotilla-supergraph-')), 'supergraph.graphql');
-    writeFileSync(supergraphFile, supergraphSdl);
-
-    const gatewayPort = options.gatewayPort || (await freePort(host));
-    const gateway = spawnLogged(
-      children,
-      'gateway',
-      process.execPath,
-      [GATEWAY_BIN, 'supergraph', supergraphFile, '--config-path', GATEWAY_CONFIG, '--host', host, '--port', String(gatewayPort)],
-      // The config file is TypeScript; tsx lets Node load it.
-      { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import tsx`.trim() },
-      options.onOutput,
+    const gateway = await launchGateway(
+      group,
+      [
+        { name: FLOTILLA_SUBGRAPH, url: flotillaUrl, sdl: readFileSync(FLOTILLA_SUBGRAPH_SDL, 'utf8') },
+        { name: USAGE_SUBGRAPH, url: usageUrl, sdl: USAGE_TYPE_DEFS },
+      ],
+      { host, port: options.gatewayPort, onOutput: options.onOutput },
     );
-    const origin = `http://${host}:${gatewayPort}`;
-    await waitForReadiness(gateway.child, `${origin}/readiness`, gateway.output);
     return {
-      gatewayUrl: `${origin}/graphql`,
+      ...gateway,
       flotillaUrl,
       usageUrl,
       adminToken: flotilla[2] ?? null,
-      supergraphFile,
-      stop,
+      stop: () => group.stop(),
     };
   } catch (err) {
-    await stop();
+    await group.stop();
     throw err;
   }
+}
+
+export interface GatewayOptions {
+  host?: string;
+  /** 0 or unset picks a free port. */
+  port?: number;
+  onOutput?: (line: string) => void;
+}
+
+/** Composes the given subgraphs and serves them with Hive Gateway and gateway.config.ts. */
+export async function startGateway(
+  subgraphs: readonly SubgraphSource[],
+  options: GatewayOptions = {},
+): Promise<{ gatewayUrl: string; supergraphFile: string; stop(): Promise<void> }> {
+  const group = new ProcessGroup();
+  try {
+    return { ...(await launchGateway(group, subgraphs, options)), stop: () => group.stop() };
+  } catch (err) {
+    await group.stop();
+    throw err;
+  }
+}
+
+async function launchGateway(
+  group: ProcessGroup,
+  subgraphs: readonly SubgraphSource[],
+  options: GatewayOptions,
+): Promise<{ gatewayUrl: string; supergraphFile: string }> {
+  const host = options.host ?? '127.0.0.1';
+  const { supergraphSdl } = composeSupergraph(subgraphs);
+  const supergraphFile = join(mkdtempSync(join(tmpdir(), 'flotilla-supergraph-')), 'supergraph.graphql');
+  writeFileSync(supergraphFile, supergraphSdl);
+
+  const port = options.port || (await freePort(host));
+  const gateway = spawnLogged(
+    group.children,
+    'gateway',
+    process.execPath,
+    [GATEWAY_BIN, 'supergraph', supergraphFile, '--config-path', GATEWAY_CONFIG, '--host', host, '--port', String(port)],
+    // The config file is TypeScript; tsx lets Node load it.
+    { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import tsx`.trim() },
+    options.onOutput,
+  );
+  const origin = `http://${host}:${port}`;
+  await waitForReadiness(gateway.child, `${origin}/readiness`, gateway.output);
+  return { gatewayUrl: `${origin}/graphql`, supergraphFile };
 }
 
 interface Logged {

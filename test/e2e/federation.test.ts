@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import { parse } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFederation, type RunningFederation } from '../../examples/gateway/launch.js';
+import { WebSocketServer } from 'ws';
+import { FLOTILLA_SUBGRAPH } from '../../examples/gateway/compose.js';
+import { startFederation, startGateway, type RunningFederation } from '../../examples/gateway/launch.js';
 import { SigningKeys } from '../../src/auth/keys.js';
 import { TokenService } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -238,5 +244,70 @@ describe('federation through Hive Gateway (real processes)', () => {
       token,
     );
     expect(billing.body).toEqual({ data: { _entities: [{ billing: { monthlyBudgetCents: 0 } }, { billing: null }] } });
+  });
+});
+
+describe('gateway subscriptions to the Flotilla subgraph', () => {
+  // Flotilla has no Subscription type in this branch yet, so a stand-in subgraph under Flotilla's
+  // name checks what the gateway configuration promises: subscriptions reach it over graphql-ws,
+  // carrying the client's token in connectionParams the way Flotilla's sockets authenticate.
+  const STAND_IN_SDL = /* GraphQL */ `
+    extend schema @link(url: "https://specs.apollo.dev/federation/v2.6", import: ["@key"])
+    type Query { ping: String! }
+    type Subscription { whoami: String! }
+  `;
+  let http: Server | undefined;
+  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
+  const overWebSocket: unknown[] = [];
+
+  beforeAll(async () => {
+    const schema = buildSubgraphSchema([
+      {
+        typeDefs: parse(STAND_IN_SDL),
+        resolvers: {
+          Query: { ping: () => 'pong' },
+          Subscription: {
+            whoami: {
+              subscribe: async function* (_root: unknown, _args: unknown, ctx: { authorization: unknown }) {
+                yield { whoami: String(ctx.authorization) };
+              },
+            },
+          },
+        },
+      },
+    ]);
+    http = createServer((_req, res) => res.writeHead(404).end());
+    useServer(
+      {
+        schema,
+        onConnect: (ctx) => {
+          overWebSocket.push(ctx.connectionParams?.authorization);
+          return typeof ctx.connectionParams?.authorization === 'string';
+        },
+        context: (ctx) => ({ authorization: ctx.connectionParams?.authorization }),
+      },
+      new WebSocketServer({ server: http, path: '/graphql' }),
+    );
+    const server = http;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    gateway = await startGateway([{ name: FLOTILLA_SUBGRAPH, url: `http://127.0.0.1:${port}/graphql`, sdl: STAND_IN_SDL }]);
+  });
+  afterAll(async () => {
+    await gateway?.stop();
+    await new Promise((resolve) => (http ? http.close(resolve) : resolve(undefined)));
+  });
+
+  it('forwards a subscription over graphql-ws with the client token in connectionParams', async () => {
+    const res = await fetch(gateway?.gatewayUrl ?? '', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: 'Bearer sub-token' },
+      body: JSON.stringify({ query: 'subscription { whoami }' }),
+    });
+    const stream = await res.text(); // the stand-in completes after one event
+    const events = stream.split('\n').filter((line) => line.startsWith('data: {'));
+    expect(events.map((line) => JSON.parse(line.slice('data: '.length)) as unknown)).toEqual([{ data: { whoami: 'Bearer sub-token' } }]);
+    expect(overWebSocket).toEqual(['Bearer sub-token']);
   });
 });
