@@ -26,7 +26,9 @@ export function localIdOf(globalId: string, typename: string): string | null {
 }
 
 /**
- * Declares a loadable node as a federation entity with @key(fields: "id"). A representation
+ * Declares a loadable node as a federation entity with @key(fields: "id"). Its `load` must
+ * return only what the caller may see, with `sort` set so that other ids become null (as
+ * TenantRef does with `findVisibleByIds`). A representation
  * that is malformed, of another type, missing or invisible to the caller resolves to null, so
  * `_entities` cannot be used to probe for another tenant's objects.
  */
@@ -36,9 +38,9 @@ export function nodeEntity<Shape>(ref: LoadableNodeEntity<Shape>): void {
     resolveReference: async ({ id }, ctx: Context) => {
       const local = localIdOf(id, ref.name);
       if (local === null) return null;
-      // The loader yields null for what the caller may not see; an Error would leak more than that.
-      const [loaded] = await ref.getDataloader(ctx).loadMany([local]);
-      return loaded instanceof Error || loaded === undefined ? null : loaded;
+      // The loader answers null for what is missing or hidden from the caller; an Error from it
+      // is a real failure (e.g. the database is down) and surfaces as one.
+      return (await ref.getDataloader(ctx).load(local)) ?? null;
     },
   });
 }
