@@ -9,7 +9,8 @@ export const codegenConfig = {
   output: 'src/client/generated/graphql.ts',
   plugins: ['typescript-operations', 'typed-document-node'] as const,
   config: {
-    scalars: { DateTime: 'string', JSON: 'unknown', ID: 'string' },
+    // _Any: federation entity representations (served for gateways, not used by the client).
+    scalars: { DateTime: 'string', JSON: 'unknown', ID: 'string', _Any: 'unknown' },
     strictScalars: true,
     enumsAsTypes: true,
     useTypeImports: true,

@@ -9,6 +9,7 @@ import './sandbox.js';
 import './lease.js';
 import './message.js';
 import './event.js';
+import './federation.js';
 
 export const schema = builder.toSubGraphSchema({
   linkUrl: 'https://specs.apollo.dev/federation/v2.6',
