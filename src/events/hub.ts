@@ -55,6 +55,8 @@ export interface EventSubscription extends AsyncIterableIterator<LogEvent> {
   readonly lastCursor: string;
   /** False while replaying from the log; true once the stream has joined the live feed. */
   readonly live: boolean;
+  /** Events waiting for the consumer; never more than the hub's queue limit. */
+  readonly queued: number;
 }
 
 type Pending = { events: LogEvent[]; overflowed: boolean };
@@ -87,7 +89,7 @@ class Subscriber implements EventSubscription {
     this.lastCursor = encodeCursor(startId);
   }
 
-  get queuedCount(): number {
+  get queued(): number {
     return this.queue.length;
   }
 
@@ -388,7 +390,7 @@ export class EventHub {
       if (page.length === this.replayPageSize) continue;
       const pending: Pending = sub.pending ?? { events: [], overflowed: true };
       // Too much arrived meanwhile: read it from the log instead, once the consumer made room.
-      if (pending.overflowed || sub.queuedCount + pending.events.length > this.queueLimit) {
+      if (pending.overflowed || sub.queued + pending.events.length > this.queueLimit) {
         room = this.queueLimit - this.replayPageSize;
         continue;
       }

@@ -152,9 +152,15 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
 
   // Parity picks which replay reads let the hub catch up afterwards, so that in one of the two runs
   // the last replay read returns an event the hub has not fanned out yet at the switch.
-  it.each([0, 1])('switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i)', async (parity) => {
+  // A burst larger than the queue limit overflows the live events held for the switch, which must
+  // then be read from the log instead.
+  it.each([
+    [0, 1],
+    [1, 1],
+    [1, 15],
+  ])('switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i, burst %i)', async (parity, burst) => {
     const tenant = randomUUID();
-    const hooks = { before: async (): Promise<void> => undefined, after: async (): Promise<void> => undefined };
+    const hooks = { before: async (): Promise<void> => undefined, after: async (_returned: number): Promise<void> => undefined };
     // The hub's own ORM, with replay reads (those filtered by tenant) held between the query and its result.
     const gated = {
       em: {
@@ -165,14 +171,14 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
             const replayRead = typeof args[1] === 'object' && args[1] !== null && 'tenantId' in args[1];
             if (replayRead) await hooks.before();
             const rows = await find(...args);
-            if (replayRead) await hooks.after();
+            if (replayRead) await hooks.after(rows.length);
             return rows;
           }) as typeof em.find;
           return em;
         },
       },
     } as unknown as Orm;
-    const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5 });
+    const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5, queueLimit: 12 });
     await hub.start();
     hubs.push(hub);
     const bus = new InProcessBus();
@@ -187,10 +193,16 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
       expected.push(...(await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 100 + reads)])));
     };
     // After a read: commits the query cannot see, which the hub reads and fans out meanwhile.
-    hooks.after = async () => {
+    let bursts = 0;
+    hooks.after = async (returned) => {
       reads++;
-      if (reads % 2 === parity) return;
-      expected.push(...(await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 200 + reads), sandboxEvent(randomUUID(), randomUUID())])).slice(0, 1));
+      // A burst right after a short (would-be final) read, twice at most so the replay can finish.
+      const overflow = burst > 1 && returned < 5 && bursts < 2;
+      if (!overflow && reads % 2 === parity) return;
+      const count = overflow ? burst : 1;
+      if (overflow) bursts++;
+      const mine = Array.from({ length: count }, (_, i) => sandboxEvent(tenant, randomUUID(), 200 + i));
+      expected.push(...(await appendCommitted(orm, bus, [...mine, sandboxEvent(randomUUID(), randomUUID())])).slice(0, count));
       await hub.settle();
     };
     const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
@@ -200,6 +212,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     while (!sub.live) got.push(...ids(await take(sub, 1)));
     hooks.before = async () => undefined;
     hooks.after = async () => undefined;
+    if (burst > 1) expect(bursts).toBe(2);
     const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), -1)]);
     expected.push(sentinel);
     while (got[got.length - 1] !== sentinel) got.push(...ids(await take(sub, 1)));
@@ -244,6 +257,31 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     expect(ids(await take(resumed, burst.length))).toEqual(burst);
     await resumed.return?.();
     await fast.return?.();
+  });
+
+  it('paces a replay to its consumer (never closing it) and catches up through heavy live traffic with bounded memory', async () => {
+    const queueLimit = 20;
+    const { hub, bus } = await startHub({ queueLimit, replayPageSize: 8 });
+    const tenant = randomUUID();
+    const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
+    const backlog = await appendCommitted(orm, bus, Array.from({ length: 200 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)));
+    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
+    const got: string[] = [];
+    const live: string[] = [];
+    let maxQueued = 0;
+    // The consumer reads slowly while live events pour in, far more than a queue holds.
+    for (let round = 0; round < 10; round++) {
+      live.push(...(await appendCommitted(orm, bus, Array.from({ length: 30 }, (_, i) => sandboxEvent(tenant, randomUUID(), 1000 + i)))));
+      await hub.settle();
+      maxQueued = Math.max(maxQueued, sub.queued);
+      got.push(...ids(await take(sub, 15)));
+    }
+    const expected = [...backlog, ...live];
+    got.push(...ids(await take(sub, expected.length - got.length)));
+    expect(got).toEqual(expected);
+    expect(maxQueued).toBeLessThanOrEqual(queueLimit);
+    expect(hub.slowClosed).toBe(0);
+    await sub.return?.();
   });
 
   it('ends the streams of a principal (revoked token) with a clear error and leaves the others', async () => {
