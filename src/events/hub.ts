@@ -63,8 +63,8 @@ type Pending = { events: LogEvent[]; overflowed: boolean };
 
 class Subscriber implements EventSubscription {
   private readonly queue: LogEvent[] = [];
-  private waiter: ((result: IteratorResult<LogEvent>) => void) | null = null;
-  private failWaiter: ((err: Error) => void) | null = null;
+  /** Consumers waiting in next(), oldest first (callers may ask again before an answer). */
+  private readonly waiters: { resolve: (result: IteratorResult<LogEvent>) => void; reject: (err: Error) => void }[] = [];
   private spaceWaiter: (() => void) | null = null;
   private roomWanted = 0;
   private failure: Error | null = null;
@@ -107,11 +107,10 @@ class Subscriber implements EventSubscription {
   push(event: LogEvent): void {
     if (this.finished) return;
     this.position = event.id;
-    if (this.waiter) {
-      const resolve = this.waiter;
-      this.clearWaiters();
+    const waiter = this.waiters.shift();
+    if (waiter) {
       this.lastCursor = event.cursor;
-      resolve({ value: event, done: false });
+      waiter.resolve({ value: event, done: false });
       return;
     }
     this.queue.push(event);
@@ -147,8 +146,7 @@ class Subscriber implements EventSubscription {
     }
     if (this.finished) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
-      this.waiter = resolve;
-      this.failWaiter = reject;
+      this.waiters.push({ resolve, reject });
       // Replay waits for room; the consumer asking for more is room.
       this.wakeReplay();
     });
@@ -174,14 +172,14 @@ class Subscriber implements EventSubscription {
     this.queue.length = 0;
     this.pending = null;
     this.hub.remove(this);
-    const resolve = this.waiter;
-    const reject = this.failWaiter;
-    this.clearWaiters();
-    if (this.failure && reject) {
-      const err = this.failure;
+    const waiters = this.waiters.splice(0);
+    const first = waiters.shift();
+    if (first && this.failure) {
+      // The error is reported once; later calls see the end of the stream.
+      first.reject(this.failure);
       this.failure = null;
-      reject(err);
-    } else resolve?.({ value: undefined, done: true });
+    } else first?.resolve({ value: undefined, done: true });
+    for (const waiter of waiters) waiter.resolve({ value: undefined, done: true });
     this.wakeReplay();
   }
 
@@ -189,11 +187,6 @@ class Subscriber implements EventSubscription {
     const resume = this.spaceWaiter;
     this.spaceWaiter = null;
     resume?.();
-  }
-
-  private clearWaiters(): void {
-    this.waiter = null;
-    this.failWaiter = null;
   }
 }
 
@@ -272,6 +265,7 @@ export class EventHub {
    */
   async subscribe(options: SubscribeOptions): Promise<EventSubscription> {
     const head = this.requireHead();
+    if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeCursor(head));
     if (options.after === undefined || options.after === null) {
       const sub = new Subscriber(this, options, head, this.queueLimit);
       this.subscribers.add(sub);

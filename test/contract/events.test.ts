@@ -305,6 +305,24 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     await kept.return?.();
   });
 
+  it('answers overlapping next() calls in order, and a closed hub ends streams and refuses new ones', async () => {
+    const { hub, bus } = await startHub();
+    const tenant = randomUUID();
+    const sub = await hub.subscribe({ match: { tenantId: tenant } });
+    const calls = [sub.next(), sub.next(), sub.next()];
+    const written = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 1), sandboxEvent(tenant, randomUUID(), 2)]);
+    const [first, second] = await Promise.all(calls.slice(0, 2));
+    expect([first.value?.id, second.value?.id]).toEqual(written);
+    const third = calls[2].then(
+      () => null,
+      (err: unknown) => err,
+    );
+    await hub.close();
+    expect(await third).toBeInstanceOf(SubscriptionEndedError);
+    expect((await sub.next()).done).toBe(true);
+    await expect(hub.subscribe({ match: {} })).rejects.toBeInstanceOf(SubscriptionEndedError);
+  });
+
   it('rejects a malformed or unknown cursor at subscribe time', async () => {
     const { hub } = await startHub();
     await expect(hub.subscribe({ match: {}, after: 'garbage!' })).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'MALFORMED' });
