@@ -2,7 +2,6 @@ import type { Orm } from '../db/orm.js';
 import type { Logger } from '../server/logger.js';
 import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
 import {
-  compareIds,
   encodeCursor,
   latestEventId,
   matchesFilter,
@@ -69,8 +68,8 @@ class Subscriber implements EventSubscription {
   private roomWanted = 0;
   private failure: Error | null = null;
   finished = false;
-  /** Every matching event up to this id has been queued (or skipped as unauthorised). */
-  position: string;
+  /** Every matching event up to this id has been queued (or skipped as unauthorised). A bigint: compared per event per subscriber. */
+  position: bigint;
   /** Set while replaying: live events seen by the hub since the current replay query began. */
   pending: Pending | null = null;
   lastCursor: string;
@@ -85,7 +84,7 @@ class Subscriber implements EventSubscription {
     startId: string,
     readonly queueLimit: number,
   ) {
-    this.position = startId;
+    this.position = BigInt(startId);
     this.lastCursor = encodeCursor(startId);
   }
 
@@ -106,7 +105,7 @@ class Subscriber implements EventSubscription {
   /** Hands an event to the consumer, or queues it; overflowing the queue closes the subscriber. */
   push(event: LogEvent): void {
     if (this.finished) return;
-    this.position = event.id;
+    this.position = BigInt(event.id);
     const waiter = this.waiters.shift();
     if (waiter) {
       this.lastCursor = event.cursor;
@@ -341,10 +340,12 @@ export class EventHub {
   /** Synchronous, so a subscriber registers either wholly before or wholly after a batch. */
   private fanOut(batch: LogEvent[]): void {
     if (batch.length === 0) return;
+    const positions = batch.map((event) => BigInt(event.id));
     for (const sub of this.subscribers) {
-      for (const event of batch) {
+      for (let i = 0; i < batch.length; i++) {
+        const event = batch[i];
         if (sub.finished) break;
-        if (compareIds(event.id, sub.position) <= 0 || !sub.accepts(event)) continue;
+        if (positions[i] <= sub.position || !sub.accepts(event)) continue;
         if (sub.pending) {
           const pending = sub.pending;
           if (pending.overflowed) continue;
@@ -375,11 +376,11 @@ export class EventHub {
       room = this.replayPageSize;
       if (sub.finished) return;
       sub.pending = { events: [], overflowed: false };
-      const page = await readEventsAfter(this.orm.em.fork(), sub.position, this.replayPageSize, sub.options.match);
+      const page = await readEventsAfter(this.orm.em.fork(), String(sub.position), this.replayPageSize, sub.options.match);
       if (sub.finished) return;
       for (const event of page) {
         if (sub.accepts(event)) sub.push(event);
-        else sub.position = event.id;
+        else sub.position = BigInt(event.id);
       }
       if (page.length === this.replayPageSize) continue;
       const pending: Pending = sub.pending ?? { events: [], overflowed: true };
@@ -389,7 +390,7 @@ export class EventHub {
         continue;
       }
       sub.pending = null;
-      for (const event of pending.events) if (compareIds(event.id, sub.position) > 0) sub.push(event);
+      for (const event of pending.events) if (BigInt(event.id) > sub.position) sub.push(event);
       // Later batches reach this subscriber live; fanOut skips what replay already queued (by id).
       return;
     }
