@@ -276,8 +276,9 @@ export class EventHub {
     sub.pending = { events: [], overflowed: false };
     this.subscribers.add(sub);
     void this.replay(sub).catch((err: Error) => {
+      // The database went away mid-replay: end the stream resumably rather than leak the cause.
       this.options.logger?.warn({ err: err.message }, 'event replay failed');
-      sub.fail(err);
+      sub.fail(new SubscriptionEndedError('the event log could not be read; resume later', sub.lastCursor));
     });
     return sub;
   }
