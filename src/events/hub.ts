@@ -198,6 +198,10 @@ class Subscriber implements EventSubscription {
  */
 export class EventHub {
   private readonly subscribers = new Set<Subscriber>();
+  /** Subscribers by the tenant they filter on (most do), so an event only visits its tenant's. */
+  private readonly byTenant = new Map<string, Set<Subscriber>>();
+  /** Subscribers without a tenant filter (platform-wide or worker streams): they see every event. */
+  private readonly anyTenant = new Set<Subscriber>();
   private head: string | null = null;
   private pumping: Promise<void> | null = null;
   private dirty = false;
@@ -267,14 +271,14 @@ export class EventHub {
     if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeCursor(head));
     if (options.after === undefined || options.after === null) {
       const sub = new Subscriber(this, options, head, this.queueLimit);
-      this.subscribers.add(sub);
+      this.add(sub);
       return sub;
     }
     const afterId = await resolveCursor(this.orm.em.fork(), options.after);
     if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after);
     const sub = new Subscriber(this, options, afterId, this.queueLimit);
     sub.pending = { events: [], overflowed: false };
-    this.subscribers.add(sub);
+    this.add(sub);
     void this.replay(sub).catch((err: Error) => {
       // The database went away mid-replay: end the stream resumably rather than leak the cause.
       this.options.logger?.warn({ err: err.message }, 'event replay failed');
@@ -306,6 +310,24 @@ export class EventHub {
   /** Called by a subscriber when it ends. */
   remove(sub: Subscriber): void {
     this.subscribers.delete(sub);
+    const tenantId = sub.options.match.tenantId;
+    if (tenantId === undefined) this.anyTenant.delete(sub);
+    else {
+      const set = this.byTenant.get(tenantId);
+      set?.delete(sub);
+      if (set?.size === 0) this.byTenant.delete(tenantId);
+    }
+  }
+
+  private add(sub: Subscriber): void {
+    this.subscribers.add(sub);
+    const tenantId = sub.options.match.tenantId;
+    if (tenantId === undefined) this.anyTenant.add(sub);
+    else {
+      let set = this.byTenant.get(tenantId);
+      if (!set) this.byTenant.set(tenantId, (set = new Set()));
+      set.add(sub);
+    }
   }
 
   private requireHead(): string {
@@ -338,30 +360,35 @@ export class EventHub {
     }
   }
 
-  /** Synchronous, so a subscriber registers either wholly before or wholly after a batch. */
+  /**
+   * Synchronous, so a subscriber registers either wholly before or wholly after a batch. Events
+   * go out in order; each visits only the subscribers of its tenant plus the tenant-agnostic ones.
+   */
   private fanOut(batch: LogEvent[]): void {
     if (batch.length === 0) return;
-    const positions = batch.map((event) => BigInt(event.id));
-    for (const sub of this.subscribers) {
-      for (let i = 0; i < batch.length; i++) {
-        const event = batch[i];
-        if (sub.finished) break;
-        if (positions[i] <= sub.position || !sub.accepts(event)) continue;
-        if (sub.pending) {
-          const pending = sub.pending;
-          if (pending.overflowed) continue;
-          // Bounded: past a queue's worth, drop them and let the next replay query read them.
-          if (pending.events.length >= this.queueLimit) {
-            pending.events = [];
-            pending.overflowed = true;
-          } else pending.events.push(event);
-        } else {
-          sub.push(event);
-          if (sub.finished) this.slowClosed++;
-        }
-      }
+    for (const event of batch) {
+      const position = BigInt(event.id);
+      const tenantSubs = event.tenantId === null ? undefined : this.byTenant.get(event.tenantId);
+      if (tenantSubs) for (const sub of tenantSubs) this.offer(sub, event, position);
+      for (const sub of this.anyTenant) this.offer(sub, event, position);
     }
     this.head = batch[batch.length - 1].id;
+  }
+
+  private offer(sub: Subscriber, event: LogEvent, position: bigint): void {
+    if (sub.finished || position <= sub.position || !sub.accepts(event)) return;
+    if (sub.pending) {
+      const pending = sub.pending;
+      if (pending.overflowed) return;
+      // Bounded: past a queue's worth, drop them and let the next replay query read them.
+      if (pending.events.length >= this.queueLimit) {
+        pending.events = [];
+        pending.overflowed = true;
+      } else pending.events.push(event);
+      return;
+    }
+    sub.push(event);
+    if (sub.finished) this.slowClosed++;
   }
 
   /**
