@@ -139,6 +139,24 @@ const configSchema = z.object({
   host: z.string().min(1).default('127.0.0.1'),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   dataDir: z.string().min(1).default('./data'),
+  /**
+   * Postgres only: where the one LISTEN connection per process goes, when FLOTILLA_DATABASE_URL
+   * points at a pooler in transaction mode (LISTEN needs a session). Defaults to the database URL.
+   */
+  eventListenUrl: z
+    .string()
+    .optional()
+    .transform((url, ctx) => {
+      if (url === undefined) return undefined;
+      try {
+        const target = parseDatabaseUrl(url);
+        if (target.kind !== 'postgres') throw new Error('must be a postgres:// URL');
+        return target;
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
   /** How long events stay in the log before the sweeper prunes them. */
   eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
   /** A worker whose last heartbeat is older than this reads as OFFLINE. */
@@ -201,6 +219,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   host: 'FLOTILLA_HOST',
   logLevel: 'FLOTILLA_LOG_LEVEL',
   dataDir: 'FLOTILLA_DATA_DIR',
+  eventListenUrl: 'FLOTILLA_EVENT_LISTEN_URL',
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',

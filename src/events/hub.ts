@@ -2,7 +2,6 @@ import type { Orm } from '../db/orm.js';
 import type { Logger } from '../server/logger.js';
 import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
 import {
-  compareIds,
   encodeCursor,
   latestEventId,
   matchesFilter,
@@ -55,20 +54,22 @@ export interface EventSubscription extends AsyncIterableIterator<LogEvent> {
   readonly lastCursor: string;
   /** False while replaying from the log; true once the stream has joined the live feed. */
   readonly live: boolean;
+  /** Events waiting for the consumer; never more than the hub's queue limit. */
+  readonly queued: number;
 }
 
 type Pending = { events: LogEvent[]; overflowed: boolean };
 
 class Subscriber implements EventSubscription {
   private readonly queue: LogEvent[] = [];
-  private waiter: ((result: IteratorResult<LogEvent>) => void) | null = null;
-  private failWaiter: ((err: Error) => void) | null = null;
+  /** Consumers waiting in next(), oldest first (callers may ask again before an answer). */
+  private readonly waiters: { resolve: (result: IteratorResult<LogEvent>) => void; reject: (err: Error) => void }[] = [];
   private spaceWaiter: (() => void) | null = null;
   private roomWanted = 0;
   private failure: Error | null = null;
   finished = false;
-  /** Every matching event up to this id has been queued (or skipped as unauthorised). */
-  position: string;
+  /** Every matching event up to this id has been queued (or skipped as unauthorised). A bigint: compared per event per subscriber. */
+  position: bigint;
   /** Set while replaying: live events seen by the hub since the current replay query began. */
   pending: Pending | null = null;
   lastCursor: string;
@@ -83,11 +84,11 @@ class Subscriber implements EventSubscription {
     startId: string,
     readonly queueLimit: number,
   ) {
-    this.position = startId;
+    this.position = BigInt(startId);
     this.lastCursor = encodeCursor(startId);
   }
 
-  get queuedCount(): number {
+  get queued(): number {
     return this.queue.length;
   }
 
@@ -104,12 +105,11 @@ class Subscriber implements EventSubscription {
   /** Hands an event to the consumer, or queues it; overflowing the queue closes the subscriber. */
   push(event: LogEvent): void {
     if (this.finished) return;
-    this.position = event.id;
-    if (this.waiter) {
-      const resolve = this.waiter;
-      this.clearWaiters();
+    this.position = BigInt(event.id);
+    const waiter = this.waiters.shift();
+    if (waiter) {
       this.lastCursor = event.cursor;
-      resolve({ value: event, done: false });
+      waiter.resolve({ value: event, done: false });
       return;
     }
     this.queue.push(event);
@@ -145,8 +145,7 @@ class Subscriber implements EventSubscription {
     }
     if (this.finished) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
-      this.waiter = resolve;
-      this.failWaiter = reject;
+      this.waiters.push({ resolve, reject });
       // Replay waits for room; the consumer asking for more is room.
       this.wakeReplay();
     });
@@ -172,14 +171,14 @@ class Subscriber implements EventSubscription {
     this.queue.length = 0;
     this.pending = null;
     this.hub.remove(this);
-    const resolve = this.waiter;
-    const reject = this.failWaiter;
-    this.clearWaiters();
-    if (this.failure && reject) {
-      const err = this.failure;
+    const waiters = this.waiters.splice(0);
+    const first = waiters.shift();
+    if (first && this.failure) {
+      // The error is reported once; later calls see the end of the stream.
+      first.reject(this.failure);
       this.failure = null;
-      reject(err);
-    } else resolve?.({ value: undefined, done: true });
+    } else first?.resolve({ value: undefined, done: true });
+    for (const waiter of waiters) waiter.resolve({ value: undefined, done: true });
     this.wakeReplay();
   }
 
@@ -187,11 +186,6 @@ class Subscriber implements EventSubscription {
     const resume = this.spaceWaiter;
     this.spaceWaiter = null;
     resume?.();
-  }
-
-  private clearWaiters(): void {
-    this.waiter = null;
-    this.failWaiter = null;
   }
 }
 
@@ -204,6 +198,10 @@ class Subscriber implements EventSubscription {
  */
 export class EventHub {
   private readonly subscribers = new Set<Subscriber>();
+  /** Subscribers by the tenant they filter on (most do), so an event only visits its tenant's. */
+  private readonly byTenant = new Map<string, Set<Subscriber>>();
+  /** Subscribers without a tenant filter (platform-wide or worker streams): they see every event. */
+  private readonly anyTenant = new Set<Subscriber>();
   private head: string | null = null;
   private pumping: Promise<void> | null = null;
   private dirty = false;
@@ -270,19 +268,21 @@ export class EventHub {
    */
   async subscribe(options: SubscribeOptions): Promise<EventSubscription> {
     const head = this.requireHead();
+    if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeCursor(head));
     if (options.after === undefined || options.after === null) {
       const sub = new Subscriber(this, options, head, this.queueLimit);
-      this.subscribers.add(sub);
+      this.add(sub);
       return sub;
     }
     const afterId = await resolveCursor(this.orm.em.fork(), options.after);
     if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after);
     const sub = new Subscriber(this, options, afterId, this.queueLimit);
     sub.pending = { events: [], overflowed: false };
-    this.subscribers.add(sub);
+    this.add(sub);
     void this.replay(sub).catch((err: Error) => {
+      // The database went away mid-replay: end the stream resumably rather than leak the cause.
       this.options.logger?.warn({ err: err.message }, 'event replay failed');
-      sub.fail(err);
+      sub.fail(new SubscriptionEndedError('the event log could not be read; resume later', sub.lastCursor));
     });
     return sub;
   }
@@ -310,6 +310,24 @@ export class EventHub {
   /** Called by a subscriber when it ends. */
   remove(sub: Subscriber): void {
     this.subscribers.delete(sub);
+    const tenantId = sub.options.match.tenantId;
+    if (tenantId === undefined) this.anyTenant.delete(sub);
+    else {
+      const set = this.byTenant.get(tenantId);
+      set?.delete(sub);
+      if (set?.size === 0) this.byTenant.delete(tenantId);
+    }
+  }
+
+  private add(sub: Subscriber): void {
+    this.subscribers.add(sub);
+    const tenantId = sub.options.match.tenantId;
+    if (tenantId === undefined) this.anyTenant.add(sub);
+    else {
+      let set = this.byTenant.get(tenantId);
+      if (!set) this.byTenant.set(tenantId, (set = new Set()));
+      set.add(sub);
+    }
   }
 
   private requireHead(): string {
@@ -342,28 +360,35 @@ export class EventHub {
     }
   }
 
-  /** Synchronous, so a subscriber registers either wholly before or wholly after a batch. */
+  /**
+   * Synchronous, so a subscriber registers either wholly before or wholly after a batch. Events
+   * go out in order; each visits only the subscribers of its tenant plus the tenant-agnostic ones.
+   */
   private fanOut(batch: LogEvent[]): void {
     if (batch.length === 0) return;
-    for (const sub of this.subscribers) {
-      for (const event of batch) {
-        if (sub.finished) break;
-        if (compareIds(event.id, sub.position) <= 0 || !sub.accepts(event)) continue;
-        if (sub.pending) {
-          const pending = sub.pending;
-          if (pending.overflowed) continue;
-          // Bounded: past a queue's worth, drop them and let the next replay query read them.
-          if (pending.events.length >= this.queueLimit) {
-            pending.events = [];
-            pending.overflowed = true;
-          } else pending.events.push(event);
-        } else {
-          sub.push(event);
-          if (sub.finished) this.slowClosed++;
-        }
-      }
+    for (const event of batch) {
+      const position = BigInt(event.id);
+      const tenantSubs = event.tenantId === null ? undefined : this.byTenant.get(event.tenantId);
+      if (tenantSubs) for (const sub of tenantSubs) this.offer(sub, event, position);
+      for (const sub of this.anyTenant) this.offer(sub, event, position);
     }
     this.head = batch[batch.length - 1].id;
+  }
+
+  private offer(sub: Subscriber, event: LogEvent, position: bigint): void {
+    if (sub.finished || position <= sub.position || !sub.accepts(event)) return;
+    if (sub.pending) {
+      const pending = sub.pending;
+      if (pending.overflowed) return;
+      // Bounded: past a queue's worth, drop them and let the next replay query read them.
+      if (pending.events.length >= this.queueLimit) {
+        pending.events = [];
+        pending.overflowed = true;
+      } else pending.events.push(event);
+      return;
+    }
+    sub.push(event);
+    if (sub.finished) this.slowClosed++;
   }
 
   /**
@@ -379,21 +404,21 @@ export class EventHub {
       room = this.replayPageSize;
       if (sub.finished) return;
       sub.pending = { events: [], overflowed: false };
-      const page = await readEventsAfter(this.orm.em.fork(), sub.position, this.replayPageSize, sub.options.match);
+      const page = await readEventsAfter(this.orm.em.fork(), String(sub.position), this.replayPageSize, sub.options.match);
       if (sub.finished) return;
       for (const event of page) {
         if (sub.accepts(event)) sub.push(event);
-        else sub.position = event.id;
+        else sub.position = BigInt(event.id);
       }
       if (page.length === this.replayPageSize) continue;
       const pending: Pending = sub.pending ?? { events: [], overflowed: true };
       // Too much arrived meanwhile: read it from the log instead, once the consumer made room.
-      if (pending.overflowed || sub.queuedCount + pending.events.length > this.queueLimit) {
+      if (pending.overflowed || sub.queued + pending.events.length > this.queueLimit) {
         room = this.queueLimit - this.replayPageSize;
         continue;
       }
       sub.pending = null;
-      for (const event of pending.events) if (compareIds(event.id, sub.position) > 0) sub.push(event);
+      for (const event of pending.events) if (BigInt(event.id) > sub.position) sub.push(event);
       // Later batches reach this subscriber live; fanOut skips what replay already queued (by id).
       return;
     }

@@ -4,6 +4,10 @@ import { EVENT_CHANNEL } from './log.js';
 
 /** Reconnect delays of the LISTEN connection (ms): doubling from `initial` up to `max`. */
 export const LISTEN_BACKOFF_MS = { initial: 100, max: 5_000 };
+/** Give up on one connection attempt after this long (a black-holed network must not hang it). */
+export const LISTEN_CONNECT_TIMEOUT_MS = 10_000;
+/** TCP keepalive idle time: a silently dead connection is noticed in about this long, not hours. */
+export const LISTEN_KEEPALIVE_MS = 10_000;
 
 export interface PgListenerOptions {
   /** The Postgres URL. It must reach Postgres directly (or a session-mode pooler): LISTEN needs a session. */
@@ -31,7 +35,7 @@ export class PgListener {
   private delay: number;
   private readonly backoff: { initial: number; max: number };
   private listening = false;
-  /** Times the connection was lost and re-established since start (a metric). */
+  /** Reconnect attempts since start, one per loss plus one per failed retry (a metric). */
   reconnects = 0;
   /** NOTIFYs received since start (a metric). */
   notifications = 0;
@@ -69,7 +73,13 @@ export class PgListener {
 
   private async connect(): Promise<boolean> {
     if (this.stopped) return false;
-    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, application_name: 'flotilla-listen' });
+    const client = new pg.Client({
+      connectionString: this.options.url,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: LISTEN_KEEPALIVE_MS,
+      connectionTimeoutMillis: LISTEN_CONNECT_TIMEOUT_MS,
+      application_name: 'flotilla-listen',
+    });
     this.client = client;
     let lost = false;
     const onLost = (err?: Error): void => {

@@ -9,6 +9,8 @@ import { EventSweeper } from './sweeper.js';
 
 export interface EventStreamOptions {
   target: DatabaseTarget;
+  /** Postgres: a direct URL for the LISTEN connection when `target` goes through a transaction pooler. */
+  listenTarget?: DatabaseTarget;
   /** The process's in-process bus: services tell it after each commit. */
   bus: EventBus;
   clock: Clock;
@@ -37,7 +39,7 @@ export class EventStream {
     const unsubscribeBus = options.bus.onCommitted(() => hub.wake());
     let listener: PgListener | null = null;
     if (options.target.kind === 'postgres') {
-      listener = new PgListener({ url: options.target.location, logger: options.logger, onNotify: () => hub.wake(), onListening: () => hub.wake() });
+      listener = new PgListener({ url: (options.listenTarget ?? options.target).location, logger: options.logger, onNotify: () => hub.wake(), onListening: () => hub.wake() });
       // When it fails now it keeps retrying; readiness reports it meanwhile.
       await listener.start();
     }

@@ -90,7 +90,14 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       keys = loaded;
       tokens = service;
       // A failed start throws here, and the database's retry loop tries again.
-      const stream = await EventStream.start(orm, { target: config.databaseUrl, bus, clock, retentionSeconds: config.eventRetentionSeconds, logger });
+      const stream = await EventStream.start(orm, {
+        target: config.databaseUrl,
+        listenTarget: config.eventListenUrl,
+        bus,
+        clock,
+        retentionSeconds: config.eventRetentionSeconds,
+        logger,
+      });
       if (closing) await stream.close();
       else events = stream;
       keyReload = setInterval(() => {

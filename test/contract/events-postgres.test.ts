@@ -7,6 +7,7 @@ import { EventHub } from '../../src/events/hub.js';
 import { appendEvent } from '../../src/events/log.js';
 import { PgListener } from '../../src/events/pg-listener.js';
 import { LOG_START, readEventsAfter } from '../../src/events/reader.js';
+import { EventSweeper, SWEEPER_LOCK } from '../../src/events/sweeper.js';
 import { freshDatabaseUrl } from '../helpers/databases.js';
 import { appendCommitted, ids, take } from '../helpers/events.js';
 
@@ -151,6 +152,25 @@ describe('event log on postgres', () => {
     expect(listener.notifications).toBeGreaterThanOrEqual(1);
     await listener.stop();
     await hub.close();
+  });
+
+  it('sweeps on one replica at a time: while another holds the sweeper lock, this one skips', async () => {
+    const tenant = randomUUID();
+    const now = new Date('2031-01-01T00:00:00Z');
+    const retentionSeconds = 60;
+    await appendCommitted(orm, null, [{ type: 'LEASE_CHANGED', tenantId: tenant }], new Date(now.getTime() - 3600_000));
+    const sweeper = new EventSweeper(orm, { retentionSeconds, clock: { now: () => now } });
+    await admin.query('select pg_advisory_lock($1)', [SWEEPER_LOCK]);
+    try {
+      expect(await sweeper.sweepOnce()).toEqual({ elected: false, deleted: 0 });
+      expect(await readEventsAfter(orm.em.fork(), LOG_START, 10, { tenantId: tenant })).toHaveLength(1);
+    } finally {
+      await admin.query('select pg_advisory_unlock($1)', [SWEEPER_LOCK]);
+    }
+    const result = await sweeper.sweepOnce();
+    expect(result.elected).toBe(true);
+    expect(await readEventsAfter(orm.em.fork(), LOG_START, 10, { tenantId: tenant })).toHaveLength(0);
+    await sweeper.stop();
   });
 
   it('reports not ready, with the reason, while the LISTEN connection cannot be established', async () => {

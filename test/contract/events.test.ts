@@ -83,7 +83,8 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const { hub, bus } = await startHub();
     const tenantA = randomUUID();
     const tenantB = randomUUID();
-    const subscribersPerTenant = 100;
+    // 10,000 subscribers in all: one event must still cost one read, not 10,000.
+    const subscribersPerTenant = 5000;
     const subsA = await Promise.all(Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantA } })));
     const subsB = await Promise.all(Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantB } })));
     // Authorised for tenant A only, whatever it asks for.
@@ -99,8 +100,10 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const eventReads = statements.filter((sql) => /from [`"]events[`"]/i.test(sql) && /^select/i.test(sql.trim()));
     expect(eventReads.length).toBeLessThanOrEqual(2);
 
-    for (const sub of subsA) expect(ids(await take(sub, 2))).toEqual([written[0], written[2]]);
-    for (const sub of subsB) expect(ids(await take(sub, 1))).toEqual([written[1]]);
+    const receivedA = await Promise.all(subsA.map((sub) => take(sub, 2)));
+    const receivedB = await Promise.all(subsB.map((sub) => take(sub, 1)));
+    expect(receivedA.every((got) => ids(got).join() === [written[0], written[2]].join())).toBe(true);
+    expect(receivedB.every((got) => ids(got).join() === written[1])).toBe(true);
     expect(ids(await take(narrow, 2))).toEqual([written[0], written[2]]);
     await Promise.all([...subsA, ...subsB, narrow].map((s) => s.return?.()));
     expect(hub.subscriberCount).toBe(0);
@@ -152,9 +155,15 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
 
   // Parity picks which replay reads let the hub catch up afterwards, so that in one of the two runs
   // the last replay read returns an event the hub has not fanned out yet at the switch.
-  it.each([0, 1])('switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i)', async (parity) => {
+  // A burst larger than the queue limit overflows the live events held for the switch, which must
+  // then be read from the log instead.
+  it.each([
+    [0, 1],
+    [1, 1],
+    [1, 15],
+  ])('switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i, burst %i)', async (parity, burst) => {
     const tenant = randomUUID();
-    const hooks = { before: async (): Promise<void> => undefined, after: async (): Promise<void> => undefined };
+    const hooks = { before: async (): Promise<void> => undefined, after: async (_returned: number): Promise<void> => undefined };
     // The hub's own ORM, with replay reads (those filtered by tenant) held between the query and its result.
     const gated = {
       em: {
@@ -165,14 +174,14 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
             const replayRead = typeof args[1] === 'object' && args[1] !== null && 'tenantId' in args[1];
             if (replayRead) await hooks.before();
             const rows = await find(...args);
-            if (replayRead) await hooks.after();
+            if (replayRead) await hooks.after(rows.length);
             return rows;
           }) as typeof em.find;
           return em;
         },
       },
     } as unknown as Orm;
-    const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5 });
+    const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5, queueLimit: 12 });
     await hub.start();
     hubs.push(hub);
     const bus = new InProcessBus();
@@ -187,10 +196,16 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
       expected.push(...(await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 100 + reads)])));
     };
     // After a read: commits the query cannot see, which the hub reads and fans out meanwhile.
-    hooks.after = async () => {
+    let bursts = 0;
+    hooks.after = async (returned) => {
       reads++;
-      if (reads % 2 === parity) return;
-      expected.push(...(await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 200 + reads), sandboxEvent(randomUUID(), randomUUID())])).slice(0, 1));
+      // A burst right after a short (would-be final) read, twice at most so the replay can finish.
+      const overflow = burst > 1 && returned < 5 && bursts < 2;
+      if (!overflow && reads % 2 === parity) return;
+      const count = overflow ? burst : 1;
+      if (overflow) bursts++;
+      const mine = Array.from({ length: count }, (_, i) => sandboxEvent(tenant, randomUUID(), 200 + i));
+      expected.push(...(await appendCommitted(orm, bus, [...mine, sandboxEvent(randomUUID(), randomUUID())])).slice(0, count));
       await hub.settle();
     };
     const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
@@ -200,6 +215,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     while (!sub.live) got.push(...ids(await take(sub, 1)));
     hooks.before = async () => undefined;
     hooks.after = async () => undefined;
+    if (burst > 1) expect(bursts).toBe(2);
     const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), -1)]);
     expected.push(sentinel);
     while (got[got.length - 1] !== sentinel) got.push(...ids(await take(sub, 1)));
@@ -246,6 +262,31 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     await fast.return?.();
   });
 
+  it('paces a replay to its consumer (never closing it) and catches up through heavy live traffic with bounded memory', async () => {
+    const queueLimit = 20;
+    const { hub, bus } = await startHub({ queueLimit, replayPageSize: 8 });
+    const tenant = randomUUID();
+    const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
+    const backlog = await appendCommitted(orm, bus, Array.from({ length: 200 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)));
+    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
+    const got: string[] = [];
+    const live: string[] = [];
+    let maxQueued = 0;
+    // The consumer reads slowly while live events pour in, far more than a queue holds.
+    for (let round = 0; round < 10; round++) {
+      live.push(...(await appendCommitted(orm, bus, Array.from({ length: 30 }, (_, i) => sandboxEvent(tenant, randomUUID(), 1000 + i)))));
+      await hub.settle();
+      maxQueued = Math.max(maxQueued, sub.queued);
+      got.push(...ids(await take(sub, 15)));
+    }
+    const expected = [...backlog, ...live];
+    got.push(...ids(await take(sub, expected.length - got.length)));
+    expect(got).toEqual(expected);
+    expect(maxQueued).toBeLessThanOrEqual(queueLimit);
+    expect(hub.slowClosed).toBe(0);
+    await sub.return?.();
+  });
+
   it('ends the streams of a principal (revoked token) with a clear error and leaves the others', async () => {
     const { hub, bus } = await startHub();
     const tenant = randomUUID();
@@ -265,6 +306,24 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const [later] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
     expect(ids(await take(kept, 2))).toEqual([id, later]);
     await kept.return?.();
+  });
+
+  it('answers overlapping next() calls in order, and a closed hub ends streams and refuses new ones', async () => {
+    const { hub, bus } = await startHub();
+    const tenant = randomUUID();
+    const sub = await hub.subscribe({ match: { tenantId: tenant } });
+    const calls = [sub.next(), sub.next(), sub.next()];
+    const written = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 1), sandboxEvent(tenant, randomUUID(), 2)]);
+    const [first, second] = await Promise.all(calls.slice(0, 2));
+    expect([first.value?.id, second.value?.id]).toEqual(written);
+    const third = calls[2].then(
+      () => null,
+      (err: unknown) => err,
+    );
+    await hub.close();
+    expect(await third).toBeInstanceOf(SubscriptionEndedError);
+    expect((await sub.next()).done).toBe(true);
+    await expect(hub.subscribe({ match: {} })).rejects.toBeInstanceOf(SubscriptionEndedError);
   });
 
   it('rejects a malformed or unknown cursor at subscribe time', async () => {

@@ -68,6 +68,23 @@ describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
     });
   }
 
+  if (kind === 'postgres') {
+    it('opens its LISTEN connection on FLOTILLA_EVENT_LISTEN_URL when set, and is not ready while that fails', async () => {
+      const unreachable = new URL(server.databaseUrl);
+      unreachable.pathname = '/flotilla_listen_target_missing';
+      const other = await startTestServer(kind, { env: { FLOTILLA_EVENT_LISTEN_URL: unreachable.toString() } });
+      try {
+        const res = await fetch(`${other.app.url}/readyz`);
+        expect(res.status).toBe(503);
+        expect(((await res.json()) as { reason: string }).reason).toMatch(/LISTEN.*flotilla_listen_target_missing/);
+        // Queries and writes still work: only live fan-out between replicas depends on it.
+        expect((await other.gql('{ viewer { subject } }')).body.data).toEqual({ viewer: { subject: 'platform-admin' } });
+      } finally {
+        await other.close();
+      }
+    });
+  }
+
   it('ends open subscriptions with a resumable error when the server closes', async () => {
     const other = await startTestServer(kind);
     const sub = await other.app.events().subscribe({ match: {} });
