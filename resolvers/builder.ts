@@ -28,6 +28,11 @@ export interface Context {
   identity: Identity;
   services: Services;
   requestId: string;
+  /**
+   * Starts afresh for the next event of a subscription: a new EntityManager fork, new services
+   * and empty DataLoader caches, so each event reads current rows and memory does not grow.
+   */
+  renew(): void;
 }
 
 export const builder = new SchemaBuilder<{

@@ -1,6 +1,7 @@
-import { Event, EVENT_TYPES } from '../src/db/entities/event.js';
-import { ValidationError } from '../src/domain/errors.js';
+import { EVENT_TYPES, type Event } from '../src/db/entities/event.js';
+import { decodeCursor, encodeCursor } from '../src/events/reader.js';
 import { builder } from './builder.js';
+import { eventStream } from './event-stream.js';
 import { localIdOf } from './ids.js';
 import { LeaseRef } from './lease.js';
 import { MessageRef } from './message.js';
@@ -10,23 +11,16 @@ import { WorkerRef } from './worker.js';
 
 export const EventTypeEnum = builder.enumType('EventType', { values: EVENT_TYPES });
 
-/** Event cursors are opaque: base64url of "e:<event id>". */
-export function encodeEventCursor(id: string): string {
-  return Buffer.from(`e:${id}`, 'utf8').toString('base64url');
-}
+/** An event as the log stores it or as the hub delivers it; both carry these fields. */
+type EventShape = Pick<Event, 'id' | 'type' | 'tenantId' | 'sandboxId' | 'workerId' | 'messageId' | 'leaseId' | 'createdAt'> & {
+  data: Readonly<Record<string, unknown>>;
+};
 
-export function decodeEventCursor(cursor: string | null | undefined): string | null {
-  if (cursor === null || cursor === undefined) return null;
-  const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!/^e:\d{1,20}$/.test(decoded)) throw new ValidationError('after is not a valid event cursor', 'after');
-  return decoded.slice(2);
-}
-
-export const EventRef = builder.objectRef<Event>('Event').implement({
+export const EventRef = builder.objectRef<EventShape>('Event').implement({
   description: 'One entry of the event log.',
-  isTypeOf: (value) => value instanceof Event,
   fields: (t) => ({
-    cursor: t.string({ description: 'Opaque, ordered, resumable.', resolve: (e) => encodeEventCursor(String(e.id)) }),
+    // The same opaque cursor the subscriptions take as `after` (src/events/reader.ts).
+    cursor: t.string({ description: 'Opaque, ordered, resumable.', resolve: (e) => encodeCursor(String(e.id)) }),
     type: t.field({ type: EventTypeEnum, resolve: (e) => e.type }),
     occurredAt: t.field({ type: 'DateTime', resolve: (e) => e.createdAt }),
     tenant: t.field({ type: TenantRef, nullable: true, resolve: (e) => e.tenantId }),
@@ -38,7 +32,7 @@ export const EventRef = builder.objectRef<Event>('Event').implement({
   }),
 });
 
-const EventEdge = builder.objectRef<{ cursor: string; node: Event }>('EventEdge').implement({
+const EventEdge = builder.objectRef<{ cursor: string; node: EventShape }>('EventEdge').implement({
   fields: (t) => ({
     cursor: t.exposeString('cursor'),
     node: t.field({ type: EventRef, resolve: (edge) => edge.node }),
@@ -46,7 +40,7 @@ const EventEdge = builder.objectRef<{ cursor: string; node: Event }>('EventEdge'
 });
 
 interface EventPage {
-  edges: { cursor: string; node: Event }[];
+  edges: { cursor: string; node: EventShape }[];
   hasNextPage: boolean;
   hadCursor: boolean;
   totalCount: () => Promise<number>;
@@ -82,12 +76,12 @@ builder.queryField('events', (t) =>
     authScopes: (_root, args) => ({ tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant'), role: 'VIEWER' } }),
     resolve: async (_root, args, ctx) => {
       const page = await ctx.services.events.listForTenant(localIdOf(args.tenantId, 'Tenant'), {
-        after: decodeEventCursor(args.after),
+        after: args.after ? decodeCursor(args.after) : null,
         first: args.first,
         types: args.types,
       });
       return {
-        edges: page.items.map((node) => ({ cursor: encodeEventCursor(String(node.id)), node })),
+        edges: page.items.map((node) => ({ cursor: encodeCursor(String(node.id)), node })),
         hasNextPage: page.hasNextPage,
         hadCursor: !!args.after,
         totalCount: page.totalCount,
@@ -95,3 +89,36 @@ builder.queryField('events', (t) =>
     },
   }),
 );
+
+builder.subscriptionType({});
+
+builder.subscriptionFields((t) => ({
+  sandboxEvents: t.field({
+    type: EventRef,
+    description: 'Everything that happens to one sandbox: status, agent status, messages, lease. With `after`, replays first.',
+    args: { sandboxId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
+    subscribe: (_root, args, ctx) =>
+      eventStream(ctx, () => ctx.services.subscriptions.sandboxEvents(localIdOf(args.sandboxId, 'Sandbox'), args.after)),
+    resolve: (event) => event,
+  }),
+  tenantEvents: t.field({
+    type: EventRef,
+    description: 'Everything in a tenant, optionally only some types. With `after`, replays first.',
+    args: {
+      tenantId: t.arg.id({ required: true }),
+      after: t.arg.string({ required: false }),
+      types: t.arg({ type: [EventTypeEnum], required: false }),
+    },
+    subscribe: (_root, args, ctx) =>
+      eventStream(ctx, () => ctx.services.subscriptions.tenantEvents(localIdOf(args.tenantId, 'Tenant'), args.after, args.types)),
+    resolve: (event) => event,
+  }),
+  workerAssignments: t.field({
+    type: EventRef,
+    description: "A worker's own work queue: SANDBOX_ASSIGNED and SANDBOX_STOP_REQUESTED. With `after`, replays first.",
+    args: { workerId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
+    subscribe: (_root, args, ctx) =>
+      eventStream(ctx, () => ctx.services.subscriptions.workerAssignments(localIdOf(args.workerId, 'Worker'), args.after)),
+    resolve: (event) => event,
+  }),
+}));

@@ -2,6 +2,7 @@ import { Message, SENDER_KINDS } from '../src/db/entities/message.js';
 import type { Sandbox } from '../src/db/entities/sandbox.js';
 import { ForbiddenError, NotFoundError, StaleFencingTokenError, ValidationError } from '../src/domain/errors.js';
 import { builder } from './builder.js';
+import { eventStream } from './event-stream.js';
 import { localIdOf } from './ids.js';
 import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
 import { SandboxRef } from './sandbox.js';
@@ -22,8 +23,16 @@ export const MessageRef = builder.loadableNode('Message', {
     body: t.exposeString('body', { description: 'At most 64 KiB.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     readAt: t.expose('readAt', { type: 'DateTime', nullable: true }),
+    eventCursor: t.string({
+      nullable: true,
+      description: 'Set on messages delivered by messageAdded: the event cursor to pass as `after` to resume after this message.',
+      resolve: (m) => deliveredWith.get(m) ?? null,
+    }),
   }),
 });
+
+/** The event cursor each message delivered by messageAdded came with (entities are fresh per event). */
+const deliveredWith = new WeakMap<Message, string>();
 
 export const MessageConnection = builder.connectionObject({
   type: MessageRef,
@@ -171,3 +180,19 @@ builder.mutationFields((t) => ({
     },
   }),
 }));
+
+builder.subscriptionField('messageAdded', (t) =>
+  t.field({
+    type: MessageRef,
+    description: 'Messages of one sandbox (optionally one thread), oldest first. With `after` (an event cursor, see Message.eventCursor), replays first.',
+    args: { sandboxId: t.arg.id({ required: true }), threadId: t.arg.string({ required: false }), after: t.arg.string({ required: false }) },
+    subscribe: (_root, args, ctx) =>
+      eventStream(ctx, () => ctx.services.subscriptions.messageAdded(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, args.after)),
+    resolve: async (event, _args, ctx) => {
+      const message = event.messageId ? await MessageRef.getDataloader(ctx).load(event.messageId) : null;
+      if (!message) throw new NotFoundError('Message', event.messageId ?? undefined);
+      deliveredWith.set(message, event.cursor);
+      return message;
+    },
+  }),
+);

@@ -3,6 +3,7 @@ import type { Identity } from '../auth/identity.js';
 import type { MintOptions, MintedToken } from '../auth/tokens.js';
 import type { Em } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
+import type { EventHub } from '../events/hub.js';
 
 export interface Clock {
   now(): Date;
@@ -30,4 +31,6 @@ export interface ServiceContext {
   mintToken: TokenMinter;
   /** Mints and ends tokens; absent where no server runs (services needing it refuse as unavailable). */
   tokens?: TokenAuthority;
+  /** This process's subscription hub; null until the event stream is running. */
+  events?: () => EventHub | null;
 }

@@ -4,6 +4,7 @@ import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
 import { SandboxService } from './sandboxes.js';
+import { SubscriptionService } from './subscriptions.js';
 import { TenantService } from './tenants.js';
 import { WorkerService } from './workers.js';
 
@@ -17,6 +18,7 @@ export interface Services {
   messages: MessageService;
   events: EventLogService;
   apiTokens: ApiTokenService;
+  subscriptions: SubscriptionService;
 }
 
 export function createServices(context: ServiceContext): Services {
@@ -29,5 +31,6 @@ export function createServices(context: ServiceContext): Services {
     messages: new MessageService(context),
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
+    subscriptions: new SubscriptionService(context),
   };
 }

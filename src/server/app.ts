@@ -116,6 +116,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   const limits = limitsFromConfig(config);
   const sessions = new SessionRegistry(clock);
   const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
+    events: () => events?.hub ?? null,
     sessions,
     rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),
     maxApiTokenTtlSeconds: config.apiTokenMaxTtlSeconds,

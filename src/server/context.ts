@@ -9,12 +9,18 @@ import { AuthenticationError, DomainError } from '../domain/errors.js';
 import type { Clock, DomainSettings } from '../domain/context.js';
 import { createServices } from '../domain/services.js';
 import type { EventBus } from '../events/bus.js';
+import type { EventHub } from '../events/hub.js';
 import { toGraphQLError } from './errors.js';
 import type { RateLimiter } from './limits.js';
 import type { SessionRegistry } from './sessions.js';
 
+/** Where Pothos keeps a context's caches (its DataLoaders): `context[symbol] || context`. */
+const POTHOS_CONTEXT_CACHE = Symbol.for('Pothos.contextCache');
+
 /** What the context factory needs beyond the database and the token service. */
 export interface ContextOptions {
+  /** The subscription hub, once the event stream runs. */
+  events: () => EventHub | null;
   sessions: SessionRegistry;
   rateLimiter: RateLimiter;
   maxApiTokenTtlSeconds: number;
@@ -67,7 +73,6 @@ export class ContextFactory {
       throw toGraphQLError(new AuthenticationError('token has expired'));
     }
     this.options.rateLimiter.enforce(identity.tokenId);
-    const em = this.db.orm.em.fork();
     const tokens: TokenAuthority = {
       mint: (tx, mintOptions, now) => this.tokens().mint(tx, mintOptions, now),
       endSessions: ({ tokenIds, subject }) => {
@@ -76,8 +81,29 @@ export class ContextFactory {
       },
       maxApiTokenTtlSeconds: this.options.maxApiTokenTtlSeconds,
     };
-    const services = createServices({ em, identity, clock: this.clock, settings: this.settings, bus: this.bus, tokens, mintToken: tokens.mint });
-    return { identity, services, requestId };
+    const bind = () =>
+      createServices({
+        em: this.db.orm.em.fork(),
+        identity,
+        clock: this.clock,
+        settings: this.settings,
+        bus: this.bus,
+        tokens,
+        mintToken: tokens.mint,
+        events: this.options.events,
+      });
+    const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {
+      identity,
+      services: bind(),
+      requestId,
+      // Pothos keys its per-request DataLoaders by this object; replacing it empties them.
+      [POTHOS_CONTEXT_CACHE]: {},
+      renew() {
+        context.services = bind();
+        context[POTHOS_CONTEXT_CACHE] = {};
+      },
+    };
+    return context;
   }
 
   static isGraphQLError(err: unknown): err is GraphQLError {

@@ -1,0 +1,76 @@
+import { hasTenantRole } from '../auth/identity.js';
+import type { EventType } from '../db/entities/event.js';
+import { isUuid } from '../db/ids.js';
+import { eventVisibleTo, principalOf } from '../events/authorize.js';
+import type { EventHub, EventSubscription } from '../events/hub.js';
+import type { LogEvent } from '../events/reader.js';
+import type { ServiceContext } from './context.js';
+import { ForbiddenError, NotFoundError, UnavailableError } from './errors.js';
+import { SandboxService } from './sandboxes.js';
+import { WorkerService } from './workers.js';
+
+/** What a worker's work queue carries. */
+export const ASSIGNMENT_EVENT_TYPES: readonly EventType[] = ['SANDBOX_ASSIGNED', 'SANDBOX_STOP_REQUESTED'];
+
+/**
+ * Opens the live streams of the contract's subscriptions. Each checks at subscribe time that the
+ * caller may see what it asks for (another tenant's object reads as missing), and every event is
+ * checked again against the caller's identity as it is delivered.
+ */
+export class SubscriptionService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  private hub(): EventHub {
+    const hub = this.ctx.events?.();
+    if (!hub) throw new UnavailableError('live events are not available yet');
+    return hub;
+  }
+
+  private open(match: Parameters<EventHub['subscribe']>[0]['match'], after: string | null | undefined, narrow?: (e: LogEvent) => boolean): Promise<EventSubscription> {
+    const visible = eventVisibleTo(this.ctx.identity);
+    return this.hub().subscribe({
+      match,
+      after: after ?? null,
+      authorize: narrow ? (e) => visible(e) && narrow(e) : visible,
+      principal: principalOf(this.ctx.identity),
+    });
+  }
+
+  /** Everything that happens to one sandbox the caller can see. */
+  async sandboxEvents(sandboxId: string, after?: string | null): Promise<EventSubscription> {
+    await this.requireSandbox(sandboxId);
+    return this.open({ sandboxId }, after);
+  }
+
+  /** Everything in a tenant, optionally only some types. */
+  async tenantEvents(tenantId: string, after?: string | null, types?: readonly EventType[] | null): Promise<EventSubscription> {
+    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
+    return this.open({ tenantId, ...(types?.length ? { types } : {}) }, after);
+  }
+
+  /** A worker's own work queue: assignments and stop requests. */
+  async workerAssignments(workerId: string, after?: string | null): Promise<EventSubscription> {
+    const identity = this.ctx.identity;
+    if (identity.workerId !== null) {
+      if (identity.workerId !== workerId) throw new ForbiddenError('a worker token may only follow its own assignments');
+    } else {
+      const [worker] = await new WorkerService(this.ctx).findVisibleByIds([workerId]);
+      if (!worker) throw new NotFoundError('Worker', workerId);
+      const managesIt = identity.platformAdmin || (worker.tenant !== null && hasTenantRole(identity, worker.tenant.id, 'ADMIN'));
+      if (!managesIt) throw new ForbiddenError("only the worker itself or its administrators may follow its assignments");
+    }
+    return this.open({ workerId, types: ASSIGNMENT_EVENT_TYPES }, after);
+  }
+
+  /** Messages of one sandbox, optionally of one thread. */
+  async messageAdded(sandboxId: string, threadId?: string | null, after?: string | null): Promise<EventSubscription> {
+    await this.requireSandbox(sandboxId);
+    const thread = threadId ?? null;
+    return this.open({ sandboxId, types: ['MESSAGE_POSTED'] }, after, (e) => thread === null || e.data.threadId === thread);
+  }
+
+  private async requireSandbox(sandboxId: string): Promise<void> {
+    const [sandbox] = await new SandboxService(this.ctx).findVisibleByIds([sandboxId]);
+    if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
+  }
+}
