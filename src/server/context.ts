@@ -98,9 +98,10 @@ export class ContextFactory {
       requestId,
       // Pothos keys its per-request DataLoaders by this object; replacing it empties them.
       [POTHOS_CONTEXT_CACHE]: {},
-      renew() {
-        context.services = bind();
-        context[POTHOS_CONTEXT_CACHE] = {};
+      // `this`, not `context`: the server hands resolvers a copy of this object merged into its own.
+      renew(this: Context & { [POTHOS_CONTEXT_CACHE]: object }) {
+        this.services = bind();
+        this[POTHOS_CONTEXT_CACHE] = {};
       },
     };
     return context;
