@@ -15,6 +15,8 @@ Usage:
                                run the GraphQL server (GraphiQL at /graphql)
   flotilla migrate             apply pending database migrations and exit
   flotilla token admin         mint a platform-admin token (printed, and written to <dataDir>/admin.token)
+  flotilla worker --url URL --token TOKEN [--state-dir DIR]
+                               run the reference worker agent (sandboxes run as local processes)
   flotilla --help              this text
 
 Configuration comes from FLOTILLA_* environment variables (see README), optionally over a
@@ -32,6 +34,9 @@ async function main(argv: string[]): Promise<number> {
       'no-migrate': { type: 'boolean' },
       port: { type: 'string' },
       host: { type: 'string' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      'state-dir': { type: 'string' },
     },
   });
   const [command, sub] = positionals;
@@ -39,6 +44,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command || values.help ? 0 : 2;
   }
+
+  if (command === 'worker') return runWorker(values.url, values.token ?? process.env.FLOTILLA_WORKER_TOKEN, values['state-dir']);
 
   const overrides: Parameters<typeof loadConfig>[1] = {};
   if (values['no-migrate']) overrides.migrateOnStart = false;
@@ -94,6 +101,29 @@ async function serve(config: Config): Promise<number> {
     process.stdout.write(`${lines.join('\n')}\n`);
   });
   return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function runWorker(url: string | undefined, token: string | undefined, stateDir: string | undefined): Promise<number> {
+  if (!url || !token) {
+    process.stderr.write('flotilla worker needs --url (the GraphQL endpoint) and --token (a worker token from registerWorker, or FLOTILLA_WORKER_TOKEN)\n');
+    return 2;
+  }
+  const { WorkerAgent } = await import('./worker/agent.js');
+  const { default: WebSocket } = await import('ws');
+  const log = (level: string) => (msg: string, data?: Record<string, unknown>) =>
+    process.stdout.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...data })}\n`);
+  const agent = new WorkerAgent({ url, token, stateDir, webSocketImpl: WebSocket, logger: { info: log('info'), warn: log('warn') } });
+  await agent.start();
+  log('info')('worker agent started', { workerId: agent.workerId });
+  const stop = () => {
+    agent.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  return new Promise<number>(() => undefined);
 }
 
 async function runMigrate(config: Config): Promise<number> {

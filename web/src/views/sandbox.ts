@@ -33,8 +33,8 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     error.hidden = true;
     const result =
       kind === 'stop'
-        ? await api.mutate(StopSandboxDocument, { input: { id: sandbox.id } })
-        : await api.mutate(DeleteSandboxDocument, { input: { id: sandbox.id } });
+        ? await api.mutate(StopSandboxDocument, { input: { sandboxId: sandbox.id } })
+        : await api.mutate(DeleteSandboxDocument, { input: { sandboxId: sandbox.id } });
     if (!result.ok) {
       error.textContent = explainError({ code: result.error.code, message: result.error.message });
       error.hidden = false;
