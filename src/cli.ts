@@ -15,6 +15,7 @@ Usage:
                                run the GraphQL server (GraphiQL at /graphql)
   flotilla migrate             apply pending database migrations and exit
   flotilla token admin         mint a platform-admin token (printed, and written to <dataDir>/admin.token)
+  flotilla demo                a server on SQLite with a demo tenant, two worker agents and live sandboxes
   flotilla worker --url URL --token TOKEN [--state-dir DIR]
                                run the reference worker agent (sandboxes run as local processes)
   flotilla --help              this text
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
     return command || values.help ? 0 : 2;
   }
 
+  if (command === 'demo') return runDemo();
   if (command === 'worker') return runWorker(values.url, values.token ?? process.env.FLOTILLA_WORKER_TOKEN, values['state-dir']);
 
   const overrides: Parameters<typeof loadConfig>[1] = {};
@@ -101,6 +103,20 @@ async function serve(config: Config): Promise<number> {
     process.stdout.write(`${lines.join('\n')}\n`);
   });
   return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function runDemo(): Promise<number> {
+  const { startDemo } = await import('./demo.js');
+  const demo = await startDemo();
+  const stop = () => {
+    demo.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  return new Promise<number>(() => undefined);
 }
 
 async function runWorker(url: string | undefined, token: string | undefined, stateDir: string | undefined): Promise<number> {

@@ -1,6 +1,6 @@
 import type { Config } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
-import { ensureAdminToken } from '../auth/bootstrap.js';
+import { ensureAdminToken, mintAdminToken } from '../auth/bootstrap.js';
 import { SigningKeys } from '../auth/keys.js';
 import { TokenService } from '../auth/tokens.js';
 import { Database } from '../db/database.js';
@@ -25,6 +25,8 @@ export interface Flotilla {
   ready: Promise<Orm>;
   http: RunningServer;
   tokens: () => TokenService;
+  /** Mints another platform-admin token (also written to <dataDir>/admin.token). */
+  mintAdminToken(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -94,6 +96,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     ready,
     http,
     tokens: getTokens,
+    async mintAdminToken() {
+      const minted = await mintAdminToken(await ready, getTokens(), { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
+      return minted.token;
+    },
     async close() {
       await http.close();
       await db.close();
