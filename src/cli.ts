@@ -18,6 +18,9 @@ Usage:
   flotilla keys list           list the server's signing keys (kid, created, retired, which one signs)
   flotilla keys rotate         make a new signing key; older keys stop signing but still verify
   flotilla keys remove KID     remove a retired key: tokens it signed stop verifying
+  flotilla demo                a server on SQLite with a demo tenant, two worker agents and live sandboxes
+  flotilla worker --url URL --token TOKEN [--state-dir DIR]
+                               run the reference worker agent (sandboxes run as local processes)
   flotilla --help              this text
 
 Configuration comes from FLOTILLA_* environment variables (see README), optionally over a
@@ -35,6 +38,9 @@ async function main(argv: string[]): Promise<number> {
       'no-migrate': { type: 'boolean' },
       port: { type: 'string' },
       host: { type: 'string' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      'state-dir': { type: 'string' },
     },
   });
   const [command, sub] = positionals;
@@ -42,6 +48,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command || values.help ? 0 : 2;
   }
+
+  if (command === 'demo') return runDemo();
+  if (command === 'worker') return runWorker(values.url, values.token ?? process.env.FLOTILLA_WORKER_TOKEN, values['state-dir']);
 
   const overrides: Parameters<typeof loadConfig>[1] = {};
   if (values['no-migrate']) overrides.migrateOnStart = false;
@@ -99,6 +108,43 @@ async function serve(config: Config): Promise<number> {
     process.stdout.write(`${lines.join('\n')}\n`);
   });
   return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function runDemo(): Promise<number> {
+  const { startDemo } = await import('./demo.js');
+  const demo = await startDemo();
+  const stop = () => {
+    demo.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  return new Promise<number>(() => undefined);
+}
+
+async function runWorker(url: string | undefined, token: string | undefined, stateDir: string | undefined): Promise<number> {
+  if (!url || !token) {
+    process.stderr.write('flotilla worker needs --url (the GraphQL endpoint) and --token (a worker token from registerWorker, or FLOTILLA_WORKER_TOKEN)\n');
+    return 2;
+  }
+  const { WorkerAgent } = await import('./worker/agent.js');
+  const { default: WebSocket } = await import('ws');
+  const log = (level: string) => (msg: string, data?: Record<string, unknown>) =>
+    process.stdout.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...data })}\n`);
+  const agent = new WorkerAgent({ url, token, stateDir, webSocketImpl: WebSocket, logger: { info: log('info'), warn: log('warn') } });
+  await agent.start();
+  log('info')('worker agent started', { workerId: agent.workerId });
+  const stop = () => {
+    agent.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  return new Promise<number>(() => undefined);
 }
 
 async function runMigrate(config: Config): Promise<number> {

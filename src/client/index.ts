@@ -28,6 +28,8 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** A WebSocket implementation for Node versions without a global one (e.g. the `ws` package). */
   webSocketImpl?: unknown;
+  /** Told when the subscription socket connects or closes (e.g. to show "live" / "reconnecting"). */
+  onConnectionChange?: (state: 'connecting' | 'connected' | 'closed') => void;
 }
 
 /** What went wrong with a request as a whole (typed mutation errors arrive in `data`). */
@@ -129,6 +131,11 @@ export function createClient(options: ClientOptions): FlotillaClient {
       lazy: true,
       // Reconnection is ours: a resumed subscription needs its new cursor in the variables.
       retryAttempts: 0,
+      on: {
+        connecting: () => options.onConnectionChange?.('connecting'),
+        connected: () => options.onConnectionChange?.('connected'),
+        closed: () => options.onConnectionChange?.('closed'),
+      },
     });
     return ws;
   }

@@ -1,6 +1,6 @@
 import type { Config } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
-import { ensureAdminToken } from '../auth/bootstrap.js';
+import { ensureAdminToken, mintAdminToken } from '../auth/bootstrap.js';
 import { Hs256Issuer, OidcIssuer, type ExternalIssuer } from '../auth/external.js';
 import { SigningKeys } from '../auth/keys.js';
 import { TokenService } from '../auth/tokens.js';
@@ -44,6 +44,8 @@ export interface Flotilla {
   keys: () => SigningKeys | null;
   /** Live WebSocket sessions of this process (expiry and revocation close them). */
   sessions: SessionRegistry;
+  /** Mints another platform-admin token (also written to <dataDir>/admin.token). */
+  mintAdminToken(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -177,6 +179,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     sweeper,
     keys: () => keys,
     sessions,
+    async mintAdminToken() {
+      const minted = await mintAdminToken(await ready, getTokens(), { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
+      return minted.token;
+    },
     async close() {
       closing = true;
       if (keyReload) clearInterval(keyReload);

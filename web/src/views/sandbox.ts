@@ -1,0 +1,154 @@
+import {
+  DeleteSandboxDocument,
+  MessageAddedDocument,
+  MessagesDocument,
+  SandboxDocument,
+  SandboxEventsDocument,
+  SendMessageDocument,
+  StopSandboxDocument,
+  type MessageFieldsFragment,
+  type SandboxFieldsFragment,
+} from '../../../src/client/index.js';
+import { h } from '../dom.js';
+import { ago, cpu, explainError, memory } from '../format.js';
+import { session } from '../session.js';
+
+const FINISHED = ['STOPPED', 'FAILED', 'LOST', 'DELETED'];
+
+/** One sandbox: its state, its live message thread, a box to talk to the agent, stop and delete. */
+export async function sandboxView(root: HTMLElement, sandboxId: string, signal: AbortSignal): Promise<void> {
+  const api = session.api();
+  const loaded = await api.query(SandboxDocument, { id: sandboxId });
+  if (!loaded.ok || !loaded.data.sandbox) {
+    root.replaceChildren(h('p', { class: 'error', role: 'alert' }, loaded.ok ? 'That sandbox does not exist or is not yours.' : loaded.error.message));
+    return;
+  }
+  let sandbox: SandboxFieldsFragment = loaded.data.sandbox;
+  const seen = new Set<string>();
+  const header = h('div', { class: 'sandbox-head' });
+  const thread = h('ol', { class: 'thread', id: 'thread', 'aria-live': 'polite', 'aria-label': 'Messages' });
+  const error = h('p', { class: 'error', role: 'alert', hidden: true, id: 'sandbox-error' });
+
+  const act = async (kind: 'stop' | 'delete') => {
+    error.hidden = true;
+    const result =
+      kind === 'stop'
+        ? await api.mutate(StopSandboxDocument, { input: { sandboxId: sandbox.id } })
+        : await api.mutate(DeleteSandboxDocument, { input: { sandboxId: sandbox.id } });
+    if (!result.ok) {
+      error.textContent = explainError({ code: result.error.code, message: result.error.message });
+      error.hidden = false;
+      return;
+    }
+    const outcome = 'stopSandbox' in result.data ? result.data.stopSandbox : result.data.deleteSandbox;
+    if (outcome.__typename !== 'SandboxPayload') {
+      error.textContent = explainError(outcome as Parameters<typeof explainError>[0]);
+      error.hidden = false;
+      return;
+    }
+    if (kind === 'delete') location.hash = `#/t/${encodeURIComponent(sandbox.tenant.id)}`;
+    else await reload();
+  };
+
+  const renderHeader = () =>
+    header.replaceChildren(
+      h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/' }, 'Tenants'), ' / ', h('a', { href: `#/t/${encodeURIComponent(sandbox.tenant.id)}` }, sandbox.tenant.slug), ' / ', sandbox.name),
+      h('h1', {}, sandbox.name, ' ', h('span', { class: `badge badge-${sandbox.status.toLowerCase()}`, id: 'sandbox-status', 'data-status': sandbox.status }, sandbox.status)),
+      h(
+        'dl',
+        { class: 'stats' },
+        h('dt', {}, 'Agent'),
+        h('dd', { id: 'agent' }, sandbox.agent ? `${sandbox.agent.phase}${sandbox.agent.activity ? ` — ${sandbox.agent.activity}` : ''}` : '—'),
+        h('dt', {}, 'Worker'),
+        h('dd', {}, sandbox.worker?.name ?? 'unplaced'),
+        h('dt', {}, 'Image'),
+        h('dd', {}, sandbox.image),
+        h('dt', {}, 'Resources'),
+        h('dd', {}, `${cpu(sandbox.resources.cpuMillis)}, ${memory(sandbox.resources.memoryMb)}`),
+        h('dt', {}, 'Created'),
+        h('dd', { title: sandbox.createdAt }, ago(sandbox.createdAt)),
+        sandbox.exitCode !== null && sandbox.exitCode !== undefined ? [h('dt', {}, 'Exit code'), h('dd', {}, String(sandbox.exitCode))] : null,
+      ),
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'button', id: 'stop', disabled: FINISHED.includes(sandbox.status) || sandbox.status === 'STOPPING', onclick: () => void act('stop') }, 'Stop'),
+        h('button', { type: 'button', id: 'delete', class: 'danger', onclick: () => confirm(`Delete sandbox ${sandbox.name}?`) && void act('delete') }, 'Delete'),
+      ),
+      error,
+    );
+
+  const addMessage = (m: MessageFieldsFragment) => {
+    if (seen.has(m.id)) return;
+    seen.add(m.id);
+    thread.append(
+      h(
+        'li',
+        { class: `msg msg-${m.senderKind.toLowerCase()}`, 'data-sender': m.senderKind },
+        h('div', { class: 'meta' }, m.senderKind === 'USER' ? `you · ${m.channel}` : m.senderKind.toLowerCase(), ' · ', h('time', { datetime: m.createdAt, title: m.createdAt }, ago(m.createdAt))),
+        h('pre', { class: 'body' }, m.body),
+      ),
+    );
+    thread.scrollTop = thread.scrollHeight;
+  };
+
+  async function reload() {
+    const r = await api.query(SandboxDocument, { id: sandboxId });
+    if (r.ok && r.data.sandbox) {
+      sandbox = r.data.sandbox;
+      renderHeader();
+    }
+  }
+
+  const input = h('textarea', { id: 'message', name: 'message', rows: 2, placeholder: 'Say something to the agent…', required: true });
+  const composer = h(
+    'form',
+    {
+      class: 'composer',
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        const body = input.value;
+        if (!body.trim()) return;
+        const result = await api.mutate(SendMessageDocument, { input: { sandboxId: sandbox.id, body, channel: 'web' } });
+        if (!result.ok || result.data.sendMessage.__typename !== 'MessagePayload') {
+          error.textContent = result.ok ? explainError(result.data.sendMessage as Parameters<typeof explainError>[0]) : result.error.message;
+          error.hidden = false;
+          return;
+        }
+        addMessage(result.data.sendMessage.posted);
+        input.value = '';
+      },
+    },
+    h('label', { for: 'message', class: 'visually-hidden' }, 'Message'),
+    input,
+    h('button', { type: 'submit', class: 'primary' }, 'Send'),
+  );
+
+  renderHeader();
+  root.replaceChildren(header, h('section', { 'aria-label': 'Conversation', class: 'card' }, thread, composer));
+
+  const history = await api.query(MessagesDocument, { sandboxId, first: 100 });
+  if (history.ok) for (const edge of history.data.messages.edges) addMessage(edge.node);
+
+  const watchStatus = async () => {
+    for await (const { sandboxEvents: event } of api.subscribe(SandboxEventsDocument, { sandboxId }, { cursorOf: (d) => d.sandboxEvents.cursor, signal, onResumed: () => void reload() })) {
+      session.setState(session.state === 'resumed' ? 'resumed' : 'live');
+      if (event.sandbox) {
+        sandbox = { ...sandbox, status: event.sandbox.status, stateVersion: event.sandbox.stateVersion, agent: event.sandbox.agent ?? sandbox.agent };
+        renderHeader();
+      }
+      if (event.type === 'SANDBOX_ASSIGNED' || event.type === 'LEASE_CHANGED') void reload();
+    }
+  };
+  const watchMessages = async () => {
+    for await (const { messageAdded } of api.subscribe(MessageAddedDocument, { sandboxId }, { signal, onResumed: () => void catchUp() })) addMessage(messageAdded);
+  };
+  // After a reconnect, fetch the thread again: anything missed while offline shows up, duplicates are skipped.
+  const catchUp = async () => {
+    const again = await api.query(MessagesDocument, { sandboxId, first: 100 });
+    if (again.ok) for (const edge of again.data.messages.edges) addMessage(edge.node);
+  };
+  await Promise.all([watchStatus(), watchMessages()]).catch((err: Error) => {
+    if (!signal.aborted) root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${err.message}`));
+  });
+}
