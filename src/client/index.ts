@@ -129,6 +129,8 @@ export function createClient(options: ClientOptions): FlotillaClient {
       connectionParams: () => ({ authorization: `Bearer ${token()}` }),
       webSocketImpl: options.webSocketImpl,
       lazy: true,
+      // Keep the socket a little while after the last subscription ends (e.g. between views).
+      lazyCloseTimeout: 3_000,
       // Reconnection is ours: a resumed subscription needs its new cursor in the variables.
       retryAttempts: 0,
       on: {

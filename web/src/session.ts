@@ -37,9 +37,10 @@ export class Session {
     this.client ??= createClient({
       url: new URL('/graphql', location.href).toString(),
       token: () => this.token ?? '',
+      // A closed socket alone is not news (it also closes when a view no longer subscribes);
+      // views report real reconnects through the SDK's onReconnect.
       onConnectionChange: (change) => {
         if (change === 'connected') this.setState(this.state === 'reconnecting' ? 'resumed' : 'live');
-        else if (change === 'closed' && this.state !== 'offline') this.setState('reconnecting');
         else if (change === 'connecting' && this.state === 'offline') this.setState('connecting');
       },
     });

@@ -131,7 +131,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   if (history.ok) for (const edge of history.data.messages.edges) addMessage(edge.node);
 
   const watchStatus = async () => {
-    for await (const { sandboxEvents: event } of api.subscribe(SandboxEventsDocument, { sandboxId }, { cursorOf: (d) => d.sandboxEvents.cursor, signal, onResumed: () => void reload() })) {
+    for await (const { sandboxEvents: event } of api.subscribe(SandboxEventsDocument, { sandboxId }, { cursorOf: (d) => d.sandboxEvents.cursor, signal, onReconnect: () => session.setState('reconnecting'), onResumed: () => { session.setState('resumed'); void reload(); } })) {
       session.setState(session.state === 'resumed' ? 'resumed' : 'live');
       if (event.sandbox) {
         sandbox = { ...sandbox, status: event.sandbox.status, stateVersion: event.sandbox.stateVersion, agent: event.sandbox.agent ?? sandbox.agent };
@@ -141,7 +141,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     }
   };
   const watchMessages = async () => {
-    for await (const { messageAdded } of api.subscribe(MessageAddedDocument, { sandboxId }, { signal, onResumed: () => void catchUp() })) addMessage(messageAdded);
+    for await (const { messageAdded } of api.subscribe(MessageAddedDocument, { sandboxId }, { cursorOf: (d) => d.messageAdded.eventCursor, signal, onReconnect: () => session.setState('reconnecting'), onResumed: () => void catchUp() })) addMessage(messageAdded);
   };
   // After a reconnect, fetch the thread again: anything missed while offline shows up, duplicates are skipped.
   const catchUp = async () => {
