@@ -367,12 +367,28 @@ export class EventHub {
   private fanOut(batch: LogEvent[]): void {
     if (batch.length === 0) return;
     for (const event of batch) {
+      this.applyAccessChange(event);
       const position = BigInt(event.id);
       const tenantSubs = event.tenantId === null ? undefined : this.byTenant.get(event.tenantId);
       if (tenantSubs) for (const sub of tenantSubs) this.offer(sub, event, position);
       for (const sub of this.anyTenant) this.offer(sub, event, position);
     }
     this.head = batch[batch.length - 1].id;
+  }
+
+  /**
+   * Access changes travel through the log, so every replica hears them: a removed member's
+   * streams of that tenant and a revoked token's streams end here, before later events go out.
+   */
+  private applyAccessChange(event: LogEvent): void {
+    if (event.type === 'MEMBER_REMOVED' && event.tenantId !== null && typeof event.data.subject === 'string') {
+      const { subject } = event.data;
+      const tenantId = event.tenantId;
+      this.endWhere((p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId), 'your membership of this tenant was removed');
+    } else if (event.type === 'TOKEN_REVOKED' && typeof event.data.tokenId === 'string') {
+      const { tokenId } = event.data;
+      this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
+    }
   }
 
   private offer(sub: Subscriber, event: LogEvent, position: bigint): void {

@@ -9,6 +9,9 @@ export const EVENT_TYPES = [
   'WORKER_STATUS_CHANGED',
   'SANDBOX_ASSIGNED',
   'SANDBOX_STOP_REQUESTED',
+  // Access changes: they end the affected live streams on every replica.
+  'MEMBER_REMOVED',
+  'TOKEN_REVOKED',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
