@@ -135,7 +135,8 @@ export class WorkerService {
   /** Refused while the worker holds a live lease; its other placed sandboxes go LOST and are placed again. */
   async delete(workerId: string): Promise<Worker> {
     return audited(this.ctx, 'deleteWorker', { targetId: workerId }, async (em) => {
-      await this.manageable(em, workerId);
+      // Lock order everywhere is sandbox before worker: read the worker unlocked here.
+      await this.manageable(em, workerId, false);
       const now = this.ctx.clock.now();
       const held = await em.count(Lease, { holder: workerId, expiresAt: { $gt: now }, sandbox: { status: { $in: [...HOLDING_STATUSES] } } });
       if (held > 0) throw new LeaseConflictError(`worker still holds ${held} lease(s); drain it and let them finish or expire first`);
@@ -218,9 +219,9 @@ export class WorkerService {
     throw new ForbiddenError(tenantId ? 'only a tenant ADMIN may manage its dedicated workers' : 'only a platform admin may manage shared workers');
   }
 
-  /** The worker, row-locked, if the caller may manage it; otherwise it reads as missing. */
-  private async manageable(em: Em, workerId: string): Promise<Worker> {
-    const worker = isUuid(workerId) ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em)) : null;
+  /** The worker (row-locked unless told not to) if the caller may manage it; otherwise it reads as missing. */
+  private async manageable(em: Em, workerId: string, lock = true): Promise<Worker> {
+    const worker = isUuid(workerId) ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lock ? lockedRead(em) : { refresh: true }) : null;
     if (!worker) throw new NotFoundError('Worker', workerId);
     const tenantId = worker.tenant?.id ?? null;
     if (!this.ctx.identity.platformAdmin) {
