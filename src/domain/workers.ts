@@ -7,7 +7,6 @@ import { Tenant } from '../db/entities/tenant.js';
 import { Worker, type WorkerStatus } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from './errors.js';
@@ -15,6 +14,7 @@ import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { heartbeatHorizon } from './scheduler.js';
+import { recordEvent } from './outbox.js';
 
 /** What a worker token may do, and nothing else. */
 export const WORKER_SCOPES = ['worker:heartbeat', 'worker:lease', 'sandbox:report', 'message:post'] as const;
@@ -98,7 +98,7 @@ export class WorkerService {
           throw err;
         }
         const token = await this.mintFor(em, worker, now);
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } }, now);
         return { worker, token };
       },
       (r) => ({ targetId: r.worker.id }),
@@ -126,7 +126,7 @@ export class WorkerService {
         worker.status = 'DRAINING';
         worker.updatedAt = now;
         await em.flush();
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'DRAINING' } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'DRAINING' } }, now);
       }
       return worker;
     });
@@ -152,7 +152,7 @@ export class WorkerService {
       worker.updatedAt = now;
       if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
       await em.flush();
-      await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'OFFLINE', deleted: true } }, now);
+      recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'OFFLINE', deleted: true } }, now);
       return worker;
     });
   }
@@ -175,7 +175,7 @@ export class WorkerService {
       await em.flush();
       const to = worker.status;
       if (from !== to) {
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } }, now);
       }
       return worker;
     });
