@@ -84,6 +84,12 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       ));
       const actions = audit.tenant.auditEntries.edges.map((e) => `${e.node.action}:${e.node.outcome}`);
       expect(actions).toEqual(expect.arrayContaining(['createTenant:ok', 'addMember:ok', 'addMember:VALIDATION_FAILED', 'removeMember:ok']));
+      const entryId = dataOf(await server.gql<{ tenant: { auditEntries: { edges: { node: { id: string } }[] } } }>(
+        'query($id: ID!) { tenant(id: $id) { auditEntries(first: 1) { edges { node { id } } } } }',
+        { id: tenantId },
+      )).tenant.auditEntries.edges[0].node.id;
+      expect(dataOf(await server.gql<{ node: unknown }>('query($id: ID!) { node(id: $id) { ... on AuditEntry { action } } }', { id: entryId })).node).toEqual({ action: 'createTenant' });
+      expect(dataOf(await server.gql<{ node: unknown }>('query($id: ID!) { node(id: $id) { id } }', { id: entryId }, viewer)).node).toBeNull();
       const asViewer = await server.gql('query($id: ID!) { tenant(id: $id) { auditEntries { totalCount } } }', { id: tenantId }, viewer);
       expect(asViewer.body.errors?.[0].extensions?.code).toBe('FORBIDDEN');
     });
