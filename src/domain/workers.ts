@@ -55,11 +55,12 @@ export function effectiveWorkerStatus(worker: Worker, now: Date, heartbeatTtlSec
 }
 
 /** Which workers a caller may see: its own, shared ones, and its tenants' dedicated ones. */
-export function visibleWorkersFilter(identity: Identity): FilterQuery<Worker> {
-  if (identity.platformAdmin) return { deletedAt: null };
-  if (identity.workerId) return { deletedAt: null, id: identity.workerId };
+export function visibleWorkersFilter(identity: Identity, includeDeleted = false): FilterQuery<Worker> {
+  const live: FilterQuery<Worker> = includeDeleted ? {} : { deletedAt: null };
+  if (identity.platformAdmin) return live;
+  if (identity.workerId) return { ...live, id: identity.workerId };
   const tenants = visibleTenantIds(identity) ?? [];
-  return { deletedAt: null, $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
+  return { ...live, $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
 }
 
 export class WorkerService {
@@ -140,10 +141,14 @@ export class WorkerService {
       const now = this.ctx.clock.now();
       const held = await em.count(Lease, { holder: workerId, expiresAt: { $gt: now }, sandbox: { status: { $in: [...HOLDING_STATUSES] } } });
       if (held > 0) throw new LeaseConflictError(`worker still holds ${held} lease(s); drain it and let them finish or expire first`);
-      const placed = await em.find(Sandbox, { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } }, { fields: ['id'] });
-      for (const { id } of placed) {
-        const sandbox = await em.findOneOrFail(Sandbox, id, lockedRead(em));
-        if (HOLDING_STATUSES.includes(sandbox.status)) await applyTransition(em, sandbox, 'LOST', now, { reason: 'worker deleted' });
+      const placed = await em.find(Sandbox, { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } }, { fields: ['id'], orderBy: { id: 'asc' } });
+      // Lock every sandbox before the first release touches the worker row.
+      const locked: Sandbox[] = [];
+      for (const { id } of placed) locked.push(await em.findOneOrFail(Sandbox, id, lockedRead(em)));
+      for (const sandbox of locked) {
+        if (HOLDING_STATUSES.includes(sandbox.status) && sandbox.worker?.id === workerId) {
+          await applyTransition(em, sandbox, 'LOST', now, { reason: 'worker deleted' });
+        }
       }
       const worker = await em.findOneOrFail(Worker, workerId, lockedRead(em));
       const from = worker.status;
@@ -185,6 +190,13 @@ export class WorkerService {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
     return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity)] });
+  }
+
+  /** Like findVisibleByIds, deleted workers included: a lease keeps naming its last holder. */
+  async findVisibleByIdsWithDeleted(ids: readonly string[]): Promise<Worker[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity, true)] });
   }
 
   /** Platform admins see every worker; others the shared ones and their tenants' dedicated ones. */
