@@ -22,6 +22,7 @@ import {
   ValidationError,
 } from '../src/domain/errors.js';
 import type { Services } from '../src/domain/services.js';
+import { encodeGlobalId } from './ids.js';
 
 /** What every resolver receives: who is calling and the services bound to this request. */
 export interface Context {
@@ -58,7 +59,7 @@ export const builder = new SchemaBuilder<{
     clientMutationId: 'omit',
     cursorType: 'String',
     decodeGlobalID: decodeId,
-    encodeGlobalID: (typename, id) => Buffer.from(`${typename}:${String(id)}`, 'utf8').toString('base64url'),
+    encodeGlobalID: (typename, id) => encodeGlobalId(typename, String(id)),
   },
   scopeAuth: {
     authorizeOnSubscribe: true,

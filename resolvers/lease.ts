@@ -13,7 +13,15 @@ export const LeaseRef = builder.loadableNode('Lease', {
   sort: (lease) => lease.id,
   fields: (t) => ({
     sandbox: t.field({ type: SandboxRef, resolve: (lease) => lease.sandbox.id }),
-    holder: t.field({ type: WorkerRef, resolve: (lease) => lease.holder.id }),
+    holder: t.loadable({
+      type: WorkerRef,
+      description: 'The last holder, even once it has been deleted.',
+      load: async (ids: string[], ctx) => {
+        const workers = await ctx.services.workers.findVisibleByIdsWithDeleted(ids);
+        return ids.map((id) => workers.find((w) => w.id === id) ?? new NotFoundError('Worker', id));
+      },
+      resolve: (lease) => lease.holder.id,
+    }),
     fencingToken: t.exposeString('fencingToken', { description: 'Decimal of a 64-bit counter.' }),
     acquiredAt: t.expose('acquiredAt', { type: 'DateTime' }),
     renewedAt: t.expose('renewedAt', { type: 'DateTime' }),

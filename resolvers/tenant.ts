@@ -69,6 +69,8 @@ export const TenantRef = builder.loadableNode('Tenant', {
 
 const AuditEntryRef = builder.node(builder.objectRef<AuditEntry>('AuditEntry'), {
   id: { resolve: (entry) => entry.id },
+  loadMany: (ids, ctx) =>
+    ctx.services.tenants.auditEntriesByIds(ids).then((found) => ids.map((id) => found.find((e) => e.id === id) ?? null)),
   isTypeOf: (value) => value instanceof AuditEntry,
   fields: (t) => ({
     at: t.field({ type: 'DateTime', resolve: (entry) => entry.createdAt }),

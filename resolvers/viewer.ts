@@ -1,5 +1,6 @@
 import type { Identity } from '../src/auth/identity.js';
 import { builder } from './builder.js';
+import { encodeGlobalId } from './ids.js';
 import { MemberRef } from './member.js';
 
 const ViewerRef = builder.objectRef<Identity>('Viewer').implement({
@@ -13,15 +14,10 @@ const ViewerRef = builder.objectRef<Identity>('Viewer').implement({
     }),
     workerId: t.id({
       nullable: true,
-      resolve: (identity) => (identity.workerId ? encodeWorkerId(identity.workerId) : null),
+      resolve: (identity) => (identity.workerId ? encodeGlobalId('Worker', identity.workerId) : null),
     }),
   }),
 });
-
-/** Worker global ids; the Worker type itself arrives with the domain API. */
-function encodeWorkerId(id: string): string {
-  return Buffer.from(`Worker:${id}`, 'utf8').toString('base64url');
-}
 
 builder.queryField('viewer', (t) =>
   t.field({

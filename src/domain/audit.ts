@@ -2,6 +2,7 @@ import { AuditEntry } from '../db/entities/audit-entry.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { DomainError } from './errors.js';
+import { inTransaction } from './outbox.js';
 import type { ServiceContext } from './context.js';
 
 export interface AuditTarget {
@@ -10,7 +11,7 @@ export interface AuditTarget {
 }
 
 /**
- * Runs a mutation in one transaction (which appends its events, see events/log.ts), wakes the
+ * Runs a mutation in one transaction (which appends the events it recorded at its end, see outbox.ts), wakes the
  * event bus after commit, and then records its audit entry in a transaction of its own, so
  * refused and failed attempts are audited too. `describe` names the target once
  * the work has succeeded (e.g. the id of what it created).
@@ -25,7 +26,7 @@ export async function audited<T>(
   let outcome = 'ok';
   let finalTarget = target;
   try {
-    const result = await ctx.em.transactional(work);
+    const result = await inTransaction(ctx.em, work);
     ctx.bus.committed();
     if (describe) finalTarget = { ...target, ...describe(result) };
     return result;

@@ -4,12 +4,12 @@ import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, LeaseConflictError, NotFoundError, StaleFencingTokenError, ValidationError } from './errors.js';
 import { LEASABLE_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
+import { recordEvent } from './outbox.js';
 
 /** Lease lifetimes a worker may ask for. */
 export const MIN_LEASE_TTL_SECONDS = 1;
@@ -120,7 +120,7 @@ export class LeaseService {
         lease.updatedAt = now;
       }
       await em.flush();
-      await appendEvent(
+      recordEvent(
         em,
         {
           type: 'LEASE_CHANGED',
@@ -159,7 +159,7 @@ export class LeaseService {
       lease.updatedAt = now;
       await em.flush();
       const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
-      await appendEvent(
+      recordEvent(
         em,
         { type: 'LEASE_CHANGED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: lease.holder.id, leaseId: lease.id, data: { action: 'released', fencingToken: lease.fencingToken } },
         now,

@@ -1,8 +1,8 @@
 import type { Sandbox, SandboxStatus } from '../db/entities/sandbox.js';
 import type { Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { InvalidTransitionError } from './errors.js';
 import { runUpdate } from './locks.js';
+import { recordEvent } from './outbox.js';
 
 /**
  * The sandbox state machine (architecture.md): PENDING → SCHEDULED → STARTING → RUNNING →
@@ -68,7 +68,7 @@ export async function applyTransition(em: Em, sandbox: Sandbox, to: SandboxStatu
   if (to === 'DELETED') sandbox.deletedAt = now;
   sandbox.updatedAt = now;
   await em.flush();
-  await appendEvent(
+  recordEvent(
     em,
     {
       type: 'SANDBOX_STATUS_CHANGED',

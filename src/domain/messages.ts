@@ -4,7 +4,6 @@ import { Message } from '../db/entities/message.js';
 import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
 import { isUuid } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
@@ -12,6 +11,7 @@ import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { visibleSandboxesFilter } from './sandboxes.js';
+import { recordEvent } from './outbox.js';
 
 /** The largest message body, in bytes of UTF-8. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -139,7 +139,7 @@ export class MessageService {
     const now = this.ctx.clock.now();
     const message = em.create(Message, { ...fields, sandbox: sandbox.id, tenant: sandbox.tenant.id, createdAt: now, updatedAt: now });
     await em.flush();
-    await appendEvent(
+    recordEvent(
       em,
       {
         type: 'MESSAGE_POSTED',

@@ -5,7 +5,6 @@ import { ACTIVE_SANDBOX, Sandbox, type AgentPhase, type SandboxStatus } from '..
 import { Tenant } from '../db/entities/tenant.js';
 import { isUuid } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import {
@@ -24,6 +23,7 @@ import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { anyWorkerCouldFit, placeSandbox, type PlacementConstraints } from './scheduler.js';
 import { RESERVING_STATUSES } from './tenants.js';
 import { validateLabels, type Resources } from './workers.js';
+import { recordEvent } from './outbox.js';
 
 export const SANDBOX_NAME_MAX_LENGTH = 200;
 export const IMAGE_MAX_LENGTH = 500;
@@ -148,7 +148,7 @@ export class SandboxService {
           updatedAt: now,
         });
         await em.flush();
-        await appendEvent(em, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant.id, sandboxId: sandbox.id, data: { from: null, to: 'PENDING', stateVersion: 0 } }, now);
+        recordEvent(em, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant.id, sandboxId: sandbox.id, data: { from: null, to: 'PENDING', stateVersion: 0 } }, now);
         // No room now: it stays PENDING and the scheduler loop places it later.
         await placeSandbox(em, sandbox, now, this.ctx.settings.heartbeatTtlSeconds);
         return sandbox;
@@ -198,7 +198,7 @@ export class SandboxService {
       sandbox.agentUpdatedAt = now;
       sandbox.updatedAt = now;
       await em.flush();
-      await appendEvent(
+      recordEvent(
         em,
         { type: 'AGENT_STATUS_CHANGED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: sandbox.worker?.id ?? null, data: { from, to: input.phase } },
         now,
@@ -252,7 +252,7 @@ export class SandboxService {
   }
 
   private async requestStop(em: Em, sandbox: Sandbox, now: Date): Promise<void> {
-    await appendEvent(
+    recordEvent(
       em,
       { type: 'SANDBOX_STOP_REQUESTED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: sandbox.worker?.id ?? null, data: { workerId: sandbox.worker?.id ?? null } },
       now,

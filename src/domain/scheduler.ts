@@ -1,9 +1,9 @@
 import { Sandbox, ACTIVE_SANDBOX } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import type { Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { applyTransition, reserveCapacity, UNPLACED_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
+import { inTransaction, recordEvent } from './outbox.js';
 
 /** Where a sandbox may run: a region and labels its worker must carry. */
 export interface PlacementConstraints {
@@ -79,7 +79,7 @@ export async function placeSandbox(em: Em, sandbox: Sandbox, now: Date, heartbea
     if (!(await reserveCapacity(em, candidate.id, sandbox.cpuMillis, sandbox.memoryMb))) continue;
     sandbox.worker = em.getReference(Worker, candidate.id);
     await applyTransition(em, sandbox, 'SCHEDULED', now, { reason: null });
-    await appendEvent(
+    recordEvent(
       em,
       {
         type: 'SANDBOX_ASSIGNED',
@@ -104,7 +104,7 @@ export async function schedulePending(em: Em, now: Date, heartbeatTtlSeconds: nu
   );
   let placed = 0;
   for (const { id } of waiting) {
-    const ok = await em.fork().transactional(async (tx) => {
+    const ok = await inTransaction(em.fork(), async (tx) => {
       const sandbox = await tx.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(tx));
       if (!sandbox || !UNPLACED_STATUSES.includes(sandbox.status)) return false;
       return (await placeSandbox(tx, sandbox, now, heartbeatTtlSeconds)) !== null;

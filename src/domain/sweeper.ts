@@ -3,10 +3,10 @@ import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import { databaseKind, type Orm } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
-import { appendEvent } from '../events/log.js';
 import type { Clock } from './context.js';
 import { applyTransition, HOLDING_STATUSES, isHolding } from './lifecycle.js';
 import { lockedRead } from './locks.js';
+import { inTransaction, recordEvent } from './outbox.js';
 import { heartbeatHorizon, schedulePending } from './scheduler.js';
 
 /** How often the domain sweeper runs. */
@@ -108,7 +108,7 @@ export class DomainSweeper {
     );
     let changed = 0;
     for (const { id } of stale) {
-      const done = await orm.em.fork().transactional(async (em) => {
+      const done = await inTransaction(orm.em.fork(), async (em) => {
         const worker = await em.findOne(Worker, id, lockedRead(em));
         const lastSign = worker ? (worker.lastHeartbeatAt ?? worker.createdAt) : null;
         if (!worker || worker.status === 'OFFLINE' || !lastSign || lastSign.getTime() >= horizon.getTime()) return false;
@@ -116,7 +116,7 @@ export class DomainSweeper {
         worker.status = 'OFFLINE';
         worker.updatedAt = now;
         await em.flush();
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: id, data: { from, to: 'OFFLINE' } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: id, data: { from, to: 'OFFLINE' } }, now);
         return true;
       });
       if (done) changed += 1;
@@ -140,7 +140,7 @@ export class DomainSweeper {
     const ids = new Set([...expiredLeases.map((l) => l.sandbox.id), ...orphaned.map((s) => s.id)]);
     let changed = 0;
     for (const id of ids) {
-      const done = await orm.em.fork().transactional(async (em) => {
+      const done = await inTransaction(orm.em.fork(), async (em) => {
         const sandbox = await em.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(em));
         if (!sandbox || !isHolding(sandbox.status)) return false;
         const lease = await em.findOne(Lease, { sandbox: id }, { refresh: true });
@@ -166,12 +166,12 @@ export class DomainSweeper {
     );
     let changed = 0;
     for (const { id } of expired) {
-      const done = await orm.em.fork().transactional(async (em) => {
+      const done = await inTransaction(orm.em.fork(), async (em) => {
         const sandbox = await em.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(em));
         if (!sandbox || !sandbox.expiresAt || sandbox.expiresAt.getTime() > now.getTime()) return false;
         if (isHolding(sandbox.status) && sandbox.status !== 'STOPPING') {
           await applyTransition(em, sandbox, 'STOPPING', now, { reason: 'ttl expired' });
-          await appendEvent(
+          recordEvent(
             em,
             { type: 'SANDBOX_STOP_REQUESTED', tenantId: sandbox.tenant.id, sandboxId: id, workerId: sandbox.worker?.id ?? null, data: { workerId: sandbox.worker?.id ?? null, reason: 'ttl expired' } },
             now,

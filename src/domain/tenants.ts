@@ -151,6 +151,14 @@ export class TenantService {
     return members.filter((m) => hasTenantRole(this.ctx.identity, m.tenant.id, 'VIEWER'));
   }
 
+  /** Audit entries among `ids` of tenants the caller administers (for node lookups). */
+  async auditEntriesByIds(ids: readonly string[]): Promise<AuditEntry[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    const entries = await this.ctx.em.find(AuditEntry, { id: { $in: wanted } });
+    return entries.filter((e) => e.tenantId !== null && hasTenantRole(this.ctx.identity, e.tenantId, 'ADMIN'));
+  }
+
   /** The tenant's audit trail, oldest first (tenant ADMIN). */
   async listAuditEntries(tenantId: string, args: PageArgs): Promise<Page<AuditEntry>> {
     if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) throw new ForbiddenError('the audit trail needs the ADMIN role');

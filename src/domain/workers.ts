@@ -7,7 +7,6 @@ import { Tenant } from '../db/entities/tenant.js';
 import { Worker, type WorkerStatus } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from './errors.js';
@@ -15,6 +14,7 @@ import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { heartbeatHorizon } from './scheduler.js';
+import { recordEvent } from './outbox.js';
 
 /** What a worker token may do, and nothing else. */
 export const WORKER_SCOPES = ['worker:heartbeat', 'worker:lease', 'sandbox:report', 'message:post'] as const;
@@ -55,11 +55,12 @@ export function effectiveWorkerStatus(worker: Worker, now: Date, heartbeatTtlSec
 }
 
 /** Which workers a caller may see: its own, shared ones, and its tenants' dedicated ones. */
-export function visibleWorkersFilter(identity: Identity): FilterQuery<Worker> {
-  if (identity.platformAdmin) return { deletedAt: null };
-  if (identity.workerId) return { deletedAt: null, id: identity.workerId };
+export function visibleWorkersFilter(identity: Identity, includeDeleted = false): FilterQuery<Worker> {
+  const live: FilterQuery<Worker> = includeDeleted ? {} : { deletedAt: null };
+  if (identity.platformAdmin) return live;
+  if (identity.workerId) return { ...live, id: identity.workerId };
   const tenants = visibleTenantIds(identity) ?? [];
-  return { deletedAt: null, $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
+  return { ...live, $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
 }
 
 export class WorkerService {
@@ -98,7 +99,7 @@ export class WorkerService {
           throw err;
         }
         const token = await this.mintFor(em, worker, now);
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } }, now);
         return { worker, token };
       },
       (r) => ({ targetId: r.worker.id }),
@@ -126,7 +127,7 @@ export class WorkerService {
         worker.status = 'DRAINING';
         worker.updatedAt = now;
         await em.flush();
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'DRAINING' } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'DRAINING' } }, now);
       }
       return worker;
     });
@@ -135,14 +136,19 @@ export class WorkerService {
   /** Refused while the worker holds a live lease; its other placed sandboxes go LOST and are placed again. */
   async delete(workerId: string): Promise<Worker> {
     return audited(this.ctx, 'deleteWorker', { targetId: workerId }, async (em) => {
-      await this.manageable(em, workerId);
+      // Lock order everywhere is sandbox before worker: read the worker unlocked here.
+      await this.manageable(em, workerId, false);
       const now = this.ctx.clock.now();
       const held = await em.count(Lease, { holder: workerId, expiresAt: { $gt: now }, sandbox: { status: { $in: [...HOLDING_STATUSES] } } });
       if (held > 0) throw new LeaseConflictError(`worker still holds ${held} lease(s); drain it and let them finish or expire first`);
-      const placed = await em.find(Sandbox, { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } }, { fields: ['id'] });
-      for (const { id } of placed) {
-        const sandbox = await em.findOneOrFail(Sandbox, id, lockedRead(em));
-        if (HOLDING_STATUSES.includes(sandbox.status)) await applyTransition(em, sandbox, 'LOST', now, { reason: 'worker deleted' });
+      const placed = await em.find(Sandbox, { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } }, { fields: ['id'], orderBy: { id: 'asc' } });
+      // Lock every sandbox before the first release touches the worker row.
+      const locked: Sandbox[] = [];
+      for (const { id } of placed) locked.push(await em.findOneOrFail(Sandbox, id, lockedRead(em)));
+      for (const sandbox of locked) {
+        if (HOLDING_STATUSES.includes(sandbox.status) && sandbox.worker?.id === workerId) {
+          await applyTransition(em, sandbox, 'LOST', now, { reason: 'worker deleted' });
+        }
       }
       const worker = await em.findOneOrFail(Worker, workerId, lockedRead(em));
       const from = worker.status;
@@ -151,7 +157,7 @@ export class WorkerService {
       worker.updatedAt = now;
       if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
       await em.flush();
-      await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'OFFLINE', deleted: true } }, now);
+      recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'OFFLINE', deleted: true } }, now);
       return worker;
     });
   }
@@ -174,7 +180,7 @@ export class WorkerService {
       await em.flush();
       const to = worker.status;
       if (from !== to) {
-        await appendEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } }, now);
+        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } }, now);
       }
       return worker;
     });
@@ -184,6 +190,13 @@ export class WorkerService {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
     return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity)] });
+  }
+
+  /** Like findVisibleByIds, deleted workers included: a lease keeps naming its last holder. */
+  async findVisibleByIdsWithDeleted(ids: readonly string[]): Promise<Worker[]> {
+    const wanted = ids.filter(isUuid);
+    if (wanted.length === 0) return [];
+    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity, true)] });
   }
 
   /** Platform admins see every worker; others the shared ones and their tenants' dedicated ones. */
@@ -218,9 +231,9 @@ export class WorkerService {
     throw new ForbiddenError(tenantId ? 'only a tenant ADMIN may manage its dedicated workers' : 'only a platform admin may manage shared workers');
   }
 
-  /** The worker, row-locked, if the caller may manage it; otherwise it reads as missing. */
-  private async manageable(em: Em, workerId: string): Promise<Worker> {
-    const worker = isUuid(workerId) ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em)) : null;
+  /** The worker (row-locked unless told not to) if the caller may manage it; otherwise it reads as missing. */
+  private async manageable(em: Em, workerId: string, lock = true): Promise<Worker> {
+    const worker = isUuid(workerId) ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lock ? lockedRead(em) : { refresh: true }) : null;
     if (!worker) throw new NotFoundError('Worker', workerId);
     const tenantId = worker.tenant?.id ?? null;
     if (!this.ctx.identity.platformAdmin) {

@@ -68,6 +68,34 @@ describe.each(DRIVERS)('concurrency on %s', (kind) => {
     }
   });
 
+  it('lets creates and the scheduler race for the same workers without deadlock or over-commit', async () => {
+    const pool = uniqueName('pool');
+    const tenants = await Promise.all(Array.from({ length: 4 }, () => createTenant(server, uniqueName('mix'))));
+    // Fill the pool's only worker first, so later creates wait as PENDING for the scheduler.
+    const first = await registerWorker(server, uniqueName('mixw'), { cpuMillis: 1000, memoryMb: 100_000, labels: { pool } });
+    const placement = { workerLabels: { pool } };
+    const waiting = await Promise.all(tenants.map((t) => createSandbox(server, t, { name: 'early', placement })));
+    expect(waiting.filter((r) => r.sandbox.status === 'PENDING')).toHaveLength(2);
+    const second = await registerWorker(server, uniqueName('mixw'), { cpuMillis: 3000, memoryMb: 100_000, labels: { pool } });
+    const racing = await Promise.all([
+      ...tenants.flatMap((t) => [0, 1].map((i) => createSandbox(server, t, { name: `late${i}`, placement }))),
+      server.app.sweeper.runOnce(),
+      server.app.sweeper.runOnce(),
+    ]);
+    const creates = racing.slice(0, 8) as Awaited<ReturnType<typeof createSandbox>>[];
+    expect(creates.every((r) => r.__typename === 'SandboxPayload')).toBe(true);
+    await server.app.sweeper.runOnce();
+    const view = dataOf(
+      await server.gql<{ nodes: { allocated: { cpuMillis: number }; capacity: { cpuMillis: number }; sandboxes: { totalCount: number } }[] }>(
+        'query($ids: [ID!]!) { nodes(ids: $ids) { ... on Worker { allocated { cpuMillis } capacity { cpuMillis } sandboxes { totalCount } } } }',
+        { ids: [first.id, second.id] },
+      ),
+    );
+    // 12 sandboxes of 500 mCPU want 6000 mCPU; the pool has 4000: exactly 8 placed, none over capacity.
+    expect(view.nodes.map((w) => w.allocated.cpuMillis)).toEqual([1000, 3000]);
+    expect(view.nodes.map((w) => w.sandboxes.totalCount)).toEqual([2, 6]);
+  });
+
   it('gives one sandbox exactly one lease holder among 20 racing workers, with tokens that only grow', async () => {
     const tenantId = await createTenant(server, uniqueName('race'));
     const pool = uniqueName('pool');

@@ -84,6 +84,12 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       ));
       const actions = audit.tenant.auditEntries.edges.map((e) => `${e.node.action}:${e.node.outcome}`);
       expect(actions).toEqual(expect.arrayContaining(['createTenant:ok', 'addMember:ok', 'addMember:VALIDATION_FAILED', 'removeMember:ok']));
+      const entryId = dataOf(await server.gql<{ tenant: { auditEntries: { edges: { node: { id: string } }[] } } }>(
+        'query($id: ID!) { tenant(id: $id) { auditEntries(first: 1) { edges { node { id } } } } }',
+        { id: tenantId },
+      )).tenant.auditEntries.edges[0].node.id;
+      expect(dataOf(await server.gql<{ node: unknown }>('query($id: ID!) { node(id: $id) { ... on AuditEntry { action } } }', { id: entryId })).node).toEqual({ action: 'createTenant' });
+      expect(dataOf(await server.gql<{ node: unknown }>('query($id: ID!) { node(id: $id) { id } }', { id: entryId }, viewer)).node).toBeNull();
       const asViewer = await server.gql('query($id: ID!) { tenant(id: $id) { auditEntries { totalCount } } }', { id: tenantId }, viewer);
       expect(asViewer.body.errors?.[0].extensions?.code).toBe('FORBIDDEN');
     });
@@ -141,13 +147,21 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       expect(dataOf(await server.gql<{ worker: unknown }>('query($id: ID!) { worker(id: $id) { id } }', { id: dedicated.id })).worker).toBeNull();
     });
 
-    it('refuses to delete a worker while it holds a lease', async () => {
+    it('refuses to delete a worker while it holds a lease, then loses and re-places its sandboxes', async () => {
       const tenantId = await createTenant(server, uniqueName('del'));
       const pool = uniqueName('pool');
       const worker = await registerWorker(server, uniqueName('holder'), { labels: { pool } });
       const created = await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } });
-      await acquireLease(server, worker, created.sandbox.id);
+      const lease = await acquireLease(server, worker, created.sandbox.id);
       expect(await mutate('deleteWorker', 'WorkerRefInput', { workerId: worker.id })).toMatchObject({ __typename: 'LeaseConflictError', code: 'LEASE_CONFLICT' });
+      await releaseLease(server, worker, created.sandbox.id, lease.lease.fencingToken);
+      expect((await mutate('deleteWorker', 'WorkerRefInput', { workerId: worker.id })).__typename).toBe('WorkerPayload');
+      expect(await getSandbox(server, created.sandbox.id)).toMatchObject({ status: 'LOST', statusReason: 'worker deleted' });
+      const replacement = await registerWorker(server, uniqueName('repl'), { labels: { pool } });
+      await server.app.sweeper.runOnce();
+      expect(await getSandbox(server, created.sandbox.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: replacement.id } });
+      // The deleted worker's token is revoked with it.
+      expect((await server.gql('mutation { heartbeat(input: {}) { __typename } }', undefined, worker.token)).status).toBe(401);
     });
 
     it('reads a worker with a stale heartbeat as OFFLINE and filters by status', async () => {

@@ -81,8 +81,13 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
       ),
     );
     expect(stop.stopSandbox.sandbox.status).toBe('STOPPING');
-    const stopped = await reportStatus(server, b, id, '2', 'STOPPED', { exitCode: 0 });
-    expect(stopped.sandbox).toMatchObject({ status: 'STOPPED', exitCode: 0 });
+    const stopped = await server.gql<{ reportSandboxStatus: { sandbox: { status: string; exitCode: number; stoppedAt: string; worker: { allocated: { cpuMillis: number } } } } }>(
+      'mutation($i: ReportSandboxStatusInput!) { reportSandboxStatus(input: $i) { ... on SandboxPayload { sandbox { status exitCode stoppedAt worker { allocated { cpuMillis } } } } } }',
+      { i: { sandboxId: id, fencingToken: '2', status: 'STOPPED', exitCode: 0 } },
+      b.token,
+    ).then((r) => dataOf(r).reportSandboxStatus);
+    // The response already shows the released capacity (no stale entity from the transaction).
+    expect(stopped.sandbox).toMatchObject({ status: 'STOPPED', exitCode: 0, worker: { allocated: { cpuMillis: 0 } } });
     expect(stopped.sandbox.stoppedAt).not.toBeNull();
 
     const usage = dataOf(

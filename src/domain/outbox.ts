@@ -1,0 +1,33 @@
+import type { Em } from '../db/orm.js';
+import { appendEvent, type NewEvent } from '../events/log.js';
+
+/**
+ * Events a transaction records as it goes, appended to the log when its work is done. On
+ * Postgres appending takes the log's global lock until commit, so every transaction takes it
+ * last: no transaction ever waits for a row while holding it (no deadlock between, say, a
+ * create that reserves a worker and the scheduler reserving the same worker), and the
+ * serialised window stays short.
+ */
+const pending = new WeakMap<Em, { event: NewEvent; at: Date }[]>();
+
+export function recordEvent(em: Em, event: NewEvent, at: Date): void {
+  const list = pending.get(em) ?? [];
+  list.push({ event, at });
+  pending.set(em, list);
+}
+
+/** Appends what `em`'s transaction recorded, in order. */
+export async function flushEvents(em: Em): Promise<void> {
+  const list = pending.get(em);
+  pending.delete(em);
+  for (const { event, at } of list ?? []) await appendEvent(em, event, at);
+}
+
+/** A transaction whose recorded events are appended at its end, in it. */
+export async function inTransaction<T>(em: Em, work: (tx: Em) => Promise<T>): Promise<T> {
+  return em.transactional(async (tx) => {
+    const result = await work(tx);
+    await flushEvents(tx);
+    return result;
+  });
+}
