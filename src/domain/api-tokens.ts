@@ -5,8 +5,8 @@ import { ApiToken } from '../db/entities/api-token.js';
 import { TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { isUuid, newId } from '../db/ids.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
+import { recordEvent } from './outbox.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, UnavailableError, ValidationError } from './errors.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
@@ -83,7 +83,7 @@ export class ApiTokenService {
         if (!record.revokedAt) {
           record.revokedAt = this.ctx.clock.now();
           await em.flush();
-          await appendEvent(em, { type: 'TOKEN_REVOKED', tenantId, data: { tokenId: record.id } }, this.ctx.clock.now());
+          recordEvent(em, { type: 'TOKEN_REVOKED', tenantId, data: { tokenId: record.id } }, this.ctx.clock.now());
         }
         return record;
       },

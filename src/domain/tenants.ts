@@ -6,8 +6,8 @@ import { Sandbox } from '../db/entities/sandbox.js';
 import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tenant.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
-import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
+import { recordEvent } from './outbox.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { lockedRead } from './locks.js';
@@ -138,7 +138,7 @@ export class TenantService {
       if (!hasTenantRole(this.ctx.identity, member.tenant.id, 'ADMIN')) throw new ForbiddenError('managing members needs the ADMIN role');
       em.remove(member);
       await em.flush();
-      await appendEvent(em, { type: 'MEMBER_REMOVED', tenantId: member.tenant.id, data: { subject: member.subject } }, this.ctx.clock.now());
+      recordEvent(em, { type: 'MEMBER_REMOVED', tenantId: member.tenant.id, data: { subject: member.subject } }, this.ctx.clock.now());
       return member;
     }, (m) => ({ tenantId: m.tenant.id }));
   }

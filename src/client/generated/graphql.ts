@@ -41,10 +41,12 @@ export type CreateTenantInput = {
 export type EventType =
   | 'AGENT_STATUS_CHANGED'
   | 'LEASE_CHANGED'
+  | 'MEMBER_REMOVED'
   | 'MESSAGE_POSTED'
   | 'SANDBOX_ASSIGNED'
   | 'SANDBOX_STATUS_CHANGED'
   | 'SANDBOX_STOP_REQUESTED'
+  | 'TOKEN_REVOKED'
   | 'WORKER_STATUS_CHANGED';
 
 export type HeartbeatInput = {
