@@ -3,17 +3,22 @@ import type { LogEvent } from '../src/events/reader.js';
 import type { Context } from './builder.js';
 
 /**
- * Adapts a hub stream to a subscription resolver: each event starts a fresh context (current
- * rows, empty DataLoaders), and the stream closes with the subscription.
+ * Adapts a hub stream to a subscription resolver. The hub subscription is opened here, at
+ * subscribe time (not at the first read), so nothing committed after the subscribe call is
+ * missed and refusals (not found, forbidden, bad cursor) answer the subscribe request itself.
+ * Each event starts a fresh context (current rows, empty DataLoaders); the stream closes with
+ * the subscription.
  */
-export async function* eventStream(ctx: Context, open: () => Promise<EventSubscription>): AsyncGenerator<LogEvent> {
+export async function eventStream(ctx: Context, open: () => Promise<EventSubscription>): Promise<AsyncIterable<LogEvent>> {
   const stream = await open();
-  try {
-    for await (const event of stream) {
-      ctx.renew();
-      yield event;
+  return (async function* renewing(): AsyncGenerator<LogEvent> {
+    try {
+      for await (const event of stream) {
+        ctx.renew();
+        yield event;
+      }
+    } finally {
+      await stream.return?.();
     }
-  } finally {
-    await stream.return?.();
-  }
+  })();
 }

@@ -1,0 +1,207 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { MessageAddedDocument, TenantEventsDocument, createClient } from '../../src/client/index.js';
+import { tempDir } from '../helpers/databases.js';
+import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+/**
+ * Several replicas on one Postgres: each holds its own LISTEN connection and hub, so a write on
+ * one reaches subscribers on another, a client resumes on another replica after one dies, and
+ * access changes end streams everywhere.
+ */
+const HS_ISSUER = 'https://sso.test.invalid';
+const HS_SECRET = 'replica-test-shared-secret-of-enough-bytes!';
+const AUDIENCE = 'flotilla-replicas';
+const ISSUERS = JSON.stringify([{ issuer: HS_ISSUER, audience: AUDIENCE, secret: HS_SECRET }]);
+
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('FLOTILLA_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Starts `flotilla serve` as a real process on the same database; resolves with its GraphQL URL. */
+function startReplica(databaseUrl: string): Promise<{ child: ChildProcess; url: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [resolve('bin/flotilla.js'), 'serve'], {
+      env: cleanEnv({
+        FLOTILLA_DATABASE_URL: databaseUrl,
+        FLOTILLA_PORT: '0',
+        FLOTILLA_DATA_DIR: tempDir(),
+        FLOTILLA_LOG_LEVEL: 'warn',
+        FLOTILLA_HS256_ISSUERS: ISSUERS,
+      }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const match = /serving GraphiQL at (http:\/\/\S+)/.exec(out);
+      if (match) resolvePromise({ child, url: match[1] });
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`replica exited with ${code}: ${out}`)));
+  });
+}
+
+async function take<T>(stream: AsyncIterableIterator<T>, count: number, timeoutMs = 20_000): Promise<T[]> {
+  const items: T[] = [];
+  const timer = setTimeout(() => void stream.return?.(), timeoutMs);
+  try {
+    for await (const item of stream) {
+      items.push(item);
+      if (items.length >= count) break;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  if (items.length < count) throw new Error(`only ${items.length} of ${count} arrived`);
+  return items;
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 400));
+
+describe('replicas on one Postgres', () => {
+  let a: TestServer;
+  let b: { child: ChildProcess; url: string };
+  let tenantId: string;
+
+  beforeAll(async () => {
+    a = await startTestServer('postgres', { env: { FLOTILLA_HS256_ISSUERS: ISSUERS } });
+    b = await startReplica(a.databaseUrl);
+    tenantId = await createTenant(a, uniqueName('replicas'), { quota: { maxSandboxes: 100, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 } });
+    // Room for every sandbox these tests create (without any worker, createSandbox answers NO_CAPACITY).
+    await registerWorker(a, uniqueName('shared'), { cpuMillis: 1_000_000, memoryMb: 1_000_000 });
+  });
+  afterAll(async () => {
+    if (b?.child.exitCode === null) b.child.kill('SIGKILL');
+    await a?.close();
+  });
+
+  it('delivers a mutation on A to a subscriber on B, over graphql-ws and over SSE', async () => {
+    const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
+    const ws = take(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
+    const sseClient = createClient({ url: b.url, token: a.adminToken, transport: 'sse' });
+    const sse = take(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
+    await settle();
+    const created = await createSandbox(a, tenantId, { name: 'across' });
+    const [viaWs] = await ws;
+    const [viaSse] = await sse;
+    expect(viaWs.tenantEvents.sandbox?.id).toBe(created.sandbox.id);
+    expect(viaSse.tenantEvents.cursor).toBe(viaWs.tenantEvents.cursor);
+    await onB.close();
+  });
+
+  it('delivers an agent message far over the 8000-byte NOTIFY limit whole', async () => {
+    const worker = await registerWorker(a, uniqueName('big'));
+    const created = await createSandbox(a, tenantId, { name: 'big-message' });
+    const sandboxId = created.sandbox.id;
+    const lease = await acquireLease(a, worker, created.sandbox.id);
+    const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
+    const got = take(onB.subscribe(MessageAddedDocument, { sandboxId }), 1);
+    await settle();
+    const body = 'x'.repeat(40_000) + '✓';
+    const posted = await a.gql<{ postAgentMessage: { __typename: string } }>(
+      'mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }',
+      { i: { sandboxId, fencingToken: lease.lease.fencingToken, body } },
+      worker.token,
+    );
+    expect(posted.body.data?.postAgentMessage.__typename).toBe('MessagePayload');
+    const [message] = await got;
+    expect(message.messageAdded.body).toBe(body);
+    await onB.close();
+  });
+
+  it('ends a removed member’s tenant stream on another replica within a second', async () => {
+    const slug = uniqueName('members');
+    const memberTenant = await createTenant(a, slug);
+    await a.gql('mutation($i: AddMemberInput!) { addMember(input: $i) { __typename } }', { i: { tenantId: memberTenant, subject: 'sso:alice', role: 'VIEWER' } });
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer(HS_ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('sso:alice')
+      .setIssuedAt()
+      .setExpirationTime('10m')
+      .sign(new TextEncoder().encode(HS_SECRET));
+    const alice = createClient({ url: b.url, token, webSocketImpl: WebSocket });
+    const events: string[] = [];
+    let ended: unknown = null;
+    const watching = (async () => {
+      try {
+        for await (const { tenantEvents } of alice.subscribe(TenantEventsDocument, { tenantId: memberTenant })) events.push(tenantEvents.type);
+      } catch (err) {
+        ended = err;
+      }
+    })();
+    await settle();
+    await createSandbox(a, memberTenant, { name: 'seen' });
+    const members = await a.gql<{ tenant: { members: { edges: { node: { id: string; subject: string } }[] } } }>(
+      'query($id: ID!) { tenant(id: $id) { members { edges { node { id subject } } } } }',
+      { id: memberTenant },
+    );
+    const memberId = members.body.data?.tenant.members.edges.find((e) => e.node.subject === 'sso:alice')?.node.id;
+    const removedAt = Date.now();
+    await a.gql('mutation($i: RemoveMemberInput!) { removeMember(input: $i) { __typename } }', { i: { memberId } });
+    await Promise.race([watching, new Promise((r) => setTimeout(r, 5_000))]);
+    expect(ended).not.toBeNull();
+    expect(Date.now() - removedAt).toBeLessThan(5_000);
+    const countBefore = events.length;
+    await createSandbox(a, memberTenant, { name: 'not-seen' });
+    await settle();
+    expect(events.length).toBe(countBefore);
+    expect(events).toContain('SANDBOX_STATUS_CHANGED');
+    await alice.close();
+  });
+
+  it('lets a client resume on A with its last cursor after B is killed mid-stream, missing nothing', async () => {
+    const resumeTenant = await createTenant(a, uniqueName('resume'), { quota: { maxSandboxes: 100, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 } });
+    const worker = await registerWorker(a, uniqueName('resume-w'), { tenantId: resumeTenant, cpuMillis: 100_000, memoryMb: 100_000 });
+    const created = await createSandbox(a, resumeTenant, { name: 'chatty' });
+    const lease = await acquireLease(a, worker, created.sandbox.id);
+    const total = 40;
+    const post = (n: number) =>
+      a.gql('mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }', {
+        i: { sandboxId: created.sandbox.id, fencingToken: lease.lease.fencingToken, body: `line ${n}` },
+      }, worker.token);
+
+    const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket, retries: 0 });
+    const received: { cursor: string; body: string }[] = [];
+    const stop = new AbortController();
+    const first = (async () => {
+      try {
+        for await (const { messageAdded } of onB.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id }, { signal: stop.signal })) {
+          received.push({ cursor: messageAdded.eventCursor as string, body: messageAdded.body });
+          if (received.length === 10) {
+            b.child.kill('SIGKILL');
+            // What B had sent before it died may still be in flight; the client then gives up on B.
+            setTimeout(() => stop.abort(), 500);
+          }
+        }
+      } catch {
+        // the replica died; the caller resumes elsewhere below
+      }
+    })();
+    await settle();
+    const writing = (async () => {
+      for (let n = 0; n < total; n++) await post(n);
+    })();
+    await Promise.race([first, new Promise((r) => setTimeout(r, 8_000))]);
+    void onB.close();
+    const last = received.at(-1)?.cursor;
+    expect(received.length).toBeGreaterThanOrEqual(10);
+    expect(last).toBeTruthy();
+
+    const onA = createClient({ url: a.app.graphqlUrl, token: a.adminToken, webSocketImpl: WebSocket });
+    await writing;
+    const rest = await take(onA.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: last }), total - received.length);
+    const all = [...received.map((r) => r.body), ...rest.map((r) => r.messageAdded.body)];
+    expect(all).toEqual(Array.from({ length: total }, (_, n) => `line ${n}`));
+    await onA.close();
+  });
+});
