@@ -108,11 +108,14 @@ describe('event log on postgres', () => {
       }
     });
     let kills = 0;
+    let lastKilled: number | null = null;
     const killer = (async () => {
       while (writing) {
+        // Kill each LISTEN connection once: until the listener has reconnected it still reports the old pid.
         const pid = listener.backendPid;
-        if (pid !== null) {
+        if (pid !== null && pid !== lastKilled) {
           await admin.query('select pg_terminate_backend($1)', [pid]);
+          lastKilled = pid;
           kills++;
         }
         await pause(25);

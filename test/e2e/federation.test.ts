@@ -13,7 +13,7 @@ import { loadConfig } from '../../src/config/index.js';
 import type { TenantRole } from '../../src/db/entities/member.js';
 import { openOrm } from '../../src/db/orm.js';
 import { DRIVERS, freshDatabaseUrl, tempDir } from '../helpers/databases.js';
-import { localId, startTestServer, type GraphQLResponse, type TestServer } from '../helpers/server.js';
+import { localId, isRequestStatement, startTestServer, type GraphQLResponse, type TestServer } from '../helpers/server.js';
 
 /** How many tenants the batching test resolves in one `_entities` call. */
 const BATCH = 100;
@@ -69,7 +69,7 @@ describe.each(DRIVERS)('Flotilla as a federation subgraph (%s)', (kind) => {
   let statements: string[] = [];
 
   beforeAll(async () => {
-    server = await startTestServer(kind, { onQuery: (sql) => statements.push(sql) });
+    server = await startTestServer(kind, { onQuery: (sql) => (isRequestStatement(sql) ? statements.push(sql) : undefined) });
   });
   afterAll(async () => {
     await server?.close();

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DRIVERS } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, dataOf, registerWorker, uniqueName } from '../helpers/fleet.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { isRequestStatement, startTestServer, type TestServer } from '../helpers/server.js';
 
 const LIST = /* GraphQL */ `
   query List($t: ID!) {
@@ -25,7 +25,7 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
   let recording: string[] | null = null;
 
   beforeAll(async () => {
-    server = await startTestServer(kind, { onQuery: (sql) => recording?.push(sql) });
+    server = await startTestServer(kind, { onQuery: (sql) => (isRequestStatement(sql) ? recording?.push(sql) : undefined) });
   });
   afterAll(async () => {
     await server?.close();

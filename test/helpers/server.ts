@@ -116,3 +116,12 @@ export function localId(globalId: string): string {
   const decoded = Buffer.from(globalId, 'base64url').toString('utf8');
   return decoded.slice(decoded.indexOf(':') + 1);
 }
+
+/**
+ * Whether a recorded SQL statement belongs to the request being measured, rather than to the
+ * server's background work (the event hub's safety read, signing-key reloads, event pruning)
+ * or to per-token bookkeeping (the throttled lastUsedAt update), whose timing varies with load.
+ */
+export function isRequestStatement(sql: string): boolean {
+  return !/["`](events|signing_keys)["`]/.test(sql) && !/update ["`]api_tokens["`]/i.test(sql);
+}
