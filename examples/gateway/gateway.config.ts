@@ -9,7 +9,8 @@
  * carrying that token, and for each event fetches the other subgraphs' fields (e.g. the usage
  * subgraph's Sandbox.costCentsPerHour and Tenant.billing) over HTTP with the same token.
  */
-import { defineConfig } from '@graphql-hive/gateway';
+import { defineConfig, type GatewayPlugin } from '@graphql-hive/gateway';
+import { GraphQLError } from 'graphql';
 import { FLOTILLA_SUBGRAPH } from './compose.js';
 
 /** The client's token as the gateway saw it: its Authorization header or graphql-ws connectionParams. */
@@ -21,7 +22,22 @@ function clientAuthorization(context: unknown): string | null {
   return typeof value === 'string' ? value : null;
 }
 
+/**
+ * Refuses a subscription without a token at the gateway. Flotilla refuses such a socket by
+ * closing it (4403), which the gateway's upstream graphql-ws client retries with backoff for
+ * half a minute before giving up; answering here gives the client Flotilla's HTTP answer at once.
+ */
+const requireTokenForSubscriptions: GatewayPlugin = {
+  onSubscribe({ args, setResultAndStopExecution }) {
+    if (clientAuthorization(args.contextValue)) return;
+    setResultAndStopExecution({
+      errors: [new GraphQLError('authentication required: send "Authorization: Bearer <token>"', { extensions: { code: 'UNAUTHENTICATED' } })],
+    });
+  },
+};
+
 export const gatewayConfig = defineConfig({
+  plugins: () => [requireTokenForSubscriptions],
   propagateHeaders: {
     // Over graphql-ws the request is the socket's upgrade request, which carries no token: Hive
     // Gateway merges the connectionParams into context.headers, so look there first.
