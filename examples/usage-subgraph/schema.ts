@@ -74,7 +74,9 @@ export interface SandboxResources {
 
 /** The hourly list price of a sandbox's resources, rounded up to a whole cent. */
 export function costCentsPerHour(resources: SandboxResources): number {
-  return Math.ceil((resources.cpuMillis * CENTS_PER_CORE_HOUR) / MILLICORES_PER_CORE + (resources.memoryMb * CENTS_PER_GIB_HOUR) / MB_PER_GIB);
+  // One division of integers, so a whole number of cents is never rounded up by float error.
+  const numerator = resources.cpuMillis * CENTS_PER_CORE_HOUR * MB_PER_GIB + resources.memoryMb * CENTS_PER_GIB_HOUR * MILLICORES_PER_CORE;
+  return Math.ceil(numerator / (MILLICORES_PER_CORE * MB_PER_GIB));
 }
 
 export interface Billing {
