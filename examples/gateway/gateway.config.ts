@@ -22,22 +22,48 @@ function clientAuthorization(context: unknown): string | null {
   return typeof value === 'string' ? value : null;
 }
 
+/** Where the gateway asks Flotilla whether a subscriber's token is good (set by launch.ts). */
+const FLOTILLA_GRAPHQL_URL = process.env.FLOTILLA_GRAPHQL_URL;
+
+function unauthenticated(message: string): GraphQLError {
+  return new GraphQLError(message, { extensions: { code: 'UNAUTHENTICATED' } });
+}
+
 /**
- * Refuses a subscription without a token at the gateway. Flotilla refuses such a socket by
- * closing it (4403), which the gateway's upstream graphql-ws client retries with backoff for
- * half a minute before giving up; answering here gives the client Flotilla's HTTP answer at once.
+ * Why Flotilla would refuse this subscriber's token, or null. Flotilla refuses a socket with a
+ * missing or bad token by closing it (4403); the gateway's upstream graphql-ws client retries a
+ * closed socket with backoff for over half a minute and then reports an error without a message
+ * or code. So the gateway asks Flotilla first, over HTTP with the same token, and answers the
+ * client at once with Flotilla's own error. Flotilla still decides; the gateway only relays.
  */
-const requireTokenForSubscriptions: GatewayPlugin = {
-  onSubscribe({ args, setResultAndStopExecution }) {
-    if (clientAuthorization(args.contextValue)) return;
-    setResultAndStopExecution({
-      errors: [new GraphQLError('authentication required: send "Authorization: Bearer <token>"', { extensions: { code: 'UNAUTHENTICATED' } })],
+async function tokenRefusal(authorization: string | null): Promise<GraphQLError | null> {
+  if (!authorization) return unauthenticated('authentication required: send "Authorization: Bearer <token>"');
+  if (!FLOTILLA_GRAPHQL_URL) return null; // not configured: Flotilla's socket refusal is the answer
+  try {
+    const res = await fetch(FLOTILLA_GRAPHQL_URL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json', authorization },
+      body: JSON.stringify({ query: 'query GatewayTokenCheck { __typename }' }),
     });
+    const body = (await res.json()) as { errors?: { message?: string; extensions?: { code?: unknown } }[] };
+    const [first] = body.errors ?? [];
+    if (!first) return null;
+    const code = typeof first.extensions?.code === 'string' ? first.extensions.code : 'UNAUTHENTICATED';
+    return new GraphQLError(first.message ?? 'token refused', { extensions: { code } });
+  } catch {
+    return unauthenticated('token could not be verified'); // fail closed, as Flotilla does
+  }
+}
+
+const checkSubscriberToken: GatewayPlugin = {
+  async onSubscribe({ args, setResultAndStopExecution }) {
+    const refusal = await tokenRefusal(clientAuthorization(args.contextValue));
+    if (refusal) setResultAndStopExecution({ errors: [refusal] });
   },
 };
 
 export const gatewayConfig = defineConfig({
-  plugins: () => [requireTokenForSubscriptions],
+  plugins: () => [checkSubscriberToken],
   propagateHeaders: {
     // Over graphql-ws the request is the socket's upgrade request, which carries no token: Hive
     // Gateway merges the connectionParams into context.headers, so look there first.

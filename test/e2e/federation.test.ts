@@ -399,7 +399,7 @@ describe('federation through Hive Gateway (real processes)', () => {
   it.each([
     ['graphql-ws', wsTake],
     ['SSE', sseTake],
-  ])("refuses another tenant's token (NOT_FOUND) and a missing token (UNAUTHENTICATED) over %s", async (transport, take) => {
+  ])("refuses another tenant's token (NOT_FOUND) and a missing or forged token (UNAUTHENTICATED) over %s", async (transport, take) => {
     const slug = `guarded-${transport === 'SSE' ? 'sse' : 'ws'}`;
     const { tenantId, cursor } = await fleet(slug);
     const [otherTenant] = await createTenants((q) => gateway(q), [`${slug}-other`]);
@@ -414,5 +414,10 @@ describe('federation through Hive Gateway (real processes)', () => {
     const anonymous = await take(url, null, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
     expect(anonymous.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
     expect(codesOf(anonymous)).toContain('UNAUTHENTICATED');
+
+    // A token Flotilla does not accept is refused at once with Flotilla's own answer.
+    const forged = await take(url, 'not.a.token', ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+    expect(forged.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+    expect(codesOf(forged)).toContain('UNAUTHENTICATED');
   });
 });
