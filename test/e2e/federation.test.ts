@@ -405,8 +405,9 @@ describe('federation through Hive Gateway (real processes)', () => {
     const [otherTenant] = await createTenants((q) => gateway(q), [`${slug}-other`]);
     const outsider = await apiToken(otherTenant, 'ADMIN');
     const url = federation?.gatewayUrl ?? '';
+    // After `cursor`, a permitted subscriber would get this sandbox's event at once, by replay.
+    await createSandboxAtGateway(tenantId, `${slug}-second`);
 
-    // With `after`, a permitted subscriber would get the sandbox's event at once: nothing arrives here.
     const foreign = await take(url, outsider, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
     expect(foreign.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
     expect(codesOf(foreign)).toContain('NOT_FOUND');
