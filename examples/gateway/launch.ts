@@ -98,7 +98,7 @@ export async function startFederation(options: FederationOptions = {}): Promise<
         { name: FLOTILLA_SUBGRAPH, url: flotillaUrl, sdl: readFileSync(FLOTILLA_SUBGRAPH_SDL, 'utf8') },
         { name: USAGE_SUBGRAPH, url: usageUrl, sdl: USAGE_TYPE_DEFS },
       ],
-      { host, port: options.gatewayPort, onOutput: options.onOutput },
+      { host, port: options.gatewayPort, onOutput: options.onOutput, flotillaGraphqlUrl: flotillaUrl },
     );
     return {
       ...gateway,
@@ -118,6 +118,8 @@ export interface GatewayOptions {
   /** 0 or unset picks a free port. */
   port?: number;
   onOutput?: (line: string) => void;
+  /** Where the gateway checks a subscriber's token before subscribing (see gateway.config.ts). */
+  flotillaGraphqlUrl?: string;
 }
 
 /** Composes the given subgraphs and serves them with Hive Gateway and gateway.config.ts. */
@@ -151,7 +153,11 @@ async function launchGateway(
     process.execPath,
     [GATEWAY_BIN, 'supergraph', supergraphFile, '--config-path', GATEWAY_CONFIG, '--host', host, '--port', String(port)],
     // The config file is TypeScript; tsx lets Node load it.
-    { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import tsx`.trim() },
+    {
+      ...process.env,
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import tsx`.trim(),
+      ...(options.flotillaGraphqlUrl ? { FLOTILLA_GRAPHQL_URL: options.flotillaGraphqlUrl } : {}),
+    },
     options.onOutput,
   );
   const origin = `http://${host}:${port}`;

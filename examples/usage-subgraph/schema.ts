@@ -3,13 +3,15 @@
  * extends Flotilla's Tenant entity (keyed by its global id) with a `billing` field and keeps
  * budgets in memory. Authorization is Flotilla's: the caller's token is forwarded to Flotilla,
  * which answers what the caller may see and whether it is a platform admin.
+ * It also extends Flotilla's Sandbox with a price, `costCentsPerHour`, computed from the sandbox's
+ * resources, which the gateway fetches from Flotilla first (@requires on @external fields).
  */
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import DataLoader from 'dataloader';
 import { GraphQLError, parse, type GraphQLSchema } from 'graphql';
 
 export const USAGE_TYPE_DEFS = /* GraphQL */ `
-  extend schema @link(url: "https://specs.apollo.dev/federation/v2.6", import: ["@key"])
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.6", import: ["@key", "@external", "@requires"])
 
   enum Plan {
     FREE
@@ -30,6 +32,19 @@ export const USAGE_TYPE_DEFS = /* GraphQL */ `
     billing: Billing
   }
 
+  "Flotilla's; declared here only so @requires can name its fields."
+  type Resources {
+    cpuMillis: Int! @external
+    memoryMb: Int! @external
+  }
+
+  type Sandbox @key(fields: "id") {
+    id: ID!
+    resources: Resources! @external
+    "What the sandbox costs per hour at list price, from its resources (rounded up)."
+    costCentsPerHour: Int! @requires(fields: "resources { cpuMillis memoryMb }")
+  }
+
   type Query {
     billingPlans: [Plan!]!
   }
@@ -45,6 +60,24 @@ export type Plan = (typeof PLANS)[number];
 
 /** A budget above this (100 million dollars) is surely a typo. */
 export const MAX_BUDGET_CENTS = 10_000_000_000;
+
+/** List prices: one CPU core (1000 millicores) and one GiB of memory for an hour, in cents. */
+export const CENTS_PER_CORE_HOUR = 4;
+export const CENTS_PER_GIB_HOUR = 1;
+const MILLICORES_PER_CORE = 1000;
+const MB_PER_GIB = 1024;
+
+export interface SandboxResources {
+  cpuMillis: number;
+  memoryMb: number;
+}
+
+/** The hourly list price of a sandbox's resources, rounded up to a whole cent. */
+export function costCentsPerHour(resources: SandboxResources): number {
+  // One division of integers, so a whole number of cents is never rounded up by float error.
+  const numerator = resources.cpuMillis * CENTS_PER_CORE_HOUR * MB_PER_GIB + resources.memoryMb * CENTS_PER_GIB_HOUR * MILLICORES_PER_CORE;
+  return Math.ceil(numerator / (MILLICORES_PER_CORE * MB_PER_GIB));
+}
 
 export interface Billing {
   plan: Plan;
@@ -110,6 +143,16 @@ interface TenantReference {
   id: string;
 }
 
+/** What the gateway sends for a Sandbox: its key plus the @requires fields it fetched from Flotilla. */
+interface SandboxReference {
+  id: string;
+  resources?: Partial<SandboxResources> | null;
+}
+
+function isResources(value: Partial<SandboxResources> | null | undefined): value is SandboxResources {
+  return Number.isInteger(value?.cpuMillis) && Number.isInteger(value?.memoryMb);
+}
+
 function isPlan(value: unknown): value is Plan {
   return typeof value === 'string' && (PLANS as readonly string[]).includes(value);
 }
@@ -137,6 +180,17 @@ export function createUsageSchema(store: BillingStore): GraphQLSchema {
             if (!data.tenant) throw new GraphQLError('no such tenant', { extensions: { code: 'NOT_FOUND' } });
             store.setBudget(data.tenant.id, args.cents, plan);
             return { id: data.tenant.id };
+          },
+        },
+        Sandbox: {
+          __resolveReference: (ref: SandboxReference) => ref,
+          // A price list is public and the price is a function of the resources in the
+          // representation alone, so no authorization is needed: nothing of Flotilla's is read.
+          costCentsPerHour: (sandbox: SandboxReference) => {
+            if (!isResources(sandbox.resources)) {
+              throw new GraphQLError('costCentsPerHour needs the sandbox resources (the gateway sends them)', { extensions: { code: 'BAD_USER_INPUT' } });
+            }
+            return costCentsPerHour(sandbox.resources);
           },
         },
         Tenant: {

@@ -1,12 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { buildSubgraphSchema } from '@apollo/subgraph';
-import { parse } from 'graphql';
-import { useServer } from 'graphql-ws/use/ws';
+import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocketServer } from 'ws';
-import { FLOTILLA_SUBGRAPH } from '../../examples/gateway/compose.js';
-import { startFederation, startGateway, type RunningFederation } from '../../examples/gateway/launch.js';
+import WebSocket from 'ws';
+import { costCentsPerHour } from '../../examples/usage-subgraph/schema.js';
+import { startFederation, type RunningFederation } from '../../examples/gateway/launch.js';
 import { SigningKeys } from '../../src/auth/keys.js';
 import { TokenService } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -39,6 +36,83 @@ async function post<T>(url: string, query: string, variables: Record<string, unk
     body: JSON.stringify({ query, variables }),
   });
   return { status: res.status, body: (await res.json()) as GraphQLResponse<T>['body'] };
+}
+
+/** What a subscriber receives: one result per event, or the errors that refused it. */
+interface StreamResult {
+  data?: Record<string, unknown> | null;
+  errors?: readonly { message: string; extensions?: { code?: unknown } }[];
+}
+
+/** How long a subscription at the gateway may take to deliver what a test waits for. */
+const STREAM_TIMEOUT_MS = 15_000;
+
+/**
+ * Subscribes over graphql-ws at `url` (the token in connectionParams, as Flotilla's clients send
+ * it) and collects results until `count` arrived, the stream ended, or it was refused.
+ */
+async function wsTake(url: string, token: string | null, query: string, variables: Record<string, unknown>, count: number): Promise<StreamResult[]> {
+  const client = createClient({
+    url: url.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: token ? { authorization: `Bearer ${token}` } : {},
+    retryAttempts: 0,
+  });
+  const results: StreamResult[] = [];
+  const stream = client.iterate<Record<string, unknown>>({ query, variables });
+  const timer = setTimeout(() => void stream.return?.(), STREAM_TIMEOUT_MS);
+  try {
+    for await (const result of stream) {
+      results.push(result as StreamResult);
+      if (results.length >= count) break;
+    }
+  } catch (err) {
+    // An `error` message: the operation was refused; report it the way `next` errors read.
+    const errors = Array.isArray(err) ? (err as StreamResult['errors']) : [{ message: String((err as { reason?: string }).reason ?? err) }];
+    results.push({ errors });
+  } finally {
+    clearTimeout(timer);
+    await client.dispose();
+  }
+  return results;
+}
+
+/** Subscribes over GraphQL-over-SSE at `url` (token in the Authorization header) until `count` results. */
+async function sseTake(url: string, token: string | null, query: string, variables: Record<string, unknown>, count: number): Promise<StreamResult[]> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), STREAM_TIMEOUT_MS);
+  const results: StreamResult[] = [];
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ query, variables }),
+      signal: controller.signal,
+    });
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split('\n').find((line) => line.startsWith('data: {'));
+        if (data) results.push(JSON.parse(data.slice('data: '.length)) as StreamResult);
+        if (results.length >= count || /^event: complete/m.test(block)) return results;
+      }
+    }
+  } catch (err) {
+    if (!controller.signal.aborted) throw err;
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+  return results;
+}
+
+function codesOf(results: StreamResult[]): unknown[] {
+  return results.flatMap((r) => r.errors?.map((e) => e.extensions?.code) ?? []);
 }
 
 /** Aliased mutations per request, below the server's alias limit. */
@@ -255,69 +329,96 @@ describe('federation through Hive Gateway (real processes)', () => {
     );
     expect(billing.body).toEqual({ data: { _entities: [{ billing: { monthlyBudgetCents: 0 } }, { billing: null }] } });
   });
-});
 
-describe('gateway subscriptions to the Flotilla subgraph', () => {
-  // Flotilla has no Subscription type in this branch yet, so a stand-in subgraph under Flotilla's
-  // name checks what the gateway configuration promises: subscriptions reach it over graphql-ws,
-  // carrying the client's token in connectionParams the way Flotilla's sockets authenticate.
-  const STAND_IN_SDL = /* GraphQL */ `
-    extend schema @link(url: "https://specs.apollo.dev/federation/v2.6", import: ["@key"])
-    type Query { ping: String! }
-    type Subscription { whoami: String! }
+  const ENRICHED_EVENTS = /* GraphQL */ `
+    subscription Enriched($t: ID!, $after: String) {
+      tenantEvents(tenantId: $t, after: $after, types: [SANDBOX_STATUS_CHANGED]) {
+        type
+        sandbox { name costCentsPerHour }
+        tenant { slug billing { plan monthlyBudgetCents } }
+      }
+    }
   `;
-  let http: Server | undefined;
-  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
-  const overWebSocket: unknown[] = [];
+  const CREATE_SANDBOX = /* GraphQL */ `
+    mutation CreateSandbox($input: CreateSandboxInput!) {
+      createSandbox(input: $input) { __typename ... on SandboxPayload { sandbox { id } } ... on Error { code message } }
+    }
+  `;
+  const SANDBOX_RESOURCES = { cpuMillis: 1500, memoryMb: 2048 };
 
-  beforeAll(async () => {
-    const schema = buildSubgraphSchema([
-      {
-        typeDefs: parse(STAND_IN_SDL),
-        resolvers: {
-          Query: { ping: () => 'pong' },
-          Subscription: {
-            whoami: {
-              subscribe: async function* (_root: unknown, _args: unknown, ctx: { authorization: unknown }) {
-                yield { whoami: String(ctx.authorization) };
-              },
-            },
-          },
-        },
-      },
-    ]);
-    http = createServer((_req, res) => res.writeHead(404).end());
-    useServer(
-      {
-        schema,
-        onConnect: (ctx) => {
-          overWebSocket.push(ctx.connectionParams?.authorization);
-          return typeof ctx.connectionParams?.authorization === 'string';
-        },
-        context: (ctx) => ({ authorization: ctx.connectionParams?.authorization }),
-      },
-      new WebSocketServer({ server: http, path: '/graphql' }),
+  /** A tenant with a budget, a worker to place its sandboxes and one sandbox; its latest event cursor. */
+  async function fleet(slug: string): Promise<{ tenantId: string; cursor: string }> {
+    const [tenantId] = await createTenants((q) => gateway(q), [slug]);
+    await gateway(SET_BUDGET, { id: tenantId, cents: 50_000 });
+    const worker = await gateway<{ registerWorker: { __typename: string } }>(
+      'mutation ($input: RegisterWorkerInput!) { registerWorker(input: $input) { __typename } }',
+      { input: { name: `${slug}-worker`, capacity: { cpuMillis: 8000, memoryMb: 16_384 } } },
     );
-    const server = http;
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    const port = typeof address === 'object' && address ? address.port : 0;
-    gateway = await startGateway([{ name: FLOTILLA_SUBGRAPH, url: `http://127.0.0.1:${port}/graphql`, sdl: STAND_IN_SDL }]);
-  });
-  afterAll(async () => {
-    await gateway?.stop();
-    await new Promise((resolve) => (http ? http.close(resolve) : resolve(undefined)));
+    expect(worker.body.data?.registerWorker.__typename).toBe('RegisterWorkerPayload');
+    await createSandboxAtGateway(tenantId, `${slug}-first`);
+    const events = await gateway<{ events: { edges: { cursor: string }[] } }>('query ($t: ID!) { events(tenantId: $t, first: 100) { edges { cursor } } }', {
+      t: tenantId,
+    });
+    const cursor = events.body.data?.events.edges.at(-1)?.cursor;
+    if (!cursor) throw new Error(`no events for ${slug}: ${JSON.stringify(events.body)}`);
+    return { tenantId, cursor };
+  }
+
+  async function createSandboxAtGateway(tenantId: string, name: string): Promise<void> {
+    const res = await gateway<{ createSandbox: { __typename: string } }>(CREATE_SANDBOX, {
+      input: { tenantId, name, image: 'ghcr.io/acme/agent:1', command: ['agent'], resources: SANDBOX_RESOURCES },
+    });
+    expect(res.body.data?.createSandbox, JSON.stringify(res.body)).toMatchObject({ __typename: 'SandboxPayload' });
+  }
+
+  const enriched = (slug: string, name: string) => ({
+    tenantEvents: {
+      type: 'SANDBOX_STATUS_CHANGED',
+      sandbox: { name, costCentsPerHour: costCentsPerHour(SANDBOX_RESOURCES) },
+      tenant: { slug, billing: { plan: 'TEAM', monthlyBudgetCents: 50_000 } },
+    },
   });
 
-  it('forwards a subscription over graphql-ws with the client token in connectionParams', async () => {
-    const res = await fetch(gateway?.gatewayUrl ?? '', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: 'Bearer sub-token' },
-      body: JSON.stringify({ query: 'subscription { whoami }' }),
-    });
-    const stream = await res.text(); // the stand-in completes after one event
-    const events = stream.split('\n').filter((line) => line.startsWith('data: {'));
-    expect(events.map((line) => JSON.parse(line.slice('data: '.length)) as unknown)).toEqual([{ data: { whoami: 'Bearer sub-token' } }]);
-    expect(overWebSocket).toEqual(['Bearer sub-token']);
+  // Subscribing after the latest cursor means the event arrives whether the gateway's upstream
+  // subscription starts before the mutation (live) or after it (replay): no sleep needed.
+  it.each([
+    ['graphql-ws', wsTake],
+    ['SSE', sseTake],
+  ])('streams Flotilla events enriched with both subgraphs to a tenant token subscribed at the gateway over %s', async (transport, take) => {
+    const slug = `live-${transport === 'SSE' ? 'sse' : 'ws'}`;
+    const { tenantId, cursor } = await fleet(slug);
+    const viewer = await apiToken(tenantId, 'VIEWER');
+
+    const pending = take(federation?.gatewayUrl ?? '', viewer, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+    await createSandboxAtGateway(tenantId, `${slug}-second`);
+    const results = await pending;
+
+    expect(results).toEqual([{ data: enriched(slug, `${slug}-second`) }]);
+  });
+
+  it.each([
+    ['graphql-ws', wsTake],
+    ['SSE', sseTake],
+  ])("refuses another tenant's token (NOT_FOUND) and a missing or forged token (UNAUTHENTICATED) over %s", async (transport, take) => {
+    const slug = `guarded-${transport === 'SSE' ? 'sse' : 'ws'}`;
+    const { tenantId, cursor } = await fleet(slug);
+    const [otherTenant] = await createTenants((q) => gateway(q), [`${slug}-other`]);
+    const outsider = await apiToken(otherTenant, 'ADMIN');
+    const url = federation?.gatewayUrl ?? '';
+    // After `cursor`, a permitted subscriber would get this sandbox's event at once, by replay.
+    await createSandboxAtGateway(tenantId, `${slug}-second`);
+
+    const foreign = await take(url, outsider, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+    expect(foreign.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+    expect(codesOf(foreign)).toContain('NOT_FOUND');
+
+    const anonymous = await take(url, null, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+    expect(anonymous.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+    expect(codesOf(anonymous)).toContain('UNAUTHENTICATED');
+
+    // A token Flotilla does not accept is refused at once with Flotilla's own answer.
+    const forged = await take(url, 'not.a.token', ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+    expect(forged.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+    expect(codesOf(forged)).toContain('UNAUTHENTICATED');
   });
 });

@@ -43,6 +43,18 @@ describe('federation composition', () => {
     expect(supergraphSdl.match(/@join__type\(graph: \w+, key: "id"\)/g)?.length).toBeGreaterThanOrEqual(2);
   });
 
+  it('joins Sandbox too: costCentsPerHour from the usage subgraph requires the resources Flotilla owns', async () => {
+    const { supergraphSdl, publicSdl } = composeSupergraph(await subgraphs());
+    const api = buildSchema(publicSdl);
+
+    expect(fieldSignatures(api.getType('Sandbox'))).toEqual(
+      expect.arrayContaining(['Sandbox.name: String!', 'Sandbox.resources: Resources!', 'Sandbox.costCentsPerHour: Int!']),
+    );
+    // The gateway must fetch the resources from Flotilla before asking the usage subgraph.
+    expect(supergraphSdl).toMatch(/costCentsPerHour: Int! @join__field\(graph: USAGE, requires: "resources\s*\{\s*cpuMillis memoryMb\s*\}"\)/);
+    expect(supergraphSdl).toMatch(/cpuMillis: Int! @join__field\(graph: FLOTILLA\) @join__field\(graph: USAGE, external: true\)/);
+  });
+
   it('keeps every field of the Flotilla API unchanged in the composed API', async () => {
     // composition-library hints are not available, so check the effect that matters: nothing of
     // Flotilla's contract is dropped, renamed or retyped by composing it with another subgraph.
