@@ -1,0 +1,246 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
+import {
+  CreateSandboxDocument,
+  MessageAddedDocument,
+  MessagesDocument,
+  SandboxDocument,
+  SendMessageDocument,
+  StopSandboxDocument,
+  createClient,
+  unwrapPayload,
+  type FlotillaClient,
+  type MessageFieldsFragment,
+  type SandboxFieldsFragment,
+} from '../../src/client/index.js';
+import { WorkerAgent } from '../../src/worker/agent.js';
+import { createTenant, heartbeat, registerWorker, reportStatus, TestClock, uniqueName, type RegisteredWorker } from '../helpers/fleet.js';
+import { BIN, isAlive, killChildren, killGroup, readPid, spawnChild, type Child } from '../helpers/processes.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+/** Real processes take real time; these bound each wait. */
+const WAIT_MS = 20_000;
+const POLL_MS = 100;
+/** Agents in this process tick often, so a missed assignment or input is picked up quickly. */
+const HEARTBEAT_MS = 500;
+/** Short enough that the SIGKILL fallback of a stop is quick to observe. */
+const STOP_GRACE_MS = 600;
+/** Past both the agent's lease (15 s) and the server's heartbeat TTL (30 s, set below). */
+const SILENCE_SECONDS = 31;
+
+const sh = (script: string) => ['/bin/sh', '-c', script];
+
+describe('the worker agent runs sandboxes as real processes', () => {
+  let server: TestServer;
+  let sdk: FlotillaClient;
+  const clock = new TestClock();
+  const agents: WorkerAgent[] = [];
+  const groups: (() => number | null)[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer('sqlite', { clock, env: { FLOTILLA_HEARTBEAT_TTL_SECONDS: '30', FLOTILLA_RATE_LIMIT_PER_MINUTE: '100000' } });
+    sdk = createClient({ url: server.app.graphqlUrl, token: server.adminToken, webSocketImpl: WebSocket });
+  });
+  afterEach(async () => {
+    await Promise.all(agents.splice(0).map((a) => a.stop()));
+    await killChildren();
+    for (const pidOf of groups.splice(0)) killGroup(pidOf());
+  });
+  afterAll(async () => {
+    await sdk?.close();
+    await server?.close();
+  });
+
+  /** A tenant with its own worker, so the scheduler places this test's sandboxes there. */
+  async function fleet(): Promise<{ tenantId: string; worker: RegisteredWorker }> {
+    const tenantId = await createTenant(server, uniqueName('agent'));
+    const worker = await registerWorker(server, uniqueName('w'), { tenantId, cpuMillis: 4000, memoryMb: 8192 });
+    return { tenantId, worker };
+  }
+
+  async function startAgent(worker: RegisteredWorker, options: Partial<ConstructorParameters<typeof WorkerAgent>[0]> = {}): Promise<WorkerAgent> {
+    const agent = new WorkerAgent({ url: server.app.graphqlUrl, token: worker.token, webSocketImpl: WebSocket, stopGraceMs: STOP_GRACE_MS, heartbeatIntervalMs: HEARTBEAT_MS, ...options });
+    agents.push(agent);
+    await agent.start();
+    return agent;
+  }
+
+  async function create(tenantId: string, name: string, command: string[]): Promise<SandboxFieldsFragment> {
+    const res = await sdk.mutate(CreateSandboxDocument, {
+      input: { tenantId, name, image: 'local/process', command, resources: { cpuMillis: 250, memoryMb: 256 } },
+    });
+    if (!res.ok) throw new Error(res.error.message);
+    const created = unwrapPayload(res.data.createSandbox);
+    if (!created.ok) throw new Error(created.error.message);
+    if (created.payload.__typename !== 'SandboxPayload') throw new Error(created.payload.__typename);
+    return created.payload.sandbox;
+  }
+
+  async function sandbox(id: string): Promise<SandboxFieldsFragment> {
+    const res = await sdk.query(SandboxDocument, { id });
+    if (!res.ok || !res.data.sandbox) throw new Error(res.ok ? 'sandbox not found' : res.error.message);
+    return res.data.sandbox;
+  }
+
+  function waitForStatus(id: string, status: string): Promise<SandboxFieldsFragment> {
+    return vi.waitFor(
+      async () => {
+        const s = await sandbox(id);
+        if (s.status !== status) throw new Error(`still ${s.status} (${s.statusReason ?? ''}), waiting for ${status}`);
+        return s;
+      },
+      { timeout: WAIT_MS, interval: POLL_MS },
+    );
+  }
+
+  /** Collects the sandbox's messages from a messageAdded subscription until stopped. */
+  function collectMessages(id: string): { messages: MessageFieldsFragment[]; stop: () => void } {
+    const abort = new AbortController();
+    const messages: MessageFieldsFragment[] = [];
+    void (async () => {
+      for await (const { messageAdded } of sdk.subscribe(MessageAddedDocument, { sandboxId: id, after: null }, { signal: abort.signal, cursorOf: (d) => d.messageAdded.eventCursor })) {
+        messages.push(messageAdded);
+      }
+    })().catch(() => undefined);
+    return { messages, stop: () => abort.abort() };
+  }
+
+  /** The sandbox's messages so far, oldest first. */
+  async function history(id: string): Promise<MessageFieldsFragment[]> {
+    const res = await sdk.query(MessagesDocument, { sandboxId: id, first: 100 });
+    if (!res.ok) throw new Error(res.error.message);
+    return res.data.messages.edges.map((e) => e.node);
+  }
+
+  const agentOutput = (messages: MessageFieldsFragment[]) =>
+    messages
+      .filter((m) => m.senderKind === 'AGENT')
+      .flatMap((m) => m.body.split('\n'));
+
+  it('runs a sandbox created through the SDK: output as messages, input to stdin, agent status from a JSON line, exit 0 is STOPPED', async () => {
+    const { tenantId, worker } = await fleet();
+    await startAgent(worker);
+    const script = [
+      'echo "hello from $FLOTILLA_SANDBOX_NAME"',
+      `echo '{"flotilla":{"phase":"WAITING_FOR_INPUT","activity":"waiting for a line"}}'`,
+      'read line',
+      'echo "got: $line"',
+      `echo '{"flotilla":{"phase":"DONE"}}'`,
+    ].join('; ');
+    const created = await create(tenantId, 'echoer', sh(script));
+    expect(created).toMatchObject({ status: 'SCHEDULED', worker: { id: worker.id } });
+    const stream = collectMessages(created.id);
+    try {
+      const running = await waitForStatus(created.id, 'RUNNING');
+      expect(running.lease?.fencingToken).toBe('1');
+      await vi.waitFor(() => expect(agentOutput(stream.messages)).toContain('hello from echoer'), { timeout: WAIT_MS, interval: POLL_MS });
+      // The status line is not posted as output: it becomes the sandbox's agent status.
+      await vi.waitFor(async () => expect((await sandbox(created.id)).agent).toMatchObject({ phase: 'WAITING_FOR_INPUT', activity: 'waiting for a line' }), {
+        timeout: WAIT_MS,
+        interval: POLL_MS,
+      });
+
+      const sent = await sdk.mutate(SendMessageDocument, { input: { sandboxId: created.id, body: 'ping 42' } });
+      expect(sent.ok && sent.data.sendMessage.__typename).toBe('MessagePayload');
+
+      const stopped = await waitForStatus(created.id, 'STOPPED');
+      expect(stopped).toMatchObject({ exitCode: 0, agent: { phase: 'DONE' } });
+      await vi.waitFor(() => expect(agentOutput(stream.messages)).toEqual(['hello from echoer', 'got: ping 42']), { timeout: WAIT_MS, interval: POLL_MS });
+      expect(stream.messages.map((m) => m.senderKind)).toContain('USER');
+      expect(agentOutput(stream.messages).join('\n')).not.toContain('"flotilla"');
+    } finally {
+      stream.stop();
+    }
+  });
+
+  it('reports a non-zero exit as FAILED with its code, stderr included', async () => {
+    const { tenantId, worker } = await fleet();
+    await startAgent(worker);
+    const created = await create(tenantId, 'failing', sh('echo "something broke" >&2; exit 3'));
+    const failed = await waitForStatus(created.id, 'FAILED');
+    expect(failed).toMatchObject({ exitCode: 3, statusReason: 'exited with 3' });
+    await vi.waitFor(async () => expect(agentOutput(await history(created.id))).toEqual(['something broke']), { timeout: WAIT_MS, interval: POLL_MS });
+
+    const missing = await create(tenantId, 'missing', ['/nonexistent/flotilla-binary']);
+    const notFound = await waitForStatus(missing.id, 'FAILED');
+    expect(notFound.exitCode).toBe(127);
+  });
+
+  it('stops a sandbox with SIGTERM, and with SIGKILL after the grace period when it ignores SIGTERM', async () => {
+    const { tenantId, worker } = await fleet();
+    await startAgent(worker);
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-stop-'));
+    const politeFile = join(dir, 'polite.pid');
+    const stubbornFile = join(dir, 'stubborn.pid');
+    groups.push(() => readPid(politeFile), () => readPid(stubbornFile));
+    const polite = await create(tenantId, 'polite', sh(`echo $$ > ${politeFile}; trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.05; done`));
+    const stubborn = await create(tenantId, 'stubborn', sh(`echo $$ > ${stubbornFile}; trap '' TERM; echo ready; while true; do sleep 0.05; done`));
+    await waitForStatus(polite.id, 'RUNNING');
+    await waitForStatus(stubborn.id, 'RUNNING');
+    await vi.waitFor(() => expect(readPid(politeFile) && readPid(stubbornFile)).toBeTruthy(), { timeout: WAIT_MS, interval: POLL_MS });
+
+    const politeStop = await sdk.mutate(StopSandboxDocument, { input: { sandboxId: polite.id } });
+    expect(politeStop.ok && politeStop.data.stopSandbox.__typename).toBe('SandboxPayload');
+    const politeStopped = await waitForStatus(polite.id, 'STOPPED');
+    expect(politeStopped).toMatchObject({ exitCode: 0, statusReason: null });
+    expect(isAlive(readPid(politeFile) as number)).toBe(false);
+
+    const asked = Date.now();
+    await sdk.mutate(StopSandboxDocument, { input: { sandboxId: stubborn.id } });
+    const killed = await waitForStatus(stubborn.id, 'STOPPED');
+    expect(Date.now() - asked).toBeGreaterThanOrEqual(STOP_GRACE_MS);
+    expect(killed).toMatchObject({ exitCode: null, statusReason: 'ended by SIGKILL' });
+    expect(isAlive(readPid(stubbornFile) as number)).toBe(false);
+  });
+
+  it('loses the sandbox of a killed worker agent; another agent takes over with a higher fencing token and the old one is refused', async () => {
+    const { tenantId, worker: a } = await fleet();
+    const stateDir = mkdtempSync(join(tmpdir(), 'flotilla-worker-state-'));
+    const pidFile = join(stateDir, 'sandbox.pid');
+    const firstPid = () => readPid(pidFile);
+    groups.push(firstPid);
+    const agentA: Child = spawnChild([BIN, 'worker', '--url', server.app.graphqlUrl, '--token', a.token, '--state-dir', stateDir]);
+    await agentA.waitForLine(/worker agent started/);
+
+    const created = await create(tenantId, 'survivor', sh(`echo $$ >> ${pidFile}; echo "run $$"; while true; do sleep 0.05; done`));
+    const onA = await waitForStatus(created.id, 'RUNNING').catch((err: Error) => {
+      throw new Error(`${err.message}\nagent A:\n${agentA.stdout.join('\n')}\n${agentA.stderr.join('\n')}`);
+    });
+    expect(onA).toMatchObject({ worker: { id: a.id }, lease: { fencingToken: '1' } });
+    await vi.waitFor(() => expect(firstPid()).toBeTruthy(), { timeout: WAIT_MS, interval: POLL_MS });
+
+    // The agent dies without a word; time passes beyond its heartbeat and its lease.
+    await agentA.kill('SIGKILL');
+    const b = await registerWorker(server, uniqueName('wb'), { tenantId });
+    clock.advance(SILENCE_SECONDS);
+    await heartbeat(server, b);
+    const sweep = await server.app.sweeper.runOnce();
+    expect(sweep).toMatchObject({ sandboxesLost: 1, sandboxesPlaced: 1 });
+    expect(sweep?.workersOffline).toBeGreaterThanOrEqual(1); // A, and the stopped agents of earlier tests
+    expect(await sandbox(created.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: b.id } });
+
+    const logs: string[] = [];
+    const record = (msg: string, data?: Record<string, unknown>) => logs.push(`${msg} ${JSON.stringify(data)}`);
+    await startAgent(b, { logger: { info: record, warn: record } });
+    const onB = await waitForStatus(created.id, 'RUNNING').catch((err: Error) => {
+      throw new Error(`${err.message}\nagent B:\n${logs.join('\n')}`);
+    });
+    expect(onB).toMatchObject({ worker: { id: b.id }, lease: { fencingToken: '2', holder: { id: b.id } } });
+
+    // The old agent's fencing token is refused and changes nothing.
+    const late = await reportStatus(server, a, created.id, '1', 'FAILED', { reason: 'late' });
+    expect(late).toMatchObject({ __typename: 'StaleFencingTokenError', code: 'STALE_FENCING_TOKEN' });
+
+    // The old agent comes back on the same machine: it ends the process it left behind (its
+    // output cannot be followed any more, and B runs the sandbox now) and leaves B's sandbox alone.
+    const orphan = firstPid() as number;
+    expect(isAlive(orphan)).toBe(true);
+    const again = spawnChild([BIN, 'worker', '--url', server.app.graphqlUrl, '--token', a.token, '--state-dir', stateDir]);
+    await again.waitForLine(/worker agent started/);
+    await vi.waitFor(() => expect(isAlive(orphan)).toBe(false), { timeout: WAIT_MS, interval: POLL_MS });
+    expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', worker: { id: b.id }, lease: { fencingToken: '2' } });
+  });
+});
