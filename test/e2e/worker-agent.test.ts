@@ -243,4 +243,54 @@ describe('the worker agent runs sandboxes as real processes', () => {
     await vi.waitFor(() => expect(isAlive(orphan)).toBe(false), { timeout: WAIT_MS, interval: POLL_MS });
     expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', worker: { id: b.id }, lease: { fencingToken: '2' } });
   });
+
+  it('an agent that was frozen past its lease comes back, is refused, ends its process and stops writing', async () => {
+    const { tenantId, worker: a } = await fleet();
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-frozen-'));
+    const pidFile = join(dir, 'sandbox.pid');
+    const pidOnA = () => readPid(pidFile);
+    groups.push(pidOnA);
+    // A short lease, so the frozen agent renews (and learns it lost the sandbox) soon after it thaws.
+    const agentA = spawnChild([BIN, 'worker', '--url', server.app.graphqlUrl, '--token', a.token, '--lease-ttl', '3', '--heartbeat-ms', '500']);
+    await agentA.waitForLine(/worker agent started/);
+    const created = await create(tenantId, 'frozen', sh(`echo $$ >> ${pidFile}; trap 'echo "still here"' USR1; echo "run on $$"; while true; do sleep 0.05; done`));
+    await waitForStatus(created.id, 'RUNNING');
+    await vi.waitFor(() => expect(pidOnA()).toBeTruthy(), { timeout: WAIT_MS, interval: POLL_MS });
+    const first = pidOnA() as number;
+    await vi.waitFor(async () => expect(agentOutput(await history(created.id))).toEqual([`run on ${first}`]), { timeout: WAIT_MS, interval: POLL_MS });
+
+    agentA.process.kill('SIGSTOP');
+    const b = await registerWorker(server, uniqueName('wb'), { tenantId });
+    try {
+      // Output the frozen agent will find when it thaws: it must never reach the sandbox's messages.
+      process.kill(first, 'SIGUSR1');
+      clock.advance(SILENCE_SECONDS);
+      await heartbeat(server, b);
+      expect(await server.app.sweeper.runOnce()).toMatchObject({ sandboxesLost: 1, sandboxesPlaced: 1 });
+      await startAgent(b);
+      await vi.waitFor(async () => expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', lease: { fencingToken: '2', holder: { id: b.id } } }), {
+        timeout: WAIT_MS,
+        interval: POLL_MS,
+      });
+    } finally {
+      agentA.process.kill('SIGCONT');
+    }
+
+    // A's next renewal is refused: it ends its copy of the sandbox at once.
+    await vi.waitFor(() => expect(isAlive(first)).toBe(false), { timeout: WAIT_MS, interval: POLL_MS });
+    expect(agentA.stdout.join('\n')).toMatch(/lease lost/);
+    const before = await vi.waitFor(
+      async () => {
+        const messages = await history(created.id);
+        expect(agentOutput(messages).filter((line) => line.startsWith('run on '))).toHaveLength(2);
+        return messages;
+      },
+      { timeout: WAIT_MS, interval: POLL_MS },
+    );
+    expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', worker: { id: b.id }, lease: { fencingToken: '2' } });
+    // Nothing of A's was written after the takeover: A's first line, then B's run only.
+    const runs = agentOutput(before).filter((line) => line.startsWith('run on '));
+    expect(runs[0]).toBe(`run on ${first}`);
+    expect(agentOutput(before)).not.toContain('still here');
+  });
 });
