@@ -77,6 +77,8 @@ interface Running {
   inputCursor: string | null;
   /** Ids of messages already written to stdin (the live stream and catch-up may both see one). */
   relayed: Set<string>;
+  /** Settles once the exit was reported and the lease released. */
+  ended: Promise<void> | null;
 }
 
 /**
@@ -221,6 +223,7 @@ export class WorkerAgent {
       queue: Promise.resolve(),
       inputCursor: null,
       relayed: new Set(),
+      ended: null,
     };
     this.running.set(sandbox.id, run);
     run.renewTimer = setInterval(() => void this.renew(run), (this.opts.leaseTtlSeconds * 1000) / 3);
@@ -244,7 +247,9 @@ export class WorkerAgent {
         },
         {
           onLine: (_stream, line) => this.onOutput(run, line),
-          onExit: (exit) => void this.onExit(run, exit),
+          onExit: (exit) => {
+            run.ended = this.onExit(run, exit);
+          },
         },
       );
       this.rememberProcesses();
@@ -354,6 +359,8 @@ export class WorkerAgent {
     if (!run) return;
     run.stopRequested = true;
     if (run.process && !run.process.exited) await run.process.stop(this.opts.stopGraceMs);
+    // An agent shutting down must not exit before the STOPPED report is written.
+    await run.ended;
   }
 
   private async renew(run: Running): Promise<void> {

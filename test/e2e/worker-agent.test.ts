@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -292,5 +292,34 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const runs = agentOutput(before).filter((line) => line.startsWith('run on '));
     expect(runs[0]).toBe(`run on ${first}`);
     expect(agentOutput(before)).not.toContain('still here');
+  });
+
+  it('a restarted agent resumes its sandbox with one process and no extra transitions', async () => {
+    const { tenantId, worker } = await fleet();
+    const stateDir = mkdtempSync(join(tmpdir(), 'flotilla-restart-'));
+    const pidFile = join(stateDir, 'sandbox.pid');
+    const pids = () => (existsSync(pidFile) ? readFileSync(pidFile, 'utf8').split('\n').filter(Boolean).map(Number) : []);
+    groups.push(() => pids()[0] ?? null, () => pids()[1] ?? null);
+    const args = [BIN, 'worker', '--url', server.app.graphqlUrl, '--token', worker.token, '--state-dir', stateDir];
+    const first = spawnChild(args);
+    await first.waitForLine(/worker agent started/);
+    const created = await create(tenantId, 'resumed', sh(`echo $$ >> ${pidFile}; while true; do sleep 0.05; done`));
+    const running = await waitForStatus(created.id, 'RUNNING');
+    await vi.waitFor(() => expect(pids()).toHaveLength(1), { timeout: WAIT_MS, interval: POLL_MS });
+
+    await first.kill('SIGKILL');
+    const second = spawnChild(args);
+    await second.waitForLine(/worker agent started/);
+    await vi.waitFor(() => expect(pids()).toHaveLength(2), { timeout: WAIT_MS, interval: POLL_MS });
+    const [old, current] = pids() as [number, number];
+    await vi.waitFor(() => expect(isAlive(old)).toBe(false), { timeout: WAIT_MS, interval: POLL_MS });
+    expect(isAlive(current)).toBe(true);
+    const resumed = await sandbox(created.id);
+    // Same worker, a new fencing token (the old run's late writes are refused), and no new status change.
+    expect(resumed).toMatchObject({ status: 'RUNNING', worker: { id: worker.id }, lease: { fencingToken: '2', holder: { id: worker.id } } });
+    expect(resumed.stateVersion).toBe(running.stateVersion);
+    await second.kill('SIGTERM');
+    await waitForStatus(created.id, 'STOPPED');
+    expect(isAlive(current)).toBe(false);
   });
 });
