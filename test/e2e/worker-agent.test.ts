@@ -221,6 +221,9 @@ describe('the worker agent runs sandboxes as real processes', () => {
     expect(sweep).toMatchObject({ sandboxesLost: 1, sandboxesPlaced: 1 });
     expect(sweep?.workersOffline).toBeGreaterThanOrEqual(1); // A, and the stopped agents of earlier tests
     expect(await sandbox(created.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: b.id } });
+    // To B, A's expired lease reads as absent (B may not see worker A, the lease's holder).
+    const seenByB = await server.gql<{ sandbox: { lease: unknown } }>('query($id: ID!) { sandbox(id: $id) { lease { fencingToken holder { id } } } }', { id: created.id }, b.token);
+    expect(seenByB.body).toEqual({ data: { sandbox: { lease: null } } });
 
     const logs: string[] = [];
     const record = (msg: string, data?: Record<string, unknown>) => logs.push(`${msg} ${JSON.stringify(data)}`);
