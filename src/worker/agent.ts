@@ -15,6 +15,7 @@ import {
   WorkerAssignmentsDocument,
   WorkerDocument,
   createClient,
+  FatalSubscriptionError,
   type FlotillaClient,
   type MessagesQuery,
   type Result,
@@ -168,6 +169,28 @@ export class WorkerAgent {
   }
 
   private async follow(): Promise<void> {
+    for (;;) {
+      try {
+        await this.followOnce();
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        // A saved cursor the server no longer knows (pruned, another database): start over from
+        // now; the reconcile picks up whatever was assigned meanwhile.
+        if (err instanceof FatalSubscriptionError && err.error.code === 'INVALID_CURSOR') {
+          this.log('warn', 'saved assignment cursor refused; following from now', { cursor: this.cursor });
+          this.cursor = null;
+          this.saveState();
+          await this.reconcile();
+          continue;
+        }
+        this.log('warn', 'assignment stream ended', { error: (err as Error).message });
+        return;
+      }
+    }
+  }
+
+  private async followOnce(): Promise<void> {
     const stream = this.client.subscribe(
       WorkerAssignmentsDocument,
       { workerId: this.workerId as string, after: this.cursor },
@@ -178,15 +201,11 @@ export class WorkerAgent {
         onResumed: () => void this.reconcile(),
       },
     );
-    try {
-      for await (const { workerAssignments: event } of stream) {
-        const sandbox = event.sandbox;
-        if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status)) await this.ensureRunning(sandbox);
-        if (sandbox && event.type === 'SANDBOX_STOP_REQUESTED') await this.stopSandbox(sandbox.id);
-        this.saveCursor(event.cursor);
-      }
-    } catch (err) {
-      if (!this.abort.signal.aborted) this.log('warn', 'assignment stream ended', { error: (err as Error).message });
+    for await (const { workerAssignments: event } of stream) {
+      const sandbox = event.sandbox;
+      if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status)) await this.ensureRunning(sandbox);
+      if (sandbox && event.type === 'SANDBOX_STOP_REQUESTED') void this.stopSandbox(sandbox.id);
+      this.saveCursor(event.cursor);
     }
   }
 

@@ -2,7 +2,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { EventsDocument, MessageAddedDocument, SendMessageDocument, createClient, type FlotillaClient, type MessageFieldsFragment } from '../../src/client/index.js';
+import { EventsDocument, FatalSubscriptionError, MessageAddedDocument, SendMessageDocument, createClient, type FlotillaClient, type MessageFieldsFragment } from '../../src/client/index.js';
 import { createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -127,6 +127,26 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
       await consumer;
       await client.close();
       await proxy.close();
+    }
+  });
+
+  it('gives up on a cursor the server refuses, with its code, instead of retrying it forever', async () => {
+    const tenantId = await createTenant(server, uniqueName('badcursor'));
+    await registerWorker(server, uniqueName('w'), { tenantId });
+    const created = await createSandbox(server, tenantId, { name: 'quiet' });
+    const client = createClient({ url: server.app.graphqlUrl, token: server.adminToken, transport, webSocketImpl: WebSocket, backoffMs: BACKOFF_MS });
+    let reconnects = 0;
+    try {
+      const stream = client.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: 'bm9wZQ' }, { onReconnect: () => reconnects++ });
+      const outcome = await stream.next().then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(outcome).toBeInstanceOf(FatalSubscriptionError);
+      expect((outcome as FatalSubscriptionError).error.code).toBe('INVALID_CURSOR');
+      expect(reconnects).toBe(0);
+    } finally {
+      await client.close();
     }
   });
 });
