@@ -250,7 +250,19 @@ export class WorkerAgent {
     // Fresh placements go STARTING → RUNNING; a sandbox this worker ran before a restart is already RUNNING.
     const current = await this.client.query(SandboxDocument, { id: sandbox.id });
     const status = current.ok && current.data.sandbox ? current.data.sandbox.status : sandbox.status;
-    if (status === 'SCHEDULED' && !(await this.report(run, 'STARTING'))) return;
+    if (status === 'STOPPING') {
+      // Asked to stop before it ran here (e.g. while this agent was down): never start it.
+      await this.report(run, 'STOPPED', { reason: 'stopped before it started' });
+      await this.release(run);
+      this.cleanup(run);
+      return;
+    }
+    if (status === 'SCHEDULED' && !(await this.report(run, 'STARTING'))) {
+      // Not started: let the next reconcile try again from scratch.
+      await this.release(run);
+      this.cleanup(run);
+      return;
+    }
     // Messages that exist before the process starts are history, not input for it.
     run.inputCursor = await this.lastMessageCursor(sandbox.id);
     try {

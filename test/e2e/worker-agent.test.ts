@@ -169,6 +169,19 @@ describe('the worker agent runs sandboxes as real processes', () => {
     expect(notFound.exitCode).toBe(127);
   });
 
+  it('never starts a sandbox whose stop was requested before the agent picked it up', async () => {
+    const { tenantId, worker } = await fleet();
+    const marker = join(mkdtempSync(join(tmpdir(), 'flotilla-never-')), 'ran');
+    const created = await create(tenantId, 'never', sh(`touch ${marker}; sleep 30`));
+    const stop = await sdk.mutate(StopSandboxDocument, { input: { sandboxId: created.id } });
+    expect(stop.ok && stop.data.stopSandbox.__typename).toBe('SandboxPayload');
+    // Placed on a worker, so the stop waits for that worker (STOPPING) — which is not running yet.
+    expect((await sandbox(created.id)).status).toBe('STOPPING');
+    await startAgent(worker);
+    expect(await waitForStatus(created.id, 'STOPPED')).toMatchObject({ statusReason: 'stopped before it started', exitCode: null });
+    expect(existsSync(marker)).toBe(false);
+  });
+
   it('stops a sandbox with SIGTERM, and with SIGKILL after the grace period when it ignores SIGTERM', async () => {
     const { tenantId, worker } = await fleet();
     await startAgent(worker);
