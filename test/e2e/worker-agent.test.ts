@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import WebSocket from 'ws';
 import {
   CreateSandboxDocument,
+  EventsDocument,
   MessageAddedDocument,
   MessagesDocument,
   SandboxDocument,
@@ -13,6 +14,8 @@ import {
   createClient,
   unwrapPayload,
   type FlotillaClient,
+  type EventsQuery,
+  type Result,
   type MessageFieldsFragment,
   type SandboxFieldsFragment,
 } from '../../src/client/index.js';
@@ -97,15 +100,26 @@ describe('the worker agent runs sandboxes as real processes', () => {
   }
 
   /** Collects the sandbox's messages from a messageAdded subscription until stopped. */
-  function collectMessages(id: string): { messages: MessageFieldsFragment[]; stop: () => void } {
+  function collectMessages(id: string, after: string | null): { messages: MessageFieldsFragment[]; stop: () => void } {
     const abort = new AbortController();
     const messages: MessageFieldsFragment[] = [];
     void (async () => {
-      for await (const { messageAdded } of sdk.subscribe(MessageAddedDocument, { sandboxId: id, after: null }, { signal: abort.signal, cursorOf: (d) => d.messageAdded.eventCursor })) {
+      for await (const { messageAdded } of sdk.subscribe(MessageAddedDocument, { sandboxId: id, after }, { signal: abort.signal, cursorOf: (d) => d.messageAdded.eventCursor })) {
         messages.push(messageAdded);
       }
     })().catch(() => undefined);
     return { messages, stop: () => abort.abort() };
+  }
+
+  /** The cursor of the tenant's newest event: subscribing after it replays all that follows. */
+  async function logTail(tenantId: string): Promise<string | null> {
+    let after: string | null = null;
+    for (;;) {
+      const page: Result<EventsQuery> = await sdk.query(EventsDocument, { tenantId, first: 100, after });
+      if (!page.ok) throw new Error(page.error.message);
+      after = page.data.events.pageInfo.endCursor ?? after;
+      if (!page.data.events.pageInfo.hasNextPage) return after;
+    }
   }
 
   /** The sandbox's messages so far, oldest first. */
@@ -130,9 +144,11 @@ describe('the worker agent runs sandboxes as real processes', () => {
       'echo "got: $line"',
       `echo '{"flotilla":{"phase":"DONE"}}'`,
     ].join('; ');
+    const tail = await logTail(tenantId);
     const created = await create(tenantId, 'echoer', sh(script));
     expect(created).toMatchObject({ status: 'SCHEDULED', worker: { id: worker.id } });
-    const stream = collectMessages(created.id);
+    // From before the sandbox existed, so none of its messages can slip past the subscription.
+    const stream = collectMessages(created.id, tail);
     try {
       const running = await waitForStatus(created.id, 'RUNNING');
       expect(running.lease?.fencingToken).toBe('1');
