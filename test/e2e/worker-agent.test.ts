@@ -185,6 +185,24 @@ describe('the worker agent runs sandboxes as real processes', () => {
     expect(notFound.exitCode).toBe(127);
   });
 
+  it("runs the command with the sandbox's environment (not the worker's) and an address-space limit from its memory", async () => {
+    const { tenantId, worker } = await fleet();
+    process.env.FLOTILLA_TEST_WORKER_SECRET = 'do-not-leak';
+    try {
+      await startAgent(worker);
+      const created = await create(tenantId, 'env', sh('echo "id=$FLOTILLA_SANDBOX_ID name=$FLOTILLA_SANDBOX_NAME image=$FLOTILLA_IMAGE"; echo "secret=${FLOTILLA_TEST_WORKER_SECRET:-none}"; echo "vmem=$(ulimit -v)"'));
+      await waitForStatus(created.id, 'STOPPED');
+      // 256 MiB of memory (see create) → (256 × 4 + 256) MiB of address space, in KiB.
+      const limitKb = (256 * 4 + 256) * 1024;
+      await vi.waitFor(
+        async () => expect(agentOutput(await history(created.id))).toEqual([`id=${created.id} name=env image=local/process`, 'secret=none', `vmem=${limitKb}`]),
+        { timeout: WAIT_MS, interval: POLL_MS },
+      );
+    } finally {
+      delete process.env.FLOTILLA_TEST_WORKER_SECRET;
+    }
+  });
+
   it('never starts a sandbox whose stop was requested before the agent picked it up', async () => {
     const { tenantId, worker } = await fleet();
     const marker = join(mkdtempSync(join(tmpdir(), 'flotilla-never-')), 'ran');
