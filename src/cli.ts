@@ -19,8 +19,9 @@ Usage:
   flotilla keys rotate         make a new signing key; older keys stop signing but still verify
   flotilla keys remove KID     remove a retired key: tokens it signed stop verifying
   flotilla demo                a server on SQLite with a demo tenant, two worker agents and live sandboxes
-  flotilla worker --url URL --token TOKEN [--state-dir DIR]
-                               run the reference worker agent (sandboxes run as local processes)
+  flotilla worker --url URL --token TOKEN [--state-dir DIR] [--heartbeat-ms MS] [--lease-ttl S] [--stop-grace-ms MS]
+                               run the reference worker agent (sandboxes run as local processes;
+                               see docs/worker.md)
   flotilla --help              this text
 
 Configuration comes from FLOTILLA_* environment variables (see README), optionally over a
@@ -41,6 +42,9 @@ async function main(argv: string[]): Promise<number> {
       url: { type: 'string' },
       token: { type: 'string' },
       'state-dir': { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      'lease-ttl': { type: 'string' },
+      'stop-grace-ms': { type: 'string' },
     },
   });
   const [command, sub] = positionals;
@@ -50,7 +54,13 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'demo') return runDemo();
-  if (command === 'worker') return runWorker(values.url, values.token ?? process.env.FLOTILLA_WORKER_TOKEN, values['state-dir']);
+  if (command === 'worker') {
+    return runWorker(values.url, values.token ?? process.env.FLOTILLA_WORKER_TOKEN, values['state-dir'], {
+      heartbeatIntervalMs: values['heartbeat-ms'],
+      leaseTtlSeconds: values['lease-ttl'],
+      stopGraceMs: values['stop-grace-ms'],
+    });
+  }
 
   const overrides: Parameters<typeof loadConfig>[1] = {};
   if (values['no-migrate']) overrides.migrateOnStart = false;
@@ -124,16 +134,31 @@ async function runDemo(): Promise<number> {
   return new Promise<number>(() => undefined);
 }
 
-async function runWorker(url: string | undefined, token: string | undefined, stateDir: string | undefined): Promise<number> {
+async function runWorker(
+  url: string | undefined,
+  token: string | undefined,
+  stateDir: string | undefined,
+  timing: Record<'heartbeatIntervalMs' | 'leaseTtlSeconds' | 'stopGraceMs', string | undefined>,
+): Promise<number> {
   if (!url || !token) {
     process.stderr.write('flotilla worker needs --url (the GraphQL endpoint) and --token (a worker token from registerWorker, or FLOTILLA_WORKER_TOKEN)\n');
     return 2;
+  }
+  const numbers: { heartbeatIntervalMs?: number; leaseTtlSeconds?: number; stopGraceMs?: number } = {};
+  for (const [key, raw] of Object.entries(timing) as [keyof typeof timing, string | undefined][]) {
+    if (raw === undefined) continue;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < 1) {
+      process.stderr.write(`flotilla worker: ${key} must be a positive integer, got "${raw}"\n`);
+      return 2;
+    }
+    numbers[key] = value;
   }
   const { WorkerAgent } = await import('./worker/agent.js');
   const { default: WebSocket } = await import('ws');
   const log = (level: string) => (msg: string, data?: Record<string, unknown>) =>
     process.stdout.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...data })}\n`);
-  const agent = new WorkerAgent({ url, token, stateDir, webSocketImpl: WebSocket, logger: { info: log('info'), warn: log('warn') } });
+  const agent = new WorkerAgent({ url, token, stateDir, ...numbers, webSocketImpl: WebSocket, logger: { info: log('info'), warn: log('warn') } });
   await agent.start();
   log('info')('worker agent started', { workerId: agent.workerId });
   const stop = () => {

@@ -86,9 +86,11 @@ export interface FlotillaClient {
 }
 
 /** Errors a subscription does not retry: the server refused it, retrying cannot help. */
-const FATAL_CODES = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'GRAPHQL_VALIDATION_FAILED', 'GRAPHQL_PARSE_FAILED', 'VALIDATION_FAILED', 'NOT_FOUND']);
+// INVALID_CURSOR: the same cursor is refused again on every retry (see docs/subscriptions.md).
+const FATAL_CODES = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'GRAPHQL_VALIDATION_FAILED', 'GRAPHQL_PARSE_FAILED', 'VALIDATION_FAILED', 'NOT_FOUND', 'INVALID_CURSOR']);
 
-class FatalSubscriptionError extends Error {
+/** A subscription the server refused; retrying cannot help. `error.code` says why. */
+export class FatalSubscriptionError extends Error {
   constructor(readonly error: ClientError) {
     super(error.message);
   }

@@ -22,7 +22,7 @@ import { lockedRead, lockRow } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { anyWorkerCouldFit, placeSandbox, type PlacementConstraints } from './scheduler.js';
 import { RESERVING_STATUSES } from './tenants.js';
-import { validateLabels, type Resources } from './workers.js';
+import { validateLabels, visibleWorkersFilter, type Resources } from './workers.js';
 import { recordEvent } from './outbox.js';
 
 export const SANDBOX_NAME_MAX_LENGTH = 200;
@@ -227,13 +227,15 @@ export class SandboxService {
   /** Leases of the given sandboxes, for the per-request loader. */
   async leasesOf(sandboxIds: readonly string[]): Promise<Lease[]> {
     if (sandboxIds.length === 0) return [];
-    return this.ctx.em.find(Lease, { sandbox: { $in: [...sandboxIds] } });
+    // A lease reads as absent when its holder does not (another worker, to a worker token; a
+    // deleted worker): Lease.holder is non-null, and what a caller cannot see must look missing.
+    return this.ctx.em.find(Lease, { sandbox: { $in: [...sandboxIds] }, holder: visibleWorkersFilter(this.ctx.identity) });
   }
 
   async leasesByIds(ids: readonly string[]): Promise<Lease[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
-    return this.ctx.em.find(Lease, { id: { $in: wanted }, sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] } });
+    return this.ctx.em.find(Lease, { id: { $in: wanted }, sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] }, holder: visibleWorkersFilter(this.ctx.identity) });
   }
 
   private async operate(action: string, sandboxId: string, change: (em: Em, sandbox: Sandbox, now: Date) => Promise<void>): Promise<Sandbox> {

@@ -4,6 +4,7 @@ import {
   AcquireLeaseDocument,
   HeartbeatDocument,
   MessageAddedDocument,
+  MessagesDocument,
   PostAgentMessageDocument,
   ReleaseLeaseDocument,
   RenewLeaseDocument,
@@ -14,7 +15,10 @@ import {
   WorkerAssignmentsDocument,
   WorkerDocument,
   createClient,
+  FatalSubscriptionError,
   type FlotillaClient,
+  type MessagesQuery,
+  type Result,
   type SandboxFieldsFragment,
 } from '../client/index.js';
 import { ProcessRuntime } from './process-runtime.js';
@@ -29,6 +33,8 @@ export const WORKER_DEFAULTS = {
   outputFlushMs: 250,
   /** …or as soon as a batch holds this many bytes. */
   outputBatchBytes: 16 * 1024,
+  /** Page size when reading a sandbox's messages to catch up on input. */
+  inputPageSize: 100,
 } as const;
 
 const AGENT_PHASES = new Set(['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR']);
@@ -68,6 +74,12 @@ interface Running {
   abort: AbortController;
   /** Serialises this sandbox's writes so messages and reports keep their order. */
   queue: Promise<unknown>;
+  /** Connection cursor of the last message seen: input after it goes to the process. */
+  inputCursor: string | null;
+  /** Ids of messages already written to stdin (the live stream and catch-up may both see one). */
+  relayed: Set<string>;
+  /** Settles once the exit was reported and the lease released. */
+  ended: Promise<void> | null;
 }
 
 /**
@@ -104,7 +116,10 @@ export class WorkerAgent {
     this.workerId = viewer.data.viewer.workerId;
     this.cursor = this.loadCursor();
     await this.heartbeat();
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatIntervalMs);
+    // Each tick also reconciles: an assignment or input that happened while a stream was not yet
+    // (or no longer) live is picked up here, so nothing depends on a subscription being in time.
+    this.heartbeatTimer = setInterval(() => void this.tick(), this.opts.heartbeatIntervalMs);
+    this.killLeftovers();
     await this.reconcile();
     void this.follow();
   }
@@ -119,6 +134,13 @@ export class WorkerAgent {
 
   private log(level: 'info' | 'warn', msg: string, data?: Record<string, unknown>) {
     this.opts.logger?.[level](msg, { workerId: this.workerId, ...data });
+  }
+
+  private async tick(): Promise<void> {
+    await this.heartbeat();
+    if (this.abort.signal.aborted) return;
+    await this.reconcile();
+    await Promise.all([...this.running.values()].map((r) => this.catchUpInput(r)));
   }
 
   private async heartbeat(): Promise<void> {
@@ -140,11 +162,35 @@ export class WorkerAgent {
       return;
     }
     for (const edge of result.data.worker.sandboxes.edges) {
-      if (!TERMINAL.has(edge.node.status)) await this.ensureRunning(edge.node);
+      if (this.abort.signal.aborted) return;
+      if (edge.node.status === 'STOPPING' && this.running.has(edge.node.id)) void this.stopSandbox(edge.node.id);
+      else if (!TERMINAL.has(edge.node.status)) await this.ensureRunning(edge.node);
     }
   }
 
   private async follow(): Promise<void> {
+    for (;;) {
+      try {
+        await this.followOnce();
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        // A saved cursor the server no longer knows (pruned, another database): start over from
+        // now; the reconcile picks up whatever was assigned meanwhile.
+        if (err instanceof FatalSubscriptionError && err.error.code === 'INVALID_CURSOR') {
+          this.log('warn', 'saved assignment cursor refused; following from now', { cursor: this.cursor });
+          this.cursor = null;
+          this.saveState();
+          await this.reconcile();
+          continue;
+        }
+        this.log('warn', 'assignment stream ended', { error: (err as Error).message });
+        return;
+      }
+    }
+  }
+
+  private async followOnce(): Promise<void> {
     const stream = this.client.subscribe(
       WorkerAssignmentsDocument,
       { workerId: this.workerId as string, after: this.cursor },
@@ -155,20 +201,28 @@ export class WorkerAgent {
         onResumed: () => void this.reconcile(),
       },
     );
-    try {
-      for await (const { workerAssignments: event } of stream) {
-        const sandbox = event.sandbox;
-        if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status)) await this.ensureRunning(sandbox);
-        if (sandbox && event.type === 'SANDBOX_STOP_REQUESTED') await this.stopSandbox(sandbox.id);
-        this.saveCursor(event.cursor);
-      }
-    } catch (err) {
-      if (!this.abort.signal.aborted) this.log('warn', 'assignment stream ended', { error: (err as Error).message });
+    for await (const { workerAssignments: event } of stream) {
+      const sandbox = event.sandbox;
+      if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status)) await this.ensureRunning(sandbox);
+      if (sandbox && event.type === 'SANDBOX_STOP_REQUESTED') void this.stopSandbox(sandbox.id);
+      this.saveCursor(event.cursor);
     }
   }
 
+  private readonly starting = new Set<string>();
+
   private async ensureRunning(sandbox: SandboxFieldsFragment): Promise<void> {
-    if (this.running.has(sandbox.id) || this.abort.signal.aborted) return;
+    // The stream and a reconcile can both offer the same sandbox; only one start may proceed.
+    if (this.running.has(sandbox.id) || this.starting.has(sandbox.id) || this.abort.signal.aborted) return;
+    this.starting.add(sandbox.id);
+    try {
+      await this.startSandbox(sandbox);
+    } finally {
+      this.starting.delete(sandbox.id);
+    }
+  }
+
+  private async startSandbox(sandbox: SandboxFieldsFragment): Promise<void> {
     const lease = await this.client.mutate(AcquireLeaseDocument, { input: { sandboxId: sandbox.id, ttlSeconds: this.opts.leaseTtlSeconds } });
     if (!lease.ok || lease.data.acquireLease.__typename !== 'LeasePayload') {
       this.log('warn', 'lease not acquired', { sandboxId: sandbox.id, error: lease.ok ? lease.data.acquireLease.__typename : lease.error.message });
@@ -186,6 +240,9 @@ export class WorkerAgent {
       lost: false,
       abort: new AbortController(),
       queue: Promise.resolve(),
+      inputCursor: null,
+      relayed: new Set(),
+      ended: null,
     };
     this.running.set(sandbox.id, run);
     run.renewTimer = setInterval(() => void this.renew(run), (this.opts.leaseTtlSeconds * 1000) / 3);
@@ -193,7 +250,21 @@ export class WorkerAgent {
     // Fresh placements go STARTING → RUNNING; a sandbox this worker ran before a restart is already RUNNING.
     const current = await this.client.query(SandboxDocument, { id: sandbox.id });
     const status = current.ok && current.data.sandbox ? current.data.sandbox.status : sandbox.status;
-    if (status === 'SCHEDULED' && !(await this.report(run, 'STARTING'))) return;
+    if (status === 'STOPPING') {
+      // Asked to stop before it ran here (e.g. while this agent was down): never start it.
+      await this.report(run, 'STOPPED', { reason: 'stopped before it started' });
+      await this.release(run);
+      this.cleanup(run);
+      return;
+    }
+    if (status === 'SCHEDULED' && !(await this.report(run, 'STARTING'))) {
+      // Not started: let the next reconcile try again from scratch.
+      await this.release(run);
+      this.cleanup(run);
+      return;
+    }
+    // Messages that exist before the process starts are history, not input for it.
+    run.inputCursor = await this.lastMessageCursor(sandbox.id);
     try {
       run.process = this.runtime.start(
         {
@@ -207,28 +278,63 @@ export class WorkerAgent {
         },
         {
           onLine: (_stream, line) => this.onOutput(run, line),
-          onExit: (exit) => void this.onExit(run, exit),
+          onExit: (exit) => {
+            run.ended = this.onExit(run, exit);
+          },
         },
       );
+      this.rememberProcesses();
     } catch (err) {
       await this.report(run, 'FAILED', { reason: (err as Error).message, exitCode: 127 });
       this.cleanup(run);
       await this.release(run);
       return;
     }
+    void this.relayInput(run);
     if (status !== 'RUNNING') await this.report(run, 'RUNNING');
     this.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: run.process.pid });
-    void this.relayInput(run);
+    await this.catchUpInput(run);
   }
 
-  /** People's messages to the sandbox reach its standard input. */
+  /** People's messages to the sandbox reach its standard input, live. */
   private async relayInput(run: Running): Promise<void> {
     try {
-      for await (const { messageAdded } of this.client.subscribe(MessageAddedDocument, { sandboxId: run.sandbox.id }, { signal: run.abort.signal })) {
-        if (messageAdded.senderKind === 'USER') run.process?.write(`${messageAdded.body}\n`);
-      }
+      const stream = this.client.subscribe(
+        MessageAddedDocument,
+        { sandboxId: run.sandbox.id, after: null },
+        { signal: run.abort.signal, cursorOf: (d) => d.messageAdded.eventCursor, onResumed: () => void this.catchUpInput(run) },
+      );
+      for await (const { messageAdded } of stream) this.deliverInput(run, messageAdded);
     } catch (err) {
       if (!run.abort.signal.aborted) this.log('warn', 'input relay ended', { sandboxId: run.sandbox.id, error: (err as Error).message });
+    }
+  }
+
+  private deliverInput(run: Running, message: { id: string; senderKind: string; body: string }): void {
+    if (message.senderKind !== 'USER' || run.relayed.has(message.id) || run.lost) return;
+    run.relayed.add(message.id);
+    run.process?.write(`${message.body}\n`);
+  }
+
+  /** Reads the messages after the last one seen, so input missed by the live stream still arrives. */
+  private async catchUpInput(run: Running): Promise<void> {
+    if (!run.process || run.process.exited || run.lost) return;
+    for (;;) {
+      const page = await this.client.query(MessagesDocument, { sandboxId: run.sandbox.id, first: WORKER_DEFAULTS.inputPageSize, after: run.inputCursor });
+      if (!page.ok) return;
+      for (const edge of page.data.messages.edges) this.deliverInput(run, edge.node);
+      run.inputCursor = page.data.messages.pageInfo.endCursor ?? run.inputCursor;
+      if (!page.data.messages.pageInfo.hasNextPage) return;
+    }
+  }
+
+  private async lastMessageCursor(sandboxId: string): Promise<string | null> {
+    let cursor: string | null = null;
+    for (;;) {
+      const page: Result<MessagesQuery> = await this.client.query(MessagesDocument, { sandboxId, first: WORKER_DEFAULTS.inputPageSize, after: cursor });
+      if (!page.ok) return cursor;
+      cursor = page.data.messages.pageInfo.endCursor ?? cursor;
+      if (!page.data.messages.pageInfo.hasNextPage) return cursor;
     }
   }
 
@@ -284,6 +390,8 @@ export class WorkerAgent {
     if (!run) return;
     run.stopRequested = true;
     if (run.process && !run.process.exited) await run.process.stop(this.opts.stopGraceMs);
+    // An agent shutting down must not exit before the STOPPED report is written.
+    await run.ended;
   }
 
   private async renew(run: Running): Promise<void> {
@@ -323,29 +431,81 @@ export class WorkerAgent {
     if (run.flushTimer) clearTimeout(run.flushTimer);
     run.abort.abort();
     if (this.running.get(run.sandbox.id) === run) this.running.delete(run.sandbox.id);
+    this.saveState();
   }
 
   private statePath(): string | null {
     return this.opts.stateDir && this.workerId ? join(this.opts.stateDir, `worker-${this.workerId.replace(/[^\w-]/g, '_')}.json`) : null;
   }
 
-  private loadCursor(): string | null {
+  private loadState(): WorkerState {
     const path = this.statePath();
-    if (!path) return null;
+    if (!path) return {};
     try {
-      return (JSON.parse(readFileSync(path, 'utf8')) as { cursor?: string }).cursor ?? null;
+      return JSON.parse(readFileSync(path, 'utf8')) as WorkerState;
     } catch {
-      return null;
+      return {};
     }
+  }
+
+  private saveState(): void {
+    const path = this.statePath();
+    if (!path || !this.opts.stateDir) return;
+    const processes: Record<string, number> = {};
+    for (const [id, run] of this.running) if (run.process?.pid && !run.process.exited) processes[id] = run.process.pid;
+    mkdirSync(this.opts.stateDir, { recursive: true });
+    writeFileSync(`${path}.tmp`, JSON.stringify({ cursor: this.cursor, processes } satisfies WorkerState));
+    renameSync(`${path}.tmp`, path);
+  }
+
+  private loadCursor(): string | null {
+    return this.loadState().cursor ?? null;
   }
 
   private saveCursor(cursor: string): void {
     this.cursor = cursor;
-    const path = this.statePath();
-    if (!path || !this.opts.stateDir) return;
-    mkdirSync(this.opts.stateDir, { recursive: true });
-    writeFileSync(`${path}.tmp`, JSON.stringify({ cursor }));
-    renameSync(`${path}.tmp`, path);
+    this.saveState();
+  }
+
+  /** Records the process groups it runs, so a restarted agent can end the ones it left behind. */
+  private rememberProcesses(): void {
+    this.saveState();
+  }
+
+  /**
+   * A previous run of this agent that died (SIGKILL, crash) leaves its sandboxes' processes
+   * running, their output unread. They cannot be followed again, so they are ended before the
+   * sandboxes are resumed (or taken over elsewhere): no sandbox runs twice. Only a process that
+   * still carries its sandbox id in its environment is signalled, never a reused pid.
+   */
+  private killLeftovers(): void {
+    const leftovers = this.loadState().processes ?? {};
+    for (const [sandboxId, pid] of Object.entries(leftovers)) {
+      if (!isSandboxProcess(pid, sandboxId)) continue;
+      try {
+        process.kill(-pid, 'SIGKILL');
+        this.log('warn', 'ended a sandbox process left by a previous run', { sandboxId, pid });
+      } catch {
+        // gone meanwhile
+      }
+    }
+    this.saveState();
+  }
+}
+
+interface WorkerState {
+  /** The last workerAssignments cursor handled. */
+  cursor?: string | null;
+  /** Process group ids of the sandboxes running, by sandbox id. */
+  processes?: Record<string, number>;
+}
+
+/** Whether `pid` is still the process the runtime started for the sandbox (Linux: /proc). */
+function isSandboxProcess(pid: number, sandboxId: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`FLOTILLA_SANDBOX_ID=${sandboxId}`);
+  } catch {
+    return false; // gone, not ours, or no /proc: leave it alone
   }
 }
 
