@@ -1,0 +1,56 @@
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Kind, parse, print, visit, type DefinitionNode, type FragmentDefinitionNode } from 'graphql';
+
+/** The contract's operations (the same documents the SDK is generated from). */
+export const OPERATIONS_DIR = fileURLToPath(new URL('../../schema/operations', import.meta.url));
+
+const FIRST_FILE = 'viewer.graphql';
+
+const INTRO = `# Flotilla GraphiQL
+#
+# Below are the operations of schema/operations (what the dashboard and the SDK use).
+# Press the run button and pick one; variables go in the Variables pane.
+# The Authorization header is filled in when you open GraphiQL from the dashboard;
+# otherwise add {"Authorization": "Bearer <token>"} in the Headers pane.
+# Subscriptions run over graphql-ws.
+
+`;
+
+/**
+ * One document with every operation of schema/operations followed by the fragments they use,
+ * offered as GraphiQL's default query so each operation is an example one click away.
+ * Without the operations folder (an install that ships only dist/) it is a minimal query.
+ */
+export function exampleOperations(dir: string = OPERATIONS_DIR): string {
+  const fallback = `${INTRO}query Viewer {\n  viewer {\n    subject\n    platformAdmin\n  }\n}\n`;
+  if (!existsSync(dir)) return fallback;
+  const definitions: DefinitionNode[] = readdirSync(dir)
+    .filter((f) => f.endsWith('.graphql'))
+    // The viewer query first: the one to try before anything else.
+    .sort((a, b) => Number(b === FIRST_FILE) - Number(a === FIRST_FILE) || a.localeCompare(b))
+    .flatMap((f) => parse(readFileSync(join(dir, f), 'utf8')).definitions);
+  const fragments = new Map(definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
+  const operations = definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
+  if (operations.length === 0) return fallback;
+  // Only fragments some operation reaches: unused ones would make the document invalid.
+  const used = new Set<string>();
+  const pending: DefinitionNode[] = [...operations];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (!node) break;
+    visit(node, {
+      FragmentSpread(spread) {
+        const name = spread.name.value;
+        const fragment = fragments.get(name);
+        if (!used.has(name) && fragment) {
+          used.add(name);
+          pending.push(fragment);
+        }
+      },
+    });
+  }
+  const usedFragments = [...fragments.values()].filter((f) => used.has(f.name.value));
+  return INTRO + [...operations, ...usedFragments].map((d) => print(d)).join('\n\n') + '\n';
+}
