@@ -214,12 +214,20 @@ describe('dashboard in a real browser', () => {
     const headers = graphiql.locator('.graphiql-editor-tool .view-lines').last();
     await expect.poll(() => textOf(headers)).toContain('Bearer ');
 
-    await queryEditor.locator('.view-lines').click();
-    await graphiql.keyboard.press('ControlOrMeta+A');
-    await graphiql.keyboard.press('Delete');
-    await graphiql.keyboard.insertText('{ viewer { subject } }');
+    // Replace the examples with one query; wait until the editor holds exactly it before running.
+    const ours = '{ viewer { subject } }';
+    await expect
+      .poll(async () => {
+        await queryEditor.locator('.view-lines').click();
+        await queryEditor.locator('.monaco-editor.focused').waitFor();
+        await graphiql.keyboard.press('ControlOrMeta+A');
+        await graphiql.keyboard.press('Delete');
+        await graphiql.keyboard.insertText(ours);
+        return (await textOf(queryEditor.locator('.view-lines'))).trim();
+      })
+      .toBe(ours);
     await graphiql.locator('.graphiql-execute-button').click();
-    await expect.poll(() => textOf(graphiql.locator('.graphiql-response')), { timeout: LIVE_TIMEOUT_MS }).toContain('platform-admin');
+    await expect.poll(() => textOf(graphiql.locator('.graphiql-response')), { timeout: LIVE_TIMEOUT_MS }).toContain('"subject": "platform-admin"');
     await shot('graphiql', graphiql);
     await graphiql.close();
   });
