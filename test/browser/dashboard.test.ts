@@ -195,6 +195,12 @@ describe('dashboard in a real browser', () => {
     await page.getByRole('link', { name: 'demo', exact: true }).click();
     await page.locator('#sandboxes tr[data-sandbox]').first().waitFor();
     expect(await overflow()).toBeLessThanOrEqual(0);
+    // Every cell of the boards is on screen, not cut off inside a scrolled table.
+    const cellsPastEdge = await page.locator('#sandboxes td, #workers td').evaluateAll((cells) => cells.filter((c) => c.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length);
+    expect(cellsPastEdge).toBe(0);
+    // Each cell says what it is (the column headings are out of sight on a phone).
+    const label = await page.locator(`#sandboxes tr[data-sandbox="${sandboxName}"] [data-status]`).evaluate((badge) => getComputedStyle(badge.closest('td') as Element, '::before').content);
+    expect(label).toBe('"Status"');
     await shot('phone-fleet');
     await page.getByRole('link', { name: 'Tenants' }).click();
     await page.getByRole('link', { name: /Demo fleet/ }).waitFor();
@@ -226,8 +232,13 @@ describe('dashboard in a real browser', () => {
         return (await textOf(queryEditor.locator('.view-lines'))).trim();
       })
       .toBe(ours);
+    // GraphiQL takes the edit asynchronously; it lands in the address bar once it has it.
+    await expect.poll(() => new URL(graphiql.url()).searchParams.get('query')).toBe(ours);
     await graphiql.locator('.graphiql-execute-button').click();
-    await expect.poll(() => textOf(graphiql.locator('.graphiql-response')), { timeout: LIVE_TIMEOUT_MS }).toContain('"subject": "platform-admin"');
+    await expect.poll(() => textOf(graphiql.locator('.graphiql-response')), { timeout: LIVE_TIMEOUT_MS }).toContain('"subject": "platform-admin"').catch(async (err: unknown) => {
+      await shot('graphiql-failure', graphiql);
+      throw err;
+    });
     await shot('graphiql', graphiql);
     await graphiql.close();
   });
