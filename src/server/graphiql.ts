@@ -1,7 +1,9 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { Kind, parse, print, visit, type DefinitionNode, type FragmentDefinitionNode } from 'graphql';
+import type { GraphiQLOptions } from 'graphql-yoga';
 
 /** The contract's operations (the same documents the SDK is generated from). */
 export const OPERATIONS_DIR = fileURLToPath(new URL('../../schema/operations', import.meta.url));
@@ -53,4 +55,22 @@ export function exampleOperations(dir: string = OPERATIONS_DIR): string {
   }
   const usedFragments = [...fragments.values()].filter((f) => used.has(f.name.value));
   return INTRO + [...operations, ...usedFragments].map((d) => print(d)).join('\n\n') + '\n';
+}
+
+/**
+ * GraphiQL with its assets inlined from @graphql-yoga/render-graphiql instead of a CDN, so it
+ * works offline and behind firewalls. The page is large (~9 MB) and the same for every request
+ * with the same options: it is rendered once per options.
+ */
+export function localGraphiQL(): (options: GraphiQLOptions) => string {
+  const pages = new Map<string, string>();
+  return (options) => {
+    const key = JSON.stringify(options);
+    let page = pages.get(key);
+    if (page === undefined) {
+      page = renderGraphiQL(options);
+      pages.set(key, page);
+    }
+    return page;
+  };
 }

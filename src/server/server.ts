@@ -4,7 +4,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, type DocumentNode, type ExecutionArgs, type GraphQLSchema } from 'graphql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Context } from '../../resolvers/builder.js';
@@ -14,7 +13,7 @@ import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
 import { serveDashboard } from './static.js';
-import { exampleOperations } from './graphiql.js';
+import { exampleOperations, localGraphiQL } from './graphiql.js';
 import { REJECTED_BODY_DRAIN_BYTES, checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
 import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
 import type { Logger } from './logger.js';
@@ -69,8 +68,7 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       subscriptionsProtocol: 'WS',
       defaultQuery: exampleOperations(),
     },
-    // GraphiQL's assets served by this server, not a CDN: it works offline and behind firewalls.
-    renderGraphiQL,
+    renderGraphiQL: localGraphiQL(),
     maskedErrors: { maskError: createErrorMasker(logger.child({ component: 'graphql' })) },
     plugins: [limitsPlugin(deps.limits), deps.sessions.expiryPlugin()],
     context: async (initial): Promise<Context> => {
