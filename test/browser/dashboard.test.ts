@@ -182,6 +182,7 @@ describe('dashboard in a real browser', () => {
     const stopped = await api.mutate(StopSandboxDocument, { input: { sandboxId } });
     expect(stopped.ok && stopped.data.stopSandbox.__typename).toBe('SandboxPayload');
     await expect.poll(() => page.locator('#sandbox-status').getAttribute('data-status'), { timeout: LIVE_TIMEOUT_MS }).toBe('STOPPED');
+    await expect.poll(() => page.locator('#agent').innerText()).toMatch(/^last reported: /);
     expect(await page.evaluate(() => '__sameDocument' in window)).toBe(true);
     await shot('sandbox-resumed');
     expectedNoise = null;

@@ -13,6 +13,7 @@ import { session } from '../session.js';
 
 /** Coalesces bursts of events into one refetch. */
 const REFRESH_DEBOUNCE_MS = 250;
+const FINISHED = ['STOPPED', 'FAILED', 'LOST', 'DELETED'];
 
 /** The fleet board of one tenant: workers and sandboxes, updated live from tenantEvents. */
 export async function fleetView(root: HTMLElement, tenantId: string, signal: AbortSignal): Promise<void> {
@@ -57,7 +58,12 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
               { 'data-sandbox': s.name },
               h('td', { 'data-label': 'Name' }, h('a', { href: `#/s/${encodeURIComponent(s.id)}` }, s.name), h('div', { class: 'muted small' }, s.image)),
               h('td', { 'data-label': 'Status' }, h('span', { class: `badge badge-${s.status.toLowerCase()}`, 'data-status': s.status }, s.status)),
-              h('td', { 'data-label': 'Agent' }, s.agent ? h('span', {}, h('span', { class: 'phase' }, s.agent.phase), s.agent.activity ? h('span', { class: 'muted' }, ` ${s.agent.activity}`) : null) : h('span', { class: 'muted' }, '—')),
+              h(
+                'td',
+                { 'data-label': 'Agent' },
+                // A finished sandbox's agent is gone: its last report is history, not a live state.
+                !s.agent ? h('span', { class: 'muted' }, '—') : FINISHED.includes(s.status) ? h('span', { class: 'muted' }, `last: ${s.agent.phase.toLowerCase()}`) : h('span', {}, h('span', { class: 'phase' }, s.agent.phase), s.agent.activity ? h('span', { class: 'muted' }, ` ${s.agent.activity}`) : null),
+              ),
               h('td', { 'data-label': 'Worker' }, s.worker?.name ?? h('span', { class: 'muted' }, 'unplaced')),
               h('td', { 'data-label': 'Age', title: s.createdAt }, ago(s.createdAt)),
             ),
@@ -73,7 +79,7 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
     const r = await api.query(SandboxesDocument, { tenantId, first: 100 });
     if (r.ok) sandboxes = r.data.sandboxes.edges.map((e) => e.node);
     renderSandboxes();
-    const active = sandboxes.filter((s) => !['STOPPED', 'FAILED', 'LOST', 'DELETED'].includes(s.status)).length;
+    const active = sandboxes.filter((s) => !FINISHED.includes(s.status)).length;
     usage.textContent = `${active} active of ${tenant.quota.maxSandboxes} allowed`;
   }
 
