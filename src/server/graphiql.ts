@@ -9,6 +9,8 @@ import type { GraphiQLOptions } from 'graphql-yoga';
 export const OPERATIONS_DIR = fileURLToPath(new URL('../../schema/operations', import.meta.url));
 
 const FIRST_FILE = 'viewer.graphql';
+/** Where GraphiQL keeps its Headers pane (namespace `graphiql`); the dashboard writes it too. */
+const GRAPHIQL_HEADERS_KEY = 'graphiql:headers';
 
 const INTRO = `# Flotilla GraphiQL
 #
@@ -68,9 +70,22 @@ export function localGraphiQL(): (options: GraphiQLOptions) => string {
     const key = JSON.stringify(options);
     let page = pages.get(key);
     if (page === undefined) {
-      page = renderGraphiQL(options);
+      page = withSocketHeaders(renderGraphiQL(options), key);
       pages.set(key, page);
     }
     return page;
   };
+}
+
+/**
+ * GraphiQL sends the Headers pane with each HTTP request but not when it opens its graphql-ws
+ * socket, which this server authenticates in `connection_init`. The page reads the headers
+ * GraphiQL keeps in localStorage and offers them as the socket's connection parameters, so
+ * subscriptions run with the same token as queries.
+ */
+function withSocketHeaders(page: string, optionsJson: string): string {
+  const at = page.lastIndexOf(optionsJson);
+  if (at < 0) return page;
+  const connectionParams = `connectionParams: () => { try { return JSON.parse(localStorage.getItem(${JSON.stringify(GRAPHIQL_HEADERS_KEY)}) || '{}'); } catch { return {}; } }`;
+  return `${page.slice(0, at)}Object.assign(${optionsJson}, { ${connectionParams} })${page.slice(at + optionsJson.length)}`;
 }

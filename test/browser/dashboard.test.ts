@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type ConsoleMessage, type Locator, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateSandboxDocument, SendMessageDocument, StopSandboxDocument, createClient, type FlotillaClient } from '../../src/client/index.js';
+import { CreateSandboxDocument, SandboxesDocument, SendMessageDocument, StopSandboxDocument, createClient, type FlotillaClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startDemo, type Demo } from '../../src/demo.js';
 import { startFlotilla, type Flotilla } from '../../src/server/app.js';
@@ -16,7 +16,9 @@ const SCREENSHOTS = join(process.cwd(), 'test-output', 'screenshots');
 const DESKTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
 /** Long enough for a worker round trip (placement, process start, agent output) on a busy 2-core machine. */
-const LIVE_TIMEOUT_MS = 20_000;
+const LIVE_TIMEOUT_MS = 45_000;
+/** A step may wait on the worker twice; the default 60 s test timeout is too tight under a full run. */
+const STEP_TIMEOUT_MS = 120_000;
 /** The demo agents think this long between steps: short, so replies arrive quickly. */
 const AGENT_THINK_MS = '200';
 /** What the browser itself logs while the server is down (not the page's code). */
@@ -24,7 +26,7 @@ const SERVER_DOWN_NOISE = /WebSocket connection to '.*' failed/;
 /** What the browser itself logs when the server answers a wrong token with 401. */
 const WRONG_TOKEN_NOISE = /status of 401/;
 
-describe('dashboard in a real browser', () => {
+describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
   let dataDir: string;
   let demo: Demo;
   let app: Flotilla;
@@ -241,6 +243,33 @@ describe('dashboard in a real browser', () => {
       throw err;
     });
     await shot('graphiql', graphiql);
+
+    // A subscription runs over graphql-ws with the same token, and shows events as they happen.
+    const subscription = `subscription { tenantEvents(tenantId: "${demo.tenantId}") { type sandbox { name } } }`;
+    await expect
+      .poll(async () => {
+        await queryEditor.locator('.view-lines').click();
+        await graphiql.keyboard.press('ControlOrMeta+A');
+        await graphiql.keyboard.press('Delete');
+        await graphiql.keyboard.insertText(subscription);
+        return new URL(graphiql.url()).searchParams.get('query');
+      })
+      .toBe(subscription);
+    await graphiql.locator('.graphiql-execute-button').click();
+    // Messages keep coming until one shows up in the stream (it may need a moment to start).
+    const demoSandboxes = await api.query(SandboxesDocument, { tenantId: demo.tenantId, first: 1 });
+    const target = demoSandboxes.ok ? demoSandboxes.data.sandboxes.edges[0]?.node : undefined;
+    expect(target).toBeDefined();
+    await expect
+      .poll(
+        async () => {
+          await api.mutate(SendMessageDocument, { input: { sandboxId: target?.id ?? '', body: 'hello from the test', channel: 'api' } });
+          return textOf(graphiql.locator('.graphiql-response'));
+        },
+        { timeout: LIVE_TIMEOUT_MS, interval: 1_000 },
+      )
+      .toContain('"type": "MESSAGE_POSTED"');
+    await shot('graphiql-subscription', graphiql);
     await graphiql.close();
   });
 
