@@ -75,7 +75,8 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await browser?.close();
     for (const w of demo?.workers ?? []) w.kill('SIGTERM');
     await Promise.all((demo?.workers ?? []).map((w) => (w.exitCode !== null || w.signalCode !== null ? Promise.resolve() : new Promise((r) => w.once('exit', r)))));
-    await app?.close();
+    // After a failed restart step the server may already be closed.
+    await app?.close().catch(() => undefined);
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
