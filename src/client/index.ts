@@ -149,16 +149,28 @@ export function createClient(options: ClientOptions): FlotillaClient {
       yield* sseStream<T>(options.url, token(), document, variables, signal);
       return;
     }
-    const iterator = wsClient().iterate<T>({ query: print(document), variables });
+    const client = wsClient();
+    const iterator = client.iterate<T>({ query: print(document), variables });
     const onAbort = () => void iterator.return?.();
     signal?.addEventListener('abort', onAbort);
+    let refused = false;
     try {
       for await (const result of iterator) {
-        if (result.errors?.length) throw toFatalIfRefused(result.errors);
+        if (result.errors?.length) {
+          refused = true;
+          throw toFatalIfRefused(result.errors);
+        }
         if (result.data) yield result.data as T;
       }
     } catch (err) {
-      throw Array.isArray(err) ? toFatalIfRefused(err as ClientError['errors'] & object) : err;
+      if (Array.isArray(err)) throw toFatalIfRefused(err as ClientError['errors'] & object);
+      // The socket failed. A closed socket cannot be reused, so the next attempt opens a new one;
+      // drop only this one: another subscription may already be running on its replacement.
+      if (!refused && ws === client) {
+        ws = null;
+        disposeQuietly(client);
+      }
+      throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -188,12 +200,6 @@ export function createClient(options: ClientOptions): FlotillaClient {
         opts.onReconnect?.(attempt + 1, err);
         await sleep(delay(attempt));
         attempt++;
-        // A closed socket cannot be reused; the next attempt opens a new one.
-        if (ws) {
-          const old = ws;
-          ws = null;
-          void old.dispose();
-        }
       }
     }
   }
@@ -203,10 +209,17 @@ export function createClient(options: ClientOptions): FlotillaClient {
     mutate: (document, variables) => request(document, variables),
     subscribe: (document, variables, opts) => subscribe(document, variables, opts),
     async close() {
-      await ws?.dispose();
+      const current = ws;
       ws = null;
+      // A socket that already failed has nothing left to close.
+      await Promise.resolve(current?.dispose()).catch(() => undefined);
     },
   };
+}
+
+/** Disposing a client whose connection failed rejects with that failure: nothing to report twice. */
+function disposeQuietly(client: WsClient): void {
+  Promise.resolve(client.dispose()).catch(() => undefined);
 }
 
 function toFatalIfRefused(errors: readonly { message: string; extensions?: Record<string, unknown> }[]): Error {

@@ -13,6 +13,7 @@ import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
 import { serveDashboard } from './static.js';
+import { exampleOperations, localGraphiQL } from './graphiql.js';
 import { REJECTED_BODY_DRAIN_BYTES, checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
 import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
 import type { Logger } from './logger.js';
@@ -65,7 +66,9 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
     graphiql: {
       title: 'Flotilla GraphiQL',
       subscriptionsProtocol: 'WS',
+      defaultQuery: exampleOperations(),
     },
+    renderGraphiQL: localGraphiQL(),
     maskedErrors: { maskError: createErrorMasker(logger.child({ component: 'graphql' })) },
     plugins: [limitsPlugin(deps.limits), deps.sessions.expiryPlugin()],
     context: async (initial): Promise<Context> => {

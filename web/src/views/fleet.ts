@@ -13,6 +13,7 @@ import { session } from '../session.js';
 
 /** Coalesces bursts of events into one refetch. */
 const REFRESH_DEBOUNCE_MS = 250;
+const FINISHED = ['STOPPED', 'FAILED', 'LOST', 'DELETED'];
 
 /** The fleet board of one tenant: workers and sandboxes, updated live from tenantEvents. */
 export async function fleetView(root: HTMLElement, tenantId: string, signal: AbortSignal): Promise<void> {
@@ -39,11 +40,11 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
             h(
               'tr',
               { 'data-worker': w.name },
-              h('td', {}, w.name, w.tenant ? h('span', { class: 'tag' }, 'dedicated') : null),
-              h('td', {}, h('span', { class: `badge badge-${w.status.toLowerCase()}` }, w.status)),
-              h('td', {}, w.region ?? '—'),
-              h('td', {}, meter(w.allocated.cpuMillis, w.capacity.cpuMillis, `${cpu(w.allocated.cpuMillis)} of ${cpu(w.capacity.cpuMillis)}`), meter(w.allocated.memoryMb, w.capacity.memoryMb, `${memory(w.allocated.memoryMb)} of ${memory(w.capacity.memoryMb)}`)),
-              h('td', { title: w.lastHeartbeatAt ?? '' }, ago(w.lastHeartbeatAt)),
+              h('td', { 'data-label': 'Name' }, w.name, w.tenant ? h('span', { class: 'tag' }, 'dedicated') : null),
+              h('td', { 'data-label': 'Status' }, h('span', { class: `badge badge-${w.status.toLowerCase()}` }, w.status)),
+              h('td', { 'data-label': 'Region' }, w.region ?? '—'),
+              h('td', { 'data-label': 'Allocated' }, meter(w.allocated.cpuMillis, w.capacity.cpuMillis, `${cpu(w.allocated.cpuMillis)} of ${cpu(w.capacity.cpuMillis)}`), meter(w.allocated.memoryMb, w.capacity.memoryMb, `${memory(w.allocated.memoryMb)} of ${memory(w.capacity.memoryMb)}`)),
+              h('td', { 'data-label': 'Last heartbeat', title: w.lastHeartbeatAt ?? '' }, ago(w.lastHeartbeatAt)),
             ),
           )),
     );
@@ -55,11 +56,16 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
             h(
               'tr',
               { 'data-sandbox': s.name },
-              h('td', {}, h('a', { href: `#/s/${encodeURIComponent(s.id)}` }, s.name), h('div', { class: 'muted small' }, s.image)),
-              h('td', {}, h('span', { class: `badge badge-${s.status.toLowerCase()}`, 'data-status': s.status }, s.status)),
-              h('td', {}, s.agent ? h('span', {}, h('span', { class: 'phase' }, s.agent.phase), s.agent.activity ? h('span', { class: 'muted' }, ` ${s.agent.activity}`) : null) : h('span', { class: 'muted' }, '—')),
-              h('td', {}, s.worker?.name ?? h('span', { class: 'muted' }, 'unplaced')),
-              h('td', { title: s.createdAt }, ago(s.createdAt)),
+              h('td', { 'data-label': 'Name' }, h('a', { href: `#/s/${encodeURIComponent(s.id)}` }, s.name), h('div', { class: 'muted small' }, s.image)),
+              h('td', { 'data-label': 'Status' }, h('span', { class: `badge badge-${s.status.toLowerCase()}`, 'data-status': s.status }, s.status)),
+              h(
+                'td',
+                { 'data-label': 'Agent' },
+                // A finished sandbox's agent is gone: its last report is history, not a live state.
+                !s.agent ? h('span', { class: 'muted' }, '—') : FINISHED.includes(s.status) ? h('span', { class: 'muted' }, `last: ${s.agent.phase.toLowerCase()}`) : h('span', {}, h('span', { class: 'phase' }, s.agent.phase), s.agent.activity ? h('span', { class: 'muted' }, ` ${s.agent.activity}`) : null),
+              ),
+              h('td', { 'data-label': 'Worker' }, s.worker?.name ?? h('span', { class: 'muted' }, 'unplaced')),
+              h('td', { 'data-label': 'Age', title: s.createdAt }, ago(s.createdAt)),
             ),
           )),
     );
@@ -73,7 +79,7 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
     const r = await api.query(SandboxesDocument, { tenantId, first: 100 });
     if (r.ok) sandboxes = r.data.sandboxes.edges.map((e) => e.node);
     renderSandboxes();
-    const active = sandboxes.filter((s) => !['STOPPED', 'FAILED', 'LOST', 'DELETED'].includes(s.status)).length;
+    const active = sandboxes.filter((s) => !FINISHED.includes(s.status)).length;
     usage.textContent = `${active} active of ${tenant.quota.maxSandboxes} allowed`;
   }
 
@@ -106,9 +112,9 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/' }, 'Tenants'), ' / ', tenant.name),
     h('h1', {}, tenant.name, ' ', h('span', { class: 'muted' }, tenant.slug)),
     usage,
-    h('section', { 'aria-labelledby': 'sandboxes-h' }, h('h2', { id: 'sandboxes-h' }, 'Sandboxes'), h('div', { class: 'table-wrap' }, h('table', { id: 'sandboxes' }, h('thead', {}, h('tr', {}, ['Name', 'Status', 'Agent', 'Worker', 'Age'].map((c) => h('th', { scope: 'col' }, c)))), sandboxesBody))),
-    h('section', { 'aria-labelledby': 'workers-h' }, h('h2', { id: 'workers-h' }, 'Workers'), h('div', { class: 'table-wrap' }, h('table', { id: 'workers' }, h('thead', {}, h('tr', {}, ['Name', 'Status', 'Region', 'Allocated', 'Last heartbeat'].map((c) => h('th', { scope: 'col' }, c)))), workersBody))),
-    h('section', { 'aria-labelledby': 'create-h', class: 'card' }, h('h2', { id: 'create-h' }, 'New sandbox'), form),
+    h('section', { 'aria-labelledby': 'sandboxes-h' }, h('h2', { id: 'sandboxes-h' }, 'Sandboxes'), h('div', { class: 'table-wrap' }, h('table', { id: 'sandboxes', class: 'stack' }, h('thead', {}, h('tr', {}, ['Name', 'Status', 'Agent', 'Worker', 'Age'].map((c) => h('th', { scope: 'col' }, c)))), sandboxesBody))),
+    h('section', { 'aria-labelledby': 'workers-h' }, h('h2', { id: 'workers-h' }, 'Workers'), h('div', { class: 'table-wrap' }, h('table', { id: 'workers', class: 'stack' }, h('thead', {}, h('tr', {}, ['Name', 'Status', 'Region', 'Allocated', 'Last heartbeat'].map((c) => h('th', { scope: 'col' }, c)))), workersBody))),
+    h('section', { 'aria-labelledby': 'create-h', class: 'card spaced' }, h('h2', { id: 'create-h' }, 'New sandbox'), form),
   );
   await Promise.all([loadWorkers(), loadSandboxes()]);
 

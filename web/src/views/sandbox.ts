@@ -58,7 +58,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
         'dl',
         { class: 'stats' },
         h('dt', {}, 'Agent'),
-        h('dd', { id: 'agent' }, sandbox.agent ? `${sandbox.agent.phase}${sandbox.agent.activity ? ` — ${sandbox.agent.activity}` : ''}` : '—'),
+        h('dd', { id: 'agent' }, !sandbox.agent ? '—' : FINISHED.includes(sandbox.status) ? `last reported: ${sandbox.agent.phase.toLowerCase()}` : `${sandbox.agent.phase}${sandbox.agent.activity ? ` — ${sandbox.agent.activity}` : ''}`),
         h('dt', {}, 'Worker'),
         h('dd', {}, sandbox.worker?.name ?? 'unplaced'),
         h('dt', {}, 'Image'),
