@@ -120,17 +120,6 @@ export class TokenService {
     return external.identity(this.orm.em.fork(), payload);
   }
 
-  /**
-   * For an identity established earlier (a socket's): the reason it may no longer act, or null.
-   * Catches revocations made by other replicas, whose signal this process has not seen.
-   */
-  async revalidate(identity: Identity, now: Date = new Date()): Promise<string | null> {
-    if (identity.expiresAt && identity.expiresAt.getTime() <= now.getTime()) return 'token expired';
-    if (identity.source !== 'ADMIN' && identity.source !== 'API' && identity.source !== 'WORKER') return null;
-    const record = await this.orm.em.fork().findOne(ApiToken, { id: identity.tokenId });
-    return !record || record.revokedAt ? 'token revoked' : null;
-  }
-
   private async authenticateOwn(token: string, header: ProtectedHeaderParameters, now: Date): Promise<Identity> {
     const payload = await this.verifySignature(token, header, now);
     const claim = payload[CLAIM] as FlotillaClaim | undefined;

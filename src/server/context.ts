@@ -55,15 +55,6 @@ export class ContextFactory {
     }
   }
 
-  /** Why a socket's identity may no longer act (expired, revoked, unverifiable), or null. */
-  async revalidate(identity: Identity): Promise<string | null> {
-    try {
-      return await this.tokens().revalidate(identity, this.clock.now());
-    } catch {
-      return 'token could not be verified'; // fail closed
-    }
-  }
-
   /**
    * The context of one operation. A socket's identity is re-checked for expiry (its timer may
    * not have fired yet), and every operation counts against its token's rate limit.

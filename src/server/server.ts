@@ -144,13 +144,15 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
 
   // graphql-ws on the same port and path, sharing the Yoga pipeline and the context factory.
   const wss = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: deps.limits.maxBodyBytes });
-  useServer<Record<string, unknown>, { identity: Identity; requestId: string }>(
+  useServer<Record<string, unknown>, { identity: Identity; requestId: string; authorization: string | null }>(
     {
       onConnect: async (ctx) => {
         const auth = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
         try {
-          const identity = await contexts.authenticate(typeof auth === 'string' ? auth : null);
+          const authorization = typeof auth === 'string' ? auth : null;
+          const identity = await contexts.authenticate(authorization);
           ctx.extra.identity = identity;
+          ctx.extra.authorization = authorization;
           ctx.extra.requestId = randomUUID();
           // Closes the socket (4403) when the token expires or is revoked.
           const forget = deps.sessions.add(ctx.extra.socket, identity);
@@ -163,12 +165,18 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         }
       },
       onSubscribe: async (ctx, _id, rawPayload) => {
-        const identity = ctx.extra.identity as Identity;
-        // Every new operation re-checks the token, so a revocation on another replica still bites.
-        const refused = await contexts.revalidate(identity);
-        if (refused) {
-          deps.sessions.endTokens([identity.tokenId], refused);
-          return [new GraphQLError(refused, { extensions: { code: 'UNAUTHENTICATED' } })];
+        // Every new operation authenticates the socket's token again: a revocation on another
+        // replica still bites, and roles follow membership changes made since the socket opened.
+        let identity: Identity;
+        try {
+          identity = await contexts.authenticate(ctx.extra.authorization ?? null);
+          ctx.extra.identity = identity;
+        } catch (err) {
+          const message = err instanceof Error ? err.message : '';
+          // The same short close reasons the session registry uses.
+          const reason = /revoked/.test(message) ? 'token revoked' : /expired/.test(message) ? 'token expired' : message || 'token could not be verified';
+          deps.sessions.endTokens([(ctx.extra.identity as Identity).tokenId], reason);
+          return [err instanceof GraphQLError ? err : new GraphQLError(reason, { extensions: { code: 'UNAUTHENTICATED' } })];
         }
         let payload = rawPayload;
         try {
