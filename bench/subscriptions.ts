@@ -37,6 +37,8 @@ const SUSTAINED_PRODUCERS = Number(process.env.BENCH_SUSTAINED_PRODUCERS ?? 8);
 const REPLICA_EVENTS = Number(process.env.BENCH_REPLICA_EVENTS ?? 300);
 /** Subscriptions started at once while subscribing, so the server is not handed 10,000 at a time. */
 const SUBSCRIBE_BATCH = 500;
+/** Memory is read at this share of the subscribers and at all of them. */
+const FIRST_STEP_SHARE = 0.1;
 /** Bounds on every wait, so a run always ends (the whole run stays within ~5 minutes). */
 const WAIT_SUBSCRIBED_MS = 120_000;
 const WAIT_DELIVERED_MS = 60_000;
@@ -49,7 +51,15 @@ const SETTLE_MS = 3_000;
 const RATE_LIMIT_PER_MINUTE = '1000000';
 
 const EVENTS_SUBSCRIPTION = `subscription($t: ID!) { tenantEvents(tenantId: $t, types: [MESSAGE_POSTED]) { cursor occurredAt } }`;
-const SEND = `mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename ... on MessagePayload { message { id } } } }`;
+const SEND = `mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }`;
+
+/**
+ * Node flags for the server process: a full GC on SIGUSR2 (bench only, the server's code is
+ * untouched), so memory is read without garbage that V8 has not collected yet.
+ */
+const GC_ON_SIGNAL = ['--expose-gc', '--import', `data:text/javascript,process.on('SIGUSR2', () => globalThis.gc())`];
+/** Time for the collection to finish before /metrics is read. */
+const GC_PAUSE_MS = 500;
 
 interface ServerProcess {
   child: ChildProcess;
@@ -67,7 +77,7 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 /** Starts `flotilla serve` on loopback; resolves with its URL and, on a fresh database, the admin token it printed. */
 function startServer(databaseUrl: string): Promise<ServerProcess> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [resolve('bin/flotilla.js'), 'serve'], {
+    const child = spawn(process.execPath, [...GC_ON_SIGNAL, resolve('bin/flotilla.js'), 'serve'], {
       env: cleanEnv({
         FLOTILLA_DATABASE_URL: databaseUrl,
         FLOTILLA_PORT: '0',
@@ -132,12 +142,16 @@ async function seed(url: string, token: string): Promise<{ tenantId: string; san
   if (!tenantId) throw new Error('createTenant failed');
   await gql(url, token, 'mutation($i: RegisterWorkerInput!) { registerWorker(input: $i) { __typename } }',
     { i: { name: `${slug}-w`, tenantId, capacity: { cpuMillis: 100_000, memoryMb: 100_000 } } });
+  return { tenantId, sandboxId: await createSandbox(url, token, tenantId, 'bench') };
+}
+
+async function createSandbox(url: string, token: string, tenantId: string, name: string): Promise<string> {
   const s = await gql<{ createSandbox: { __typename: string; sandbox?: { id: string } } }>(url, token,
     'mutation($i: CreateSandboxInput!) { createSandbox(input: $i) { __typename ... on SandboxPayload { sandbox { id } } } }',
-    { i: { tenantId, name: 'bench', image: 'ghcr.io/acme/agent:1', command: ['agent'], resources: { cpuMillis: 100, memoryMb: 100 } } });
+    { i: { tenantId, name, image: 'ghcr.io/acme/agent:1', command: ['agent'], resources: { cpuMillis: 100, memoryMb: 100 } } });
   const sandboxId = s.createSandbox.sandbox?.id;
   if (!sandboxId) throw new Error(`createSandbox: ${s.createSandbox.__typename}`);
-  return { tenantId, sandboxId };
+  return sandboxId;
 }
 
 async function send(url: string, token: string, sandboxId: string, body: string): Promise<boolean> {
@@ -161,11 +175,14 @@ async function scrape(graphqlUrl: string): Promise<{ rss: number; heapUsed: numb
   };
 }
 
-/** The median of a few samples after a pause, so one GC does not decide the figure. */
-async function memory(graphqlUrl: string): Promise<{ rss: number; heapUsed: number }> {
+/** The median of a few samples, each after a forced full GC of the server process. */
+async function memory(server: ServerProcess): Promise<{ rss: number; heapUsed: number }> {
+  const graphqlUrl = server.url;
   await sleep(SETTLE_MS);
   const samples: { rss: number; heapUsed: number }[] = [];
   for (let i = 0; i < MEMORY_SAMPLES; i++) {
+    server.child.kill('SIGUSR2');
+    await sleep(GC_PAUSE_MS);
     samples.push(await scrape(graphqlUrl));
     await sleep(MEMORY_SAMPLE_GAP_MS);
   }
@@ -219,12 +236,12 @@ interface Subscribers {
   dispose(): void;
 }
 
-/** Starts `count` tenantEvents subscriptions spread over the sockets, in batches. */
-async function subscribe(clients: Client[], tenantId: string, count: number): Promise<Subscribers> {
+/** Starts tenantEvents subscriptions `from` to `count` (indexes) spread over the sockets, in batches. */
+async function subscribe(clients: Client[], tenantId: string, count: number, from = 0): Promise<Subscribers> {
   let handler: (index: number, at: number) => void = () => undefined;
   let errors = 0;
   const unsubscribes: (() => void)[] = [];
-  for (let start = 0; start < count; start += SUBSCRIBE_BATCH) {
+  for (let start = from; start < count; start += SUBSCRIBE_BATCH) {
     for (let i = start; i < Math.min(count, start + SUBSCRIBE_BATCH); i++) {
       const client = clients[Math.floor(i / SUBSCRIPTIONS_PER_SOCKET) % clients.length];
       unsubscribes.push(client.subscribe({ query: EVENTS_SUBSCRIPTION, variables: { t: tenantId } }, {
@@ -243,19 +260,36 @@ async function subscribe(clients: Client[], tenantId: string, count: number): Pr
   };
 }
 
-async function fanOutAndMemory(url: string, token: string) {
+async function fanOutAndMemory(server: ServerProcess, token: string) {
+  const url = server.url;
   const { tenantId, sandboxId } = await seed(url, token);
-  const baseline = await memory(url);
+  // Warm up the mutation and a subscription, so first-use costs (compiled code, caches) stay out of the deltas.
+  await send(url, token, sandboxId, 'warm-up');
   const sockets = Math.ceil(FANOUT_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET);
+  const baseline = await memory(server);
   const clients = await openSockets(url, token, sockets);
-  const withSockets = await memory(url);
+  const withSockets = await memory(server);
 
+  // Memory per subscription is the slope between a first tenth and all of them: fixed costs cancel out.
+  const firstStep = Math.floor(FANOUT_SUBSCRIBERS * FIRST_STEP_SHARE);
+  const opened = async (n: number) => {
+    if (!(await until(async () => (await scrape(url)).subscribers >= n, WAIT_SUBSCRIBED_MS, 200))) {
+      throw new Error(`only ${(await scrape(url)).subscribers} of ${n} subscriptions opened`);
+    }
+  };
+  const first = await subscribe(clients, tenantId, firstStep);
+  await opened(firstStep);
+  const atFirstStep = await memory(server);
   const subscribeStarted = performance.now();
-  const subs = await subscribe(clients, tenantId, FANOUT_SUBSCRIBERS);
-  const allOpen = await until(async () => (await scrape(url)).subscribers >= FANOUT_SUBSCRIBERS, WAIT_SUBSCRIBED_MS, 200);
-  if (!allOpen) throw new Error(`only ${(await scrape(url)).subscribers} of ${FANOUT_SUBSCRIBERS} subscriptions opened`);
+  const rest = await subscribe(clients, tenantId, FANOUT_SUBSCRIBERS, firstStep);
+  await opened(FANOUT_SUBSCRIBERS);
   const subscribeSeconds = (performance.now() - subscribeStarted) / 1000;
-  const idle = await memory(url);
+  const idle = await memory(server);
+  const subs: Subscribers = {
+    onEvent: (fn) => { first.onEvent(fn); rest.onEvent(fn); },
+    errors: () => first.errors() + rest.errors(),
+    dispose: () => { first.dispose(); rest.dispose(); },
+  };
 
   const rounds: { mutationMs: number; lastMs: number; p50Ms: number; p99Ms: number; delivered: number }[] = [];
   const all: number[] = [];
@@ -282,13 +316,14 @@ async function fanOutAndMemory(url: string, token: string) {
   subs.dispose();
   await Promise.all(clients.map((c) => c.dispose()));
 
-  const perSub = (a: number, b: number) => round((a - b) / FANOUT_SUBSCRIBERS, 0);
+  const perSub = (a: number, b: number) => round((a - b) / (FANOUT_SUBSCRIBERS - firstStep), 0);
   return {
     fanOut: {
       subscribers: FANOUT_SUBSCRIBERS,
       sockets,
       subscriptionsPerSocket: SUBSCRIPTIONS_PER_SOCKET,
       subscribeSeconds: round(subscribeSeconds),
+      subscribedInThatTime: FANOUT_SUBSCRIBERS - firstStep,
       rounds,
       overall: percentiles(all),
       subscriptionErrors: subs.errors(),
@@ -297,9 +332,10 @@ async function fanOutAndMemory(url: string, token: string) {
     memory: {
       baseline,
       withSockets,
+      firstStep: { subscriptions: firstStep, ...atFirstStep },
       idle,
-      rssBytesPerSubscription: perSub(idle.rss, withSockets.rss),
-      heapBytesPerSubscription: perSub(idle.heapUsed, withSockets.heapUsed),
+      rssBytesPerSubscription: perSub(idle.rss, atFirstStep.rss),
+      heapBytesPerSubscription: perSub(idle.heapUsed, atFirstStep.heapUsed),
       rssBytesPerSocket: round((withSockets.rss - baseline.rss) / sockets, 0),
     },
   };
@@ -308,7 +344,10 @@ async function fanOutAndMemory(url: string, token: string) {
 const round2 = (x: number) => round(x, 2);
 
 async function sustained(url: string, token: string) {
-  const { tenantId, sandboxId } = await seed(url, token);
+  const { tenantId } = await seed(url, token);
+  // One sandbox per producer: sendMessage locks its sandbox's row, and one row would serialise them all.
+  const sandboxes: string[] = [];
+  for (let p = 0; p < SUSTAINED_PRODUCERS; p++) sandboxes.push(await createSandbox(url, token, tenantId, `sustained-${p}`));
   const clients = await openSockets(url, token, Math.ceil(SUSTAINED_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET));
   const subs = await subscribe(clients, tenantId, SUSTAINED_SUBSCRIBERS);
   if (!(await until(async () => (await scrape(url)).subscribers >= SUSTAINED_SUBSCRIBERS, WAIT_SUBSCRIBED_MS, 200))) {
@@ -326,7 +365,7 @@ async function sustained(url: string, token: string) {
   const deadline = started + SUSTAINED_DURATION_MS;
   await Promise.all(Array.from({ length: SUSTAINED_PRODUCERS }, async (_, p) => {
     for (let n = 0; performance.now() < deadline; n++) {
-      const ok = await send(url, token, sandboxId, `p${p} n${n}`).catch(() => false);
+      const ok = await send(url, token, sandboxes[p], `p${p} n${n}`).catch(() => false);
       if (ok) produced += 1;
       else failed += 1;
     }
@@ -421,7 +460,7 @@ try {
   const loadAtStart = round(loadavg()[0]);
 
   console.error(`fan-out: ${FANOUT_SUBSCRIBERS} subscribers over ${Math.ceil(FANOUT_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET)} sockets…`);
-  const fan = await fanOutAndMemory(a.url, token);
+  const fan = await fanOutAndMemory(a, token);
   console.error('sustained…');
   const sus = await sustained(a.url, token);
   let replicas: Awaited<ReturnType<typeof crossReplica>> | null = null;
@@ -451,18 +490,18 @@ try {
   const lines = [
     `### subscriptions, ${driver} (load average ${meta.loadAverage1mAtStart} → ${meta.loadAverage1mAtEnd} on ${meta.cpus} CPUs)`,
     '',
-    `Fan-out: ${f.subscribers} tenantEvents subscribers on ${f.sockets} sockets (${f.subscriptionsPerSocket} each), opened in ${f.subscribeSeconds} s; one sendMessage per round, latency from sending the mutation to each subscriber's arrival.`,
+    `Fan-out: ${f.subscribers} tenantEvents subscribers on ${f.sockets} sockets (${f.subscriptionsPerSocket} each; the last ${f.subscribedInThatTime} opened in ${f.subscribeSeconds} s); one sendMessage per round, latency from sending the mutation to each subscriber's arrival.`,
     '',
     '| round | mutation ms | p50 ms | p99 ms | last ms | delivered |',
     '| ---: | ---: | ---: | ---: | ---: | ---: |',
     ...f.rounds.map((r, i) => `| ${i + 1} | ${r.mutationMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.lastMs} | ${r.delivered} |`),
     `| all | | ${f.overall.p50Ms} | ${f.overall.p99Ms} | ${f.overall.maxMs} | ${f.overall.count} |`,
     '',
-    `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics): baseline RSS ${mb(fan.memory.baseline.rss)} / heap ${mb(fan.memory.baseline.heapUsed)}; ` +
-      `with ${f.sockets} idle sockets RSS ${mb(fan.memory.withSockets.rss)}; with ${f.subscribers} idle subscriptions RSS ${mb(fan.memory.idle.rss)} / heap ${mb(fan.memory.idle.heapUsed)} → ` +
+    `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics, each after a forced full GC): baseline RSS ${mb(fan.memory.baseline.rss)} / heap ${mb(fan.memory.baseline.heapUsed)}; ` +
+      `with ${f.sockets} idle sockets RSS ${mb(fan.memory.withSockets.rss)}; with ${fan.memory.firstStep.subscriptions} idle subscriptions RSS ${mb(fan.memory.firstStep.rss)} / heap ${mb(fan.memory.firstStep.heapUsed)}; with ${f.subscribers} RSS ${mb(fan.memory.idle.rss)} / heap ${mb(fan.memory.idle.heapUsed)} → slope ` +
       `**${fan.memory.rssBytesPerSubscription} B RSS, ${fan.memory.heapBytesPerSubscription} B heap per subscription** (${fan.memory.rssBytesPerSocket} B RSS per socket).`,
     '',
-    `Sustained: ${sus.subscribers} subscribers, ${sus.producers} sendMessage in flight for ${sus.durationMs / 1000} s: **${sus.eventsPerSecond} events/s produced, ${sus.deliveriesPerSecond} deliveries/s** ` +
+    `Sustained: ${sus.subscribers} subscribers, ${sus.producers} sendMessage in flight (one sandbox each) for ${sus.durationMs / 1000} s: **${sus.eventsPerSecond} events/s produced, ${sus.deliveriesPerSecond} deliveries/s** ` +
       `(${sus.deliveries}/${sus.expectedDeliveries} delivered, drained ${sus.drainSecondsAfterLastMutation} s after the last mutation, ${sus.closedSlow} closed as too slow, ${sus.mutationsFailed} mutations failed).`,
   ];
   if (replicas) {
