@@ -16,11 +16,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import { loadavg } from 'node:os';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { tempDir } from '../test/helpers/databases.js';
 import { startTestPostgres } from '../test/helpers/postgres.js';
+import { describeMachine } from './machine.js';
 
 type Driver = 'sqlite' | 'postgres';
 
@@ -160,7 +161,7 @@ async function send(url: string, token: string, sandboxId: string, body: string)
 }
 
 /** Reads a few figures of the server process from its Prometheus endpoint. */
-async function scrape(graphqlUrl: string): Promise<{ rss: number; heapUsed: number; subscribers: number; closedSlow: number; sockets: number }> {
+async function scrape(graphqlUrl: string): Promise<{ rss: number; heapUsed: number; subscribers: number; closedSlow: number; sockets: number; cpuSeconds: number }> {
   const text = await (await fetch(new URL('/metrics', graphqlUrl))).text();
   const value = (name: string): number => {
     const match = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
@@ -172,6 +173,7 @@ async function scrape(graphqlUrl: string): Promise<{ rss: number; heapUsed: numb
     subscribers: value('flotilla_event_subscribers'),
     closedSlow: value('flotilla_event_subscribers_closed_slow'),
     sockets: value('flotilla_websocket_connections'),
+    cpuSeconds: value('flotilla_process_cpu_seconds_total'),
   };
 }
 
@@ -291,9 +293,10 @@ async function fanOutAndMemory(server: ServerProcess, token: string) {
     dispose: () => { first.dispose(); rest.dispose(); },
   };
 
-  const rounds: { mutationMs: number; lastMs: number; p50Ms: number; p99Ms: number; delivered: number }[] = [];
+  const rounds: { mutationMs: number; lastMs: number; p50Ms: number; p99Ms: number; delivered: number; serverCpuMs: number }[] = [];
   const all: number[] = [];
-  for (let round = 0; round < FANOUT_ROUNDS; round++) {
+  for (let n = 0; n < FANOUT_ROUNDS; n++) {
+    const cpuBefore = (await scrape(url)).cpuSeconds;
     const arrivals = new Float64Array(FANOUT_SUBSCRIBERS).fill(NaN);
     let delivered = 0;
     subs.onEvent((i, at) => {
@@ -303,13 +306,15 @@ async function fanOutAndMemory(server: ServerProcess, token: string) {
       }
     });
     const t0 = performance.now();
-    if (!(await send(url, token, sandboxId, `fan-out ${round}`))) throw new Error('sendMessage failed');
+    if (!(await send(url, token, sandboxId, `fan-out ${n}`))) throw new Error('sendMessage failed');
     const mutationMs = performance.now() - t0;
     await until(() => delivered >= FANOUT_SUBSCRIBERS, WAIT_DELIVERED_MS, 5);
     const latencies = Array.from(arrivals).filter((a) => !Number.isNaN(a)).map((a) => a - t0);
     all.push(...latencies);
     const p = percentiles(latencies);
-    rounds.push({ mutationMs: round2(mutationMs), lastMs: p.maxMs, p50Ms: p.p50Ms, p99Ms: p.p99Ms, delivered });
+    // The server's own CPU time for this event (the client shares the machine; this says which side is busy).
+    const serverCpuMs = ((await scrape(url)).cpuSeconds - cpuBefore) * 1000;
+    rounds.push({ mutationMs: round2(mutationMs), lastMs: p.maxMs, p50Ms: p.p50Ms, p99Ms: p.p99Ms, delivered, serverCpuMs: round(serverCpuMs, 0) });
     await sleep(1_000);
   }
   const after = await scrape(url);
@@ -361,6 +366,7 @@ async function sustained(url: string, token: string) {
   });
   let produced = 0;
   let failed = 0;
+  const cpuBefore = (await scrape(url)).cpuSeconds;
   const started = performance.now();
   const deadline = started + SUSTAINED_DURATION_MS;
   await Promise.all(Array.from({ length: SUSTAINED_PRODUCERS }, async (_, p) => {
@@ -375,6 +381,7 @@ async function sustained(url: string, token: string) {
   const expected = produced * SUSTAINED_SUBSCRIBERS;
   const drained = await until(() => deliveries >= expected || subs.errors() > 0, WAIT_DELIVERED_MS, 20);
   const after = await scrape(url);
+  const serverCpuSeconds = after.cpuSeconds - cpuBefore;
   subs.dispose();
   await Promise.all(clients.map((c) => c.dispose()));
   const deliveredFor = (lastDelivery - started) / 1000;
@@ -384,7 +391,7 @@ async function sustained(url: string, token: string) {
     durationMs: SUSTAINED_DURATION_MS,
     eventsProduced: produced,
     mutationsFailed: failed,
-    eventsPerSecond: round(produced / producedFor, 1),
+    eventsPerSecond: round(produced / producedFor, 2),
     deliveries,
     expectedDeliveries: expected,
     allDelivered: drained && deliveries >= expected,
@@ -393,6 +400,8 @@ async function sustained(url: string, token: string) {
     drainSecondsAfterLastMutation: round(deliveredFor - producedFor),
     subscriptionErrors: subs.errors(),
     closedSlow: after.closedSlow,
+    serverCpuSeconds: round(serverCpuSeconds),
+    serverCpuMsPerDelivery: round((serverCpuSeconds * 1000) / Math.max(1, deliveries), 3),
   };
 }
 
@@ -474,11 +483,8 @@ try {
   const meta = {
     driver,
     at: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    memoryBytes: totalmem(),
-    freeMemoryBytes: freemem(),
+    command: `npm run bench:subscriptions -- ${driver}`,
+    machine: await describeMachine(pg ? databaseUrl : undefined),
     loadAverage1mAtStart: loadAtStart,
     loadAverage1mAtEnd: round(loadavg()[0]),
     rateLimitPerMinute: Number(RATE_LIMIT_PER_MINUTE),
@@ -488,21 +494,21 @@ try {
 
   const f = fan.fanOut;
   const lines = [
-    `### subscriptions, ${driver} (load average ${meta.loadAverage1mAtStart} → ${meta.loadAverage1mAtEnd} on ${meta.cpus} CPUs)`,
+    `### subscriptions, ${driver} (load average ${meta.loadAverage1mAtStart} → ${meta.loadAverage1mAtEnd} on ${meta.machine.cpus} CPUs)`,
     '',
     `Fan-out: ${f.subscribers} tenantEvents subscribers on ${f.sockets} sockets (${f.subscriptionsPerSocket} each; the last ${f.subscribedInThatTime} opened in ${f.subscribeSeconds} s); one sendMessage per round, latency from sending the mutation to each subscriber's arrival.`,
     '',
-    '| round | mutation ms | p50 ms | p99 ms | last ms | delivered |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...f.rounds.map((r, i) => `| ${i + 1} | ${r.mutationMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.lastMs} | ${r.delivered} |`),
-    `| all | | ${f.overall.p50Ms} | ${f.overall.p99Ms} | ${f.overall.maxMs} | ${f.overall.count} |`,
+    '| round | mutation ms | p50 ms | p99 ms | last ms | delivered | server CPU ms |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...f.rounds.map((r, i) => `| ${i + 1} | ${r.mutationMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.lastMs} | ${r.delivered} | ${r.serverCpuMs} |`),
+    `| all | | ${f.overall.p50Ms} | ${f.overall.p99Ms} | ${f.overall.maxMs} | ${f.overall.count} | |`,
     '',
     `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics, each after a forced full GC): baseline RSS ${mb(fan.memory.baseline.rss)} / heap ${mb(fan.memory.baseline.heapUsed)}; ` +
       `with ${f.sockets} idle sockets RSS ${mb(fan.memory.withSockets.rss)}; with ${fan.memory.firstStep.subscriptions} idle subscriptions RSS ${mb(fan.memory.firstStep.rss)} / heap ${mb(fan.memory.firstStep.heapUsed)}; with ${f.subscribers} RSS ${mb(fan.memory.idle.rss)} / heap ${mb(fan.memory.idle.heapUsed)} → slope ` +
       `**${fan.memory.rssBytesPerSubscription} B RSS, ${fan.memory.heapBytesPerSubscription} B heap per subscription** (${fan.memory.rssBytesPerSocket} B RSS per socket).`,
     '',
     `Sustained: ${sus.subscribers} subscribers, ${sus.producers} sendMessage in flight (one sandbox each) for ${sus.durationMs / 1000} s: **${sus.eventsPerSecond} events/s produced, ${sus.deliveriesPerSecond} deliveries/s** ` +
-      `(${sus.deliveries}/${sus.expectedDeliveries} delivered, drained ${sus.drainSecondsAfterLastMutation} s after the last mutation, ${sus.closedSlow} closed as too slow, ${sus.mutationsFailed} mutations failed).`,
+      `(${sus.deliveries}/${sus.expectedDeliveries} delivered, drained ${sus.drainSecondsAfterLastMutation} s after the last mutation, ${sus.closedSlow} closed as too slow, ${sus.mutationsFailed} mutations failed; server CPU ${sus.serverCpuMsPerDelivery} ms per delivery).`,
   ];
   if (replicas) {
     lines.push(
