@@ -114,8 +114,9 @@ function startServer(databaseUrl: string): Promise<ServerProcess> {
     };
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
-    child.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       clearTimeout(timer);
+      if (signal !== 'SIGTERM') console.error(`server exited (code ${code}, signal ${signal}): ${out.slice(-2000)}`);
       reject(new Error(`server exited with ${code}: ${out}`));
     });
   });
@@ -160,9 +161,21 @@ async function send(url: string, token: string, sandboxId: string, body: string)
   return data.sendMessage.__typename === 'MessagePayload';
 }
 
+/** GETs a URL, retrying a reset (a kept-alive socket the busy server closed just as it was reused). */
+async function fetchText(url: URL, attempts = 3): Promise<string> {
+  for (let i = 1; ; i++) {
+    try {
+      return await (await fetch(url)).text();
+    } catch (err) {
+      if (i >= attempts) throw err;
+      await sleep(200);
+    }
+  }
+}
+
 /** Reads a few figures of the server process from its Prometheus endpoint. */
 async function scrape(graphqlUrl: string): Promise<{ rss: number; heapUsed: number; subscribers: number; closedSlow: number; sockets: number; cpuSeconds: number }> {
-  const text = await (await fetch(new URL('/metrics', graphqlUrl))).text();
+  const text = await fetchText(new URL('/metrics', graphqlUrl));
   const value = (name: string): number => {
     const match = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
     return match ? Number(match[1]) : NaN;
