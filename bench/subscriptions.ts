@@ -90,6 +90,7 @@ function startServer(databaseUrl: string): Promise<ServerProcess> {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
+    let stopping = false;
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), SERVER_START_MS);
     const onData = (d: Buffer) => {
       out += d.toString();
@@ -106,6 +107,7 @@ function startServer(databaseUrl: string): Promise<ServerProcess> {
           stop: () =>
             new Promise<void>((r) => {
               if (child.exitCode !== null) return r();
+              stopping = true;
               child.once('exit', () => r());
               child.kill('SIGTERM');
             }),
@@ -116,7 +118,8 @@ function startServer(databaseUrl: string): Promise<ServerProcess> {
     child.stderr?.on('data', onData);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      if (signal !== 'SIGTERM') console.error(`server exited (code ${code}, signal ${signal}): ${out.slice(-2000)}`);
+      // Its last output (warnings and errors only, at log level warn) says why it died mid-run.
+      if (!stopping) console.error(`server exited (code ${code}, signal ${signal}): ${out.slice(-2000)}`);
       reject(new Error(`server exited with ${code}: ${out}`));
     });
   });
