@@ -108,11 +108,14 @@ describe('event log on postgres', () => {
       }
     });
     let kills = 0;
+    let lastKilled: number | null = null;
     const killer = (async () => {
       while (writing) {
         const pid = listener.backendPid;
-        if (pid !== null) {
+        // A loaded machine may not have noticed the last kill within the pause: that pid is one loss, not two.
+        if (pid !== null && pid !== lastKilled) {
           await admin.query('select pg_terminate_backend($1)', [pid]);
+          lastKilled = pid;
           kills++;
         }
         await pause(25);
