@@ -1,13 +1,14 @@
 /**
  * Throughput and latency of the domain API on loopback: req/s, p50 and p99 for a page of 50
- * sandboxes (with tenant, worker and lease), createSandbox, acquire/renew under contention,
- * and a bare Yoga `{ __typename }` as the floor. Usage: npm run bench [-- sqlite|postgres]
+ * sandboxes (with tenant, worker and lease), a sandbox with its last 50 messages, createSandbox,
+ * acquire/renew under contention, and a bare Yoga `{ __typename }` as the floor. Usage: npm run bench [-- sqlite|postgres]
  * Writes bench/results/<driver>.json and prints a Markdown table.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, loadavg } from 'node:os';
+import { describeMachine } from './machine.js';
 import { createYoga, createSchema } from 'graphql-yoga';
 import type { DatabaseKind } from '../src/config/index.js';
 import { startTestPostgres } from '../test/helpers/postgres.js';
@@ -19,6 +20,8 @@ const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 3_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 /** A hard cap on requests per scenario, so a run always ends. */
 const MAX_REQUESTS = 50_000;
+/** Raised for the benchmark, so the limiter never answers instead of the server. */
+const RATE_LIMIT_PER_MINUTE = '1000000';
 
 interface Stats {
   scenario: string;
@@ -76,10 +79,18 @@ async function post(url: string, query: string, variables: Record<string, unknow
   return body.data ?? {};
 }
 
+/** Messages in the conversation scenario: the sandbox holds more than the page, so the page is a real window. */
+const CONVERSATION_MESSAGES = 120;
+const MESSAGES_PAGE = 50;
+/** Messages are oldest first and forward-only: the last 50 are the page after the 70th message's cursor. */
+const CONVERSATION = `query($id: ID!, $after: String) { node(id: $id) { ... on Sandbox { id name status lastMessage { id }
+  messages(first: ${MESSAGES_PAGE}, after: $after) { edges { cursor node { id threadId channel senderKind senderId body createdAt readAt } } pageInfo { hasNextPage } } } } }`;
+
 const PAGE = `query($t: ID!) { sandboxes(tenantId: $t, first: 50) { edges { node { id name status tenant { slug } worker { name } lease { fencingToken } } } } }`;
 
 async function benchDriver(kind: DatabaseKind, databaseUrl?: string): Promise<Stats[]> {
-  const server: TestServer = await startTestServer(kind, { databaseUrl, env: { FLOTILLA_LOG_LEVEL: 'silent' } });
+  // The per-token rate limit (600/min by default) would otherwise cap the scenarios, not the server.
+  const server: TestServer = await startTestServer(kind, { databaseUrl, env: { FLOTILLA_LOG_LEVEL: 'silent', FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE } });
   try {
     const results: Stats[] = [];
     const bare = await bareYoga();
@@ -97,6 +108,20 @@ async function benchDriver(kind: DatabaseKind, databaseUrl?: string): Promise<St
     results.push(await measure('sandboxes page of 50 (+tenant, worker, lease)', async () => {
       const data = await post(server.app.graphqlUrl, PAGE, { t: tenantId }, server.adminToken);
       return ((data.sandboxes as { edges: unknown[] }).edges.length) === 50;
+    }));
+
+    // A conversation: the sandbox's last 50 messages, read the way a chat view does (one page, no next page).
+    const chat = (await createSandbox(server, tenantId, { name: 'conversation', resources: { cpuMillis: 1, memoryMb: 1 } })).sandbox.id;
+    for (let i = 0; i < CONVERSATION_MESSAGES; i++) {
+      await post(server.app.graphqlUrl, 'mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }', { i: { sandboxId: chat, body: `message ${i}: ${'lorem ipsum '.repeat(8)}` } }, server.adminToken);
+    }
+    const upTo = CONVERSATION_MESSAGES - MESSAGES_PAGE;
+    const head = await post(server.app.graphqlUrl, `query($s: ID!) { messages(sandboxId: $s, first: ${upTo}) { edges { cursor } } }`, { s: chat }, server.adminToken);
+    const after = (head.messages as { edges: { cursor: string }[] }).edges[upTo - 1].cursor;
+    results.push(await measure(`a sandbox with its last ${MESSAGES_PAGE} messages`, async () => {
+      const data = await post(server.app.graphqlUrl, CONVERSATION, { id: chat, after }, server.adminToken);
+      const page = (data.node as { messages: { edges: unknown[]; pageInfo: { hasNextPage: boolean } } }).messages;
+      return page.edges.length === MESSAGES_PAGE && !page.pageInfo.hasNextPage;
     }));
 
     const other = await createTenant(server, uniqueName('bench-create'), { quota: { maxSandboxes: 1_000_000, maxCpuMillis: 1_000_000_000, maxMemoryMb: 1_000_000_000 } });
@@ -141,9 +166,20 @@ mkdirSync('bench/results', { recursive: true });
 for (const kind of wanted) {
   const pg = kind === 'postgres' ? await startTestPostgres() : null;
   try {
-    const stats = await benchDriver(kind, pg ? await pg.createDatabase() : undefined);
+    const databaseUrl = pg ? await pg.createDatabase() : undefined;
+    const stats = await benchDriver(kind, databaseUrl);
     // The machine is shared: record how busy it was, since that moves every number.
-    const meta = { kind, at: new Date().toISOString(), durationMs: DURATION_MS, concurrency: CONCURRENCY, node: process.version, cpus: cpus().length, loadAverage1m: round(loadavg()[0]) };
+    const meta = {
+      kind,
+      at: new Date().toISOString(),
+      command: `npm run bench -- ${kind}`,
+      durationMs: DURATION_MS,
+      concurrency: CONCURRENCY,
+      node: process.version,
+      cpus: cpus().length,
+      loadAverage1m: round(loadavg()[0]),
+      machine: await describeMachine(databaseUrl),
+    };
     writeFileSync(`bench/results/${kind}.json`, `${JSON.stringify({ ...meta, stats }, null, 2)}\n`);
     console.log(table(`${kind} (load average ${meta.loadAverage1m} on ${meta.cpus} CPUs)`, stats));
   } finally {
