@@ -87,21 +87,13 @@ async function main(argv: string[]): Promise<number> {
 
 async function serve(config: Config): Promise<number> {
   const app = await startFlotilla(config);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    app.logger.info({ signal }, 'shutting down');
-    app.close().then(
-      () => process.exit(0),
-      (err: Error) => {
-        app.logger.error({ err: err.message }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  const running = runUntilSignal(
+    (signal) => {
+      app.logger.info({ signal }, 'shutting down');
+      return app.close();
+    },
+    (err) => app.logger.error({ err: err.message }, 'shutdown failed'),
+  );
   void app.ready.then(() => {
     const admin = app.adminToken;
     const lines = [`Flotilla is serving GraphiQL at ${app.graphqlUrl}`];
@@ -117,21 +109,35 @@ async function serve(config: Config): Promise<number> {
     }
     process.stdout.write(`${lines.join('\n')}\n`);
   });
-  return new Promise<number>(() => undefined); // runs until a signal
+  return running;
+}
+
+/**
+ * Keeps a long-running command alive until SIGTERM or SIGINT, then runs its graceful stop once
+ * and exits 0 (1 when the stop fails).
+ */
+function runUntilSignal(stop: (signal: string) => Promise<void>, onError: (err: Error) => void = () => undefined): Promise<number> {
+  let stopping = false;
+  const handle = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    stop(signal).then(
+      () => process.exit(0),
+      (err: Error) => {
+        onError(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => handle('SIGTERM'));
+  process.on('SIGINT', () => handle('SIGINT'));
+  return new Promise<number>(() => undefined);
 }
 
 async function runDemo(): Promise<number> {
   const { startDemo } = await import('./demo.js');
   const demo = await startDemo();
-  const stop = () => {
-    demo.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  return new Promise<number>(() => undefined);
+  return runUntilSignal(() => demo.stop());
 }
 
 async function runWorker(
@@ -161,15 +167,7 @@ async function runWorker(
   const agent = new WorkerAgent({ url, token, stateDir, ...numbers, webSocketImpl: WebSocket, logger: { info: log('info'), warn: log('warn') } });
   await agent.start();
   log('info')('worker agent started', { workerId: agent.workerId });
-  const stop = () => {
-    agent.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  return new Promise<number>(() => undefined);
+  return runUntilSignal(() => agent.stop());
 }
 
 async function runMigrate(config: Config): Promise<number> {
