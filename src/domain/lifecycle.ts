@@ -42,6 +42,16 @@ export function isHolding(status: SandboxStatus): boolean {
   return HOLDING_STATUSES.includes(status);
 }
 
+/**
+ * States that keep capacity reserved on the worker. A stop request releases it at once (the
+ * worker is told to stop; it takes no new work for that sandbox), so STOPPING does not reserve.
+ */
+export const RESERVING_CAPACITY: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING'];
+
+export function reservesCapacity(status: SandboxStatus): boolean {
+  return RESERVING_CAPACITY.includes(status);
+}
+
 // ---------------------------------------------------------------- transitions with their effects
 
 
@@ -52,13 +62,13 @@ export interface TransitionDetails {
 
 /**
  * Moves a (row-locked) sandbox to `to`: checks the state machine, releases its worker's
- * capacity when it stops holding it, stamps times, bumps stateVersion and appends
+ * capacity when it stops reserving it (stop requests included), stamps times, bumps stateVersion and appends
  * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes.
  */
 export async function applyTransition(em: Em, sandbox: Sandbox, to: SandboxStatus, now: Date, details: TransitionDetails = {}): Promise<void> {
   const from = sandbox.status;
   assertTransition(from, to);
-  if (isHolding(from) && !isHolding(to) && sandbox.worker) await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
+  if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker) await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
   sandbox.status = to;
   sandbox.stateVersion += 1;
   if (details.reason !== undefined) sandbox.statusReason = details.reason;

@@ -21,7 +21,7 @@ export const DEFAULT_QUOTA: TenantQuota = { maxSandboxes: 10, maxCpuMillis: 8_00
 export const DEFAULT_POLICY: TenantPolicy = { allowedImages: [], maxSandboxTtlSeconds: null };
 
 /** Sandbox states that hold reserved capacity. */
-export const RESERVING_STATUSES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING'] as const;
+export const RESERVING_STATUSES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING'] as const;
 
 export interface CreateTenantInput {
   slug: string;

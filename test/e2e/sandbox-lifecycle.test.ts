@@ -75,12 +75,13 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
 
     await reportStatus(server, b, id, '2', 'RUNNING');
     const stop = dataOf(
-      await server.gql<{ stopSandbox: { sandbox: { status: string } } }>(
-        'mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { ... on SandboxPayload { sandbox { status } } } }',
+      await server.gql<{ stopSandbox: { sandbox: { status: string; worker: { allocated: { cpuMillis: number } }; tenant: { usage: { sandboxes: number } } } } }>(
+        'mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { ... on SandboxPayload { sandbox { status worker { allocated { cpuMillis } } tenant { usage { sandboxes } } } } } }',
         { id },
       ),
     );
-    expect(stop.stopSandbox.sandbox.status).toBe('STOPPING');
+    // A stop request releases the capacity at once, on the worker and in the tenant's usage.
+    expect(stop.stopSandbox.sandbox).toMatchObject({ status: 'STOPPING', worker: { allocated: { cpuMillis: 0 } }, tenant: { usage: { sandboxes: 0 } } });
     const stopped = await server.gql<{ reportSandboxStatus: { sandbox: { status: string; exitCode: number; stoppedAt: string; worker: { allocated: { cpuMillis: number } } } } }>(
       'mutation($i: ReportSandboxStatusInput!) { reportSandboxStatus(input: $i) { ... on SandboxPayload { sandbox { status exitCode stoppedAt worker { allocated { cpuMillis } } } } } }',
       { i: { sandboxId: id, fencingToken: '2', status: 'STOPPED', exitCode: 0 } },
