@@ -76,7 +76,7 @@ export const builder = new SchemaBuilder<{
 });
 
 /** Global ids are base64url("Type:uuid"); anything else is a clear validation error. */
-export function decodeId(globalID: string): { typename: string; id: string } {
+function decodeId(globalID: string): { typename: string; id: string } {
   const decoded = Buffer.from(globalID, 'base64url').toString('utf8');
   const sep = decoded.indexOf(':');
   const typename = decoded.slice(0, sep);

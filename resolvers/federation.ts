@@ -4,7 +4,8 @@
 // To add a type later: `nodeEntity(SandboxRef);` (any builder.loadableNode ref).
 import type DataLoader from 'dataloader';
 import type { ObjectRef } from '@pothos/core';
-import { builder, decodeId, type Context } from './builder.js';
+import { builder, type Context } from './builder.js';
+import { NO_SUCH_ID, localIdOf } from './ids.js';
 import { MessageRef } from './message.js';
 import { SandboxRef } from './sandbox.js';
 import { TenantRef } from './tenant.js';
@@ -16,16 +17,6 @@ type Types = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T
 interface LoadableNodeEntity<Shape> extends ObjectRef<Types, Shape> {
   readonly name: string;
   getDataloader: (ctx: Context) => DataLoader<string, Shape>;
-}
-
-/** The database id inside a global id of `typename`, or null for anything else (never an error). */
-export function localIdOf(globalId: string, typename: string): string | null {
-  try {
-    const decoded = decodeId(globalId);
-    return decoded.typename === typename ? decoded.id : null;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -40,7 +31,7 @@ export function nodeEntity<Shape>(ref: LoadableNodeEntity<Shape>): void {
     key: builder.selection<{ id: string }>('id'),
     resolveReference: async ({ id }, ctx: Context) => {
       const local = localIdOf(id, ref.name);
-      if (local === null) return null;
+      if (local === NO_SUCH_ID) return null;
       // The loader answers null for what is missing or hidden from the caller; an Error from it
       // is a real failure (e.g. the database is down) and surfaces as one.
       return (await ref.getDataloader(ctx).load(local)) ?? null;

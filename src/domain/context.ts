@@ -1,6 +1,5 @@
 import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
-import type { MintOptions, MintedToken } from '../auth/tokens.js';
 import type { Em } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
@@ -16,9 +15,6 @@ export interface DomainSettings {
   heartbeatTtlSeconds: number;
 }
 
-/** Mints one of the server's own tokens inside the caller's transaction (TokenService.mint). */
-export type TokenMinter = (em: Em, options: MintOptions, now: Date) => Promise<MintedToken>;
-
 /** What every service of one request shares: its own EntityManager fork and the caller. */
 export interface ServiceContext {
   em: Em;
@@ -27,8 +23,6 @@ export interface ServiceContext {
   settings: DomainSettings;
   /** Told after every committed write, so the subscription hub reads the new events. */
   bus: EventBus;
-  /** For worker tokens (registerWorker, rotateWorkerToken). */
-  mintToken: TokenMinter;
   /** Mints and ends tokens; absent where no server runs (services needing it refuse as unavailable). */
   tokens?: TokenAuthority;
   /** This process's subscription hub; null until the event stream is running. */

@@ -9,7 +9,7 @@ import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from './errors.js';
+import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, UnavailableError, ValidationError } from './errors.js';
 import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
@@ -244,7 +244,8 @@ export class WorkerService {
   }
 
   private async mintFor(em: Em, worker: Worker, now: Date): Promise<string> {
-    const minted = await this.ctx.mintToken(
+    if (!this.ctx.tokens) throw new UnavailableError('tokens cannot be minted here');
+    const minted = await this.ctx.tokens.mint(
       em,
       { kind: 'WORKER', subject: `worker:${worker.name}`, workerId: worker.id, scopes: [...WORKER_SCOPES], ttlSeconds: null },
       now,

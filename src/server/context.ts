@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { GraphQLError } from 'graphql';
 import type { Context } from '../../resolvers/builder.js';
 import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
@@ -80,7 +79,6 @@ export class ContextFactory {
         settings: this.settings,
         bus: this.bus,
         tokens,
-        mintToken: tokens.mint,
         events: this.options.events,
       });
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {
@@ -96,9 +94,5 @@ export class ContextFactory {
       },
     };
     return context;
-  }
-
-  static isGraphQLError(err: unknown): err is GraphQLError {
-    return err instanceof GraphQLError;
   }
 }

@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import { MessageAddedDocument, TenantEventsDocument, createClient } from '../../src/client/index.js';
 import { tempDir } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
+import { takeItems } from '../helpers/streams.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -49,21 +50,6 @@ function startReplica(databaseUrl: string): Promise<{ child: ChildProcess; url: 
   });
 }
 
-async function take<T>(stream: AsyncIterableIterator<T>, count: number, timeoutMs = 20_000): Promise<T[]> {
-  const items: T[] = [];
-  const timer = setTimeout(() => void stream.return?.(), timeoutMs);
-  try {
-    for await (const item of stream) {
-      items.push(item);
-      if (items.length >= count) break;
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  if (items.length < count) throw new Error(`only ${items.length} of ${count} arrived`);
-  return items;
-}
-
 const settle = () => new Promise((r) => setTimeout(r, 400));
 
 describe('replicas on one Postgres', () => {
@@ -85,9 +71,9 @@ describe('replicas on one Postgres', () => {
 
   it('delivers a mutation on A to a subscriber on B, over graphql-ws and over SSE', async () => {
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
-    const ws = take(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
+    const ws = takeItems(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
     const sseClient = createClient({ url: b.url, token: a.adminToken, transport: 'sse' });
-    const sse = take(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
+    const sse = takeItems(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
     await settle();
     const created = await createSandbox(a, tenantId, { name: 'across' });
     const [viaWs] = await ws;
@@ -103,7 +89,7 @@ describe('replicas on one Postgres', () => {
     const sandboxId = created.sandbox.id;
     const lease = await acquireLease(a, worker, created.sandbox.id);
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
-    const got = take(onB.subscribe(MessageAddedDocument, { sandboxId }), 1);
+    const got = takeItems(onB.subscribe(MessageAddedDocument, { sandboxId }), 1);
     await settle();
     const body = 'x'.repeat(40_000) + '✓';
     const posted = await a.gql<{ postAgentMessage: { __typename: string } }>(
@@ -199,7 +185,7 @@ describe('replicas on one Postgres', () => {
 
     const onA = createClient({ url: a.app.graphqlUrl, token: a.adminToken, webSocketImpl: WebSocket });
     await writing;
-    const rest = await take(onA.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: last }), total - received.length);
+    const rest = await takeItems(onA.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: last }), total - received.length);
     const all = [...received.map((r) => r.body), ...rest.map((r) => r.messageAdded.body)];
     expect(all).toEqual(Array.from({ length: total }, (_, n) => `line ${n}`));
     await onA.close();

@@ -3,25 +3,8 @@ import WebSocket from 'ws';
 import { MessageAddedDocument, TenantEventsDocument, WorkerAssignmentsDocument, createClient } from '../../src/client/index.js';
 import { DRIVERS } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, reportStatus, uniqueName } from '../helpers/fleet.js';
+import { takeItems } from '../helpers/streams.js';
 import { localId, startTestServer, type TestServer } from '../helpers/server.js';
-
-type Iter<T> = AsyncIterableIterator<T>;
-
-/** Takes `count` items from a stream, failing after `timeoutMs`. */
-async function take<T>(stream: Iter<T>, count: number, timeoutMs = 15_000): Promise<T[]> {
-  const items: T[] = [];
-  const deadline = setTimeout(() => void stream.return?.(), timeoutMs);
-  try {
-    for await (const item of stream) {
-      items.push(item);
-      if (items.length >= count) break;
-    }
-  } finally {
-    clearTimeout(deadline);
-  }
-  if (items.length < count) throw new Error(`only ${items.length} of ${count} items arrived`);
-  return items;
-}
 
 /** Reads GraphQL-over-SSE `next` payloads from a subscription request until `count` arrive. */
 async function sseTake(url: string, token: string, query: string, variables: Record<string, unknown>, count: number): Promise<{ data?: Record<string, unknown>; errors?: { extensions?: { code?: string } }[] }[]> {
@@ -110,7 +93,7 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     expect(mine.length).toBeGreaterThan(0);
     const before = edges[edges.indexOf(mine[0]) - 1]?.cursor ?? null;
     const stream = api.subscribe(TenantEventsDocument, { tenantId, after: before });
-    const collected = take(stream, mine.length + 1);
+    const collected = takeItems(stream, mine.length + 1);
     const second = await createSandbox(server, tenantId, { name: 'replay-b' });
     const events = (await collected).map((e) => e.tenantEvents);
     expect(events.slice(0, mine.length).map((e) => e.cursor)).toEqual(mine.map((e) => e.cursor));
@@ -138,11 +121,11 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
 
     // Another tenant's member cannot subscribe to this sandbox: it reads as missing.
     const refused = client(outsider).subscribe(MessageAddedDocument, { sandboxId });
-    await expect(take(refused, 1)).rejects.toMatchObject({ error: { code: 'NOT_FOUND' } });
+    await expect(takeItems(refused, 1)).rejects.toMatchObject({ error: { code: 'NOT_FOUND' } });
 
     const viewer = await server.apiToken(localId(tenantId), 'VIEWER');
     const messages = client(viewer).subscribe(MessageAddedDocument, { sandboxId });
-    const got = take(messages, 1);
+    const got = takeItems(messages, 1);
     await new Promise((r) => setTimeout(r, 300));
     await server.gql('mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }', { i: { sandboxId, body: 'hello agent' } });
     const [message] = await got;
@@ -152,13 +135,13 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     // A worker dedicated to the other tenant is placed first for that tenant's sandboxes.
     const worker = await registerWorker(server, uniqueName('assign'), { tenantId: otherTenant });
     const assignments = client(worker.token).subscribe(WorkerAssignmentsDocument, { workerId: worker.id });
-    const assigned = take(assignments, 1);
+    const assigned = takeItems(assignments, 1);
     await new Promise((r) => setTimeout(r, 300));
     const placed = await createSandbox(server, otherTenant, { name: 'for-worker' });
     const [event] = await assigned;
     expect(event.workerAssignments).toMatchObject({ type: 'SANDBOX_ASSIGNED', sandbox: { id: placed.sandbox.id, status: 'SCHEDULED' } });
 
     const foreign = client(worker.token).subscribe(WorkerAssignmentsDocument, { workerId: (await registerWorker(server, uniqueName('x'))).id });
-    await expect(take(foreign, 1)).rejects.toMatchObject({ error: { code: 'FORBIDDEN' } });
+    await expect(takeItems(foreign, 1)).rejects.toMatchObject({ error: { code: 'FORBIDDEN' } });
   });
 });
