@@ -1,17 +1,15 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type ConsoleMessage, type Locator, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type ConsoleMessage, type Locator, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateSandboxDocument, SandboxesDocument, SendMessageDocument, StopSandboxDocument, createClient, type FlotillaClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startDemo, type Demo } from '../../src/demo.js';
 import { startFlotilla, type Flotilla } from '../../src/server/app.js';
+import { launchBrowser } from '../helpers/browser.js';
 
-/** Debian's Chromium; playwright-core never downloads a browser here. */
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'];
 const SCREENSHOTS = join(process.cwd(), 'test-output', 'screenshots');
 const DESKTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
@@ -40,6 +38,7 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
   const consoleErrors: string[] = [];
   /** Browser-logged errors a step provokes on purpose; anything else is a failure. */
   let expectedNoise: RegExp | null = null;
+  let launchError: Error | undefined;
 
   /** Monaco renders spaces as no-break spaces. */
   const textOf = async (locator: Locator) => (await locator.innerText()).replace(/\u00a0/g, ' ');
@@ -64,7 +63,13 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     app = demo.app;
     port = app.port;
     api = createClient({ url: app.graphqlUrl, token: demo.adminToken });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    // A browser that cannot start fails the first test with the reason (and every later one), never a skip.
+    try {
+      browser = await launchBrowser();
+    } catch (error) {
+      launchError = error instanceof Error ? error : new Error(String(error));
+      return;
+    }
     context = await browser.newContext({ viewport: DESKTOP });
     page = await context.newPage();
     collectErrors(page, 'dashboard');
@@ -78,6 +83,11 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     // After a failed restart step the server may already be closed.
     await app?.close().catch(() => undefined);
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('starts the Chromium that npm ci installed', () => {
+    expect(launchError?.message).toBeUndefined();
+    expect(browser.isConnected()).toBe(true);
   });
 
   it('rejects a wrong token in words, then signs in and shows the demo fleet', async () => {
