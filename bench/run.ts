@@ -12,7 +12,15 @@ import { describeMachine } from './machine.js';
 import { createYoga, createSchema } from 'graphql-yoga';
 import type { DatabaseKind } from '../src/config/index.js';
 import { startTestPostgres } from '../test/helpers/postgres.js';
-import { acquireLease, createSandbox, createTenant, registerWorker, renewLease, uniqueName, type RegisteredWorker } from '../test/helpers/fleet.js';
+import {
+  acquireLease,
+  createSandbox,
+  createTenant,
+  registerWorker,
+  renewLease,
+  uniqueName,
+  type RegisteredWorker,
+} from '../test/helpers/fleet.js';
 import { startTestServer, type TestServer } from '../test/helpers/server.js';
 
 /** How long each scenario runs, and how many requests are in flight at once. */
@@ -52,7 +60,14 @@ async function measure(scenario: string, request: (i: number) => Promise<boolean
   const elapsed = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
-  return { scenario, requests: latencies.length, errors, reqPerSec: Math.round(latencies.length / elapsed), p50Ms: round(pct(0.5)), p99Ms: round(pct(0.99)) };
+  return {
+    scenario,
+    requests: latencies.length,
+    errors,
+    reqPerSec: Math.round(latencies.length / elapsed),
+    p50Ms: round(pct(0.5)),
+    p99Ms: round(pct(0.99)),
+  };
 }
 
 function round(ms: number): number {
@@ -61,14 +76,23 @@ function round(ms: number): number {
 
 /** The floor: the same HTTP stack with a one-field schema, no auth, no database. */
 async function bareYoga(): Promise<{ url: string; close: () => Promise<void> }> {
-  const yoga = createYoga({ schema: createSchema({ typeDefs: 'type Query { ok: Boolean }' }), logging: false, landingPage: false });
+  const yoga = createYoga({
+    schema: createSchema({ typeDefs: 'type Query { ok: Boolean }' }),
+    logging: false,
+    landingPage: false,
+  });
   const server = createServer(yoga);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}/graphql`, close: () => new Promise((r) => server.close(() => r())) };
 }
 
-async function post(url: string, query: string, variables: Record<string, unknown> = {}, token?: string): Promise<Record<string, unknown>> {
+async function post(
+  url: string,
+  query: string,
+  variables: Record<string, unknown> = {},
+  token?: string,
+): Promise<Record<string, unknown>> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
@@ -90,66 +114,106 @@ const PAGE = `query($t: ID!) { sandboxes(tenantId: $t, first: 50) { edges { node
 
 async function benchDriver(kind: DatabaseKind, databaseUrl?: string): Promise<Stats[]> {
   // The per-token rate limit (600/min by default) would otherwise cap the scenarios, not the server.
-  const server: TestServer = await startTestServer(kind, { databaseUrl, env: { FLOTILLA_LOG_LEVEL: 'silent', FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE } });
+  const server: TestServer = await startTestServer(kind, {
+    databaseUrl,
+    env: { FLOTILLA_LOG_LEVEL: 'silent', FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE },
+  });
   try {
     const results: Stats[] = [];
     const bare = await bareYoga();
     try {
-      results.push(await measure('bare yoga { __typename }', async () => (await post(bare.url, '{ __typename }')).__typename === 'Query'));
+      results.push(
+        await measure(
+          'bare yoga { __typename }',
+          async () => (await post(bare.url, '{ __typename }')).__typename === 'Query',
+        ),
+      );
     } finally {
       await bare.close();
     }
 
-    const tenantId = await createTenant(server, uniqueName('bench'), { quota: { maxSandboxes: 1_000_000, maxCpuMillis: 1_000_000_000, maxMemoryMb: 1_000_000_000 } });
+    const tenantId = await createTenant(server, uniqueName('bench'), {
+      quota: { maxSandboxes: 1_000_000, maxCpuMillis: 1_000_000_000, maxMemoryMb: 1_000_000_000 },
+    });
     const workers: RegisteredWorker[] = [];
-    for (let i = 0; i < 4; i++) workers.push(await registerWorker(server, uniqueName('bw'), { tenantId, cpuMillis: 1_000_000, memoryMb: 1_000_000 }));
-    for (let i = 0; i < 50; i++) await createSandbox(server, tenantId, { name: `page-${i}`, resources: { cpuMillis: 1, memoryMb: 1 } });
+    for (let i = 0; i < 4; i++)
+      workers.push(
+        await registerWorker(server, uniqueName('bw'), { tenantId, cpuMillis: 1_000_000, memoryMb: 1_000_000 }),
+      );
+    for (let i = 0; i < 50; i++)
+      await createSandbox(server, tenantId, { name: `page-${i}`, resources: { cpuMillis: 1, memoryMb: 1 } });
 
-    results.push(await measure('sandboxes page of 50 (+tenant, worker, lease)', async () => {
-      const data = await post(server.app.graphqlUrl, PAGE, { t: tenantId }, server.adminToken);
-      return ((data.sandboxes as { edges: unknown[] }).edges.length) === 50;
-    }));
+    results.push(
+      await measure('sandboxes page of 50 (+tenant, worker, lease)', async () => {
+        const data = await post(server.app.graphqlUrl, PAGE, { t: tenantId }, server.adminToken);
+        return (data.sandboxes as { edges: unknown[] }).edges.length === 50;
+      }),
+    );
 
     // A conversation: the sandbox's last 50 messages, read the way a chat view does (one page, no next page).
-    const chat = (await createSandbox(server, tenantId, { name: 'conversation', resources: { cpuMillis: 1, memoryMb: 1 } })).sandbox.id;
+    const chat = (
+      await createSandbox(server, tenantId, { name: 'conversation', resources: { cpuMillis: 1, memoryMb: 1 } })
+    ).sandbox.id;
     for (let i = 0; i < CONVERSATION_MESSAGES; i++) {
-      await post(server.app.graphqlUrl, 'mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }', { i: { sandboxId: chat, body: `message ${i}: ${'lorem ipsum '.repeat(8)}` } }, server.adminToken);
+      await post(
+        server.app.graphqlUrl,
+        'mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }',
+        { i: { sandboxId: chat, body: `message ${i}: ${'lorem ipsum '.repeat(8)}` } },
+        server.adminToken,
+      );
     }
     const upTo = CONVERSATION_MESSAGES - MESSAGES_PAGE;
-    const head = await post(server.app.graphqlUrl, `query($s: ID!) { messages(sandboxId: $s, first: ${upTo}) { edges { cursor } } }`, { s: chat }, server.adminToken);
+    const head = await post(
+      server.app.graphqlUrl,
+      `query($s: ID!) { messages(sandboxId: $s, first: ${upTo}) { edges { cursor } } }`,
+      { s: chat },
+      server.adminToken,
+    );
     const after = (head.messages as { edges: { cursor: string }[] }).edges[upTo - 1].cursor;
-    results.push(await measure(`a sandbox with its last ${MESSAGES_PAGE} messages`, async () => {
-      const data = await post(server.app.graphqlUrl, CONVERSATION, { id: chat, after }, server.adminToken);
-      const page = (data.node as { messages: { edges: unknown[]; pageInfo: { hasNextPage: boolean } } }).messages;
-      return page.edges.length === MESSAGES_PAGE && !page.pageInfo.hasNextPage;
-    }));
+    results.push(
+      await measure(`a sandbox with its last ${MESSAGES_PAGE} messages`, async () => {
+        const data = await post(server.app.graphqlUrl, CONVERSATION, { id: chat, after }, server.adminToken);
+        const page = (data.node as { messages: { edges: unknown[]; pageInfo: { hasNextPage: boolean } } }).messages;
+        return page.edges.length === MESSAGES_PAGE && !page.pageInfo.hasNextPage;
+      }),
+    );
 
-    const other = await createTenant(server, uniqueName('bench-create'), { quota: { maxSandboxes: 1_000_000, maxCpuMillis: 1_000_000_000, maxMemoryMb: 1_000_000_000 } });
+    const other = await createTenant(server, uniqueName('bench-create'), {
+      quota: { maxSandboxes: 1_000_000, maxCpuMillis: 1_000_000_000, maxMemoryMb: 1_000_000_000 },
+    });
     await registerWorker(server, uniqueName('bcw'), { tenantId: other, cpuMillis: 1_000_000, memoryMb: 1_000_000 });
-    results.push(await measure('createSandbox (one tenant: serialised on its row)', async (i) => {
-      const r = await createSandbox(server, other, { name: `c${i}`, resources: { cpuMillis: 1, memoryMb: 1 } });
-      return r.__typename === 'SandboxPayload';
-    }));
+    results.push(
+      await measure('createSandbox (one tenant: serialised on its row)', async (i) => {
+        const r = await createSandbox(server, other, { name: `c${i}`, resources: { cpuMillis: 1, memoryMb: 1 } });
+        return r.__typename === 'SandboxPayload';
+      }),
+    );
 
     // Every worker hammers the same few sandboxes: one holds each lease, the others are refused.
     const contended: string[] = [];
-    for (let i = 0; i < 4; i++) contended.push((await createSandbox(server, tenantId, { name: `lease-${i}`, resources: { cpuMillis: 1, memoryMb: 1 } })).sandbox.id);
+    for (let i = 0; i < 4; i++)
+      contended.push(
+        (await createSandbox(server, tenantId, { name: `lease-${i}`, resources: { cpuMillis: 1, memoryMb: 1 } }))
+          .sandbox.id,
+      );
     const held = new Map<string, string>();
-    results.push(await measure('acquire/renew, 4 workers × 4 sandboxes', async (i) => {
-      const worker = workers[i % workers.length];
-      const sandboxId = contended[Math.floor(i / workers.length) % contended.length];
-      const key = `${worker.id}/${sandboxId}`;
-      const token = held.get(key);
-      if (token) {
-        const renewed = await renewLease(server, worker, sandboxId, token);
-        if (renewed.__typename === 'LeasePayload') return true;
-        held.delete(key);
-        return renewed.__typename === 'LeaseConflictError' || renewed.__typename === 'StaleFencingTokenError';
-      }
-      const acquired = await acquireLease(server, worker, sandboxId);
-      if (acquired.__typename === 'LeasePayload') held.set(key, acquired.lease.fencingToken);
-      return acquired.__typename === 'LeasePayload' || acquired.__typename === 'LeaseConflictError';
-    }));
+    results.push(
+      await measure('acquire/renew, 4 workers × 4 sandboxes', async (i) => {
+        const worker = workers[i % workers.length];
+        const sandboxId = contended[Math.floor(i / workers.length) % contended.length];
+        const key = `${worker.id}/${sandboxId}`;
+        const token = held.get(key);
+        if (token) {
+          const renewed = await renewLease(server, worker, sandboxId, token);
+          if (renewed.__typename === 'LeasePayload') return true;
+          held.delete(key);
+          return renewed.__typename === 'LeaseConflictError' || renewed.__typename === 'StaleFencingTokenError';
+        }
+        const acquired = await acquireLease(server, worker, sandboxId);
+        if (acquired.__typename === 'LeasePayload') held.set(key, acquired.lease.fencingToken);
+        return acquired.__typename === 'LeasePayload' || acquired.__typename === 'LeaseConflictError';
+      }),
+    );
     return results;
   } finally {
     await server.close();
@@ -157,8 +221,17 @@ async function benchDriver(kind: DatabaseKind, databaseUrl?: string): Promise<St
 }
 
 function table(kind: string, stats: Stats[]): string {
-  const rows = stats.map((s) => `| ${s.scenario} | ${s.reqPerSec} | ${s.p50Ms} | ${s.p99Ms} | ${s.requests} | ${s.errors} |`);
-  return [`### ${kind}`, '', '| scenario | req/s | p50 ms | p99 ms | requests | errors |', '| --- | ---: | ---: | ---: | ---: | ---: |', ...rows, ''].join('\n');
+  const rows = stats.map(
+    (s) => `| ${s.scenario} | ${s.reqPerSec} | ${s.p50Ms} | ${s.p99Ms} | ${s.requests} | ${s.errors} |`,
+  );
+  return [
+    `### ${kind}`,
+    '',
+    '| scenario | req/s | p50 ms | p99 ms | requests | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    '',
+  ].join('\n');
 }
 
 const wanted = (process.argv[2] ? [process.argv[2]] : ['sqlite', 'postgres']) as DatabaseKind[];

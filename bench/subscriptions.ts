@@ -140,20 +140,35 @@ async function gql<T>(url: string, token: string, query: string, variables: Reco
 async function seed(url: string, token: string): Promise<{ tenantId: string; sandboxId: string }> {
   const slug = `bench-${Date.now().toString(36)}`;
   const big = { maxSandboxes: 1_000, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 };
-  const t = await gql<{ createTenant: { tenant?: { id: string } } }>(url, token,
+  const t = await gql<{ createTenant: { tenant?: { id: string } } }>(
+    url,
+    token,
     'mutation($i: CreateTenantInput!) { createTenant(input: $i) { ... on CreateTenantPayload { tenant { id } } } }',
-    { i: { slug, name: slug, quota: big } });
+    { i: { slug, name: slug, quota: big } },
+  );
   const tenantId = t.createTenant.tenant?.id;
   if (!tenantId) throw new Error('createTenant failed');
-  await gql(url, token, 'mutation($i: RegisterWorkerInput!) { registerWorker(input: $i) { __typename } }',
-    { i: { name: `${slug}-w`, tenantId, capacity: { cpuMillis: 100_000, memoryMb: 100_000 } } });
+  await gql(url, token, 'mutation($i: RegisterWorkerInput!) { registerWorker(input: $i) { __typename } }', {
+    i: { name: `${slug}-w`, tenantId, capacity: { cpuMillis: 100_000, memoryMb: 100_000 } },
+  });
   return { tenantId, sandboxId: await createSandbox(url, token, tenantId, 'bench') };
 }
 
 async function createSandbox(url: string, token: string, tenantId: string, name: string): Promise<string> {
-  const s = await gql<{ createSandbox: { __typename: string; sandbox?: { id: string } } }>(url, token,
+  const s = await gql<{ createSandbox: { __typename: string; sandbox?: { id: string } } }>(
+    url,
+    token,
     'mutation($i: CreateSandboxInput!) { createSandbox(input: $i) { __typename ... on SandboxPayload { sandbox { id } } } }',
-    { i: { tenantId, name, image: 'ghcr.io/acme/agent:1', command: ['agent'], resources: { cpuMillis: 100, memoryMb: 100 } } });
+    {
+      i: {
+        tenantId,
+        name,
+        image: 'ghcr.io/acme/agent:1',
+        command: ['agent'],
+        resources: { cpuMillis: 100, memoryMb: 100 },
+      },
+    },
+  );
   const sandboxId = s.createSandbox.sandbox?.id;
   if (!sandboxId) throw new Error(`createSandbox: ${s.createSandbox.__typename}`);
   return sandboxId;
@@ -177,7 +192,16 @@ async function fetchText(url: URL, attempts = 3): Promise<string> {
 }
 
 /** Reads a few figures of the server process from its Prometheus endpoint. */
-async function scrape(graphqlUrl: string): Promise<{ rss: number; heapUsed: number; subscribers: number; closedSlow: number; sockets: number; cpuSeconds: number }> {
+async function scrape(
+  graphqlUrl: string,
+): Promise<{
+  rss: number;
+  heapUsed: number;
+  subscribers: number;
+  closedSlow: number;
+  sockets: number;
+  cpuSeconds: number;
+}> {
   const text = await fetchText(new URL('/metrics', graphqlUrl));
   const value = (name: string): number => {
     const match = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
@@ -230,20 +254,26 @@ async function until(condition: () => boolean | Promise<boolean>, timeoutMs: num
 /** Opens sockets (graphql-ws clients) that have completed connection_init. */
 async function openSockets(url: string, token: string, count: number): Promise<Client[]> {
   const clients: Client[] = [];
-  await Promise.all(Array.from({ length: count }, () => new Promise<void>((ok, fail) => {
-    const client = createClient({
-      url: url.replace(/^http/, 'ws'),
-      webSocketImpl: WebSocket,
-      connectionParams: { authorization: `Bearer ${token}` },
-      retryAttempts: 0,
-      lazy: false,
-      // The benchmark measures delivery, not keep-alive: no pings.
-      keepAlive: 0,
-      onNonLazyError: (err) => fail(err instanceof Error ? err : new Error(String(err))),
-    });
-    client.on('connected', () => ok());
-    clients.push(client);
-  })));
+  await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<void>((ok, fail) => {
+          const client = createClient({
+            url: url.replace(/^http/, 'ws'),
+            webSocketImpl: WebSocket,
+            connectionParams: { authorization: `Bearer ${token}` },
+            retryAttempts: 0,
+            lazy: false,
+            // The benchmark measures delivery, not keep-alive: no pings.
+            keepAlive: 0,
+            onNonLazyError: (err) => fail(err instanceof Error ? err : new Error(String(err))),
+          });
+          client.on('connected', () => ok());
+          clients.push(client);
+        }),
+    ),
+  );
   return clients;
 }
 
@@ -262,17 +292,26 @@ async function subscribe(clients: Client[], tenantId: string, count: number, fro
   for (let start = from; start < count; start += SUBSCRIBE_BATCH) {
     for (let i = start; i < Math.min(count, start + SUBSCRIBE_BATCH); i++) {
       const client = clients[Math.floor(i / SUBSCRIPTIONS_PER_SOCKET) % clients.length];
-      unsubscribes.push(client.subscribe({ query: EVENTS_SUBSCRIPTION, variables: { t: tenantId } }, {
-        next: () => handler(i, performance.now()),
-        error: () => { errors += 1; },
-        complete: () => undefined,
-      }));
+      unsubscribes.push(
+        client.subscribe(
+          { query: EVENTS_SUBSCRIPTION, variables: { t: tenantId } },
+          {
+            next: () => handler(i, performance.now()),
+            error: () => {
+              errors += 1;
+            },
+            complete: () => undefined,
+          },
+        ),
+      );
     }
     // Let the sockets flush this batch before queuing the next.
     await sleep(0);
   }
   return {
-    onEvent: (fn) => { handler = fn; },
+    onEvent: (fn) => {
+      handler = fn;
+    },
     errors: () => errors,
     dispose: () => unsubscribes.forEach((u) => u()),
   };
@@ -304,12 +343,25 @@ async function fanOutAndMemory(server: ServerProcess, token: string) {
   const subscribeSeconds = (performance.now() - subscribeStarted) / 1000;
   const idle = await memory(server);
   const subs: Subscribers = {
-    onEvent: (fn) => { first.onEvent(fn); rest.onEvent(fn); },
+    onEvent: (fn) => {
+      first.onEvent(fn);
+      rest.onEvent(fn);
+    },
     errors: () => first.errors() + rest.errors(),
-    dispose: () => { first.dispose(); rest.dispose(); },
+    dispose: () => {
+      first.dispose();
+      rest.dispose();
+    },
   };
 
-  const rounds: { mutationMs: number; lastMs: number; p50Ms: number; p99Ms: number; delivered: number; serverCpuMs: number }[] = [];
+  const rounds: {
+    mutationMs: number;
+    lastMs: number;
+    p50Ms: number;
+    p99Ms: number;
+    delivered: number;
+    serverCpuMs: number;
+  }[] = [];
   const all: number[] = [];
   for (let n = 0; n < FANOUT_ROUNDS; n++) {
     const cpuBefore = (await scrape(url)).cpuSeconds;
@@ -325,12 +377,21 @@ async function fanOutAndMemory(server: ServerProcess, token: string) {
     if (!(await send(url, token, sandboxId, `fan-out ${n}`))) throw new Error('sendMessage failed');
     const mutationMs = performance.now() - t0;
     await until(() => delivered >= FANOUT_SUBSCRIBERS, WAIT_DELIVERED_MS, 5);
-    const latencies = Array.from(arrivals).filter((a) => !Number.isNaN(a)).map((a) => a - t0);
+    const latencies = Array.from(arrivals)
+      .filter((a) => !Number.isNaN(a))
+      .map((a) => a - t0);
     all.push(...latencies);
     const p = percentiles(latencies);
     // The server's own CPU time for this event (the client shares the machine; this says which side is busy).
     const serverCpuMs = ((await scrape(url)).cpuSeconds - cpuBefore) * 1000;
-    rounds.push({ mutationMs: round2(mutationMs), lastMs: p.maxMs, p50Ms: p.p50Ms, p99Ms: p.p99Ms, delivered, serverCpuMs: round(serverCpuMs, 0) });
+    rounds.push({
+      mutationMs: round2(mutationMs),
+      lastMs: p.maxMs,
+      p50Ms: p.p50Ms,
+      p99Ms: p.p99Ms,
+      delivered,
+      serverCpuMs: round(serverCpuMs, 0),
+    });
     await sleep(1_000);
   }
   const after = await scrape(url);
@@ -368,7 +429,8 @@ async function sustained(url: string, token: string) {
   const { tenantId } = await seed(url, token);
   // One sandbox per producer: sendMessage locks its sandbox's row, and one row would serialise them all.
   const sandboxes: string[] = [];
-  for (let p = 0; p < SUSTAINED_PRODUCERS; p++) sandboxes.push(await createSandbox(url, token, tenantId, `sustained-${p}`));
+  for (let p = 0; p < SUSTAINED_PRODUCERS; p++)
+    sandboxes.push(await createSandbox(url, token, tenantId, `sustained-${p}`));
   const clients = await openSockets(url, token, Math.ceil(SUSTAINED_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET));
   const subs = await subscribe(clients, tenantId, SUSTAINED_SUBSCRIBERS);
   if (!(await until(async () => (await scrape(url)).subscribers >= SUSTAINED_SUBSCRIBERS, WAIT_SUBSCRIBED_MS, 200))) {
@@ -385,13 +447,15 @@ async function sustained(url: string, token: string) {
   const cpuBefore = (await scrape(url)).cpuSeconds;
   const started = performance.now();
   const deadline = started + SUSTAINED_DURATION_MS;
-  await Promise.all(Array.from({ length: SUSTAINED_PRODUCERS }, async (_, p) => {
-    for (let n = 0; performance.now() < deadline; n++) {
-      const ok = await send(url, token, sandboxes[p], `p${p} n${n}`).catch(() => false);
-      if (ok) produced += 1;
-      else failed += 1;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: SUSTAINED_PRODUCERS }, async (_, p) => {
+      for (let n = 0; performance.now() < deadline; n++) {
+        const ok = await send(url, token, sandboxes[p], `p${p} n${n}`).catch(() => false);
+        if (ok) produced += 1;
+        else failed += 1;
+      }
+    }),
+  );
   const producedFor = (performance.now() - started) / 1000;
   const deliveredDuringProduction = deliveries;
   const expected = produced * SUSTAINED_SUBSCRIBERS;
@@ -428,11 +492,19 @@ async function crossReplica(a: ServerProcess, b: ServerProcess, token: string) {
   const [onB] = await openSockets(b.url, token, 1);
   const subA = await subscribe([onA], tenantId, 1);
   const subB = await subscribe([onB], tenantId, 1);
-  await until(async () => (await scrape(a.url)).subscribers >= 1 && (await scrape(b.url)).subscribers >= 1, WAIT_SUBSCRIBED_MS, 100);
+  await until(
+    async () => (await scrape(a.url)).subscribers >= 1 && (await scrape(b.url)).subscribers >= 1,
+    WAIT_SUBSCRIBED_MS,
+    100,
+  );
   let gotA = 0;
   let gotB = 0;
-  subA.onEvent((_i, at) => { gotA = at; });
-  subB.onEvent((_i, at) => { gotB = at; });
+  subA.onEvent((_i, at) => {
+    gotA = at;
+  });
+  subB.onEvent((_i, at) => {
+    gotB = at;
+  });
   const fromSendA: number[] = [];
   const fromSendB: number[] = [];
   const fromResponseB: number[] = [];
@@ -484,7 +556,9 @@ try {
   if (!token) throw new Error('a fresh database should print an admin token');
   const loadAtStart = round(loadavg()[0]);
 
-  console.error(`fan-out: ${FANOUT_SUBSCRIBERS} subscribers over ${Math.ceil(FANOUT_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET)} sockets…`);
+  console.error(
+    `fan-out: ${FANOUT_SUBSCRIBERS} subscribers over ${Math.ceil(FANOUT_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET)} sockets…`,
+  );
   const fan = await fanOutAndMemory(a, token);
   console.error('sustained…');
   const sus = await sustained(a.url, token);
@@ -516,7 +590,10 @@ try {
     '',
     '| round | mutation ms | p50 ms | p99 ms | last ms | delivered | server CPU ms |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...f.rounds.map((r, i) => `| ${i + 1} | ${r.mutationMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.lastMs} | ${r.delivered} | ${r.serverCpuMs} |`),
+    ...f.rounds.map(
+      (r, i) =>
+        `| ${i + 1} | ${r.mutationMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.lastMs} | ${r.delivered} | ${r.serverCpuMs} |`,
+    ),
     `| all | | ${f.overall.p50Ms} | ${f.overall.p99Ms} | ${f.overall.maxMs} | ${f.overall.count} | |`,
     '',
     `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics, each after a forced full GC): baseline RSS ${mb(fan.memory.baseline.rss)} / heap ${mb(fan.memory.baseline.heapUsed)}; ` +

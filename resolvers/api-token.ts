@@ -43,7 +43,10 @@ builder.objectField(TenantRef, 'apiTokens', (t) =>
     authScopes: (tenant) => ({ tenantRole: { tenantId: tenant.id, role: 'ADMIN' } }),
     args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
     resolve: async (tenant, args, ctx) =>
-      toConnection(await ctx.services.apiTokens.list(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+      toConnection(
+        await ctx.services.apiTokens.list(tenant.id, { first: args.first, after: decodeCursor(args.after) }),
+        !!args.after,
+      ),
   }),
 );
 
@@ -106,14 +109,20 @@ builder.mutationFields((t) => ({
     description: 'Tenant ADMIN only. The token is in the result once and never again.',
     args: { input: t.arg({ type: CreateApiTokenInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      const created = await ctx.services.apiTokens.create({ tenantId: input.tenantId.id, role: input.role, ttlSeconds: input.ttlSeconds });
+      const created = await ctx.services.apiTokens.create({
+        tenantId: input.tenantId.id,
+        role: input.role,
+        ttlSeconds: input.ttlSeconds,
+      });
       return new CreateApiTokenPayload(created.apiToken, created.token);
     },
   }),
   revokeToken: t.field({
     type: RevokeTokenResult,
-    description: "A tenant ADMIN revokes its tenant's API tokens; a platform admin any token. Live sockets of the token close (4403).",
+    description:
+      "A tenant ADMIN revokes its tenant's API tokens; a platform admin any token. Live sockets of the token close (4403).",
     args: { input: t.arg({ type: RevokeTokenInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => new RevokeTokenPayload(await ctx.services.apiTokens.revoke(input.tokenId.id)),
+    resolve: async (_root, { input }, ctx) =>
+      new RevokeTokenPayload(await ctx.services.apiTokens.revoke(input.tokenId.id)),
   }),
 }));

@@ -9,7 +9,10 @@ import type { Context } from './builder.js';
  * Each event starts a fresh context (current rows, empty DataLoaders); the stream closes with
  * the subscription.
  */
-export async function eventStream(ctx: Context, open: () => Promise<EventSubscription>): Promise<AsyncIterable<LogEvent>> {
+export async function eventStream(
+  ctx: Context,
+  open: () => Promise<EventSubscription>,
+): Promise<AsyncIterable<LogEvent>> {
   const stream = await open();
   return (async function* renewing(): AsyncGenerator<LogEvent> {
     try {

@@ -12,7 +12,10 @@ import { WorkerRef } from './worker.js';
 export const EventTypeEnum = builder.enumType('EventType', { values: EVENT_TYPES });
 
 /** An event as the log stores it or as the hub delivers it; both carry these fields. */
-type EventShape = Pick<Event, 'id' | 'type' | 'tenantId' | 'sandboxId' | 'workerId' | 'messageId' | 'leaseId' | 'createdAt'> & {
+type EventShape = Pick<
+  Event,
+  'id' | 'type' | 'tenantId' | 'sandboxId' | 'workerId' | 'messageId' | 'leaseId' | 'createdAt'
+> & {
   data: Readonly<Record<string, unknown>>;
 };
 
@@ -28,7 +31,11 @@ export const EventRef = builder.objectRef<EventShape>('Event').implement({
     worker: t.field({ type: WorkerRef, nullable: true, resolve: (e) => e.workerId }),
     message: t.field({ type: MessageRef, nullable: true, resolve: (e) => e.messageId }),
     lease: t.field({ type: LeaseRef, nullable: true, resolve: (e) => e.leaseId }),
-    data: t.field({ type: 'JSON', description: 'Small details, e.g. {"from":"STARTING","to":"RUNNING"}.', resolve: (e) => e.data }),
+    data: t.field({
+      type: 'JSON',
+      description: 'Small details, e.g. {"from":"STARTING","to":"RUNNING"}.',
+      resolve: (e) => e.data,
+    }),
   }),
 });
 
@@ -95,10 +102,13 @@ builder.subscriptionType({});
 builder.subscriptionFields((t) => ({
   sandboxEvents: t.field({
     type: EventRef,
-    description: 'Everything that happens to one sandbox: status, agent status, messages, lease. With `after`, replays first.',
+    description:
+      'Everything that happens to one sandbox: status, agent status, messages, lease. With `after`, replays first.',
     args: { sandboxId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
     subscribe: (_root, args, ctx) =>
-      eventStream(ctx, () => ctx.services.subscriptions.sandboxEvents(localIdOf(args.sandboxId, 'Sandbox'), args.after)),
+      eventStream(ctx, () =>
+        ctx.services.subscriptions.sandboxEvents(localIdOf(args.sandboxId, 'Sandbox'), args.after),
+      ),
     resolve: (event) => event,
   }),
   tenantEvents: t.field({
@@ -110,7 +120,9 @@ builder.subscriptionFields((t) => ({
       types: t.arg({ type: [EventTypeEnum], required: false }),
     },
     subscribe: (_root, args, ctx) =>
-      eventStream(ctx, () => ctx.services.subscriptions.tenantEvents(localIdOf(args.tenantId, 'Tenant'), args.after, args.types)),
+      eventStream(ctx, () =>
+        ctx.services.subscriptions.tenantEvents(localIdOf(args.tenantId, 'Tenant'), args.after, args.types),
+      ),
     resolve: (event) => event,
   }),
   workerAssignments: t.field({
@@ -118,7 +130,9 @@ builder.subscriptionFields((t) => ({
     description: "A worker's own work queue: SANDBOX_ASSIGNED and SANDBOX_STOP_REQUESTED. With `after`, replays first.",
     args: { workerId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
     subscribe: (_root, args, ctx) =>
-      eventStream(ctx, () => ctx.services.subscriptions.workerAssignments(localIdOf(args.workerId, 'Worker'), args.after)),
+      eventStream(ctx, () =>
+        ctx.services.subscriptions.workerAssignments(localIdOf(args.workerId, 'Worker'), args.after),
+      ),
     resolve: (event) => event,
   }),
 }));

@@ -1,5 +1,11 @@
 import { Lease } from '../src/db/entities/lease.js';
-import { ForbiddenError, LeaseConflictError, NotFoundError, StaleFencingTokenError, ValidationError } from '../src/domain/errors.js';
+import {
+  ForbiddenError,
+  LeaseConflictError,
+  NotFoundError,
+  StaleFencingTokenError,
+  ValidationError,
+} from '../src/domain/errors.js';
 import { builder } from './builder.js';
 import { localIdOf } from './ids.js';
 import { SandboxRef } from './sandbox.js';
@@ -85,7 +91,12 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: AcquireLeaseInput, required: true }) },
     authScopes: { workerScope: 'worker:lease' },
     resolve: async (_root, { input }, ctx) =>
-      new LeasePayload(await ctx.services.leases.acquire({ sandboxId: localIdOf(input.sandboxId, 'Sandbox'), ttlSeconds: input.ttlSeconds })),
+      new LeasePayload(
+        await ctx.services.leases.acquire({
+          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+          ttlSeconds: input.ttlSeconds,
+        }),
+      ),
   }),
   renewLease: t.field({
     type: LeaseResult,
@@ -107,6 +118,11 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: ReleaseLeaseInput, required: true }) },
     authScopes: { workerScope: 'worker:lease' },
     resolve: async (_root, { input }, ctx) =>
-      new LeasePayload(await ctx.services.leases.release({ sandboxId: localIdOf(input.sandboxId, 'Sandbox'), fencingToken: input.fencingToken })),
+      new LeasePayload(
+        await ctx.services.leases.release({
+          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+          fencingToken: input.fencingToken,
+        }),
+      ),
   }),
 }));

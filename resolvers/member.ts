@@ -7,7 +7,8 @@ export const TenantRoleEnum = builder.enumType('TenantRole', { values: TENANT_RO
 
 export const MemberRef = builder.node(builder.objectRef<Member>('Member'), {
   id: { resolve: (m) => m.id },
-  loadMany: (ids, ctx) => ctx.services.tenants.membersByIds(ids).then((found) => ids.map((id) => found.find((m) => m.id === id) ?? null)),
+  loadMany: (ids, ctx) =>
+    ctx.services.tenants.membersByIds(ids).then((found) => ids.map((id) => found.find((m) => m.id === id) ?? null)),
   isTypeOf: (value) => value instanceof Member,
   fields: (t) => ({
     subject: t.exposeString('subject'),
@@ -61,16 +62,23 @@ builder.mutationFields((t) => ({
     type: AddMemberResult,
     description: 'Tenant ADMIN. Adding an existing subject changes its role.',
     args: { input: t.arg({ type: AddMemberInput, required: true }) },
-    authScopes: (_root, { input }) => ({ tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' } }),
+    authScopes: (_root, { input }) => ({
+      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' },
+    }),
     resolve: async (_root, { input }, ctx) =>
       new AddMemberPayload(
-        await ctx.services.tenants.addMember({ tenantId: localIdOf(input.tenantId, 'Tenant'), subject: input.subject, role: input.role }),
+        await ctx.services.tenants.addMember({
+          tenantId: localIdOf(input.tenantId, 'Tenant'),
+          subject: input.subject,
+          role: input.role,
+        }),
       ),
   }),
   removeMember: t.field({
     type: RemoveMemberResult,
     description: 'Tenant ADMIN.',
     args: { input: t.arg({ type: RemoveMemberInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => new RemoveMemberPayload(await ctx.services.tenants.removeMember(localIdOf(input.memberId, 'Member'))),
+    resolve: async (_root, { input }, ctx) =>
+      new RemoveMemberPayload(await ctx.services.tenants.removeMember(localIdOf(input.memberId, 'Member'))),
   }),
 }));

@@ -25,7 +25,8 @@ export const MessageRef = builder.loadableNode('Message', {
     readAt: t.expose('readAt', { type: 'DateTime', nullable: true }),
     eventCursor: t.string({
       nullable: true,
-      description: 'Set on messages delivered by messageAdded: the event cursor to pass as `after` to resume after this message.',
+      description:
+        'Set on messages delivered by messageAdded: the event cursor to pass as `after` to resume after this message.',
       resolve: (m) => deliveredWith.get(m) ?? null,
     }),
   }),
@@ -46,10 +47,17 @@ builder.objectFields(SandboxRef, (t) => ({
   messages: t.field({
     type: MessageConnection,
     description: 'Oldest first, so the newest is last.',
-    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }), threadId: t.arg.string({ required: false }) },
+    args: {
+      first: t.arg.int({ required: false }),
+      after: t.arg.string({ required: false }),
+      threadId: t.arg.string({ required: false }),
+    },
     resolve: async (sandbox: Sandbox, args, ctx) =>
       toConnection(
-        await ctx.services.messages.list(sandbox.id, args.threadId, { first: args.first, after: decodeCursor(args.after) }),
+        await ctx.services.messages.list(sandbox.id, args.threadId, {
+          first: args.first,
+          after: decodeCursor(args.after),
+        }),
         !!args.after,
       ),
   }),
@@ -78,7 +86,10 @@ builder.queryField('messages', (t) =>
     },
     resolve: async (_root, args, ctx) =>
       toConnection(
-        await ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, { first: args.first, after: decodeCursor(args.after) }),
+        await ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, {
+          first: args.first,
+          after: decodeCursor(args.after),
+        }),
         !!args.after,
       ),
   }),
@@ -106,7 +117,10 @@ const MarkMessagesReadInput = builder.inputType('MarkMessagesReadInput', {
   fields: (t) => ({
     sandboxId: t.id({ required: true }),
     threadId: t.string({ required: false, description: 'Default "main".' }),
-    upToMessageId: t.id({ required: false, description: 'Up to and including this message; the whole thread when absent.' }),
+    upToMessageId: t.id({
+      required: false,
+      description: 'Up to and including this message; the whole thread when absent.',
+    }),
   }),
 });
 
@@ -149,7 +163,12 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: SendMessageInput, required: true }) },
     resolve: async (_root, { input }, ctx) =>
       new MessagePayload(
-        await ctx.services.messages.send({ sandboxId: localIdOf(input.sandboxId, 'Sandbox'), threadId: input.threadId, channel: input.channel, body: input.body }),
+        await ctx.services.messages.send({
+          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+          threadId: input.threadId,
+          channel: input.channel,
+          body: input.body,
+        }),
       ),
   }),
   postAgentMessage: t.field({
@@ -184,10 +203,17 @@ builder.mutationFields((t) => ({
 builder.subscriptionField('messageAdded', (t) =>
   t.field({
     type: MessageRef,
-    description: 'Messages of one sandbox (optionally one thread), oldest first. With `after` (an event cursor, see Message.eventCursor), replays first.',
-    args: { sandboxId: t.arg.id({ required: true }), threadId: t.arg.string({ required: false }), after: t.arg.string({ required: false }) },
+    description:
+      'Messages of one sandbox (optionally one thread), oldest first. With `after` (an event cursor, see Message.eventCursor), replays first.',
+    args: {
+      sandboxId: t.arg.id({ required: true }),
+      threadId: t.arg.string({ required: false }),
+      after: t.arg.string({ required: false }),
+    },
     subscribe: (_root, args, ctx) =>
-      eventStream(ctx, () => ctx.services.subscriptions.messageAdded(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, args.after)),
+      eventStream(ctx, () =>
+        ctx.services.subscriptions.messageAdded(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, args.after),
+      ),
     resolve: async (event, _args, ctx) => {
       const message = event.messageId ? await MessageRef.getDataloader(ctx).load(event.messageId) : null;
       if (!message) throw new NotFoundError('Message', event.messageId ?? undefined);

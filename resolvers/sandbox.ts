@@ -21,22 +21,26 @@ import { ResourcesInput, ResourcesType, WorkerRef } from './worker.js';
 export const SandboxStatusEnum = builder.enumType('SandboxStatus', { values: SANDBOX_STATUSES });
 export const AgentPhaseEnum = builder.enumType('AgentPhase', { values: AGENT_PHASES });
 
-const AgentStatusType = builder.objectRef<{ phase: (typeof AGENT_PHASES)[number]; activity: string | null; updatedAt: Date }>('AgentStatus').implement({
-  description: 'Live agent status reported by the worker.',
-  fields: (t) => ({
-    phase: t.field({ type: AgentPhaseEnum, resolve: (a) => a.phase }),
-    activity: t.exposeString('activity', { nullable: true }),
-    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
-  }),
-});
+const AgentStatusType = builder
+  .objectRef<{ phase: (typeof AGENT_PHASES)[number]; activity: string | null; updatedAt: Date }>('AgentStatus')
+  .implement({
+    description: 'Live agent status reported by the worker.',
+    fields: (t) => ({
+      phase: t.field({ type: AgentPhaseEnum, resolve: (a) => a.phase }),
+      activity: t.exposeString('activity', { nullable: true }),
+      updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+    }),
+  });
 
-const PlacementType = builder.objectRef<{ region?: string | null; labels?: Record<string, string> | null }>('Placement').implement({
-  description: 'Where a sandbox may run.',
-  fields: (t) => ({
-    region: t.string({ nullable: true, resolve: (p) => p.region ?? null }),
-    workerLabels: t.field({ type: 'JSON', resolve: (p) => p.labels ?? {} }),
-  }),
-});
+const PlacementType = builder
+  .objectRef<{ region?: string | null; labels?: Record<string, string> | null }>('Placement')
+  .implement({
+    description: 'Where a sandbox may run.',
+    fields: (t) => ({
+      region: t.string({ nullable: true, resolve: (p) => p.region ?? null }),
+      workerLabels: t.field({ type: 'JSON', resolve: (p) => p.labels ?? {} }),
+    }),
+  });
 
 export const SandboxRef = builder.loadableNode('Sandbox', {
   id: { resolve: (sandbox: Sandbox) => sandbox.id },
@@ -57,7 +61,10 @@ export const SandboxRef = builder.loadableNode('Sandbox', {
     agent: t.field({
       type: AgentStatusType,
       nullable: true,
-      resolve: (s) => (s.agentPhase && s.agentUpdatedAt ? { phase: s.agentPhase, activity: s.agentActivity, updatedAt: s.agentUpdatedAt } : null),
+      resolve: (s) =>
+        s.agentPhase && s.agentUpdatedAt
+          ? { phase: s.agentPhase, activity: s.agentActivity, updatedAt: s.agentUpdatedAt }
+          : null,
     }),
     worker: t.field({ type: WorkerRef, nullable: true, resolve: (s) => s.worker?.id ?? null }),
     exitCode: t.exposeInt('exitCode', { nullable: true }),
@@ -86,7 +93,17 @@ const SandboxFilterInput = builder.inputType('SandboxFilter', {
   }),
 });
 
-function toFilter(input: { status?: readonly Sandbox['status'][] | null; workerId?: string | null; label?: unknown; nameContains?: string | null } | null | undefined): SandboxFilter | null {
+function toFilter(
+  input:
+    | {
+        status?: readonly Sandbox['status'][] | null;
+        workerId?: string | null;
+        label?: unknown;
+        nameContains?: string | null;
+      }
+    | null
+    | undefined,
+): SandboxFilter | null {
   if (!input) return null;
   return {
     status: input.status ?? null,
@@ -99,10 +116,17 @@ function toFilter(input: { status?: readonly Sandbox['status'][] | null; workerI
 builder.objectField(TenantRef, 'sandboxes', (t) =>
   t.field({
     type: SandboxConnection,
-    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }), filter: t.arg({ type: SandboxFilterInput, required: false }) },
+    args: {
+      first: t.arg.int({ required: false }),
+      after: t.arg.string({ required: false }),
+      filter: t.arg({ type: SandboxFilterInput, required: false }),
+    },
     resolve: async (tenant, args, ctx) =>
       toConnection(
-        await ctx.services.sandboxes.listForTenant(tenant.id, toFilter(args.filter), { first: args.first, after: decodeCursor(args.after) }),
+        await ctx.services.sandboxes.listForTenant(tenant.id, toFilter(args.filter), {
+          first: args.first,
+          after: decodeCursor(args.after),
+        }),
         !!args.after,
       ),
   }),
@@ -113,7 +137,10 @@ builder.objectField(WorkerRef, 'sandboxes', (t) =>
     type: SandboxConnection,
     args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
     resolve: async (worker, args, ctx) =>
-      toConnection(await ctx.services.sandboxes.listForWorker(worker.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+      toConnection(
+        await ctx.services.sandboxes.listForWorker(worker.id, { first: args.first, after: decodeCursor(args.after) }),
+        !!args.after,
+      ),
   }),
 );
 
@@ -219,7 +246,9 @@ builder.mutationFields((t) => ({
     type: SandboxResult,
     description: 'Tenant OPERATOR. Checks policy and quota, places it on a worker; with no room now it stays PENDING.',
     args: { input: t.arg({ type: CreateSandboxInput, required: true }) },
-    authScopes: (_root, { input }) => ({ tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'OPERATOR' } }),
+    authScopes: (_root, { input }) => ({
+      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'OPERATOR' },
+    }),
     resolve: async (_root, { input }, ctx) =>
       new SandboxPayload(
         await ctx.services.sandboxes.create({
@@ -228,12 +257,15 @@ builder.mutationFields((t) => ({
           image: input.image,
           command: input.command,
           resources: input.resources,
-          labels: input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+          labels:
+            input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
           ttlSeconds: input.ttlSeconds,
           placement: input.placement
             ? {
                 region: input.placement.region ?? null,
-                labels: input.placement.workerLabels ? validateLabels(input.placement.workerLabels, 'input.placement.workerLabels') : null,
+                labels: input.placement.workerLabels
+                  ? validateLabels(input.placement.workerLabels, 'input.placement.workerLabels')
+                  : null,
               }
             : null,
         }),
@@ -243,13 +275,15 @@ builder.mutationFields((t) => ({
     type: SandboxResult,
     description: 'Tenant OPERATOR. The worker is told through SANDBOX_STOP_REQUESTED.',
     args: { input: t.arg({ type: SandboxRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => new SandboxPayload(await ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox'))),
+    resolve: async (_root, { input }, ctx) =>
+      new SandboxPayload(await ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox'))),
   }),
   deleteSandbox: t.field({
     type: SandboxResult,
     description: 'Tenant OPERATOR. Soft delete: kept for audit, hidden from lists.',
     args: { input: t.arg({ type: SandboxRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => new SandboxPayload(await ctx.services.sandboxes.delete(localIdOf(input.sandboxId, 'Sandbox'))),
+    resolve: async (_root, { input }, ctx) =>
+      new SandboxPayload(await ctx.services.sandboxes.delete(localIdOf(input.sandboxId, 'Sandbox'))),
   }),
   reportSandboxStatus: t.field({
     type: SandboxResult,

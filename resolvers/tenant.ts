@@ -17,7 +17,9 @@ const QuotaType = builder.objectRef<Tenant['quota']>('Quota').implement({
 
 const PolicyType = builder.objectRef<Tenant['policy']>('Policy').implement({
   fields: (t) => ({
-    allowedImages: t.exposeStringList('allowedImages', { description: 'Glob patterns, e.g. "ghcr.io/acme/*". Empty = any image.' }),
+    allowedImages: t.exposeStringList('allowedImages', {
+      description: 'Glob patterns, e.g. "ghcr.io/acme/*". Empty = any image.',
+    }),
     maxSandboxTtlSeconds: t.exposeInt('maxSandboxTtlSeconds', { nullable: true, description: 'null = no limit' }),
   }),
 });
@@ -54,7 +56,10 @@ export const TenantRef = builder.loadableNode('Tenant', {
       type: MemberConnection,
       args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
       resolve: async (tenant, args, ctx) =>
-        toConnection(await ctx.services.tenants.listMembers(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+        toConnection(
+          await ctx.services.tenants.listMembers(tenant.id, { first: args.first, after: decodeCursor(args.after) }),
+          !!args.after,
+        ),
     }),
     auditEntries: t.field({
       type: AuditEntryConnection,
@@ -62,7 +67,13 @@ export const TenantRef = builder.loadableNode('Tenant', {
       args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
       authScopes: (tenant) => ({ tenantRole: { tenantId: tenant.id, role: 'ADMIN' } }),
       resolve: async (tenant, args, ctx) =>
-        toConnection(await ctx.services.tenants.listAuditEntries(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+        toConnection(
+          await ctx.services.tenants.listAuditEntries(tenant.id, {
+            first: args.first,
+            after: decodeCursor(args.after),
+          }),
+          !!args.after,
+        ),
     }),
   }),
 });
@@ -70,7 +81,9 @@ export const TenantRef = builder.loadableNode('Tenant', {
 const AuditEntryRef = builder.node(builder.objectRef<AuditEntry>('AuditEntry'), {
   id: { resolve: (entry) => entry.id },
   loadMany: (ids, ctx) =>
-    ctx.services.tenants.auditEntriesByIds(ids).then((found) => ids.map((id) => found.find((e) => e.id === id) ?? null)),
+    ctx.services.tenants
+      .auditEntriesByIds(ids)
+      .then((found) => ids.map((id) => found.find((e) => e.id === id) ?? null)),
   isTypeOf: (value) => value instanceof AuditEntry,
   fields: (t) => ({
     at: t.field({ type: 'DateTime', resolve: (entry) => entry.createdAt }),
@@ -112,7 +125,8 @@ builder.queryFields((t) => ({
     description: 'A tenant by id or by slug (give exactly one). Another tenant reads as null.',
     args: { id: t.arg.globalID({ required: false, for: [TenantRef] }), slug: t.arg.string({ required: false }) },
     resolve: async (_root, args, ctx) => {
-      if ((args.id ? 1 : 0) + (args.slug ? 1 : 0) !== 1) throw new ValidationError('give exactly one of id and slug', 'id');
+      if ((args.id ? 1 : 0) + (args.slug ? 1 : 0) !== 1)
+        throw new ValidationError('give exactly one of id and slug', 'id');
       if (args.id) return args.id.id;
       return ctx.services.tenants.findBySlug(args.slug as string);
     },
@@ -122,7 +136,10 @@ builder.queryFields((t) => ({
     description: 'The tenants the caller can see.',
     args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
     resolve: async (_root, args, ctx) =>
-      toConnection(await ctx.services.tenants.list({ first: args.first, after: decodeCursor(args.after) }), !!args.after),
+      toConnection(
+        await ctx.services.tenants.list({ first: args.first, after: decodeCursor(args.after) }),
+        !!args.after,
+      ),
   }),
 }));
 
@@ -174,7 +191,10 @@ builder.mutationFields((t) => ({
         name: input.name,
         quota: input.quota ? stripNulls(input.quota) : null,
         policy: input.policy
-          ? { allowedImages: input.policy.allowedImages ?? undefined, maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds }
+          ? {
+              allowedImages: input.policy.allowedImages ?? undefined,
+              maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds,
+            }
           : null,
       });
       return new CreateTenantPayload(tenant);
@@ -209,7 +229,9 @@ builder.mutationFields((t) => ({
     type: UpdateTenantResult,
     description: 'Name and policy: tenant ADMIN. Quota: platform admin.',
     args: { input: t.arg({ type: UpdateTenantInput, required: true }) },
-    authScopes: (_root, { input }) => ({ tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' } }),
+    authScopes: (_root, { input }) => ({
+      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' },
+    }),
     resolve: async (_root, { input }, ctx) => {
       const tenant = await ctx.services.tenants.update({
         tenantId: localIdOf(input.tenantId, 'Tenant'),
@@ -218,7 +240,9 @@ builder.mutationFields((t) => ({
         policy: input.policy
           ? {
               ...(input.policy.allowedImages ? { allowedImages: input.policy.allowedImages } : {}),
-              ...(input.policy.maxSandboxTtlSeconds !== undefined ? { maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds } : {}),
+              ...(input.policy.maxSandboxTtlSeconds !== undefined
+                ? { maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds }
+                : {}),
             }
           : null,
       });

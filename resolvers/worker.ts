@@ -1,5 +1,11 @@
 import { Worker, WORKER_STATUSES } from '../src/db/entities/worker.js';
-import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, ValidationError } from '../src/domain/errors.js';
+import {
+  AlreadyExistsError,
+  ForbiddenError,
+  LeaseConflictError,
+  NotFoundError,
+  ValidationError,
+} from '../src/domain/errors.js';
 import { effectiveWorkerStatus, validateLabels } from '../src/domain/workers.js';
 import { builder } from './builder.js';
 import { localIdOf } from './ids.js';
@@ -35,13 +41,28 @@ export const WorkerRef = builder.loadableNode('Worker', {
     status: t.field({
       type: WorkerStatusEnum,
       resolve: (worker, _args, ctx) =>
-        effectiveWorkerStatus(worker, ctx.services.context.clock.now(), ctx.services.context.settings.heartbeatTtlSeconds),
+        effectiveWorkerStatus(
+          worker,
+          ctx.services.context.clock.now(),
+          ctx.services.context.settings.heartbeatTtlSeconds,
+        ),
     }),
     region: t.exposeString('region', { nullable: true }),
     labels: t.field({ type: 'JSON', resolve: (worker) => worker.labels }),
-    capacity: t.field({ type: ResourcesType, resolve: (w) => ({ cpuMillis: w.capacityCpuMillis, memoryMb: w.capacityMemoryMb }) }),
-    allocated: t.field({ type: ResourcesType, resolve: (w) => ({ cpuMillis: w.allocatedCpuMillis, memoryMb: w.allocatedMemoryMb }) }),
-    observed: t.field({ type: 'JSON', nullable: true, description: 'What the worker last reported in a heartbeat.', resolve: (w) => w.observed }),
+    capacity: t.field({
+      type: ResourcesType,
+      resolve: (w) => ({ cpuMillis: w.capacityCpuMillis, memoryMb: w.capacityMemoryMb }),
+    }),
+    allocated: t.field({
+      type: ResourcesType,
+      resolve: (w) => ({ cpuMillis: w.allocatedCpuMillis, memoryMb: w.allocatedMemoryMb }),
+    }),
+    observed: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'What the worker last reported in a heartbeat.',
+      resolve: (w) => w.observed,
+    }),
     version: t.exposeString('version', { nullable: true }),
     lastHeartbeatAt: t.expose('lastHeartbeatAt', { type: 'DateTime', nullable: true }),
     registeredAt: t.field({ type: 'DateTime', resolve: (w) => w.createdAt }),
@@ -62,7 +83,10 @@ builder.objectField(TenantRef, 'workers', (t) =>
     description: "The tenant's dedicated workers.",
     args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
     resolve: async (tenant, args, ctx) =>
-      toConnection(await ctx.services.workers.listForTenant(tenant.id, { first: args.first, after: decodeCursor(args.after) }), !!args.after),
+      toConnection(
+        await ctx.services.workers.listForTenant(tenant.id, { first: args.first, after: decodeCursor(args.after) }),
+        !!args.after,
+      ),
   }),
 );
 
@@ -82,7 +106,10 @@ builder.queryFields((t) => ({
       status: t.arg({ type: [WorkerStatusEnum], required: false }),
     },
     resolve: async (_root, args, ctx) =>
-      toConnection(await ctx.services.workers.list({ first: args.first, after: decodeCursor(args.after), status: args.status }), !!args.after),
+      toConnection(
+        await ctx.services.workers.list({ first: args.first, after: decodeCursor(args.after), status: args.status }),
+        !!args.after,
+      ),
   }),
 }));
 
@@ -90,7 +117,8 @@ builder.queryFields((t) => ({
 
 function observedOf(value: unknown): Record<string, unknown> | null {
   if (value === undefined || value === null) return null;
-  if (typeof value !== 'object' || Array.isArray(value)) throw new ValidationError('observed must be a JSON object', 'input.observed');
+  if (typeof value !== 'object' || Array.isArray(value))
+    throw new ValidationError('observed must be a JSON object', 'input.observed');
   return value as Record<string, unknown>;
 }
 
@@ -100,7 +128,10 @@ const RegisterWorkerInput = builder.inputType('RegisterWorkerInput', {
     region: t.string({ required: false }),
     labels: t.field({ type: 'JSON', required: false }),
     capacity: t.field({ type: ResourcesInput, required: true }),
-    tenantId: t.id({ required: false, description: 'Dedicated to this tenant (its ADMIN may register it); absent = shared.' }),
+    tenantId: t.id({
+      required: false,
+      description: 'Dedicated to this tenant (its ADMIN may register it); absent = shared.',
+    }),
   }),
 });
 
@@ -160,7 +191,8 @@ builder.mutationFields((t) => ({
       const { worker, token } = await ctx.services.workers.register({
         name: input.name,
         region: input.region,
-        labels: input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+        labels:
+          input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
         capacity: input.capacity,
         tenantId: input.tenantId ? localIdOf(input.tenantId, 'Tenant') : null,
       });
@@ -180,13 +212,15 @@ builder.mutationFields((t) => ({
     type: WorkerResult,
     description: 'No new placements; running sandboxes stay.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => new WorkerPayload(await ctx.services.workers.drain(localIdOf(input.workerId, 'Worker'))),
+    resolve: async (_root, { input }, ctx) =>
+      new WorkerPayload(await ctx.services.workers.drain(localIdOf(input.workerId, 'Worker'))),
   }),
   deleteWorker: t.field({
     type: WorkerResult,
     description: 'Refused (LeaseConflictError) while the worker holds live leases.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => new WorkerPayload(await ctx.services.workers.delete(localIdOf(input.workerId, 'Worker'))),
+    resolve: async (_root, { input }, ctx) =>
+      new WorkerPayload(await ctx.services.workers.delete(localIdOf(input.workerId, 'Worker'))),
   }),
   heartbeat: t.field({
     type: WorkerResult,

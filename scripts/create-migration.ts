@@ -15,7 +15,9 @@ const pg = await startTestPostgres();
 try {
   for (const kind of ['sqlite', 'postgres'] as const) {
     const url =
-      kind === 'sqlite' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'flotilla-mig-')), 'db.sqlite')}` : await pg.createDatabase();
+      kind === 'sqlite'
+        ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'flotilla-mig-')), 'db.sqlite')}`
+        : await pg.createDatabase();
     const orm = await openOrm(parseDatabaseUrl(url), { migrationsPath: resolve('src/db/migrations', kind) });
     await migrate(orm);
     const result = await orm.getMigrator().createMigration(resolve('src/db/migrations', kind), false, false, name);

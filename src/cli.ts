@@ -116,7 +116,10 @@ async function serve(config: Config): Promise<number> {
  * Keeps a long-running command alive until SIGTERM or SIGINT, then runs its graceful stop once
  * and exits 0 (1 when the stop fails).
  */
-function runUntilSignal(stop: (signal: string) => Promise<void>, onError: (err: Error) => void = () => undefined): Promise<number> {
+function runUntilSignal(
+  stop: (signal: string) => Promise<void>,
+  onError: (err: Error) => void = () => undefined,
+): Promise<number> {
   let stopping = false;
   const handle = (signal: string) => {
     if (stopping) return;
@@ -147,7 +150,9 @@ async function runWorker(
   timing: Record<'heartbeatIntervalMs' | 'leaseTtlSeconds' | 'stopGraceMs', string | undefined>,
 ): Promise<number> {
   if (!url || !token) {
-    process.stderr.write('flotilla worker needs --url (the GraphQL endpoint) and --token (a worker token from registerWorker, or FLOTILLA_WORKER_TOKEN)\n');
+    process.stderr.write(
+      'flotilla worker needs --url (the GraphQL endpoint) and --token (a worker token from registerWorker, or FLOTILLA_WORKER_TOKEN)\n',
+    );
     return 2;
   }
   const numbers: { heartbeatIntervalMs?: number; leaseTtlSeconds?: number; stopGraceMs?: number } = {};
@@ -164,7 +169,14 @@ async function runWorker(
   const { default: WebSocket } = await import('ws');
   const log = (level: string) => (msg: string, data?: Record<string, unknown>) =>
     process.stdout.write(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...data })}\n`);
-  const agent = new WorkerAgent({ url, token, stateDir, ...numbers, webSocketImpl: WebSocket, logger: { info: log('info'), warn: log('warn') } });
+  const agent = new WorkerAgent({
+    url,
+    token,
+    stateDir,
+    ...numbers,
+    webSocketImpl: WebSocket,
+    logger: { info: log('info'), warn: log('warn') },
+  });
   await agent.start();
   log('info')('worker agent started', { workerId: agent.workerId });
   return runUntilSignal(() => agent.stop());
@@ -175,7 +187,9 @@ async function runMigrate(config: Config): Promise<number> {
   try {
     const applied = await migrate(orm);
     process.stdout.write(
-      applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}\n` : 'the database is up to date\n',
+      applied.length
+        ? `applied ${applied.length} migration(s): ${applied.join(', ')}\n`
+        : 'the database is up to date\n',
     );
     return 0;
   } finally {
@@ -191,8 +205,13 @@ async function tokenAdmin(config: Config): Promise<number> {
     const keys = new SigningKeys(orm, config.signingKeyFile);
     await keys.init();
     const tokens = new TokenService(orm, keys, { issuer: config.tokenIssuer, audience: config.tokenAudience });
-    const { token, file } = await mintAdminToken(orm, tokens, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
-    process.stderr.write(`platform-admin token for ${describeDatabase(config.databaseUrl)} (also written to ${file}):\n`);
+    const { token, file } = await mintAdminToken(orm, tokens, {
+      dataDir: config.dataDir,
+      ttlSeconds: config.adminTokenTtlSeconds,
+    });
+    process.stderr.write(
+      `platform-admin token for ${describeDatabase(config.databaseUrl)} (also written to ${file}):\n`,
+    );
     process.stdout.write(`${token}\n`);
     return 0;
   } finally {
@@ -218,7 +237,9 @@ async function keysCommand(config: Config, sub: string | undefined, kid: string 
     if (sub === 'rotate') {
       const created = await keys.rotate();
       process.stdout.write(`${created}\n`);
-      process.stderr.write('new signing key created; running servers pick it up within a minute, older keys keep verifying until removed\n');
+      process.stderr.write(
+        'new signing key created; running servers pick it up within a minute, older keys keep verifying until removed\n',
+      );
     } else if (sub === 'remove') {
       if (!(await keys.remove(kid as string))) {
         process.stderr.write(`no key ${kid}\n`);
@@ -228,7 +249,9 @@ async function keysCommand(config: Config, sub: string | undefined, kid: string 
     }
     if (sub === 'list') {
       for (const k of keys.list()) {
-        process.stdout.write(`${k.kid}  ${k.alg}  created ${k.createdAt}  ${k.signing ? 'SIGNING' : k.retiredAt ? `retired ${k.retiredAt}` : ''}\n`);
+        process.stdout.write(
+          `${k.kid}  ${k.alg}  created ${k.createdAt}  ${k.signing ? 'SIGNING' : k.retiredAt ? `retired ${k.retiredAt}` : ''}\n`,
+        );
       }
     }
     return 0;
@@ -242,7 +265,8 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
     else if (err instanceof PendingMigrationsError) process.stderr.write(`${err.message}\n`);
-    else if (err instanceof Error && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) process.stderr.write(`${err.message}\n\n${HELP}`);
+    else if (err instanceof Error && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))
+      process.stderr.write(`${err.message}\n\n${HELP}`);
     else process.stderr.write(`flotilla: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   },

@@ -3,7 +3,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CreateSandboxDocument, CreateTenantDocument, RegisterWorkerDocument, TenantDocument, createClient, unwrapPayload } from './client/index.js';
+import {
+  CreateSandboxDocument,
+  CreateTenantDocument,
+  RegisterWorkerDocument,
+  TenantDocument,
+  createClient,
+  unwrapPayload,
+} from './client/index.js';
 import { loadConfig } from './config/index.js';
 import { startFlotilla, type Flotilla } from './server/app.js';
 
@@ -24,7 +31,10 @@ export interface Demo {
  * processes) and a handful of sandboxes running a small agent script, so GraphiQL and the
  * dashboard show live activity at once.
  */
-export async function startDemo(env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = console.log): Promise<Demo> {
+export async function startDemo(
+  env: NodeJS.ProcessEnv = process.env,
+  log: (line: string) => void = console.log,
+): Promise<Demo> {
   const dataDir = env.FLOTILLA_DATA_DIR ?? mkdtempSync(join(tmpdir(), 'flotilla-demo-'));
   const config = loadConfig({
     FLOTILLA_DATABASE_URL: `sqlite:${join(dataDir, 'demo.db')}`,
@@ -40,7 +50,9 @@ export async function startDemo(env: NodeJS.ProcessEnv = process.env, log: (line
   const existing = await api.query(TenantDocument, { slug: 'demo' });
   let tenantId = existing.ok ? existing.data.tenant?.id : undefined;
   if (!tenantId) {
-    const created = await api.mutate(CreateTenantDocument, { input: { slug: 'demo', name: 'Demo fleet', quota: { maxSandboxes: 8, maxCpuMillis: 4000, maxMemoryMb: 4096 } } });
+    const created = await api.mutate(CreateTenantDocument, {
+      input: { slug: 'demo', name: 'Demo fleet', quota: { maxSandboxes: 8, maxCpuMillis: 4000, maxMemoryMb: 4096 } },
+    });
     if (!created.ok) throw new Error(created.error.message);
     const payload = unwrapPayload(created.data.createTenant);
     if (!payload.ok) throw new Error(payload.error.message);
@@ -50,21 +62,36 @@ export async function startDemo(env: NodeJS.ProcessEnv = process.env, log: (line
   const workers: ChildProcess[] = [];
   for (const n of [1, 2]) {
     const registered = await api.mutate(RegisterWorkerDocument, {
-      input: { name: `demo-worker-${n}-${Date.now().toString(36)}`, region: 'local', labels: { runtime: 'process' }, capacity: { cpuMillis: 2000, memoryMb: 2048 } },
+      input: {
+        name: `demo-worker-${n}-${Date.now().toString(36)}`,
+        region: 'local',
+        labels: { runtime: 'process' },
+        capacity: { cpuMillis: 2000, memoryMb: 2048 },
+      },
     });
     if (!registered.ok) throw new Error(registered.error.message);
     const result = registered.data.registerWorker;
     if (result.__typename !== 'RegisterWorkerPayload') throw new Error(`registerWorker: ${result.__typename}`);
-    const child = spawn(process.execPath, [BIN, 'worker', '--url', app.graphqlUrl, '--state-dir', join(dataDir, `worker-${n}`)], {
-      env: { ...process.env, FLOTILLA_WORKER_TOKEN: result.token, DEMO_THINK_MS: env.DEMO_THINK_MS ?? '2000' },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [BIN, 'worker', '--url', app.graphqlUrl, '--state-dir', join(dataDir, `worker-${n}`)],
+      {
+        env: { ...process.env, FLOTILLA_WORKER_TOKEN: result.token, DEMO_THINK_MS: env.DEMO_THINK_MS ?? '2000' },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
     workers.push(child);
   }
 
   for (const name of DEMO_SANDBOXES) {
     const created = await api.mutate(CreateSandboxDocument, {
-      input: { tenantId, name: `${name}-${Date.now().toString(36)}`, image: 'demo/agent:latest', command: [process.execPath, DEMO_AGENT], resources: { cpuMillis: 250, memoryMb: 256 } },
+      input: {
+        tenantId,
+        name: `${name}-${Date.now().toString(36)}`,
+        image: 'demo/agent:latest',
+        command: [process.execPath, DEMO_AGENT],
+        resources: { cpuMillis: 250, memoryMb: 256 },
+      },
     });
     if (!created.ok) throw new Error(created.error.message);
   }
@@ -91,7 +118,9 @@ export async function startDemo(env: NodeJS.ProcessEnv = process.env, log: (line
     workers,
     async stop() {
       for (const w of workers) w.kill('SIGTERM');
-      await Promise.all(workers.map((w) => (w.exitCode !== null ? Promise.resolve() : new Promise((r) => w.once('exit', r)))));
+      await Promise.all(
+        workers.map((w) => (w.exitCode !== null ? Promise.resolve() : new Promise((r) => w.once('exit', r)))),
+      );
       await app.close();
     },
   };

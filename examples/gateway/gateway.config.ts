@@ -18,7 +18,8 @@ function clientAuthorization(context: unknown): string | null {
   if (typeof context !== 'object' || context === null || !('headers' in context)) return null;
   const headers = context.headers;
   if (typeof headers !== 'object' || headers === null) return null;
-  const value = 'authorization' in headers ? headers.authorization : 'Authorization' in headers ? headers.Authorization : null;
+  const value =
+    'authorization' in headers ? headers.authorization : 'Authorization' in headers ? headers.Authorization : null;
   return typeof value === 'string' ? value : null;
 }
 
@@ -67,7 +68,9 @@ export const gatewayConfig = defineConfig({
   propagateHeaders: {
     // Over graphql-ws the request is the socket's upgrade request, which carries no token: Hive
     // Gateway merges the connectionParams into context.headers, so look there first.
-    fromClientToSubgraphs: ({ request, context }) => ({ authorization: clientAuthorization(context) ?? request.headers.get('authorization') }),
+    fromClientToSubgraphs: ({ request, context }) => ({
+      authorization: clientAuthorization(context) ?? request.headers.get('authorization'),
+    }),
   },
   transportEntries: {
     // Subscriptions to Flotilla go over graphql-ws on its GraphQL path, authenticated the way

@@ -151,7 +151,17 @@ async function launchGateway(
     group.children,
     'gateway',
     process.execPath,
-    [GATEWAY_BIN, 'supergraph', supergraphFile, '--config-path', GATEWAY_CONFIG, '--host', host, '--port', String(port)],
+    [
+      GATEWAY_BIN,
+      'supergraph',
+      supergraphFile,
+      '--config-path',
+      GATEWAY_CONFIG,
+      '--host',
+      host,
+      '--port',
+      String(port),
+    ],
     // The config file is TypeScript; tsx lets Node load it.
     {
       ...process.env,
@@ -201,7 +211,10 @@ function startProcess(
 ): Promise<RegExpExecArray> {
   const logged = spawnLogged(children, name, command, args, opts.env, opts.onOutput);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`${name} did not start within ${START_TIMEOUT_MS} ms:\n${logged.output()}`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => fail(new Error(`${name} did not start within ${START_TIMEOUT_MS} ms:\n${logged.output()}`)),
+      START_TIMEOUT_MS,
+    );
     const check = () => {
       const match = opts.ready.exec(logged.output());
       if (match) {
@@ -212,7 +225,8 @@ function startProcess(
         resolve(match);
       }
     };
-    const onExit = (code: number | null) => fail(new Error(`${name} exited with ${code} before it was ready:\n${logged.output()}`));
+    const onExit = (code: number | null) =>
+      fail(new Error(`${name} exited with ${code} before it was ready:\n${logged.output()}`));
     function fail(err: Error) {
       clearTimeout(timer);
       logged.child.off('exit', onExit);

@@ -75,7 +75,9 @@ export interface SandboxResources {
 /** The hourly list price of a sandbox's resources, rounded up to a whole cent. */
 export function costCentsPerHour(resources: SandboxResources): number {
   // One division of integers, so a whole number of cents is never rounded up by float error.
-  const numerator = resources.cpuMillis * CENTS_PER_CORE_HOUR * MB_PER_GIB + resources.memoryMb * CENTS_PER_GIB_HOUR * MILLICORES_PER_CORE;
+  const numerator =
+    resources.cpuMillis * CENTS_PER_CORE_HOUR * MB_PER_GIB +
+    resources.memoryMb * CENTS_PER_GIB_HOUR * MILLICORES_PER_CORE;
   return Math.ceil(numerator / (MILLICORES_PER_CORE * MB_PER_GIB));
 }
 
@@ -111,9 +113,13 @@ export function flotillaClient(graphqlUrl: string, authorization: string | null)
       headers: { 'content-type': 'application/json', accept: 'application/json', authorization },
       body: JSON.stringify({ query, variables }),
     });
-    const body = (await res.json()) as { data?: T | null; errors?: { message: string; extensions?: { code?: string } }[] };
+    const body = (await res.json()) as {
+      data?: T | null;
+      errors?: { message: string; extensions?: { code?: string } }[];
+    };
     const [first] = body.errors ?? [];
-    if (first) throw new GraphQLError(first.message, { extensions: { code: first.extensions?.code ?? 'FLOTILLA_ERROR' } });
+    if (first)
+      throw new GraphQLError(first.message, { extensions: { code: first.extensions?.code ?? 'FLOTILLA_ERROR' } });
     if (!body.data) throw new GraphQLError('Flotilla returned no data', { extensions: { code: 'FLOTILLA_ERROR' } });
     return body.data;
   };
@@ -166,17 +172,25 @@ export function createUsageSchema(store: BillingStore): GraphQLSchema {
           billingPlans: () => [...PLANS],
         },
         Mutation: {
-          setBudget: async (_root: unknown, args: { tenantId: string; cents: number; plan?: string | null }, ctx: UsageContext) => {
+          setBudget: async (
+            _root: unknown,
+            args: { tenantId: string; cents: number; plan?: string | null },
+            ctx: UsageContext,
+          ) => {
             if (!Number.isInteger(args.cents) || args.cents < 0 || args.cents > MAX_BUDGET_CENTS) {
-              throw new GraphQLError(`cents must be an integer from 0 to ${MAX_BUDGET_CENTS}`, { extensions: { code: 'BAD_USER_INPUT' } });
+              throw new GraphQLError(`cents must be an integer from 0 to ${MAX_BUDGET_CENTS}`, {
+                extensions: { code: 'BAD_USER_INPUT' },
+              });
             }
             const plan = args.plan ?? null;
-            if (plan !== null && !isPlan(plan)) throw new GraphQLError('unknown plan', { extensions: { code: 'BAD_USER_INPUT' } });
+            if (plan !== null && !isPlan(plan))
+              throw new GraphQLError('unknown plan', { extensions: { code: 'BAD_USER_INPUT' } });
             const data = await ctx.flotilla<{ viewer: { platformAdmin: boolean }; tenant: { id: string } | null }>(
               'query Can($id: ID!) { viewer { platformAdmin } tenant(id: $id) { id } }',
               { id: args.tenantId },
             );
-            if (!data.viewer.platformAdmin) throw new GraphQLError('only a platform admin may set budgets', { extensions: { code: 'FORBIDDEN' } });
+            if (!data.viewer.platformAdmin)
+              throw new GraphQLError('only a platform admin may set budgets', { extensions: { code: 'FORBIDDEN' } });
             if (!data.tenant) throw new GraphQLError('no such tenant', { extensions: { code: 'NOT_FOUND' } });
             store.setBudget(data.tenant.id, args.cents, plan);
             return { id: data.tenant.id };
@@ -188,7 +202,9 @@ export function createUsageSchema(store: BillingStore): GraphQLSchema {
           // representation alone, so no authorization is needed: nothing of Flotilla's is read.
           costCentsPerHour: (sandbox: SandboxReference) => {
             if (!isResources(sandbox.resources)) {
-              throw new GraphQLError('costCentsPerHour needs the sandbox resources (the gateway sends them)', { extensions: { code: 'BAD_USER_INPUT' } });
+              throw new GraphQLError('costCentsPerHour needs the sandbox resources (the gateway sends them)', {
+                extensions: { code: 'BAD_USER_INPUT' },
+              });
             }
             return costCentsPerHour(sandbox.resources);
           },

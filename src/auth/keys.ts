@@ -112,15 +112,26 @@ export class SigningKeys {
 
   /** Every kept key, oldest first, without private material. */
   list(): { kid: string; alg: string; createdAt: string; retiredAt: string | null; signing: boolean }[] {
-    return this.keys.map((k) => ({ kid: k.kid, alg: k.alg, createdAt: k.createdAt, retiredAt: k.retiredAt, signing: k.kid === this.signer?.kid }));
+    return this.keys.map((k) => ({
+      kid: k.kid,
+      alg: k.alg,
+      createdAt: k.createdAt,
+      retiredAt: k.retiredAt,
+      signing: k.kid === this.signer?.kid,
+    }));
   }
 
   /** Re-reads the keys (another replica may have rotated). */
   async reload(): Promise<void> {
     this.keys = this.file ? this.readFile() : await this.readDatabase();
     this.keySet = createLocalJWKSet(this.jwks());
-    const active = this.keys.filter((k) => !k.retiredAt).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).at(-1);
-    this.signer = active ? { kid: active.kid, key: (await importJWK(active.privateJwk, SIGNING_ALG)) as PrivateKey } : null;
+    const active = this.keys
+      .filter((k) => !k.retiredAt)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      .at(-1);
+    this.signer = active
+      ? { kid: active.kid, key: (await importJWK(active.privateJwk, SIGNING_ALG)) as PrivateKey }
+      : null;
   }
 
   currentSigner(): { kid: string; key: PrivateKey } {

@@ -1,4 +1,12 @@
-import { SignJWT, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import {
+  SignJWT,
+  decodeJwt,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  jwtVerify,
+  type JWTPayload,
+  type ProtectedHeaderParameters,
+} from 'jose';
 import type { Em, Orm } from '../db/orm.js';
 import { ApiToken, type TokenKind } from '../db/entities/api-token.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
@@ -130,7 +138,8 @@ export class TokenService {
     const record = await em.findOne(ApiToken, { id: payload.jti });
     if (!record) throw new AuthenticationError('token is not known to this server');
     if (record.revokedAt) throw new AuthenticationError('token has been revoked');
-    if (record.expiresAt && record.expiresAt.getTime() <= now.getTime()) throw new AuthenticationError('token has expired');
+    if (record.expiresAt && record.expiresAt.getTime() <= now.getTime())
+      throw new AuthenticationError('token has expired');
 
     const tenantRoles = new Map<string, TenantRole>();
     if (record.kind === 'API' && record.tenant && record.role) tenantRoles.set(record.tenant.id, record.role);
@@ -161,7 +170,8 @@ export class TokenService {
   }
 
   private async verifySignature(token: string, header: ProtectedHeaderParameters, now: Date): Promise<JWTPayload> {
-    if (header.alg !== SIGNING_ALG) throw new AuthenticationError(`token algorithm ${String(header.alg)} is not accepted`);
+    if (header.alg !== SIGNING_ALG)
+      throw new AuthenticationError(`token algorithm ${String(header.alg)} is not accepted`);
     const kid = header.kid;
     if (!kid) throw new AuthenticationError('token has no key id');
     // Another replica may have rotated the key since we loaded ours.
@@ -199,11 +209,16 @@ function inspect(token: string): { header: ProtectedHeaderParameters; issuer: st
 
 function describeJoseError(err: unknown): string {
   if (err instanceof joseErrors.JWTExpired) return 'token has expired';
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return `token claim "${err.claim}" is not valid: ${err.reason}`;
+  if (err instanceof joseErrors.JWTClaimValidationFailed)
+    return `token claim "${err.claim}" is not valid: ${err.reason}`;
   if (err instanceof joseErrors.JWKSNoMatchingKey) return 'token was signed by an unknown key';
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'token signature is not valid';
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'token algorithm is not accepted';
-  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError)) {
+  if (
+    err instanceof joseErrors.JWKSTimeout ||
+    err instanceof joseErrors.JWKSInvalid ||
+    !(err instanceof joseErrors.JOSEError)
+  ) {
     return "token could not be verified: the issuer's keys are unavailable";
   }
   return 'token could not be verified';

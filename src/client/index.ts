@@ -59,9 +59,12 @@ export interface TypedUnionMember {
  */
 export function unwrapPayload<T extends TypedUnionMember>(
   value: T,
-): { ok: true; payload: Extract<T, { __typename?: `${string}Payload` }> } | { ok: false; error: { typename: string; code: string; message: string } } {
+):
+  | { ok: true; payload: Extract<T, { __typename?: `${string}Payload` }> }
+  | { ok: false; error: { typename: string; code: string; message: string } } {
   const typename = value.__typename ?? '';
-  if (typename.endsWith('Payload')) return { ok: true, payload: value as Extract<T, { __typename?: `${string}Payload` }> };
+  if (typename.endsWith('Payload'))
+    return { ok: true, payload: value as Extract<T, { __typename?: `${string}Payload` }> };
   return { ok: false, error: { typename, code: value.code ?? 'UNKNOWN', message: value.message ?? typename } };
 }
 
@@ -81,13 +84,25 @@ export interface FlotillaClient {
   query<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables?: V): Promise<Result<T>>;
   mutate<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables?: V): Promise<Result<T>>;
   /** One unbroken stream of events: reconnects and resumes from the last cursor by itself. */
-  subscribe<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables: V, options?: SubscribeOptions<T>): AsyncIterableIterator<T>;
+  subscribe<T, V extends Vars>(
+    document: TypedDocumentNode<T, V>,
+    variables: V,
+    options?: SubscribeOptions<T>,
+  ): AsyncIterableIterator<T>;
   close(): Promise<void>;
 }
 
 /** Errors a subscription does not retry: the server refused it, retrying cannot help. */
 // INVALID_CURSOR: the same cursor is refused again on every retry (see docs/subscriptions.md).
-const FATAL_CODES = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'GRAPHQL_VALIDATION_FAILED', 'GRAPHQL_PARSE_FAILED', 'VALIDATION_FAILED', 'NOT_FOUND', 'INVALID_CURSOR']);
+const FATAL_CODES = new Set([
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'GRAPHQL_VALIDATION_FAILED',
+  'GRAPHQL_PARSE_FAILED',
+  'VALIDATION_FAILED',
+  'NOT_FOUND',
+  'INVALID_CURSOR',
+]);
 
 /** A subscription the server refused; retrying cannot help. `error.code` says why. */
 export class FatalSubscriptionError extends Error {
@@ -111,7 +126,11 @@ export function createClient(options: ClientOptions): FlotillaClient {
       try {
         res = await fetch(options.url, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json', authorization: `Bearer ${token()}` },
+          headers: {
+            'content-type': 'application/json',
+            accept: 'application/graphql-response+json, application/json',
+            authorization: `Bearer ${token()}`,
+          },
           body,
         });
       } catch (err) {
@@ -176,7 +195,11 @@ export function createClient(options: ClientOptions): FlotillaClient {
     }
   }
 
-  async function* subscribe<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables: V, opts: SubscribeOptions<T> = {}): AsyncGenerator<T> {
+  async function* subscribe<T, V extends Vars>(
+    document: TypedDocumentNode<T, V>,
+    variables: V,
+    opts: SubscribeOptions<T> = {},
+  ): AsyncGenerator<T> {
     const cursorVariable = opts.cursorVariable ?? 'after';
     let cursor = (variables as Vars)[cursorVariable] as string | null | undefined;
     let attempt = 0;
@@ -234,23 +257,41 @@ async function parseResponse<T>(res: Response): Promise<Result<T>> {
   try {
     body = (await res.json()) as Body;
   } catch {
-    return { ok: false, error: { kind: 'http', code: String(res.status), status: res.status, message: `HTTP ${res.status}` } };
+    return {
+      ok: false,
+      error: { kind: 'http', code: String(res.status), status: res.status, message: `HTTP ${res.status}` },
+    };
   }
   if (body?.errors?.length) {
     const first = body.errors[0];
     return {
       ok: false,
-      error: { kind: 'graphql', code: String(first.extensions?.code ?? 'GRAPHQL_ERROR'), message: first.message, status: res.status, errors: body.errors },
+      error: {
+        kind: 'graphql',
+        code: String(first.extensions?.code ?? 'GRAPHQL_ERROR'),
+        message: first.message,
+        status: res.status,
+        errors: body.errors,
+      },
     };
   }
   if (!res.ok || !body?.data) {
-    return { ok: false, error: { kind: 'http', code: String(res.status), status: res.status, message: `HTTP ${res.status}` } };
+    return {
+      ok: false,
+      error: { kind: 'http', code: String(res.status), status: res.status, message: `HTTP ${res.status}` },
+    };
   }
   return { ok: true, data: body.data };
 }
 
 /** GraphQL over SSE (Yoga's distinct-connections mode): `event: next` / `event: complete`. */
-async function* sseStream<T>(url: string, token: string, document: DocumentNode, variables: Vars, signal: AbortSignal | undefined): AsyncGenerator<T> {
+async function* sseStream<T>(
+  url: string,
+  token: string,
+  document: DocumentNode,
+  variables: Vars,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<T> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
@@ -259,7 +300,10 @@ async function* sseStream<T>(url: string, token: string, document: DocumentNode,
   });
   if (!res.ok || !res.body) {
     const parsed = await parseResponse<T>(res);
-    if (!parsed.ok) throw toFatalIfRefused(parsed.error.errors ?? [{ message: parsed.error.message, extensions: { code: parsed.error.code } }]);
+    if (!parsed.ok)
+      throw toFatalIfRefused(
+        parsed.error.errors ?? [{ message: parsed.error.message, extensions: { code: parsed.error.code } }],
+      );
     throw new Error(`HTTP ${res.status}`);
   }
   const decoder = new TextDecoder();
@@ -278,7 +322,10 @@ async function* sseStream<T>(url: string, token: string, document: DocumentNode,
         .join('\n');
       if (event === 'complete') return;
       if (event === 'next' && data) {
-        const result = JSON.parse(data) as { data?: T; errors?: { message: string; extensions?: Record<string, unknown> }[] };
+        const result = JSON.parse(data) as {
+          data?: T;
+          errors?: { message: string; extensions?: Record<string, unknown> }[];
+        };
         if (result.errors?.length) throw toFatalIfRefused(result.errors);
         if (result.data) yield result.data;
       }

@@ -26,7 +26,8 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   if (trimmed.startsWith('sqlite:')) {
     let location = trimmed.slice('sqlite:'.length);
     if (location.startsWith('//')) location = location.slice(2);
-    if (location === '') throw new Error('a sqlite URL needs a file path, e.g. sqlite:./data/flotilla.db or sqlite::memory:');
+    if (location === '')
+      throw new Error('a sqlite URL needs a file path, e.g. sqlite:./data/flotilla.db or sqlite::memory:');
     return { kind: 'sqlite', url: trimmed, location };
   }
   if (trimmed.startsWith('postgres://') || trimmed.startsWith('postgresql://')) {
@@ -84,10 +85,15 @@ function jsonValue<T extends z.ZodType>(schema: T) {
 export const MIN_HS256_SECRET_BYTES = 32;
 
 /** Maps one group of an external token to a role: platform admin, or a role in a tenant (by slug). */
-const groupRoleSchema = z.union([
-  z.object({ group: z.string().min(1), platformAdmin: z.literal(true) }).strict(),
-  z.object({ group: z.string().min(1), tenant: z.string().min(1), role: z.enum(TENANT_ROLES) }).strict(),
-], { error: `must be {"group", "platformAdmin": true} or {"group", "tenant": "<slug>", "role": "${TENANT_ROLES.join('|')}"}` });
+const groupRoleSchema = z.union(
+  [
+    z.object({ group: z.string().min(1), platformAdmin: z.literal(true) }).strict(),
+    z.object({ group: z.string().min(1), tenant: z.string().min(1), role: z.enum(TENANT_ROLES) }).strict(),
+  ],
+  {
+    error: `must be {"group", "platformAdmin": true} or {"group", "tenant": "<slug>", "role": "${TENANT_ROLES.join('|')}"}`,
+  },
+);
 
 const externalIssuerFields = {
   issuer: z.string().min(1),
@@ -103,7 +109,10 @@ const oidcIssuerSchema = z
   .object({
     ...externalIssuerFields,
     jwksUrl: z.url(),
-    algorithms: z.array(z.enum(['RS256', 'ES256'])).min(1).default(['RS256', 'ES256']),
+    algorithms: z
+      .array(z.enum(['RS256', 'ES256']))
+      .min(1)
+      .default(['RS256', 'ES256']),
     /** Least time between two JWKS fetches triggered by an unknown kid. */
     jwksCooldownSeconds: z.number().min(0).max(3600).default(30),
     jwksTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
@@ -115,7 +124,10 @@ const hs256IssuerSchema = z
     ...externalIssuerFields,
     secret: z
       .string()
-      .refine((s) => Buffer.byteLength(s, 'utf8') >= MIN_HS256_SECRET_BYTES, `must be at least ${MIN_HS256_SECRET_BYTES} bytes`),
+      .refine(
+        (s) => Buffer.byteLength(s, 'utf8') >= MIN_HS256_SECRET_BYTES,
+        `must be at least ${MIN_HS256_SECRET_BYTES} bytes`,
+      ),
   })
   .strict();
 
@@ -123,91 +135,102 @@ export type OidcIssuerConfig = z.output<typeof oidcIssuerSchema>;
 export type Hs256IssuerConfig = z.output<typeof hs256IssuerSchema>;
 export type GroupRole = z.output<typeof groupRoleSchema>;
 
-const configSchema = z.object({
-  databaseUrl: z
-    .string()
-    .default('sqlite:./data/flotilla.db')
-    .transform((url, ctx) => {
-      try {
-        return parseDatabaseUrl(url);
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message });
-        return z.NEVER;
+const configSchema = z
+  .object({
+    databaseUrl: z
+      .string()
+      .default('sqlite:./data/flotilla.db')
+      .transform((url, ctx) => {
+        try {
+          return parseDatabaseUrl(url);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      }),
+    port: intFrom(0, 65535).default(4000),
+    host: z.string().min(1).default('127.0.0.1'),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+    dataDir: z.string().min(1).default('./data'),
+    /**
+     * Postgres only: where the one LISTEN connection per process goes, when FLOTILLA_DATABASE_URL
+     * points at a pooler in transaction mode (LISTEN needs a session). Defaults to the database URL.
+     */
+    eventListenUrl: z
+      .string()
+      .optional()
+      .transform((url, ctx) => {
+        if (url === undefined) return undefined;
+        try {
+          const target = parseDatabaseUrl(url);
+          if (target.kind !== 'postgres') throw new Error('must be a postgres:// URL');
+          return target;
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      }),
+    /** How long events stay in the log before the sweeper prunes them. */
+    eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
+    /** A worker whose last heartbeat is older than this reads as OFFLINE. */
+    heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
+    /** Apply pending migrations when `serve` starts; when false, refuse to start with pending ones. */
+    migrateOnStart: boolFrom.default(true),
+    /** How long SIGTERM waits for in-flight requests before closing the rest. */
+    shutdownTimeoutMs: intFrom(0, 10 * 60 * 1000).default(10_000),
+    /** Keep the server's signing keys in this JSON file instead of the database. */
+    signingKeyFile: z.string().min(1).optional(),
+    /** Issuer and audience of the tokens this server mints. */
+    tokenIssuer: z.string().min(1).default('flotilla'),
+    tokenAudience: z.string().min(1).default('flotilla'),
+    /** Lifetime of the bootstrap platform-admin token. */
+    adminTokenTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
+    /** OIDC issuers whose tokens are accepted (JSON array). */
+    oidcIssuers: jsonValue(z.array(oidcIssuerSchema)).default([]),
+    /** HS256 shared-secret issuers (JSON array); none unless configured. */
+    hs256Issuers: jsonValue(z.array(hs256IssuerSchema)).default([]),
+    /** Longest lifetime createApiToken grants. */
+    apiTokenMaxTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
+    /** Hostile-input limits (see docs/security.md). */
+    maxBodyBytes: intFrom(1024, 64 * 1024 * 1024).default(1024 * 1024),
+    maxQueryDepth: intFrom(2, 100).default(12),
+    maxQueryComplexity: intFrom(10, 10_000_000).default(25_000),
+    maxAliases: intFrom(0, 10_000).default(30),
+    maxTokens: intFrom(100, 1_000_000).default(5_000),
+    introspection: boolFrom.default(true),
+    csrfPrevention: boolFrom.default(true),
+    /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
+    rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
+    /** A JSON object {"<sha256 hex>": "<query>"} of persisted operations. */
+    persistedOperationsFile: z.string().min(1).optional(),
+    /** Refuse any operation that is not in the persisted-operations file. */
+    persistedOperationsOnly: boolFrom.default(false),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>([config.tokenIssuer]);
+    for (const [list, key] of [
+      [config.oidcIssuers, 'oidcIssuers'],
+      [config.hs256Issuers, 'hs256Issuers'],
+    ] as const) {
+      for (const [i, issuer] of list.entries()) {
+        // Tokens are routed by `iss`: one issuer, one key source, or algorithm confusion creeps back in.
+        if (seen.has(issuer.issuer))
+          ctx.addIssue({
+            code: 'custom',
+            path: [key, i, 'issuer'],
+            message: `issuer "${issuer.issuer}" is configured twice (or is this server's own issuer)`,
+          });
+        seen.add(issuer.issuer);
       }
-    }),
-  port: intFrom(0, 65535).default(4000),
-  host: z.string().min(1).default('127.0.0.1'),
-  logLevel: z.enum(LOG_LEVELS).default('info'),
-  dataDir: z.string().min(1).default('./data'),
-  /**
-   * Postgres only: where the one LISTEN connection per process goes, when FLOTILLA_DATABASE_URL
-   * points at a pooler in transaction mode (LISTEN needs a session). Defaults to the database URL.
-   */
-  eventListenUrl: z
-    .string()
-    .optional()
-    .transform((url, ctx) => {
-      if (url === undefined) return undefined;
-      try {
-        const target = parseDatabaseUrl(url);
-        if (target.kind !== 'postgres') throw new Error('must be a postgres:// URL');
-        return target;
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message });
-        return z.NEVER;
-      }
-    }),
-  /** How long events stay in the log before the sweeper prunes them. */
-  eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
-  /** A worker whose last heartbeat is older than this reads as OFFLINE. */
-  heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
-  /** Apply pending migrations when `serve` starts; when false, refuse to start with pending ones. */
-  migrateOnStart: boolFrom.default(true),
-  /** How long SIGTERM waits for in-flight requests before closing the rest. */
-  shutdownTimeoutMs: intFrom(0, 10 * 60 * 1000).default(10_000),
-  /** Keep the server's signing keys in this JSON file instead of the database. */
-  signingKeyFile: z.string().min(1).optional(),
-  /** Issuer and audience of the tokens this server mints. */
-  tokenIssuer: z.string().min(1).default('flotilla'),
-  tokenAudience: z.string().min(1).default('flotilla'),
-  /** Lifetime of the bootstrap platform-admin token. */
-  adminTokenTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
-  /** OIDC issuers whose tokens are accepted (JSON array). */
-  oidcIssuers: jsonValue(z.array(oidcIssuerSchema)).default([]),
-  /** HS256 shared-secret issuers (JSON array); none unless configured. */
-  hs256Issuers: jsonValue(z.array(hs256IssuerSchema)).default([]),
-  /** Longest lifetime createApiToken grants. */
-  apiTokenMaxTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
-  /** Hostile-input limits (see docs/security.md). */
-  maxBodyBytes: intFrom(1024, 64 * 1024 * 1024).default(1024 * 1024),
-  maxQueryDepth: intFrom(2, 100).default(12),
-  maxQueryComplexity: intFrom(10, 10_000_000).default(25_000),
-  maxAliases: intFrom(0, 10_000).default(30),
-  maxTokens: intFrom(100, 1_000_000).default(5_000),
-  introspection: boolFrom.default(true),
-  csrfPrevention: boolFrom.default(true),
-  /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
-  rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
-  /** A JSON object {"<sha256 hex>": "<query>"} of persisted operations. */
-  persistedOperationsFile: z.string().min(1).optional(),
-  /** Refuse any operation that is not in the persisted-operations file. */
-  persistedOperationsOnly: boolFrom.default(false),
-}).superRefine((config, ctx) => {
-  const seen = new Set<string>([config.tokenIssuer]);
-  for (const [list, key] of [
-    [config.oidcIssuers, 'oidcIssuers'],
-    [config.hs256Issuers, 'hs256Issuers'],
-  ] as const) {
-    for (const [i, issuer] of list.entries()) {
-      // Tokens are routed by `iss`: one issuer, one key source, or algorithm confusion creeps back in.
-      if (seen.has(issuer.issuer)) ctx.addIssue({ code: 'custom', path: [key, i, 'issuer'], message: `issuer "${issuer.issuer}" is configured twice (or is this server's own issuer)` });
-      seen.add(issuer.issuer);
     }
-  }
-  if (config.persistedOperationsOnly && !config.persistedOperationsFile) {
-    ctx.addIssue({ code: 'custom', path: ['persistedOperationsOnly'], message: 'needs FLOTILLA_PERSISTED_OPERATIONS_FILE' });
-  }
-});
+    if (config.persistedOperationsOnly && !config.persistedOperationsFile) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['persistedOperationsOnly'],
+        message: 'needs FLOTILLA_PERSISTED_OPERATIONS_FILE',
+      });
+    }
+  });
 
 export type Config = z.output<typeof configSchema>;
 type ConfigKey = keyof z.input<typeof configSchema>;

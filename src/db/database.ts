@@ -19,7 +19,9 @@ export interface DatabaseOptions {
 
 export class PendingMigrationsError extends Error {
   constructor(readonly pending: string[]) {
-    super(`the database has ${pending.length} pending migration(s) (${pending.join(', ')}); run \`flotilla migrate\` first`);
+    super(
+      `the database has ${pending.length} pending migration(s) (${pending.join(', ')}); run \`flotilla migrate\` first`,
+    );
   }
 }
 

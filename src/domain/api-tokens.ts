@@ -38,12 +38,22 @@ export class ApiTokenService {
       { tenantId: isUuid(input.tenantId) ? input.tenantId : null },
       async (em) => {
         const authority = this.authority();
-        if (!isUuid(input.tenantId) || !hasTenantRole(identity, input.tenantId, 'VIEWER')) throw new NotFoundError('Tenant', input.tenantId);
-        if (!hasTenantRole(identity, input.tenantId, 'ADMIN')) throw new ForbiddenError('only a tenant ADMIN may create API tokens');
-        if (!TENANT_ROLES.includes(input.role)) throw new ValidationError(`role must be one of ${TENANT_ROLES.join(', ')}`, 'input.role');
+        if (!isUuid(input.tenantId) || !hasTenantRole(identity, input.tenantId, 'VIEWER'))
+          throw new NotFoundError('Tenant', input.tenantId);
+        if (!hasTenantRole(identity, input.tenantId, 'ADMIN'))
+          throw new ForbiddenError('only a tenant ADMIN may create API tokens');
+        if (!TENANT_ROLES.includes(input.role))
+          throw new ValidationError(`role must be one of ${TENANT_ROLES.join(', ')}`, 'input.role');
         const maxTtl = authority.maxApiTokenTtlSeconds;
-        if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < MIN_API_TOKEN_TTL_SECONDS || input.ttlSeconds > maxTtl) {
-          throw new ValidationError(`ttlSeconds must be a whole number from ${MIN_API_TOKEN_TTL_SECONDS} to ${maxTtl}`, 'input.ttlSeconds');
+        if (
+          !Number.isInteger(input.ttlSeconds) ||
+          input.ttlSeconds < MIN_API_TOKEN_TTL_SECONDS ||
+          input.ttlSeconds > maxTtl
+        ) {
+          throw new ValidationError(
+            `ttlSeconds must be a whole number from ${MIN_API_TOKEN_TTL_SECONDS} to ${maxTtl}`,
+            'input.ttlSeconds',
+          );
         }
         const tenant = await em.findOne(Tenant, { id: input.tenantId });
         if (!tenant) throw new NotFoundError('Tenant', input.tenantId);
@@ -52,7 +62,14 @@ export class ApiTokenService {
         // Its own subject: an API token never inherits its creator's memberships.
         const minted = await authority.mint(
           em,
-          { id, kind: 'API', subject: `api-token:${id}`, tenantId: tenant.id, role: input.role, ttlSeconds: input.ttlSeconds },
+          {
+            id,
+            kind: 'API',
+            subject: `api-token:${id}`,
+            tenantId: tenant.id,
+            role: input.role,
+            ttlSeconds: input.ttlSeconds,
+          },
           now,
         );
         await em.flush();
@@ -76,7 +93,10 @@ export class ApiTokenService {
         this.authority(); // refuse before writing when live sockets could not be ended
         const record = isUuid(tokenId) ? await em.findOne(ApiToken, { id: tokenId }) : null;
         const tenantId = record?.tenant?.id ?? null;
-        if (!record || !(identity.platformAdmin || (tenantId !== null && hasTenantRole(identity, tenantId, 'VIEWER')))) {
+        if (
+          !record ||
+          !(identity.platformAdmin || (tenantId !== null && hasTenantRole(identity, tenantId, 'VIEWER')))
+        ) {
           throw new NotFoundError('ApiToken', tokenId);
         }
         if (!this.canManage(record)) throw new ForbiddenError('only a tenant ADMIN may revoke its API tokens');
@@ -95,7 +115,8 @@ export class ApiTokenService {
 
   /** The tenant's API tokens, oldest first (revoked and expired ones included). */
   async list(tenantId: string, args: PageArgs): Promise<Page<ApiToken>> {
-    if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) throw new ForbiddenError('only a tenant ADMIN may list API tokens');
+    if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN'))
+      throw new ForbiddenError('only a tenant ADMIN may list API tokens');
     return keysetPage(this.ctx.em, ApiToken, { tenant: tenantId, kind: 'API' }, args);
   }
 
@@ -110,7 +131,9 @@ export class ApiTokenService {
 
   private canManage(record: ApiToken): boolean {
     if (this.ctx.identity.platformAdmin) return true;
-    return record.kind === 'API' && record.tenant !== null && hasTenantRole(this.ctx.identity, record.tenant.id, 'ADMIN');
+    return (
+      record.kind === 'API' && record.tenant !== null && hasTenantRole(this.ctx.identity, record.tenant.id, 'ADMIN')
+    );
   }
 
   private authority(): TokenAuthority {

@@ -18,12 +18,18 @@ export class EventLogService {
   constructor(private readonly ctx: ServiceContext) {}
 
   async listForTenant(tenantId: string, args: EventPageArgs): Promise<Page<Event>> {
-    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
+    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER'))
+      throw new NotFoundError('Tenant', tenantId);
     const size = pageSize(args.first);
-    if (args.after !== null && args.after !== undefined && !/^\d{1,20}$/.test(args.after)) throw new ValidationError('after is not a valid cursor', 'after');
+    if (args.after !== null && args.after !== undefined && !/^\d{1,20}$/.test(args.after))
+      throw new ValidationError('after is not a valid cursor', 'after');
     const where: FilterQuery<Event> = { tenantId, ...(args.types?.length ? { type: { $in: [...args.types] } } : {}) };
     const filter: FilterQuery<Event> = args.after ? { $and: [where, { id: { $gt: args.after } }] } : where;
     const rows = size === 0 ? [] : await this.ctx.em.find(Event, filter, { orderBy: { id: 'asc' }, limit: size + 1 });
-    return { items: rows.slice(0, size), hasNextPage: rows.length > size, totalCount: () => this.ctx.em.count(Event, where) };
+    return {
+      items: rows.slice(0, size),
+      hasNextPage: rows.length > size,
+      totalCount: () => this.ctx.em.count(Event, where),
+    };
   }
 }

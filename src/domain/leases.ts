@@ -6,7 +6,13 @@ import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { ForbiddenError, LeaseConflictError, NotFoundError, StaleFencingTokenError, ValidationError } from './errors.js';
+import {
+  ForbiddenError,
+  LeaseConflictError,
+  NotFoundError,
+  StaleFencingTokenError,
+  ValidationError,
+} from './errors.js';
 import { LEASABLE_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
@@ -33,18 +39,23 @@ export interface ReleaseLeaseInput {
 function leaseTtl(ttl: number | null | undefined): number {
   const value = ttl ?? DEFAULT_LEASE_TTL_SECONDS;
   if (!Number.isInteger(value) || value < MIN_LEASE_TTL_SECONDS || value > MAX_LEASE_TTL_SECONDS) {
-    throw new ValidationError(`ttlSeconds must be from ${MIN_LEASE_TTL_SECONDS} to ${MAX_LEASE_TTL_SECONDS}`, 'input.ttlSeconds');
+    throw new ValidationError(
+      `ttlSeconds must be from ${MIN_LEASE_TTL_SECONDS} to ${MAX_LEASE_TTL_SECONDS}`,
+      'input.ttlSeconds',
+    );
   }
   return value;
 }
 
 function parseToken(token: string): bigint {
-  if (!/^\d{1,20}$/.test(token)) throw new ValidationError('fencingToken must be a decimal number', 'input.fencingToken');
+  if (!/^\d{1,20}$/.test(token))
+    throw new ValidationError('fencingToken must be a decimal number', 'input.fencingToken');
   return BigInt(token);
 }
 
 function workerOf(identity: Identity, scope: string): string {
-  if (!identity.workerId || !identity.scopes.has(scope)) throw new ForbiddenError(`needs a worker token with scope ${scope}`);
+  if (!identity.workerId || !identity.scopes.has(scope))
+    throw new ForbiddenError(`needs a worker token with scope ${scope}`);
   return identity.workerId;
 }
 
@@ -53,11 +64,14 @@ function workerOf(identity: Identity, scope: string): string {
  * write on one sandbox is serialised) and checks that the calling worker may serve it.
  */
 async function lockSandboxFor(em: Em, workerId: string, sandboxId: string): Promise<Sandbox> {
-  const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em)) : null;
+  const sandbox = isUuid(sandboxId)
+    ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em))
+    : null;
   if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
   const worker = await em.findOne(Worker, { id: workerId, deletedAt: null });
   // A dedicated worker of another tenant never learns the sandbox exists.
-  if (!worker || (worker.tenant && worker.tenant.id !== sandbox.tenant.id)) throw new NotFoundError('Sandbox', sandboxId);
+  if (!worker || (worker.tenant && worker.tenant.id !== sandbox.tenant.id))
+    throw new NotFoundError('Sandbox', sandboxId);
   return sandbox;
 }
 
@@ -65,13 +79,25 @@ async function lockSandboxFor(em: Em, workerId: string, sandboxId: string): Prom
  * The fence of every worker write about a sandbox: the caller must hold the sandbox's live
  * lease with exactly the current token. Returns the row-locked sandbox.
  */
-export async function requireFencingToken(em: Em, identity: Identity, scope: string, sandboxId: string, token: string, now: Date): Promise<Sandbox> {
+export async function requireFencingToken(
+  em: Em,
+  identity: Identity,
+  scope: string,
+  sandboxId: string,
+  token: string,
+  now: Date,
+): Promise<Sandbox> {
   const workerId = workerOf(identity, scope);
   const presented = parseToken(token);
   const sandbox = await lockSandboxFor(em, workerId, sandboxId);
   const lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
   const current = lease ? lease.fencingToken : null;
-  if (!lease || BigInt(lease.fencingToken) !== presented || lease.holder.id !== workerId || lease.expiresAt.getTime() <= now.getTime()) {
+  if (
+    !lease ||
+    BigInt(lease.fencingToken) !== presented ||
+    lease.holder.id !== workerId ||
+    lease.expiresAt.getTime() <= now.getTime()
+  ) {
     throw new StaleFencingTokenError(presented.toString(), current);
   }
   return sandbox;
@@ -86,54 +112,66 @@ export class LeaseService {
    * deleted, so a released-then-reacquired lease still grows.
    */
   async acquire(input: AcquireLeaseInput): Promise<Lease> {
-    return audited(this.ctx, 'acquireLease', { targetId: input.sandboxId }, async (em) => {
-      const workerId = workerOf(this.ctx.identity, 'worker:lease');
-      const ttl = leaseTtl(input.ttlSeconds);
-      const sandbox = await lockSandboxFor(em, workerId, input.sandboxId);
-      if (!LEASABLE_STATUSES.includes(sandbox.status)) throw new LeaseConflictError(`a ${sandbox.status} sandbox cannot be leased`);
-      const now = this.ctx.clock.now();
-      const expiresAt = new Date(now.getTime() + ttl * 1000);
-      let lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
-      let previousHolder: string | null = null;
-      if (!lease) {
-        lease = em.create(Lease, {
-          sandbox: sandbox.id,
-          holder: workerId,
-          fencingToken: '1',
-          acquiredAt: now,
-          renewedAt: now,
-          expiresAt,
-          transitions: 0,
-          createdAt: now,
-          updatedAt: now,
-        });
-      } else {
-        previousHolder = lease.holder.id;
-        const live = lease.expiresAt.getTime() > now.getTime();
-        if (live && previousHolder !== workerId) throw new LeaseConflictError('another worker holds the lease');
-        lease.fencingToken = (BigInt(lease.fencingToken) + 1n).toString();
-        if (previousHolder !== workerId) lease.transitions += 1;
-        lease.holder = em.getReference(Worker, workerId);
-        lease.acquiredAt = now;
-        lease.renewedAt = now;
-        lease.expiresAt = expiresAt;
-        lease.updatedAt = now;
-      }
-      await em.flush();
-      recordEvent(
-        em,
-        {
-          type: 'LEASE_CHANGED',
-          tenantId: sandbox.tenant.id,
-          sandboxId: sandbox.id,
-          workerId,
-          leaseId: lease.id,
-          data: { action: previousHolder && previousHolder !== workerId ? 'takeover' : 'acquired', fencingToken: lease.fencingToken, from: previousHolder, to: workerId },
-        },
-        now,
-      );
-      return lease;
-    }, (l) => ({ tenantId: l.sandbox.tenant?.id ?? null }));
+    return audited(
+      this.ctx,
+      'acquireLease',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const workerId = workerOf(this.ctx.identity, 'worker:lease');
+        const ttl = leaseTtl(input.ttlSeconds);
+        const sandbox = await lockSandboxFor(em, workerId, input.sandboxId);
+        if (!LEASABLE_STATUSES.includes(sandbox.status))
+          throw new LeaseConflictError(`a ${sandbox.status} sandbox cannot be leased`);
+        const now = this.ctx.clock.now();
+        const expiresAt = new Date(now.getTime() + ttl * 1000);
+        let lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
+        let previousHolder: string | null = null;
+        if (!lease) {
+          lease = em.create(Lease, {
+            sandbox: sandbox.id,
+            holder: workerId,
+            fencingToken: '1',
+            acquiredAt: now,
+            renewedAt: now,
+            expiresAt,
+            transitions: 0,
+            createdAt: now,
+            updatedAt: now,
+          });
+        } else {
+          previousHolder = lease.holder.id;
+          const live = lease.expiresAt.getTime() > now.getTime();
+          if (live && previousHolder !== workerId) throw new LeaseConflictError('another worker holds the lease');
+          lease.fencingToken = (BigInt(lease.fencingToken) + 1n).toString();
+          if (previousHolder !== workerId) lease.transitions += 1;
+          lease.holder = em.getReference(Worker, workerId);
+          lease.acquiredAt = now;
+          lease.renewedAt = now;
+          lease.expiresAt = expiresAt;
+          lease.updatedAt = now;
+        }
+        await em.flush();
+        recordEvent(
+          em,
+          {
+            type: 'LEASE_CHANGED',
+            tenantId: sandbox.tenant.id,
+            sandboxId: sandbox.id,
+            workerId,
+            leaseId: lease.id,
+            data: {
+              action: previousHolder && previousHolder !== workerId ? 'takeover' : 'acquired',
+              fencingToken: lease.fencingToken,
+              from: previousHolder,
+              to: workerId,
+            },
+          },
+          now,
+        );
+        return lease;
+      },
+      (l) => ({ tenantId: l.sandbox.tenant?.id ?? null }),
+    );
   }
 
   /** Extends the holder's live lease; renewals append no event (they would flood the log). */
@@ -161,7 +199,14 @@ export class LeaseService {
       const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
       recordEvent(
         em,
-        { type: 'LEASE_CHANGED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: lease.holder.id, leaseId: lease.id, data: { action: 'released', fencingToken: lease.fencingToken } },
+        {
+          type: 'LEASE_CHANGED',
+          tenantId: sandbox.tenant.id,
+          sandboxId: sandbox.id,
+          workerId: lease.holder.id,
+          leaseId: lease.id,
+          data: { action: 'released', fencingToken: lease.fencingToken },
+        },
         now,
       );
       return lease;
@@ -176,8 +221,10 @@ export class LeaseService {
     const lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
     const now = this.ctx.clock.now();
     if (!lease || lease.holder.id !== workerId) throw new LeaseConflictError('the caller does not hold this lease');
-    if (BigInt(lease.fencingToken) !== presented) throw new StaleFencingTokenError(presented.toString(), lease.fencingToken);
-    if (lease.expiresAt.getTime() <= now.getTime()) throw new LeaseConflictError('the lease has expired; acquire it again');
+    if (BigInt(lease.fencingToken) !== presented)
+      throw new StaleFencingTokenError(presented.toString(), lease.fencingToken);
+    if (lease.expiresAt.getTime() <= now.getTime())
+      throw new LeaseConflictError('the lease has expired; acquire it again');
     return lease;
   }
 }

@@ -54,7 +54,6 @@ export function reservesCapacity(status: SandboxStatus): boolean {
 
 // ---------------------------------------------------------------- transitions with their effects
 
-
 export interface TransitionDetails {
   reason?: string | null;
   exitCode?: number | null;
@@ -65,10 +64,17 @@ export interface TransitionDetails {
  * capacity when it stops reserving it (stop requests included), stamps times, bumps stateVersion and appends
  * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes.
  */
-export async function applyTransition(em: Em, sandbox: Sandbox, to: SandboxStatus, now: Date, details: TransitionDetails = {}): Promise<void> {
+export async function applyTransition(
+  em: Em,
+  sandbox: Sandbox,
+  to: SandboxStatus,
+  now: Date,
+  details: TransitionDetails = {},
+): Promise<void> {
   const from = sandbox.status;
   assertTransition(from, to);
-  if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker) await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
+  if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker)
+    await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
   sandbox.status = to;
   sandbox.stateVersion += 1;
   if (details.reason !== undefined) sandbox.statusReason = details.reason;

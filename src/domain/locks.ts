@@ -17,7 +17,9 @@ export async function lockRow(em: Em, table: LockedTable, id: string): Promise<b
 
 /** Options for em.findOne that lock the row on Postgres and always re-read it. */
 export function lockedRead(em: Em): { refresh: true; lockMode?: LockMode } {
-  return databaseKindOf(em) === 'postgres' ? { refresh: true, lockMode: LockMode.PESSIMISTIC_WRITE } : { refresh: true };
+  return databaseKindOf(em) === 'postgres'
+    ? { refresh: true, lockMode: LockMode.PESSIMISTIC_WRITE }
+    : { refresh: true };
 }
 
 /** A raw statement in the caller's transaction (or outside one). */

@@ -43,13 +43,18 @@ export interface MarkMessagesReadInput {
 
 function validateBody(body: string): string {
   if (body.length === 0) throw new ValidationError('body must not be empty', 'input.body');
-  if (Buffer.byteLength(body, 'utf8') > MAX_MESSAGE_BYTES) throw new ValidationError(`body must be at most ${MAX_MESSAGE_BYTES} bytes`, 'input.body');
+  if (Buffer.byteLength(body, 'utf8') > MAX_MESSAGE_BYTES)
+    throw new ValidationError(`body must be at most ${MAX_MESSAGE_BYTES} bytes`, 'input.body');
   return body;
 }
 
 function threadOf(threadId: string | null | undefined): string {
   const thread = threadId ?? DEFAULT_THREAD_ID;
-  if (!THREAD_PATTERN.test(thread)) throw new ValidationError('threadId must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"', 'input.threadId');
+  if (!THREAD_PATTERN.test(thread))
+    throw new ValidationError(
+      'threadId must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"',
+      'input.threadId',
+    );
   return thread;
 }
 
@@ -58,44 +63,91 @@ export class MessageService {
 
   /** A person's message to the agent of a sandbox. */
   async send(input: SendMessageInput): Promise<Message> {
-    return audited(this.ctx, 'sendMessage', { targetId: input.sandboxId }, async (em) => {
-      const body = validateBody(input.body);
-      const threadId = threadOf(input.threadId);
-      const channel = input.channel ?? DEFAULT_CHANNEL;
-      if (!CHANNEL_PATTERN.test(channel)) throw new ValidationError('channel must be 1 to 50 characters of a-z, 0-9, "_" and "-"', 'input.channel');
-      const sandbox = isUuid(input.sandboxId) ? await em.findOne(Sandbox, { id: input.sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em)) : null;
-      if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER')) throw new NotFoundError('Sandbox', input.sandboxId);
-      if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR')) throw new ForbiddenError('sending messages needs the OPERATOR role');
-      return this.post(em, sandbox, { threadId, channel, senderKind: 'USER', senderId: this.ctx.identity.subject, body });
-    }, (m) => ({ tenantId: m.tenant.id, targetId: m.id }));
+    return audited(
+      this.ctx,
+      'sendMessage',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const body = validateBody(input.body);
+        const threadId = threadOf(input.threadId);
+        const channel = input.channel ?? DEFAULT_CHANNEL;
+        if (!CHANNEL_PATTERN.test(channel))
+          throw new ValidationError('channel must be 1 to 50 characters of a-z, 0-9, "_" and "-"', 'input.channel');
+        const sandbox = isUuid(input.sandboxId)
+          ? await em.findOne(Sandbox, { id: input.sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em))
+          : null;
+        if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER'))
+          throw new NotFoundError('Sandbox', input.sandboxId);
+        if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR'))
+          throw new ForbiddenError('sending messages needs the OPERATOR role');
+        return this.post(em, sandbox, {
+          threadId,
+          channel,
+          senderKind: 'USER',
+          senderId: this.ctx.identity.subject,
+          body,
+        });
+      },
+      (m) => ({ tenantId: m.tenant.id, targetId: m.id }),
+    );
   }
 
   /** The agent's message, posted by the worker holding the sandbox's lease (fenced). */
   async postAgent(input: PostAgentMessageInput): Promise<Message> {
-    return audited(this.ctx, 'postAgentMessage', { targetId: input.sandboxId }, async (em) => {
-      const body = validateBody(input.body);
-      const threadId = threadOf(input.threadId);
-      const sandbox = await requireFencingToken(em, this.ctx.identity, 'message:post', input.sandboxId, input.fencingToken, this.ctx.clock.now());
-      return this.post(em, sandbox, { threadId, channel: 'agent', senderKind: 'AGENT', senderId: this.ctx.identity.workerId as string, body });
-    }, (m) => ({ tenantId: m.tenant.id, targetId: m.id }));
+    return audited(
+      this.ctx,
+      'postAgentMessage',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const body = validateBody(input.body);
+        const threadId = threadOf(input.threadId);
+        const sandbox = await requireFencingToken(
+          em,
+          this.ctx.identity,
+          'message:post',
+          input.sandboxId,
+          input.fencingToken,
+          this.ctx.clock.now(),
+        );
+        return this.post(em, sandbox, {
+          threadId,
+          channel: 'agent',
+          senderKind: 'AGENT',
+          senderId: this.ctx.identity.workerId as string,
+          body,
+        });
+      },
+      (m) => ({ tenantId: m.tenant.id, targetId: m.id }),
+    );
   }
 
   /** Marks a thread's unread messages read (up to a message when given); returns how many. */
   async markRead(input: MarkMessagesReadInput): Promise<{ sandbox: Sandbox; count: number }> {
-    return audited(this.ctx, 'markMessagesRead', { targetId: input.sandboxId }, async (em) => {
-      const threadId = threadOf(input.threadId);
-      const sandbox = await this.visibleSandbox(em, input.sandboxId);
-      if (input.upToMessageId !== undefined && input.upToMessageId !== null && !isUuid(input.upToMessageId)) {
-        throw new NotFoundError('Message', input.upToMessageId);
-      }
-      const now = this.ctx.clock.now();
-      const count = await em.nativeUpdate(
-        Message,
-        { sandbox: sandbox.id, threadId, readAt: null, ...(input.upToMessageId ? { id: { $lte: input.upToMessageId } } : {}) },
-        { readAt: now, updatedAt: now },
-      );
-      return { sandbox, count };
-    }, (r) => ({ tenantId: r.sandbox.tenant.id }));
+    return audited(
+      this.ctx,
+      'markMessagesRead',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const threadId = threadOf(input.threadId);
+        const sandbox = await this.visibleSandbox(em, input.sandboxId);
+        if (input.upToMessageId !== undefined && input.upToMessageId !== null && !isUuid(input.upToMessageId)) {
+          throw new NotFoundError('Message', input.upToMessageId);
+        }
+        const now = this.ctx.clock.now();
+        const count = await em.nativeUpdate(
+          Message,
+          {
+            sandbox: sandbox.id,
+            threadId,
+            readAt: null,
+            ...(input.upToMessageId ? { id: { $lte: input.upToMessageId } } : {}),
+          },
+          { readAt: now, updatedAt: now },
+        );
+        return { sandbox, count };
+      },
+      (r) => ({ tenantId: r.sandbox.tenant.id }),
+    );
   }
 
   /** One thread of a sandbox (or all of them), oldest first so the newest is last. */
@@ -107,7 +159,10 @@ export class MessageService {
   async findVisibleByIds(ids: readonly string[]): Promise<Message[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
-    return this.ctx.em.find(Message, { id: { $in: wanted }, sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] } });
+    return this.ctx.em.find(Message, {
+      id: { $in: wanted },
+      sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] },
+    });
   }
 
   /** The newest message of each sandbox, in two statements whatever the number of sandboxes. */
@@ -125,7 +180,9 @@ export class MessageService {
 
   private async visibleSandbox(em: Em, sandboxId: string): Promise<Sandbox> {
     const sandbox = isUuid(sandboxId)
-      ? await em.findOne(Sandbox, { $and: [{ id: sandboxId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] })
+      ? await em.findOne(Sandbox, {
+          $and: [{ id: sandboxId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)],
+        })
       : null;
     if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
     return sandbox;
@@ -137,7 +194,13 @@ export class MessageService {
     fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'>,
   ): Promise<Message> {
     const now = this.ctx.clock.now();
-    const message = em.create(Message, { ...fields, sandbox: sandbox.id, tenant: sandbox.tenant.id, createdAt: now, updatedAt: now });
+    const message = em.create(Message, {
+      ...fields,
+      sandbox: sandbox.id,
+      tenant: sandbox.tenant.id,
+      createdAt: now,
+      updatedAt: now,
+    });
     await em.flush();
     recordEvent(
       em,

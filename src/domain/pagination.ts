@@ -44,10 +44,7 @@ export async function keysetPage<T extends { id: string }>(
     throw new ValidationError('after is not a valid cursor', 'after');
   }
   const filter = (args.after ? { $and: [where, { id: { $gt: args.after } }] } : where) as FilterQuery<T>;
-  const rows =
-    size === 0
-      ? []
-      : await em.find(entity, filter, { orderBy: { id: 'asc' } as never, limit: size + 1 });
+  const rows = size === 0 ? [] : await em.find(entity, filter, { orderBy: { id: 'asc' } as never, limit: size + 1 });
   return {
     items: rows.slice(0, size),
     hasNextPage: rows.length > size,

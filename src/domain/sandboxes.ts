@@ -66,7 +66,10 @@ export interface ReportAgentStatusInput {
 
 /** Glob match for image patterns: `*` is any run of characters, `?` one character. */
 export function imageMatches(image: string, glob: string): boolean {
-  const pattern = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const pattern = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${pattern}$`).test(image);
 }
 
@@ -95,19 +98,28 @@ export class SandboxService {
           throw new ForbiddenError('creating sandboxes needs the OPERATOR role in the tenant');
         }
         const name = input.name.trim();
-        if (name.length === 0 || name.length > SANDBOX_NAME_MAX_LENGTH) throw new ValidationError(`name must be 1 to ${SANDBOX_NAME_MAX_LENGTH} characters`, 'input.name');
+        if (name.length === 0 || name.length > SANDBOX_NAME_MAX_LENGTH)
+          throw new ValidationError(`name must be 1 to ${SANDBOX_NAME_MAX_LENGTH} characters`, 'input.name');
         const image = input.image.trim();
-        if (image.length === 0 || image.length > IMAGE_MAX_LENGTH) throw new ValidationError(`image must be 1 to ${IMAGE_MAX_LENGTH} characters`, 'input.image');
+        if (image.length === 0 || image.length > IMAGE_MAX_LENGTH)
+          throw new ValidationError(`image must be 1 to ${IMAGE_MAX_LENGTH} characters`, 'input.image');
         const command = input.command ?? [];
-        if (command.length > COMMAND_MAX_ARGS) throw new ValidationError(`command has at most ${COMMAND_MAX_ARGS} arguments`, 'input.command');
+        if (command.length > COMMAND_MAX_ARGS)
+          throw new ValidationError(`command has at most ${COMMAND_MAX_ARGS} arguments`, 'input.command');
         const { cpuMillis, memoryMb } = input.resources;
-        if (!Number.isInteger(cpuMillis) || cpuMillis <= 0) throw new ValidationError('resources.cpuMillis must be a positive whole number', 'input.resources.cpuMillis');
-        if (!Number.isInteger(memoryMb) || memoryMb <= 0) throw new ValidationError('resources.memoryMb must be a positive whole number', 'input.resources.memoryMb');
+        if (!Number.isInteger(cpuMillis) || cpuMillis <= 0)
+          throw new ValidationError('resources.cpuMillis must be a positive whole number', 'input.resources.cpuMillis');
+        if (!Number.isInteger(memoryMb) || memoryMb <= 0)
+          throw new ValidationError('resources.memoryMb must be a positive whole number', 'input.resources.memoryMb');
         const ttl = input.ttlSeconds ?? null;
-        if (ttl !== null && (!Number.isInteger(ttl) || ttl <= 0)) throw new ValidationError('ttlSeconds must be a positive whole number', 'input.ttlSeconds');
+        if (ttl !== null && (!Number.isInteger(ttl) || ttl <= 0))
+          throw new ValidationError('ttlSeconds must be a positive whole number', 'input.ttlSeconds');
         const labels = validateLabels(input.labels ?? {}, 'input.labels');
         const placement = input.placement
-          ? { region: input.placement.region ?? null, labels: validateLabels(input.placement.labels ?? {}, 'input.placement.labels') }
+          ? {
+              region: input.placement.region ?? null,
+              labels: validateLabels(input.placement.labels ?? {}, 'input.placement.labels'),
+            }
           : null;
 
         await lockRow(em, 'tenants', input.tenantId);
@@ -119,14 +131,20 @@ export class SandboxService {
           throw new PolicyViolationError(`image "${image}" is not allowed by the tenant's policy`, 'allowedImages');
         }
         if (maxSandboxTtlSeconds !== null && (ttl === null || ttl > maxSandboxTtlSeconds)) {
-          throw new PolicyViolationError(`ttlSeconds must be set and at most ${maxSandboxTtlSeconds}`, 'maxSandboxTtlSeconds');
+          throw new PolicyViolationError(
+            `ttlSeconds must be set and at most ${maxSandboxTtlSeconds}`,
+            'maxSandboxTtlSeconds',
+          );
         }
 
         const usage = await reservedBy(em, tenant.id);
         const { quota } = tenant;
-        if (usage.sandboxes + 1 > quota.maxSandboxes) throw new QuotaExceededError('sandboxes', quota.maxSandboxes, usage.sandboxes + 1);
-        if (usage.cpuMillis + cpuMillis > quota.maxCpuMillis) throw new QuotaExceededError('cpuMillis', quota.maxCpuMillis, usage.cpuMillis + cpuMillis);
-        if (usage.memoryMb + memoryMb > quota.maxMemoryMb) throw new QuotaExceededError('memoryMb', quota.maxMemoryMb, usage.memoryMb + memoryMb);
+        if (usage.sandboxes + 1 > quota.maxSandboxes)
+          throw new QuotaExceededError('sandboxes', quota.maxSandboxes, usage.sandboxes + 1);
+        if (usage.cpuMillis + cpuMillis > quota.maxCpuMillis)
+          throw new QuotaExceededError('cpuMillis', quota.maxCpuMillis, usage.cpuMillis + cpuMillis);
+        if (usage.memoryMb + memoryMb > quota.maxMemoryMb)
+          throw new QuotaExceededError('memoryMb', quota.maxMemoryMb, usage.memoryMb + memoryMb);
         if (!(await anyWorkerCouldFit(em, tenant.id, cpuMillis, memoryMb))) {
           throw new NoCapacityError(`no worker available to this tenant has ${cpuMillis} mCPU and ${memoryMb} MB`);
         }
@@ -148,7 +166,16 @@ export class SandboxService {
           updatedAt: now,
         });
         await em.flush();
-        recordEvent(em, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant.id, sandboxId: sandbox.id, data: { from: null, to: 'PENDING', stateVersion: 0 } }, now);
+        recordEvent(
+          em,
+          {
+            type: 'SANDBOX_STATUS_CHANGED',
+            tenantId: tenant.id,
+            sandboxId: sandbox.id,
+            data: { from: null, to: 'PENDING', stateVersion: 0 },
+          },
+          now,
+        );
         // No room now: it stays PENDING and the scheduler loop places it later.
         await placeSandbox(em, sandbox, now, this.ctx.settings.heartbeatTtlSeconds);
         return sandbox;
@@ -178,50 +205,98 @@ export class SandboxService {
 
   /** A worker's report about a sandbox it holds the lease of; a stale token changes nothing. */
   async reportStatus(input: ReportSandboxStatusInput): Promise<Sandbox> {
-    return audited(this.ctx, 'reportSandboxStatus', { targetId: input.sandboxId }, async (em) => {
-      const sandbox = await requireFencingToken(em, this.ctx.identity, 'sandbox:report', input.sandboxId, input.fencingToken, this.ctx.clock.now());
-      if (!WORKER_REPORTABLE.includes(input.status)) throw new InvalidTransitionError(sandbox.status, input.status);
-      if (input.status === sandbox.status) return sandbox;
-      const reason = input.reason ? input.reason.slice(0, STATUS_REASON_MAX_LENGTH) : null;
-      await applyTransition(em, sandbox, input.status, this.ctx.clock.now(), { reason, exitCode: input.exitCode ?? undefined });
-      return sandbox;
-    }, (s) => ({ tenantId: s.tenant.id }));
+    return audited(
+      this.ctx,
+      'reportSandboxStatus',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const sandbox = await requireFencingToken(
+          em,
+          this.ctx.identity,
+          'sandbox:report',
+          input.sandboxId,
+          input.fencingToken,
+          this.ctx.clock.now(),
+        );
+        if (!WORKER_REPORTABLE.includes(input.status)) throw new InvalidTransitionError(sandbox.status, input.status);
+        if (input.status === sandbox.status) return sandbox;
+        const reason = input.reason ? input.reason.slice(0, STATUS_REASON_MAX_LENGTH) : null;
+        await applyTransition(em, sandbox, input.status, this.ctx.clock.now(), {
+          reason,
+          exitCode: input.exitCode ?? undefined,
+        });
+        return sandbox;
+      },
+      (s) => ({ tenantId: s.tenant.id }),
+    );
   }
 
   async reportAgentStatus(input: ReportAgentStatusInput): Promise<Sandbox> {
-    return audited(this.ctx, 'reportAgentStatus', { targetId: input.sandboxId }, async (em) => {
-      const now = this.ctx.clock.now();
-      const sandbox = await requireFencingToken(em, this.ctx.identity, 'sandbox:report', input.sandboxId, input.fencingToken, now);
-      const from = sandbox.agentPhase;
-      sandbox.agentPhase = input.phase;
-      sandbox.agentActivity = input.activity ? input.activity.slice(0, AGENT_ACTIVITY_MAX_LENGTH) : null;
-      sandbox.agentUpdatedAt = now;
-      sandbox.updatedAt = now;
-      await em.flush();
-      recordEvent(
-        em,
-        { type: 'AGENT_STATUS_CHANGED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: sandbox.worker?.id ?? null, data: { from, to: input.phase } },
-        now,
-      );
-      return sandbox;
-    }, (s) => ({ tenantId: s.tenant.id }));
+    return audited(
+      this.ctx,
+      'reportAgentStatus',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const now = this.ctx.clock.now();
+        const sandbox = await requireFencingToken(
+          em,
+          this.ctx.identity,
+          'sandbox:report',
+          input.sandboxId,
+          input.fencingToken,
+          now,
+        );
+        const from = sandbox.agentPhase;
+        sandbox.agentPhase = input.phase;
+        sandbox.agentActivity = input.activity ? input.activity.slice(0, AGENT_ACTIVITY_MAX_LENGTH) : null;
+        sandbox.agentUpdatedAt = now;
+        sandbox.updatedAt = now;
+        await em.flush();
+        recordEvent(
+          em,
+          {
+            type: 'AGENT_STATUS_CHANGED',
+            tenantId: sandbox.tenant.id,
+            sandboxId: sandbox.id,
+            workerId: sandbox.worker?.id ?? null,
+            data: { from, to: input.phase },
+          },
+          now,
+        );
+        return sandbox;
+      },
+      (s) => ({ tenantId: s.tenant.id }),
+    );
   }
 
   async findVisibleByIds(ids: readonly string[]): Promise<Sandbox[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
-    return this.ctx.em.find(Sandbox, { $and: [{ id: { $in: wanted }, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] });
+    return this.ctx.em.find(Sandbox, {
+      $and: [{ id: { $in: wanted }, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)],
+    });
   }
 
   /** A tenant's sandboxes, oldest first; another tenant's reads like a missing one. */
   async listForTenant(tenantId: string, filter: SandboxFilter | null, args: PageArgs): Promise<Page<Sandbox>> {
-    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
-    return keysetPage(this.ctx.em, Sandbox, { $and: [{ tenant: tenantId, ...ACTIVE_SANDBOX }, ...filterClauses(this.ctx.em, filter)] }, args);
+    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER'))
+      throw new NotFoundError('Tenant', tenantId);
+    return keysetPage(
+      this.ctx.em,
+      Sandbox,
+      { $and: [{ tenant: tenantId, ...ACTIVE_SANDBOX }, ...filterClauses(this.ctx.em, filter)] },
+      args,
+    );
   }
 
   /** Sandboxes placed on a worker the caller may see. */
   async listForWorker(workerId: string, args: PageArgs): Promise<Page<Sandbox>> {
-    return keysetPage(this.ctx.em, Sandbox, { $and: [{ worker: workerId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] }, args);
+    return keysetPage(
+      this.ctx.em,
+      Sandbox,
+      { $and: [{ worker: workerId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] },
+      args,
+    );
   }
 
   /** Leases of the given sandboxes, for the per-request loader. */
@@ -229,41 +304,71 @@ export class SandboxService {
     if (sandboxIds.length === 0) return [];
     // A lease reads as absent when its holder does not (another worker, to a worker token; a
     // deleted worker): Lease.holder is non-null, and what a caller cannot see must look missing.
-    return this.ctx.em.find(Lease, { sandbox: { $in: [...sandboxIds] }, holder: visibleWorkersFilter(this.ctx.identity) });
+    return this.ctx.em.find(Lease, {
+      sandbox: { $in: [...sandboxIds] },
+      holder: visibleWorkersFilter(this.ctx.identity),
+    });
   }
 
   async leasesByIds(ids: readonly string[]): Promise<Lease[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
-    return this.ctx.em.find(Lease, { id: { $in: wanted }, sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] }, holder: visibleWorkersFilter(this.ctx.identity) });
+    return this.ctx.em.find(Lease, {
+      id: { $in: wanted },
+      sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] },
+      holder: visibleWorkersFilter(this.ctx.identity),
+    });
   }
 
-  private async operate(action: string, sandboxId: string, change: (em: Em, sandbox: Sandbox, now: Date) => Promise<void>): Promise<Sandbox> {
-    return audited(this.ctx, action, { targetId: sandboxId }, async (em) => {
-      const sandbox = await this.lockVisible(em, sandboxId);
-      if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR')) throw new ForbiddenError(`${action} needs the OPERATOR role in the tenant`);
-      await change(em, sandbox, this.ctx.clock.now());
-      return sandbox;
-    }, (s) => ({ tenantId: s.tenant.id }));
+  private async operate(
+    action: string,
+    sandboxId: string,
+    change: (em: Em, sandbox: Sandbox, now: Date) => Promise<void>,
+  ): Promise<Sandbox> {
+    return audited(
+      this.ctx,
+      action,
+      { targetId: sandboxId },
+      async (em) => {
+        const sandbox = await this.lockVisible(em, sandboxId);
+        if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR'))
+          throw new ForbiddenError(`${action} needs the OPERATOR role in the tenant`);
+        await change(em, sandbox, this.ctx.clock.now());
+        return sandbox;
+      },
+      (s) => ({ tenantId: s.tenant.id }),
+    );
   }
 
   private async lockVisible(em: Em, sandboxId: string): Promise<Sandbox> {
-    const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em)) : null;
-    if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER')) throw new NotFoundError('Sandbox', sandboxId);
+    const sandbox = isUuid(sandboxId)
+      ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em))
+      : null;
+    if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER'))
+      throw new NotFoundError('Sandbox', sandboxId);
     return sandbox;
   }
 
   private async requestStop(em: Em, sandbox: Sandbox, now: Date): Promise<void> {
     recordEvent(
       em,
-      { type: 'SANDBOX_STOP_REQUESTED', tenantId: sandbox.tenant.id, sandboxId: sandbox.id, workerId: sandbox.worker?.id ?? null, data: { workerId: sandbox.worker?.id ?? null } },
+      {
+        type: 'SANDBOX_STOP_REQUESTED',
+        tenantId: sandbox.tenant.id,
+        sandboxId: sandbox.id,
+        workerId: sandbox.worker?.id ?? null,
+        data: { workerId: sandbox.worker?.id ?? null },
+      },
       now,
     );
   }
 }
 
 /** What a tenant reserves now (the sandboxes in RESERVING_STATUSES), read inside the transaction. */
-async function reservedBy(em: Em, tenantId: string): Promise<{ sandboxes: number; cpuMillis: number; memoryMb: number }> {
+async function reservedBy(
+  em: Em,
+  tenantId: string,
+): Promise<{ sandboxes: number; cpuMillis: number; memoryMb: number }> {
   const rows: { n: number | string; cpu: number | string | null; mem: number | string | null }[] = await em
     .createQueryBuilder(Sandbox, 's')
     .select([raw('count(*) as n'), raw('sum(s.cpu_millis) as cpu'), raw('sum(s.memory_mb) as mem')])

@@ -33,7 +33,12 @@ export function matchesConstraints(worker: Worker, constraints: PlacementConstra
  * capacity, matching region and labels; the tenant's dedicated workers before shared ones,
  * then the least allocated. Read without tracking: the reservation itself re-checks.
  */
-export async function placementCandidates(em: Em, sandbox: Sandbox, now: Date, heartbeatTtlSeconds: number): Promise<Worker[]> {
+export async function placementCandidates(
+  em: Em,
+  sandbox: Sandbox,
+  now: Date,
+  heartbeatTtlSeconds: number,
+): Promise<Worker[]> {
   const horizon = heartbeatHorizon(now, heartbeatTtlSeconds);
   const workers = await em.find(
     Worker,
@@ -54,12 +59,20 @@ export async function placementCandidates(em: Em, sandbox: Sandbox, now: Date, h
       matchesConstraints(w, sandbox.placement),
   );
   const load = (w: Worker) =>
-    Math.max(w.allocatedCpuMillis / Math.max(w.capacityCpuMillis, 1), w.allocatedMemoryMb / Math.max(w.capacityMemoryMb, 1));
+    Math.max(
+      w.allocatedCpuMillis / Math.max(w.capacityCpuMillis, 1),
+      w.allocatedMemoryMb / Math.max(w.capacityMemoryMb, 1),
+    );
   return fits.sort((a, b) => Number(a.tenant === null) - Number(b.tenant === null) || load(a) - load(b));
 }
 
 /** True when some live worker eligible for the tenant is big enough for the sandbox at all. */
-export async function anyWorkerCouldFit(em: Em, tenantId: string, cpuMillis: number, memoryMb: number): Promise<boolean> {
+export async function anyWorkerCouldFit(
+  em: Em,
+  tenantId: string,
+  cpuMillis: number,
+  memoryMb: number,
+): Promise<boolean> {
   const count = await em.count(Worker, {
     deletedAt: null,
     $or: [{ tenant: null }, { tenant: tenantId }],
@@ -74,7 +87,12 @@ export async function anyWorkerCouldFit(em: Em, tenantId: string, cpuMillis: num
  * reserving the capacity in the same transaction; emits SANDBOX_STATUS_CHANGED and
  * SANDBOX_ASSIGNED. Returns the worker id, or null when nothing fits (the sandbox waits).
  */
-export async function placeSandbox(em: Em, sandbox: Sandbox, now: Date, heartbeatTtlSeconds: number): Promise<string | null> {
+export async function placeSandbox(
+  em: Em,
+  sandbox: Sandbox,
+  now: Date,
+  heartbeatTtlSeconds: number,
+): Promise<string | null> {
   for (const candidate of await placementCandidates(em, sandbox, now, heartbeatTtlSeconds)) {
     if (!(await reserveCapacity(em, candidate.id, sandbox.cpuMillis, sandbox.memoryMb))) continue;
     sandbox.worker = em.getReference(Worker, candidate.id);
@@ -97,11 +115,13 @@ export async function placeSandbox(em: Em, sandbox: Sandbox, now: Date, heartbea
 
 /** One scheduler pass: tries to place waiting sandboxes, oldest first, each in its own transaction. */
 export async function schedulePending(em: Em, now: Date, heartbeatTtlSeconds: number): Promise<number> {
-  const waiting = await em.fork().find(
-    Sandbox,
-    { ...ACTIVE_SANDBOX, status: { $in: [...UNPLACED_STATUSES] } },
-    { orderBy: { id: 'asc' }, limit: SCHEDULE_BATCH, fields: ['id'] },
-  );
+  const waiting = await em
+    .fork()
+    .find(
+      Sandbox,
+      { ...ACTIVE_SANDBOX, status: { $in: [...UNPLACED_STATUSES] } },
+      { orderBy: { id: 'asc' }, limit: SCHEDULE_BATCH, fields: ['id'] },
+    );
   let placed = 0;
   for (const { id } of waiting) {
     const ok = await inTransaction(em.fork(), async (tx) => {

@@ -26,7 +26,11 @@ export class SubscriptionService {
     return hub;
   }
 
-  private open(match: Parameters<EventHub['subscribe']>[0]['match'], after: string | null | undefined, narrow?: (e: LogEvent) => boolean): Promise<EventSubscription> {
+  private open(
+    match: Parameters<EventHub['subscribe']>[0]['match'],
+    after: string | null | undefined,
+    narrow?: (e: LogEvent) => boolean,
+  ): Promise<EventSubscription> {
     const visible = eventVisibleTo(this.ctx.identity);
     return this.hub().subscribe({
       match,
@@ -43,8 +47,13 @@ export class SubscriptionService {
   }
 
   /** Everything in a tenant, optionally only some types. */
-  async tenantEvents(tenantId: string, after?: string | null, types?: readonly EventType[] | null): Promise<EventSubscription> {
-    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
+  async tenantEvents(
+    tenantId: string,
+    after?: string | null,
+    types?: readonly EventType[] | null,
+  ): Promise<EventSubscription> {
+    if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER'))
+      throw new NotFoundError('Tenant', tenantId);
     return this.open({ tenantId, ...(types?.length ? { types } : {}) }, after);
   }
 
@@ -52,12 +61,15 @@ export class SubscriptionService {
   async workerAssignments(workerId: string, after?: string | null): Promise<EventSubscription> {
     const identity = this.ctx.identity;
     if (identity.workerId !== null) {
-      if (identity.workerId !== workerId) throw new ForbiddenError('a worker token may only follow its own assignments');
+      if (identity.workerId !== workerId)
+        throw new ForbiddenError('a worker token may only follow its own assignments');
     } else {
       const [worker] = await new WorkerService(this.ctx).findVisibleByIds([workerId]);
       if (!worker) throw new NotFoundError('Worker', workerId);
-      const managesIt = identity.platformAdmin || (worker.tenant !== null && hasTenantRole(identity, worker.tenant.id, 'ADMIN'));
-      if (!managesIt) throw new ForbiddenError("only the worker itself or its administrators may follow its assignments");
+      const managesIt =
+        identity.platformAdmin || (worker.tenant !== null && hasTenantRole(identity, worker.tenant.id, 'ADMIN'));
+      if (!managesIt)
+        throw new ForbiddenError('only the worker itself or its administrators may follow its assignments');
     }
     return this.open({ workerId, types: ASSIGNMENT_EVENT_TYPES }, after);
   }
@@ -66,7 +78,11 @@ export class SubscriptionService {
   async messageAdded(sandboxId: string, threadId?: string | null, after?: string | null): Promise<EventSubscription> {
     await this.requireSandbox(sandboxId);
     const thread = threadId ?? null;
-    return this.open({ sandboxId, types: ['MESSAGE_POSTED'] }, after, (e) => thread === null || e.data.threadId === thread);
+    return this.open(
+      { sandboxId, types: ['MESSAGE_POSTED'] },
+      after,
+      (e) => thread === null || e.data.threadId === thread,
+    );
   }
 
   private async requireSandbox(sandboxId: string): Promise<void> {

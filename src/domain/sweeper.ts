@@ -74,7 +74,14 @@ export class DomainSweeper {
     if (postgres) {
       // A session lock on one pooled connection: take and release it in one transaction's connection.
       return em.transactional(async (tx) => {
-        const [row] = (await tx.getConnection().execute('select pg_try_advisory_xact_lock(?) as ok', [DOMAIN_SWEEPER_LOCK], 'all', tx.getTransactionContext())) as { ok: boolean }[];
+        const [row] = (await tx
+          .getConnection()
+          .execute(
+            'select pg_try_advisory_xact_lock(?) as ok',
+            [DOMAIN_SWEEPER_LOCK],
+            'all',
+            tx.getTransactionContext(),
+          )) as { ok: boolean }[];
         if (!row?.ok) return null;
         return this.steps(orm);
       });
@@ -91,7 +98,8 @@ export class DomainSweeper {
       sandboxesPlaced: 0,
     };
     result.sandboxesPlaced = await schedulePending(orm.em.fork(), now, this.heartbeatTtlSeconds);
-    if (result.workersOffline + result.sandboxesLost + result.sandboxesExpired + result.sandboxesPlaced > 0) this.bus.committed();
+    if (result.workersOffline + result.sandboxesLost + result.sandboxesExpired + result.sandboxesPlaced > 0)
+      this.bus.committed();
     return result;
   }
 
@@ -111,12 +119,22 @@ export class DomainSweeper {
       const done = await inTransaction(orm.em.fork(), async (em) => {
         const worker = await em.findOne(Worker, id, lockedRead(em));
         const lastSign = worker ? (worker.lastHeartbeatAt ?? worker.createdAt) : null;
-        if (!worker || worker.status === 'OFFLINE' || !lastSign || lastSign.getTime() >= horizon.getTime()) return false;
+        if (!worker || worker.status === 'OFFLINE' || !lastSign || lastSign.getTime() >= horizon.getTime())
+          return false;
         const from = worker.status;
         worker.status = 'OFFLINE';
         worker.updatedAt = now;
         await em.flush();
-        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: id, data: { from, to: 'OFFLINE' } }, now);
+        recordEvent(
+          em,
+          {
+            type: 'WORKER_STATUS_CHANGED',
+            tenantId: worker.tenant?.id ?? null,
+            workerId: id,
+            data: { from, to: 'OFFLINE' },
+          },
+          now,
+        );
         return true;
       });
       if (done) changed += 1;
@@ -134,7 +152,11 @@ export class DomainSweeper {
     );
     const orphaned = await read.find(
       Sandbox,
-      { ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] }, worker: { $or: [{ status: 'OFFLINE' }, { deletedAt: { $ne: null } }] } },
+      {
+        ...ACTIVE_SANDBOX,
+        status: { $in: [...HOLDING_STATUSES] },
+        worker: { $or: [{ status: 'OFFLINE' }, { deletedAt: { $ne: null } }] },
+      },
       { fields: ['id'], limit: SWEEP_BATCH },
     );
     const ids = new Set([...expiredLeases.map((l) => l.sandbox.id), ...orphaned.map((s) => s.id)]);
@@ -150,7 +172,9 @@ export class DomainSweeper {
           if (worker && worker.status !== 'OFFLINE' && !worker.deletedAt) return false;
         }
         // A sandbox that was stopping is done once its worker is gone; others may run again elsewhere.
-        await applyTransition(em, sandbox, sandbox.status === 'STOPPING' ? 'STOPPED' : 'LOST', now, { reason: lease ? 'lease expired' : 'worker offline' });
+        await applyTransition(em, sandbox, sandbox.status === 'STOPPING' ? 'STOPPED' : 'LOST', now, {
+          reason: lease ? 'lease expired' : 'worker offline',
+        });
         return true;
       });
       if (done) changed += 1;
@@ -159,11 +183,17 @@ export class DomainSweeper {
   }
 
   private async stopExpiredSandboxes(orm: Orm, now: Date): Promise<number> {
-    const expired = await orm.em.fork().find(
-      Sandbox,
-      { ...ACTIVE_SANDBOX, expiresAt: { $lte: now }, status: { $in: ['PENDING', 'LOST', 'SCHEDULED', 'STARTING', 'RUNNING'] } },
-      { fields: ['id'], limit: SWEEP_BATCH },
-    );
+    const expired = await orm.em
+      .fork()
+      .find(
+        Sandbox,
+        {
+          ...ACTIVE_SANDBOX,
+          expiresAt: { $lte: now },
+          status: { $in: ['PENDING', 'LOST', 'SCHEDULED', 'STARTING', 'RUNNING'] },
+        },
+        { fields: ['id'], limit: SWEEP_BATCH },
+      );
     let changed = 0;
     for (const { id } of expired) {
       const done = await inTransaction(orm.em.fork(), async (em) => {
@@ -173,7 +203,13 @@ export class DomainSweeper {
           await applyTransition(em, sandbox, 'STOPPING', now, { reason: 'ttl expired' });
           recordEvent(
             em,
-            { type: 'SANDBOX_STOP_REQUESTED', tenantId: sandbox.tenant.id, sandboxId: id, workerId: sandbox.worker?.id ?? null, data: { workerId: sandbox.worker?.id ?? null, reason: 'ttl expired' } },
+            {
+              type: 'SANDBOX_STOP_REQUESTED',
+              tenantId: sandbox.tenant.id,
+              sandboxId: id,
+              workerId: sandbox.worker?.id ?? null,
+              data: { workerId: sandbox.worker?.id ?? null, reason: 'ttl expired' },
+            },
             now,
           );
           return true;

@@ -91,8 +91,10 @@ export class TenantService {
   async update(input: UpdateTenantInput): Promise<Tenant> {
     return audited(this.ctx, 'updateTenant', { tenantId: input.tenantId, targetId: input.tenantId }, async (em) => {
       const tenant = await this.visibleTenant(em, input.tenantId);
-      if (!hasTenantRole(this.ctx.identity, tenant.id, 'ADMIN')) throw new ForbiddenError('updating a tenant needs the ADMIN role');
-      if (input.quota && !this.ctx.identity.platformAdmin) throw new ForbiddenError('only a platform admin may change quotas');
+      if (!hasTenantRole(this.ctx.identity, tenant.id, 'ADMIN'))
+        throw new ForbiddenError('updating a tenant needs the ADMIN role');
+      if (input.quota && !this.ctx.identity.platformAdmin)
+        throw new ForbiddenError('only a platform admin may change quotas');
       if (input.name !== undefined && input.name !== null) tenant.name = validateName(input.name);
       if (input.quota) tenant.quota = validateQuota({ ...tenant.quota, ...input.quota });
       if (input.policy) tenant.policy = validatePolicy({ ...tenant.policy, ...input.policy });
@@ -104,43 +106,69 @@ export class TenantService {
 
   /** Adds a member, or changes the role of an existing one (tenant ADMIN). */
   async addMember(input: AddMemberInput): Promise<Member> {
-    return audited(this.ctx, 'addMember', { tenantId: input.tenantId }, async (em) => {
-      const tenant = await this.visibleTenant(em, input.tenantId);
-      if (!hasTenantRole(this.ctx.identity, tenant.id, 'ADMIN')) throw new ForbiddenError('managing members needs the ADMIN role');
-      const subject = input.subject.trim();
-      if (subject.length === 0 || subject.length > MEMBER_SUBJECT_MAX_LENGTH) {
-        throw new ValidationError(`subject must be 1 to ${MEMBER_SUBJECT_MAX_LENGTH} characters`, 'input.subject');
-      }
-      if (!TENANT_ROLES.includes(input.role)) throw new ValidationError('unknown role', 'input.role');
-      const now = this.ctx.clock.now();
-      const existing = await em.findOne(Member, { tenant: tenant.id, subject });
-      if (existing) {
-        existing.role = input.role;
-        existing.updatedAt = now;
-        await em.flush();
-        return existing;
-      }
-      const member = em.create(Member, { tenant: tenant.id, subject, role: input.role, createdAt: now, updatedAt: now });
-      try {
-        await em.flush();
-      } catch (err) {
-        if (err instanceof UniqueConstraintViolationException) throw new AlreadyExistsError('Member', 'subject', subject);
-        throw err;
-      }
-      return member;
-    }, (m) => ({ targetId: m.id }));
+    return audited(
+      this.ctx,
+      'addMember',
+      { tenantId: input.tenantId },
+      async (em) => {
+        const tenant = await this.visibleTenant(em, input.tenantId);
+        if (!hasTenantRole(this.ctx.identity, tenant.id, 'ADMIN'))
+          throw new ForbiddenError('managing members needs the ADMIN role');
+        const subject = input.subject.trim();
+        if (subject.length === 0 || subject.length > MEMBER_SUBJECT_MAX_LENGTH) {
+          throw new ValidationError(`subject must be 1 to ${MEMBER_SUBJECT_MAX_LENGTH} characters`, 'input.subject');
+        }
+        if (!TENANT_ROLES.includes(input.role)) throw new ValidationError('unknown role', 'input.role');
+        const now = this.ctx.clock.now();
+        const existing = await em.findOne(Member, { tenant: tenant.id, subject });
+        if (existing) {
+          existing.role = input.role;
+          existing.updatedAt = now;
+          await em.flush();
+          return existing;
+        }
+        const member = em.create(Member, {
+          tenant: tenant.id,
+          subject,
+          role: input.role,
+          createdAt: now,
+          updatedAt: now,
+        });
+        try {
+          await em.flush();
+        } catch (err) {
+          if (err instanceof UniqueConstraintViolationException)
+            throw new AlreadyExistsError('Member', 'subject', subject);
+          throw err;
+        }
+        return member;
+      },
+      (m) => ({ targetId: m.id }),
+    );
   }
 
   async removeMember(memberId: string): Promise<Member> {
-    return audited(this.ctx, 'removeMember', { targetId: memberId }, async (em) => {
-      const member = isUuid(memberId) ? await em.findOne(Member, memberId) : null;
-      if (!member || !hasTenantRole(this.ctx.identity, member.tenant.id, 'VIEWER')) throw new NotFoundError('Member', memberId);
-      if (!hasTenantRole(this.ctx.identity, member.tenant.id, 'ADMIN')) throw new ForbiddenError('managing members needs the ADMIN role');
-      em.remove(member);
-      await em.flush();
-      recordEvent(em, { type: 'MEMBER_REMOVED', tenantId: member.tenant.id, data: { subject: member.subject } }, this.ctx.clock.now());
-      return member;
-    }, (m) => ({ tenantId: m.tenant.id }));
+    return audited(
+      this.ctx,
+      'removeMember',
+      { targetId: memberId },
+      async (em) => {
+        const member = isUuid(memberId) ? await em.findOne(Member, memberId) : null;
+        if (!member || !hasTenantRole(this.ctx.identity, member.tenant.id, 'VIEWER'))
+          throw new NotFoundError('Member', memberId);
+        if (!hasTenantRole(this.ctx.identity, member.tenant.id, 'ADMIN'))
+          throw new ForbiddenError('managing members needs the ADMIN role');
+        em.remove(member);
+        await em.flush();
+        recordEvent(
+          em,
+          { type: 'MEMBER_REMOVED', tenantId: member.tenant.id, data: { subject: member.subject } },
+          this.ctx.clock.now(),
+        );
+        return member;
+      },
+      (m) => ({ tenantId: m.tenant.id }),
+    );
   }
 
   /** Members among `ids` whose tenant the caller may see (for node lookups). */
@@ -161,7 +189,8 @@ export class TenantService {
 
   /** The tenant's audit trail, oldest first (tenant ADMIN). */
   async listAuditEntries(tenantId: string, args: PageArgs): Promise<Page<AuditEntry>> {
-    if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) throw new ForbiddenError('the audit trail needs the ADMIN role');
+    if (!hasTenantRole(this.ctx.identity, tenantId, 'ADMIN'))
+      throw new ForbiddenError('the audit trail needs the ADMIN role');
     return keysetPage(this.ctx.em, AuditEntry, { tenantId }, args);
   }
 
@@ -217,15 +246,26 @@ export class TenantService {
 
   /** What the tenants reserve right now, computed in one query for all of them. */
   async usageOf(tenantIds: readonly string[]): Promise<Map<string, TenantUsage>> {
-    const usage = new Map<string, TenantUsage>(tenantIds.map((id) => [id, { sandboxes: 0, cpuMillis: 0, memoryMb: 0 }]));
+    const usage = new Map<string, TenantUsage>(
+      tenantIds.map((id) => [id, { sandboxes: 0, cpuMillis: 0, memoryMb: 0 }]),
+    );
     if (tenantIds.length === 0) return usage;
-    const rows: { tenant_id: string; sandboxes: number | string; cpu: number | string | null; mem: number | string | null }[] =
-      await this.ctx.em
-        .createQueryBuilder(Sandbox, 's')
-        .select(['s.tenant_id', raw('count(*) as sandboxes'), raw('sum(s.cpu_millis) as cpu'), raw('sum(s.memory_mb) as mem')])
-        .where({ tenant: { $in: [...tenantIds] }, status: { $in: [...RESERVING_STATUSES] } })
-        .groupBy('s.tenant_id')
-        .execute('all', false);
+    const rows: {
+      tenant_id: string;
+      sandboxes: number | string;
+      cpu: number | string | null;
+      mem: number | string | null;
+    }[] = await this.ctx.em
+      .createQueryBuilder(Sandbox, 's')
+      .select([
+        's.tenant_id',
+        raw('count(*) as sandboxes'),
+        raw('sum(s.cpu_millis) as cpu'),
+        raw('sum(s.memory_mb) as mem'),
+      ])
+      .where({ tenant: { $in: [...tenantIds] }, status: { $in: [...RESERVING_STATUSES] } })
+      .groupBy('s.tenant_id')
+      .execute('all', false);
     for (const row of rows) {
       usage.set(row.tenant_id, {
         sandboxes: Number(row.sandboxes),
@@ -248,7 +288,8 @@ function validateName(name: string): string {
 function validateQuota(quota: TenantQuota): TenantQuota {
   for (const key of ['maxSandboxes', 'maxCpuMillis', 'maxMemoryMb'] as const) {
     const value = quota[key];
-    if (!Number.isInteger(value) || value < 0) throw new ValidationError(`${key} must be a whole number ≥ 0`, `input.quota.${key}`);
+    if (!Number.isInteger(value) || value < 0)
+      throw new ValidationError(`${key} must be a whole number ≥ 0`, `input.quota.${key}`);
   }
   return { maxSandboxes: quota.maxSandboxes, maxCpuMillis: quota.maxCpuMillis, maxMemoryMb: quota.maxMemoryMb };
 }
@@ -257,12 +298,18 @@ function validatePolicy(policy: TenantPolicy): TenantPolicy {
   const images = policy.allowedImages ?? [];
   for (const [i, glob] of images.entries()) {
     if (typeof glob !== 'string' || glob.trim() === '' || glob.length > 500) {
-      throw new ValidationError('image patterns must be non-empty strings of at most 500 characters', `input.policy.allowedImages.${i}`);
+      throw new ValidationError(
+        'image patterns must be non-empty strings of at most 500 characters',
+        `input.policy.allowedImages.${i}`,
+      );
     }
   }
   const ttl = policy.maxSandboxTtlSeconds ?? null;
   if (ttl !== null && (!Number.isInteger(ttl) || ttl <= 0)) {
-    throw new ValidationError('maxSandboxTtlSeconds must be a positive whole number or null', 'input.policy.maxSandboxTtlSeconds');
+    throw new ValidationError(
+      'maxSandboxTtlSeconds must be a positive whole number or null',
+      'input.policy.maxSandboxTtlSeconds',
+    );
   }
   return { allowedImages: images.map((g) => g.trim()), maxSandboxTtlSeconds: ttl };
 }

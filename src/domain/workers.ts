@@ -9,7 +9,14 @@ import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { AlreadyExistsError, ForbiddenError, LeaseConflictError, NotFoundError, UnavailableError, ValidationError } from './errors.js';
+import {
+  AlreadyExistsError,
+  ForbiddenError,
+  LeaseConflictError,
+  NotFoundError,
+  UnavailableError,
+  ValidationError,
+} from './errors.js';
 import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
@@ -74,9 +81,14 @@ export class WorkerService {
       async (em) => {
         const tenantId = input.tenantId ?? null;
         this.requireManager(tenantId);
-        if (tenantId && (!isUuid(tenantId) || !(await em.count(Tenant, { id: tenantId })))) throw new NotFoundError('Tenant', tenantId);
+        if (tenantId && (!isUuid(tenantId) || !(await em.count(Tenant, { id: tenantId }))))
+          throw new NotFoundError('Tenant', tenantId);
         const name = input.name.trim();
-        if (!WORKER_NAME_PATTERN.test(name)) throw new ValidationError('name must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_" and "-"', 'input.name');
+        if (!WORKER_NAME_PATTERN.test(name))
+          throw new ValidationError(
+            'name must be 1 to 200 characters of A-Z, a-z, 0-9, ".", "_" and "-"',
+            'input.name',
+          );
         validateCapacity(input.capacity);
         const labels = validateLabels(input.labels ?? {}, 'input.labels');
         if (await em.count(Worker, { name })) throw new AlreadyExistsError('Worker', 'name', name);
@@ -99,7 +111,11 @@ export class WorkerService {
           throw err;
         }
         const token = await this.mintFor(em, worker, now);
-        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } }, now);
+        recordEvent(
+          em,
+          { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } },
+          now,
+        );
         return { worker, token };
       },
       (r) => ({ targetId: r.worker.id }),
@@ -127,7 +143,16 @@ export class WorkerService {
         worker.status = 'DRAINING';
         worker.updatedAt = now;
         await em.flush();
-        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'DRAINING' } }, now);
+        recordEvent(
+          em,
+          {
+            type: 'WORKER_STATUS_CHANGED',
+            tenantId: worker.tenant?.id ?? null,
+            workerId: worker.id,
+            data: { from, to: 'DRAINING' },
+          },
+          now,
+        );
       }
       return worker;
     });
@@ -139,9 +164,20 @@ export class WorkerService {
       // Lock order everywhere is sandbox before worker: read the worker unlocked here.
       await this.manageable(em, workerId, false);
       const now = this.ctx.clock.now();
-      const held = await em.count(Lease, { holder: workerId, expiresAt: { $gt: now }, sandbox: { status: { $in: [...HOLDING_STATUSES] } } });
-      if (held > 0) throw new LeaseConflictError(`worker still holds ${held} lease(s); drain it and let them finish or expire first`);
-      const placed = await em.find(Sandbox, { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } }, { fields: ['id'], orderBy: { id: 'asc' } });
+      const held = await em.count(Lease, {
+        holder: workerId,
+        expiresAt: { $gt: now },
+        sandbox: { status: { $in: [...HOLDING_STATUSES] } },
+      });
+      if (held > 0)
+        throw new LeaseConflictError(
+          `worker still holds ${held} lease(s); drain it and let them finish or expire first`,
+        );
+      const placed = await em.find(
+        Sandbox,
+        { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } },
+        { fields: ['id'], orderBy: { id: 'asc' } },
+      );
       // Lock every sandbox before the first release touches the worker row.
       const locked: Sandbox[] = [];
       for (const { id } of placed) locked.push(await em.findOneOrFail(Sandbox, id, lockedRead(em)));
@@ -157,7 +193,16 @@ export class WorkerService {
       worker.updatedAt = now;
       if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
       await em.flush();
-      recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to: 'OFFLINE', deleted: true } }, now);
+      recordEvent(
+        em,
+        {
+          type: 'WORKER_STATUS_CHANGED',
+          tenantId: worker.tenant?.id ?? null,
+          workerId: worker.id,
+          data: { from, to: 'OFFLINE', deleted: true },
+        },
+        now,
+      );
       return worker;
     });
   }
@@ -166,8 +211,10 @@ export class WorkerService {
   async heartbeat(input: HeartbeatInput): Promise<Worker> {
     const workerId = this.ctx.identity.workerId;
     return audited(this.ctx, 'heartbeat', { targetId: workerId }, async (em) => {
-      if (!workerId || !this.ctx.identity.scopes.has('worker:heartbeat')) throw new ForbiddenError('only a worker token may send heartbeats');
-      if (input.workerId && input.workerId !== workerId) throw new ForbiddenError('a worker may only heartbeat for itself');
+      if (!workerId || !this.ctx.identity.scopes.has('worker:heartbeat'))
+        throw new ForbiddenError('only a worker token may send heartbeats');
+      if (input.workerId && input.workerId !== workerId)
+        throw new ForbiddenError('a worker may only heartbeat for itself');
       const worker = await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em));
       if (!worker) throw new NotFoundError('Worker', workerId);
       const now = this.ctx.clock.now();
@@ -180,7 +227,11 @@ export class WorkerService {
       await em.flush();
       const to = worker.status;
       if (from !== to) {
-        recordEvent(em, { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } }, now);
+        recordEvent(
+          em,
+          { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } },
+          now,
+        );
       }
       return worker;
     });
@@ -215,8 +266,12 @@ export class WorkerService {
   /** Stored status and heartbeat age together, so the filter agrees with what `status` reads. */
   private statusFilter(statuses: readonly WorkerStatus[]): FilterQuery<Worker> {
     const horizon = heartbeatHorizon(this.ctx.clock.now(), this.ctx.settings.heartbeatTtlSeconds);
-    const fresh: FilterQuery<Worker> = { $or: [{ lastHeartbeatAt: { $gte: horizon } }, { lastHeartbeatAt: null, createdAt: { $gte: horizon } }] };
-    const stale: FilterQuery<Worker> = { $or: [{ lastHeartbeatAt: { $lt: horizon } }, { lastHeartbeatAt: null, createdAt: { $lt: horizon } }] };
+    const fresh: FilterQuery<Worker> = {
+      $or: [{ lastHeartbeatAt: { $gte: horizon } }, { lastHeartbeatAt: null, createdAt: { $gte: horizon } }],
+    };
+    const stale: FilterQuery<Worker> = {
+      $or: [{ lastHeartbeatAt: { $lt: horizon } }, { lastHeartbeatAt: null, createdAt: { $lt: horizon } }],
+    };
     const parts: FilterQuery<Worker>[] = [];
     for (const status of statuses) {
       if (status === 'OFFLINE') parts.push({ $or: [{ status: 'OFFLINE' }, stale] });
@@ -228,16 +283,23 @@ export class WorkerService {
   private requireManager(tenantId: string | null): void {
     if (this.ctx.identity.platformAdmin) return;
     if (tenantId && hasTenantRole(this.ctx.identity, tenantId, 'ADMIN')) return;
-    throw new ForbiddenError(tenantId ? 'only a tenant ADMIN may manage its dedicated workers' : 'only a platform admin may manage shared workers');
+    throw new ForbiddenError(
+      tenantId
+        ? 'only a tenant ADMIN may manage its dedicated workers'
+        : 'only a platform admin may manage shared workers',
+    );
   }
 
   /** The worker (row-locked unless told not to) if the caller may manage it; otherwise it reads as missing. */
   private async manageable(em: Em, workerId: string, lock = true): Promise<Worker> {
-    const worker = isUuid(workerId) ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lock ? lockedRead(em) : { refresh: true }) : null;
+    const worker = isUuid(workerId)
+      ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lock ? lockedRead(em) : { refresh: true })
+      : null;
     if (!worker) throw new NotFoundError('Worker', workerId);
     const tenantId = worker.tenant?.id ?? null;
     if (!this.ctx.identity.platformAdmin) {
-      if (!tenantId || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Worker', workerId);
+      if (!tenantId || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER'))
+        throw new NotFoundError('Worker', workerId);
       this.requireManager(tenantId);
     }
     return worker;
@@ -247,7 +309,13 @@ export class WorkerService {
     if (!this.ctx.tokens) throw new UnavailableError('tokens cannot be minted here');
     const minted = await this.ctx.tokens.mint(
       em,
-      { kind: 'WORKER', subject: `worker:${worker.name}`, workerId: worker.id, scopes: [...WORKER_SCOPES], ttlSeconds: null },
+      {
+        kind: 'WORKER',
+        subject: `worker:${worker.name}`,
+        workerId: worker.id,
+        scopes: [...WORKER_SCOPES],
+        ttlSeconds: null,
+      },
       now,
     );
     worker.tokenId = minted.record.id;
@@ -258,21 +326,31 @@ export class WorkerService {
 
 function validateCapacity(capacity: Resources): void {
   if (!Number.isInteger(capacity.cpuMillis) || capacity.cpuMillis <= 0 || capacity.cpuMillis > MAX_WORKER_CPU_MILLIS) {
-    throw new ValidationError(`capacity.cpuMillis must be a whole number from 1 to ${MAX_WORKER_CPU_MILLIS}`, 'input.capacity.cpuMillis');
+    throw new ValidationError(
+      `capacity.cpuMillis must be a whole number from 1 to ${MAX_WORKER_CPU_MILLIS}`,
+      'input.capacity.cpuMillis',
+    );
   }
   if (!Number.isInteger(capacity.memoryMb) || capacity.memoryMb <= 0 || capacity.memoryMb > MAX_WORKER_MEMORY_MB) {
-    throw new ValidationError(`capacity.memoryMb must be a whole number from 1 to ${MAX_WORKER_MEMORY_MB}`, 'input.capacity.memoryMb');
+    throw new ValidationError(
+      `capacity.memoryMb must be a whole number from 1 to ${MAX_WORKER_MEMORY_MB}`,
+      'input.capacity.memoryMb',
+    );
   }
 }
 
 /** Labels are a flat object of short strings. */
 export function validateLabels(labels: unknown, field: string): Record<string, string> {
-  if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) throw new ValidationError('labels must be an object of strings', field);
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels))
+    throw new ValidationError('labels must be an object of strings', field);
   const entries = Object.entries(labels as Record<string, unknown>);
   if (entries.length > 64) throw new ValidationError('at most 64 labels', field);
   for (const [key, value] of entries) {
     if (typeof value !== 'string' || key.length === 0 || key.length > 100 || value.length > 200) {
-      throw new ValidationError('labels must map keys of 1 to 100 characters to strings of at most 200', `${field}.${key}`);
+      throw new ValidationError(
+        'labels must map keys of 1 to 100 characters to strings of at most 200',
+        `${field}.${key}`,
+      );
     }
   }
   return Object.fromEntries(entries) as Record<string, string>;

@@ -63,7 +63,8 @@ type Pending = { events: LogEvent[]; overflowed: boolean };
 class Subscriber implements EventSubscription {
   private readonly queue: LogEvent[] = [];
   /** Consumers waiting in next(), oldest first (callers may ask again before an answer). */
-  private readonly waiters: { resolve: (result: IteratorResult<LogEvent>) => void; reject: (err: Error) => void }[] = [];
+  private readonly waiters: { resolve: (result: IteratorResult<LogEvent>) => void; reject: (err: Error) => void }[] =
+    [];
   private spaceWaiter: (() => void) | null = null;
   private roomWanted = 0;
   private failure: Error | null = null;
@@ -223,7 +224,10 @@ export class EventHub {
   ) {
     this.queueLimit = options.queueLimit ?? SUBSCRIBER_QUEUE_LIMIT;
     this.batchSize = options.batchSize ?? HUB_BATCH_SIZE;
-    this.replayPageSize = Math.max(1, Math.min(options.replayPageSize ?? REPLAY_PAGE_SIZE, Math.floor(this.queueLimit / 2)));
+    this.replayPageSize = Math.max(
+      1,
+      Math.min(options.replayPageSize ?? REPLAY_PAGE_SIZE, Math.floor(this.queueLimit / 2)),
+    );
     this.pollIntervalMs = options.pollIntervalMs ?? HUB_POLL_INTERVAL_MS;
   }
 
@@ -268,7 +272,8 @@ export class EventHub {
    */
   async subscribe(options: SubscribeOptions): Promise<EventSubscription> {
     const head = this.requireHead();
-    if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeCursor(head));
+    if (this.closed)
+      throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeCursor(head));
     if (options.after === undefined || options.after === null) {
       const sub = new Subscriber(this, options, head, this.queueLimit);
       this.add(sub);
@@ -384,7 +389,10 @@ export class EventHub {
     if (event.type === 'MEMBER_REMOVED' && event.tenantId !== null && typeof event.data.subject === 'string') {
       const { subject } = event.data;
       const tenantId = event.tenantId;
-      this.endWhere((p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId), 'your membership of this tenant was removed');
+      this.endWhere(
+        (p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId),
+        'your membership of this tenant was removed',
+      );
     } else if (event.type === 'TOKEN_REVOKED' && typeof event.data.tokenId === 'string') {
       const { tokenId } = event.data;
       this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
@@ -420,7 +428,12 @@ export class EventHub {
       room = this.replayPageSize;
       if (sub.finished) return;
       sub.pending = { events: [], overflowed: false };
-      const page = await readEventsAfter(this.orm.em.fork(), String(sub.position), this.replayPageSize, sub.options.match);
+      const page = await readEventsAfter(
+        this.orm.em.fork(),
+        String(sub.position),
+        this.replayPageSize,
+        sub.options.match,
+      );
       if (sub.finished) return;
       for (const event of page) {
         if (sub.accepts(event)) sub.push(event);

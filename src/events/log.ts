@@ -29,7 +29,10 @@ export interface NewEvent {
  */
 export async function appendEvent(em: Em, event: NewEvent, now: Date): Promise<Event> {
   const postgres = databaseKindOf(em) === 'postgres';
-  if (postgres) await em.getConnection().execute('select pg_advisory_xact_lock(?)', [EVENT_APPEND_LOCK], 'all', em.getTransactionContext());
+  if (postgres)
+    await em
+      .getConnection()
+      .execute('select pg_advisory_xact_lock(?)', [EVENT_APPEND_LOCK], 'all', em.getTransactionContext());
   const row = em.create(Event, {
     type: event.type,
     tenantId: event.tenantId ?? null,
@@ -44,7 +47,9 @@ export async function appendEvent(em: Em, event: NewEvent, now: Date): Promise<E
   await em.flush();
   if (postgres) {
     // NOTIFY is transactional: listeners hear it only if this transaction commits.
-    await em.getConnection().execute(`select pg_notify(?, ?)`, [EVENT_CHANNEL, row.id], 'all', em.getTransactionContext());
+    await em
+      .getConnection()
+      .execute(`select pg_notify(?, ?)`, [EVENT_CHANNEL, row.id], 'all', em.getTransactionContext());
   }
   return row;
 }

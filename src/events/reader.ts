@@ -42,7 +42,8 @@ export function encodeCursor(eventId: string): string {
 export function decodeCursor(cursor: string): string {
   const text = /^[A-Za-z0-9_-]{1,64}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
   const id = text.startsWith(CURSOR_PREFIX) ? text.slice(CURSOR_PREFIX.length) : '';
-  if (!/^(0|[1-9][0-9]{0,18})$/.test(id) || BigInt(id) > MAX_EVENT_ID) throw new InvalidCursorError(cursor, 'MALFORMED');
+  if (!/^(0|[1-9][0-9]{0,18})$/.test(id) || BigInt(id) > MAX_EVENT_ID)
+    throw new InvalidCursorError(cursor, 'MALFORMED');
   return id;
 }
 
@@ -80,7 +81,12 @@ function toLogEvent(row: Event): LogEvent {
  * serialised until commit (events/log.ts), an id seen here is never followed by a smaller one
  * committing later, so "after the last id read" never skips an event.
  */
-export async function readEventsAfter(em: Em, afterId: string, limit: number, filter: EventFilter = {}): Promise<LogEvent[]> {
+export async function readEventsAfter(
+  em: Em,
+  afterId: string,
+  limit: number,
+  filter: EventFilter = {},
+): Promise<LogEvent[]> {
   const where: FilterQuery<Event> = { id: { $gt: afterId } };
   if (filter.tenantId !== undefined) where.tenantId = filter.tenantId;
   if (filter.sandboxId !== undefined) where.sandboxId = filter.sandboxId;
@@ -92,7 +98,9 @@ export async function readEventsAfter(em: Em, afterId: string, limit: number, fi
 
 /** The id of the newest committed event, or LOG_START for an empty log. */
 export async function latestEventId(em: Em): Promise<string> {
-  const rows = (await em.fork().getConnection().execute('select max(id) as id from events')) as { id: string | number | null }[];
+  const rows = (await em.fork().getConnection().execute('select max(id) as id from events')) as {
+    id: string | number | null;
+  }[];
   const id = rows[0]?.id;
   return id === null || id === undefined ? LOG_START : String(id);
 }
@@ -112,7 +120,9 @@ async function highWaterId(em: Em): Promise<string> {
 
 /** The oldest event id still in the log, or null when it is empty. */
 async function oldestEventId(em: Em): Promise<string | null> {
-  const rows = (await em.fork().getConnection().execute('select min(id) as id from events')) as { id: string | number | null }[];
+  const rows = (await em.fork().getConnection().execute('select min(id) as id from events')) as {
+    id: string | number | null;
+  }[];
   const id = rows[0]?.id;
   return id === null || id === undefined ? null : String(id);
 }

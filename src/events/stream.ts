@@ -39,7 +39,12 @@ export class EventStream {
     const unsubscribeBus = options.bus.onCommitted(() => hub.wake());
     let listener: PgListener | null = null;
     if (options.target.kind === 'postgres') {
-      listener = new PgListener({ url: (options.listenTarget ?? options.target).location, logger: options.logger, onNotify: () => hub.wake(), onListening: () => hub.wake() });
+      listener = new PgListener({
+        url: (options.listenTarget ?? options.target).location,
+        logger: options.logger,
+        onNotify: () => hub.wake(),
+        onListening: () => hub.wake(),
+      });
       // When it fails now it keeps retrying; readiness reports it meanwhile.
       await listener.start();
     }
@@ -56,7 +61,10 @@ export class EventStream {
   /** Ready when live events can flow: always on SQLite, while LISTENing on Postgres. */
   readiness(): { ok: boolean; reason?: string } {
     if (!this.listener || this.listener.ready) return { ok: true };
-    return { ok: false, reason: `event LISTEN connection is down${this.listener.lastError ? `: ${this.listener.lastError}` : ''}` };
+    return {
+      ok: false,
+      reason: `event LISTEN connection is down${this.listener.lastError ? `: ${this.listener.lastError}` : ''}`,
+    };
   }
 
   stats(): { listenerReady: boolean; listenerReconnects: number; subscribers: number; slowClosed: number } {

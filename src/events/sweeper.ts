@@ -43,7 +43,13 @@ export class EventSweeper {
 
   start(): void {
     const interval = this.options.intervalMs ?? SWEEP_INTERVAL_MS;
-    this.timer = setInterval(() => void this.sweepOnce().catch((err: Error) => this.options.logger?.warn({ err: err.message }, 'event sweep failed')), interval);
+    this.timer = setInterval(
+      () =>
+        void this.sweepOnce().catch((err: Error) =>
+          this.options.logger?.warn({ err: err.message }, 'event sweep failed'),
+        ),
+      interval,
+    );
     this.timer.unref();
   }
 
@@ -68,7 +74,11 @@ export class EventSweeper {
     const em: Em = this.orm.em.fork();
     const knex = em.getKnex();
     // Prune by id up to the newest expired event, so what remains is always a suffix of the log.
-    const newest = await em.findOne(Event, { createdAt: { $lt: cutoff } }, { orderBy: { id: 'desc' }, fields: ['id'], disableIdentityMap: true });
+    const newest = await em.findOne(
+      Event,
+      { createdAt: { $lt: cutoff } },
+      { orderBy: { id: 'desc' }, fields: ['id'], disableIdentityMap: true },
+    );
     if (!newest) return { elected: true, deleted: 0 };
     const through = newest.id;
     let deleted = 0;
@@ -78,7 +88,9 @@ export class EventSweeper {
       // get it stops, leaving the sweep to the one that holds it.
       const count = await knex.transaction(async (trx): Promise<number | null> => {
         if (postgres) {
-          const result = (await trx.raw('select pg_try_advisory_xact_lock(?) as ok', [SWEEPER_LOCK])) as { rows: { ok: boolean }[] };
+          const result = (await trx.raw('select pg_try_advisory_xact_lock(?) as ok', [SWEEPER_LOCK])) as {
+            rows: { ok: boolean }[];
+          };
           if (!result.rows[0]?.ok) return null;
         }
         const ids = trx('events').select('id').where('id', '<=', through).orderBy('id').limit(batch);

@@ -79,7 +79,9 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     closing = true;
     await events?.close();
   };
-  metrics.watchEvents(() => events?.stats() ?? { listenerReady: false, listenerReconnects: 0, subscribers: 0, slowClosed: 0 });
+  metrics.watchEvents(
+    () => events?.stats() ?? { listenerReady: false, listenerReconnects: 0, subscribers: 0, slowClosed: 0 },
+  );
   const db = new Database(config.databaseUrl, {
     migrate: config.migrateOnStart,
     logger,
@@ -87,8 +89,16 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
-      const service = new TokenService(orm, loaded, { issuer: config.tokenIssuer, audience: config.tokenAudience }, externalIssuers(config));
-      adminToken = await ensureAdminToken(orm, service, { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
+      const service = new TokenService(
+        orm,
+        loaded,
+        { issuer: config.tokenIssuer, audience: config.tokenAudience },
+        externalIssuers(config),
+      );
+      adminToken = await ensureAdminToken(orm, service, {
+        dataDir: config.dataDir,
+        ttlSeconds: config.adminTokenTtlSeconds,
+      });
       keys = loaded;
       tokens = service;
       // A failed start throws here, and the database's retry loop tries again.
@@ -180,7 +190,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     keys: () => keys,
     sessions,
     async mintAdminToken() {
-      const minted = await mintAdminToken(await ready, getTokens(), { dataDir: config.dataDir, ttlSeconds: config.adminTokenTtlSeconds });
+      const minted = await mintAdminToken(await ready, getTokens(), {
+        dataDir: config.dataDir,
+        ttlSeconds: config.adminTokenTtlSeconds,
+      });
       return minted.token;
     },
     async close() {

@@ -29,11 +29,15 @@ export function toGraphQLError(err: DomainError, base?: GraphQLError): GraphQLEr
 export function createErrorMasker(logger: Logger) {
   return (error: unknown, message: string): Error => {
     const original = error instanceof GraphQLError ? (error.originalError ?? null) : error;
-    if (original instanceof DomainError) return toGraphQLError(original, error instanceof GraphQLError ? error : undefined);
+    if (original instanceof DomainError)
+      return toGraphQLError(original, error instanceof GraphQLError ? error : undefined);
     if (error instanceof GraphQLError && (!original || original instanceof GraphQLError)) {
       return original instanceof GraphQLError && original !== error ? original : error;
     }
-    logger.error({ err: original instanceof Error ? { message: original.message, stack: original.stack } : String(original) }, 'unexpected error');
+    logger.error(
+      { err: original instanceof Error ? { message: original.message, stack: original.stack } : String(original) },
+      'unexpected error',
+    );
     return new GraphQLError(message, {
       nodes: error instanceof GraphQLError ? error.nodes : undefined,
       path: error instanceof GraphQLError ? error.path : undefined,

@@ -35,7 +35,11 @@ export function exampleOperations(dir: string = OPERATIONS_DIR): string {
     // The viewer query first: the one to try before anything else.
     .sort((a, b) => Number(b === FIRST_FILE) - Number(a === FIRST_FILE) || a.localeCompare(b))
     .flatMap((f) => parse(readFileSync(join(dir, f), 'utf8')).definitions);
-  const fragments = new Map(definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
+  const fragments = new Map(
+    definitions
+      .filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION)
+      .map((d) => [d.name.value, d]),
+  );
   const operations = definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
   if (operations.length === 0) return fallback;
   // Only fragments some operation reaches: unused ones would make the document invalid.

@@ -53,13 +53,17 @@ export function limitsFromConfig(config: Config): Limits {
     introspection: config.introspection,
     csrfPrevention: config.csrfPrevention,
     rateLimitPerMinute: config.rateLimitPerMinute,
-    persistedOperations: config.persistedOperationsFile ? PersistedOperations.fromFile(config.persistedOperationsFile) : null,
+    persistedOperations: config.persistedOperationsFile
+      ? PersistedOperations.fromFile(config.persistedOperationsFile)
+      : null,
     persistedOperationsOnly: config.persistedOperationsOnly,
   };
 }
 
 function limitError(code: string, message: string, status?: number, headers?: Record<string, string>): GraphQLError {
-  return new GraphQLError(message, { extensions: { code, ...(status ? { http: { status, ...(headers ? { headers } : {}) } } : {}) } });
+  return new GraphQLError(message, {
+    extensions: { code, ...(status ? { http: { status, ...(headers ? { headers } : {}) } } : {}) },
+  });
 }
 
 // ---------------------------------------------------------------- HTTP: size and CSRF
@@ -76,7 +80,12 @@ export const REJECTED_BODY_DRAIN_BYTES = 16 * 1024 * 1024;
 /** Content types a browser sends cross-site without a CORS preflight. */
 const SIMPLE_CONTENT_TYPES = new Set(['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain']);
 /** Any of these headers forces a preflight, so a request carrying one cannot be a blind cross-site form post. */
-export const PREFLIGHT_HEADERS = ['authorization', 'x-flotilla-csrf', 'graphql-require-preflight', 'apollo-require-preflight'];
+export const PREFLIGHT_HEADERS = [
+  'authorization',
+  'x-flotilla-csrf',
+  'graphql-require-preflight',
+  'apollo-require-preflight',
+];
 
 /** Checks a GraphQL HTTP request before its body is read; null when it may proceed. */
 export function checkHttpRequest(req: IncomingMessage, limits: Limits): HttpRejection | null {
@@ -89,7 +98,11 @@ export function checkHttpRequest(req: IncomingMessage, limits: Limits): HttpReje
     }
     const bytes = Number(length);
     if (!Number.isFinite(bytes) || bytes > limits.maxBodyBytes) {
-      return { status: 413, code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${limits.maxBodyBytes} bytes` };
+      return {
+        status: 413,
+        code: 'PAYLOAD_TOO_LARGE',
+        message: `the request body exceeds ${limits.maxBodyBytes} bytes`,
+      };
     }
   }
   if (!limits.csrfPrevention) return null;
@@ -128,7 +141,8 @@ export class PersistedOperations {
 
   static fromFile(file: string): PersistedOperations {
     const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`${file}: expected {"<sha256>": "<query>"}`);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new Error(`${file}: expected {"<sha256>": "<query>"}`);
     const map = new Map<string, string>();
     for (const [hash, query] of Object.entries(parsed)) {
       if (typeof query !== 'string') throw new Error(`${file}: the operation ${hash} is not a string`);
@@ -153,11 +167,16 @@ export function resolvePersisted<P extends OperationParams>(params: P, limits: L
   const hash = typeof persisted?.sha256Hash === 'string' ? persisted.sha256Hash : null;
   if (hash !== null) {
     const query = limits.persistedOperations?.get(hash);
-    if (!query) throw limitError('PERSISTED_QUERY_NOT_FOUND', `no persisted operation has the hash ${hash.slice(0, 64)}`, 400);
+    if (!query)
+      throw limitError('PERSISTED_QUERY_NOT_FOUND', `no persisted operation has the hash ${hash.slice(0, 64)}`, 400);
     return { ...params, query };
   }
   if (limits.persistedOperationsOnly && params.query) {
-    throw limitError('PERSISTED_QUERY_ONLY', 'this server runs only persisted operations: send extensions.persistedQuery.sha256Hash', 400);
+    throw limitError(
+      'PERSISTED_QUERY_ONLY',
+      'this server runs only persisted operations: send extensions.persistedQuery.sha256Hash',
+      400,
+    );
   }
   return params;
 }
@@ -190,7 +209,8 @@ function depthOf(set: SelectionSetNode, fragments: Map<string, FragmentDefinitio
   let deepest = 0;
   for (const sel of set.selections) {
     if (sel.kind === Kind.FIELD) {
-      const below = sel.selectionSet && !sel.name.value.startsWith('__') ? depthOf(sel.selectionSet, fragments, path) : 0;
+      const below =
+        sel.selectionSet && !sel.name.value.startsWith('__') ? depthOf(sel.selectionSet, fragments, path) : 0;
       deepest = Math.max(deepest, 1 + below);
     } else if (sel.kind === Kind.INLINE_FRAGMENT) {
       deepest = Math.max(deepest, depthOf(sel.selectionSet, fragments, path));
@@ -253,7 +273,12 @@ export function operationComplexity(
   const operations = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
   const op = operationName ? operations.find((o) => o.name?.value === operationName) : operations[0];
   if (!op) return 0;
-  const root = op.operation === 'query' ? schema.getQueryType() : op.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
+  const root =
+    op.operation === 'query'
+      ? schema.getQueryType()
+      : op.operation === 'mutation'
+        ? schema.getMutationType()
+        : schema.getSubscriptionType();
   if (!root) return 0;
   return costOf(schema, op.selectionSet, root, fragments, variables ?? {}, new Set());
 }
@@ -326,7 +351,8 @@ export class RateLimiter {
     bucket.at = now;
     if (this.buckets.size >= MAX_TRACKED_BUCKETS && !this.buckets.has(key)) this.prune(now, ratePerMs);
     this.buckets.set(key, bucket);
-    if (bucket.tokens < 1) return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / ratePerMs / 1000)) };
+    if (bucket.tokens < 1)
+      return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / ratePerMs / 1000)) };
     bucket.tokens -= 1;
     return { allowed: true };
   }
@@ -335,14 +361,20 @@ export class RateLimiter {
   enforce(key: string): void {
     const result = this.take(key);
     if (!result.allowed) {
-      throw limitError('RATE_LIMITED', `rate limit of ${this.perMinute} operations per minute exceeded; retry in ${result.retryAfterSeconds}s`, 429, {
-        'retry-after': String(result.retryAfterSeconds),
-      });
+      throw limitError(
+        'RATE_LIMITED',
+        `rate limit of ${this.perMinute} operations per minute exceeded; retry in ${result.retryAfterSeconds}s`,
+        429,
+        {
+          'retry-after': String(result.retryAfterSeconds),
+        },
+      );
     }
   }
 
   private prune(now: number, ratePerMs: number): void {
-    for (const [key, b] of this.buckets) if (b.tokens + (now - b.at) * ratePerMs >= this.perMinute) this.buckets.delete(key);
+    for (const [key, b] of this.buckets)
+      if (b.tokens + (now - b.at) * ratePerMs >= this.perMinute) this.buckets.delete(key);
   }
 }
 
@@ -352,10 +384,18 @@ export class RateLimiter {
 export function limitsPlugin(limits: Limits): Plugin {
   const rules: ValidationRule[] = [depthLimitRule(limits.maxQueryDepth), aliasLimitRule(limits.maxAliases)];
   if (!limits.introspection) rules.push(NoSchemaIntrospectionCustomRule);
-  const checkComplexity = (args: { schema: GraphQLSchema; document: DocumentNode; operationName?: string | null; variableValues?: Record<string, unknown> | null }) => {
+  const checkComplexity = (args: {
+    schema: GraphQLSchema;
+    document: DocumentNode;
+    operationName?: string | null;
+    variableValues?: Record<string, unknown> | null;
+  }) => {
     const cost = operationComplexity(args.schema, args.document, args.operationName, args.variableValues);
     if (cost <= limits.maxQueryComplexity) return null;
-    return limitError('QUERY_TOO_COMPLEX', `the operation costs ${cost}; at most ${limits.maxQueryComplexity} is allowed (ask for smaller pages)`);
+    return limitError(
+      'QUERY_TOO_COMPLEX',
+      `the operation costs ${cost}; at most ${limits.maxQueryComplexity} is allowed (ask for smaller pages)`,
+    );
   };
   return {
     onParams({ params, setParams }) {

@@ -45,7 +45,11 @@ export class Metrics {
     'Times the Postgres LISTEN connection was lost and a reconnect attempted since start',
     (stats) => stats.listenerReconnects,
   );
-  readonly eventSubscribers = this.eventGauge('flotilla_event_subscribers', 'Open event subscriptions in this process', (stats) => stats.subscribers);
+  readonly eventSubscribers = this.eventGauge(
+    'flotilla_event_subscribers',
+    'Open event subscriptions in this process',
+    (stats) => stats.subscribers,
+  );
   readonly eventSubscribersClosedSlow = this.eventGauge(
     'flotilla_event_subscribers_closed_slow',
     'Event subscriptions closed since start because their client fell too far behind',

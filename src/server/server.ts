@@ -53,7 +53,10 @@ export interface RunningServer {
 }
 
 /** Serves GraphQL (HTTP, SSE, graphql-ws) plus health, readiness, metrics and the JWKS. */
-export async function startHttpServer(deps: HttpServerDeps, listen: { host: string; port: number }): Promise<RunningServer> {
+export async function startHttpServer(
+  deps: HttpServerDeps,
+  listen: { host: string; port: number },
+): Promise<RunningServer> {
   const { logger, metrics, contexts } = deps;
   let stopping = false;
 
@@ -93,7 +96,10 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.httpRequests.inc({ route, status: String(res.statusCode) });
       metrics.httpDuration.observe({ route }, seconds);
-      logger.info({ reqId: requestId, method: req.method, url: req.url, status: res.statusCode, ms: Math.round(seconds * 1000) }, 'request');
+      logger.info(
+        { reqId: requestId, method: req.method, url: req.url, status: res.statusCode, ms: Math.round(seconds * 1000) },
+        'request',
+      );
     });
     void handle(req, res, route, requestId);
   });
@@ -106,7 +112,11 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         const dbCheck = await deps.db.check();
         metrics.databaseReady.set(dbCheck.ok ? 1 : 0);
         const check = dbCheck.ok && deps.readiness ? deps.readiness() : dbCheck;
-        return sendJson(res, check.ok ? 200 : 503, check.ok ? { status: 'ready' } : { status: 'not ready', reason: check.reason });
+        return sendJson(
+          res,
+          check.ok ? 200 : 503,
+          check.ok ? { status: 'ready' } : { status: 'not ready', reason: check.reason },
+        );
       }
       if (route === '/metrics') {
         res.writeHead(200, { 'content-type': metrics.registry.contentType });
@@ -128,7 +138,12 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
             req.resume();
             await once(req, 'end');
           }
-          return sendJson(res, rejected.status, { errors: [{ message: rejected.message, extensions: { code: rejected.code } }] }, { connection: 'close' });
+          return sendJson(
+            res,
+            rejected.status,
+            { errors: [{ message: rejected.message, extensions: { code: rejected.code } }] },
+            { connection: 'close' },
+          );
         }
         await yoga.handle(req, res, { requestId });
         return;
@@ -174,9 +189,15 @@ export async function startHttpServer(deps: HttpServerDeps, listen: { host: stri
         } catch (err) {
           const message = err instanceof Error ? err.message : '';
           // The same short close reasons the session registry uses.
-          const reason = /revoked/.test(message) ? 'token revoked' : /expired/.test(message) ? 'token expired' : message || 'token could not be verified';
+          const reason = /revoked/.test(message)
+            ? 'token revoked'
+            : /expired/.test(message)
+              ? 'token expired'
+              : message || 'token could not be verified';
           deps.sessions.endTokens([(ctx.extra.identity as Identity).tokenId], reason);
-          return [err instanceof GraphQLError ? err : new GraphQLError(reason, { extensions: { code: 'UNAUTHENTICATED' } })];
+          return [
+            err instanceof GraphQLError ? err : new GraphQLError(reason, { extensions: { code: 'UNAUTHENTICATED' } }),
+          ];
         }
         let payload = rawPayload;
         try {

@@ -138,7 +138,10 @@ export function endAtExpiry(
       const winner = await Promise.race([source.next(), expired]);
       if (winner === 'expired') {
         finish();
-        return { done: false, value: { errors: [new GraphQLError('token expired', { extensions: { code: 'UNAUTHENTICATED' } })] } };
+        return {
+          done: false,
+          value: { errors: [new GraphQLError('token expired', { extensions: { code: 'UNAUTHENTICATED' } })] },
+        };
       }
       if (winner.done) finish();
       return winner;

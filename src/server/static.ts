@@ -24,7 +24,12 @@ const NOT_BUILT = `<!doctype html><meta charset="utf-8"><title>Flotilla</title>
 <p>GraphiQL is at <a href="/graphql">/graphql</a>.</p></body>`;
 
 /** Serves the built dashboard: files under DASHBOARD_DIR, and index.html for `/`. */
-export function serveDashboard(req: IncomingMessage, res: ServerResponse, path: string, root: string = DASHBOARD_DIR): boolean {
+export function serveDashboard(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  root: string = DASHBOARD_DIR,
+): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD') return false;
   const relative = path === '/' ? 'index.html' : decodeURIComponent(path.slice(1));
   const file = normalize(join(root, relative));

@@ -90,7 +90,8 @@ interface Running {
 export class WorkerAgent {
   private readonly client: FlotillaClient;
   private readonly runtime: SandboxRuntime;
-  private readonly opts: Required<Pick<WorkerAgentOptions, 'heartbeatIntervalMs' | 'leaseTtlSeconds' | 'stopGraceMs'>> & WorkerAgentOptions;
+  private readonly opts: Required<Pick<WorkerAgentOptions, 'heartbeatIntervalMs' | 'leaseTtlSeconds' | 'stopGraceMs'>> &
+    WorkerAgentOptions;
   private readonly running = new Map<string, Running>();
   private readonly abort = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | null = null;
@@ -145,11 +146,18 @@ export class WorkerAgent {
 
   private async heartbeat(): Promise<void> {
     const allocated = [...this.running.values()].reduce(
-      (acc, r) => ({ cpuMillis: acc.cpuMillis + r.sandbox.resources.cpuMillis, memoryMb: acc.memoryMb + r.sandbox.resources.memoryMb }),
+      (acc, r) => ({
+        cpuMillis: acc.cpuMillis + r.sandbox.resources.cpuMillis,
+        memoryMb: acc.memoryMb + r.sandbox.resources.memoryMb,
+      }),
       { cpuMillis: 0, memoryMb: 0 },
     );
     const result = await this.client.mutate(HeartbeatDocument, {
-      input: { workerId: this.workerId, version: this.opts.version ?? 'flotilla-worker/0.1', observed: { ...allocated, sandboxes: this.running.size, runtime: this.runtime.name } },
+      input: {
+        workerId: this.workerId,
+        version: this.opts.version ?? 'flotilla-worker/0.1',
+        observed: { ...allocated, sandboxes: this.running.size, runtime: this.runtime.name },
+      },
     });
     if (!result.ok) this.log('warn', 'heartbeat failed', { error: result.error.message });
   }
@@ -158,7 +166,9 @@ export class WorkerAgent {
   private async reconcile(): Promise<void> {
     const result = await this.client.query(WorkerDocument, { id: this.workerId as string });
     if (!result.ok || !result.data.worker) {
-      this.log('warn', 'could not list assigned sandboxes', { error: result.ok ? 'worker not found' : result.error.message });
+      this.log('warn', 'could not list assigned sandboxes', {
+        error: result.ok ? 'worker not found' : result.error.message,
+      });
       return;
     }
     for (const edge of result.data.worker.sandboxes.edges) {
@@ -203,7 +213,8 @@ export class WorkerAgent {
     );
     for await (const { workerAssignments: event } of stream) {
       const sandbox = event.sandbox;
-      if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status)) await this.ensureRunning(sandbox);
+      if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status))
+        await this.ensureRunning(sandbox);
       if (sandbox && event.type === 'SANDBOX_STOP_REQUESTED') void this.stopSandbox(sandbox.id);
       this.saveCursor(event.cursor);
     }
@@ -223,9 +234,14 @@ export class WorkerAgent {
   }
 
   private async startSandbox(sandbox: SandboxFieldsFragment): Promise<void> {
-    const lease = await this.client.mutate(AcquireLeaseDocument, { input: { sandboxId: sandbox.id, ttlSeconds: this.opts.leaseTtlSeconds } });
+    const lease = await this.client.mutate(AcquireLeaseDocument, {
+      input: { sandboxId: sandbox.id, ttlSeconds: this.opts.leaseTtlSeconds },
+    });
     if (!lease.ok || lease.data.acquireLease.__typename !== 'LeasePayload') {
-      this.log('warn', 'lease not acquired', { sandboxId: sandbox.id, error: lease.ok ? lease.data.acquireLease.__typename : lease.error.message });
+      this.log('warn', 'lease not acquired', {
+        sandboxId: sandbox.id,
+        error: lease.ok ? lease.data.acquireLease.__typename : lease.error.message,
+      });
       return;
     }
     const run: Running = {
@@ -302,11 +318,16 @@ export class WorkerAgent {
       const stream = this.client.subscribe(
         MessageAddedDocument,
         { sandboxId: run.sandbox.id, after: null },
-        { signal: run.abort.signal, cursorOf: (d) => d.messageAdded.eventCursor, onResumed: () => void this.catchUpInput(run) },
+        {
+          signal: run.abort.signal,
+          cursorOf: (d) => d.messageAdded.eventCursor,
+          onResumed: () => void this.catchUpInput(run),
+        },
       );
       for await (const { messageAdded } of stream) this.deliverInput(run, messageAdded);
     } catch (err) {
-      if (!run.abort.signal.aborted) this.log('warn', 'input relay ended', { sandboxId: run.sandbox.id, error: (err as Error).message });
+      if (!run.abort.signal.aborted)
+        this.log('warn', 'input relay ended', { sandboxId: run.sandbox.id, error: (err as Error).message });
     }
   }
 
@@ -320,7 +341,11 @@ export class WorkerAgent {
   private async catchUpInput(run: Running): Promise<void> {
     if (!run.process || run.process.exited || run.lost) return;
     for (;;) {
-      const page = await this.client.query(MessagesDocument, { sandboxId: run.sandbox.id, first: WORKER_DEFAULTS.inputPageSize, after: run.inputCursor });
+      const page = await this.client.query(MessagesDocument, {
+        sandboxId: run.sandbox.id,
+        first: WORKER_DEFAULTS.inputPageSize,
+        after: run.inputCursor,
+      });
       if (!page.ok) return;
       for (const edge of page.data.messages.edges) this.deliverInput(run, edge.node);
       run.inputCursor = page.data.messages.pageInfo.endCursor ?? run.inputCursor;
@@ -331,7 +356,11 @@ export class WorkerAgent {
   private async lastMessageCursor(sandboxId: string): Promise<string | null> {
     let cursor: string | null = null;
     for (;;) {
-      const page: Result<MessagesQuery> = await this.client.query(MessagesDocument, { sandboxId, first: WORKER_DEFAULTS.inputPageSize, after: cursor });
+      const page: Result<MessagesQuery> = await this.client.query(MessagesDocument, {
+        sandboxId,
+        first: WORKER_DEFAULTS.inputPageSize,
+        after: cursor,
+      });
       if (!page.ok) return cursor;
       cursor = page.data.messages.pageInfo.endCursor ?? cursor;
       if (!page.data.messages.pageInfo.hasNextPage) return cursor;
@@ -342,7 +371,13 @@ export class WorkerAgent {
     if (run.lost) return;
     const status = parseStatusLine(line);
     if (status) {
-      this.enqueue(run, () => this.client.mutate(ReportAgentStatusDocument, { input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, ...status } }).then((r) => this.checkWrite(run, r.ok ? r.data.reportAgentStatus : null)));
+      this.enqueue(run, () =>
+        this.client
+          .mutate(ReportAgentStatusDocument, {
+            input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, ...status },
+          })
+          .then((r) => this.checkWrite(run, r.ok ? r.data.reportAgentStatus : null)),
+      );
       return;
     }
     run.pending.push(line);
@@ -361,13 +396,17 @@ export class WorkerAgent {
     run.pendingBytes = 0;
     return this.enqueue(run, () =>
       this.client
-        .mutate(PostAgentMessageDocument, { input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, body } })
+        .mutate(PostAgentMessageDocument, {
+          input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, body },
+        })
         .then((r) => this.checkWrite(run, r.ok ? r.data.postAgentMessage : null)),
     );
   }
 
   private enqueue(run: Running, write: () => Promise<unknown>): Promise<unknown> {
-    run.queue = run.queue.then(() => (run.lost ? undefined : write())).catch((err: Error) => this.log('warn', 'write failed', { error: err.message }));
+    run.queue = run.queue
+      .then(() => (run.lost ? undefined : write()))
+      .catch((err: Error) => this.log('warn', 'write failed', { error: err.message }));
     return run.queue;
   }
 
@@ -396,22 +435,35 @@ export class WorkerAgent {
 
   private async renew(run: Running): Promise<void> {
     if (run.lost) return;
-    const result = await this.client.mutate(RenewLeaseDocument, { input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, ttlSeconds: this.opts.leaseTtlSeconds } });
+    const result = await this.client.mutate(RenewLeaseDocument, {
+      input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, ttlSeconds: this.opts.leaseTtlSeconds },
+    });
     if (result.ok) this.checkWrite(run, result.data.renewLease);
   }
 
   private async release(run: Running): Promise<void> {
     if (run.lost) return;
-    await this.client.mutate(ReleaseLeaseDocument, { input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken } });
+    await this.client.mutate(ReleaseLeaseDocument, {
+      input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken },
+    });
   }
 
-  private async report(run: Running, status: 'STARTING' | 'RUNNING' | 'STOPPED' | 'FAILED', extra: { exitCode?: number; reason?: string } = {}): Promise<boolean> {
+  private async report(
+    run: Running,
+    status: 'STARTING' | 'RUNNING' | 'STOPPED' | 'FAILED',
+    extra: { exitCode?: number; reason?: string } = {},
+  ): Promise<boolean> {
     if (run.lost) return false;
     const result = (await this.enqueue(run, () =>
-      this.client.mutate(ReportSandboxStatusDocument, { input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, status, ...extra } }),
+      this.client.mutate(ReportSandboxStatusDocument, {
+        input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, status, ...extra },
+      }),
     )) as Awaited<ReturnType<FlotillaClient['mutate']>> | undefined;
     if (!result || !result.ok) return false;
-    return this.checkWrite(run, (result.data as { reportSandboxStatus: { __typename?: string; code?: string } }).reportSandboxStatus);
+    return this.checkWrite(
+      run,
+      (result.data as { reportSandboxStatus: { __typename?: string; code?: string } }).reportSandboxStatus,
+    );
   }
 
   /** A refused write because the lease moved on means this worker lost the sandbox: stop it at once. */
@@ -419,7 +471,10 @@ export class WorkerAgent {
     if (!outcome || (outcome.__typename ?? '').endsWith('Payload')) return !!outcome;
     if (outcome.code && LOST_LEASE.has(outcome.code) && !run.lost) {
       run.lost = true;
-      this.log('warn', 'lease lost; stopping the sandbox and its writes', { sandboxId: run.sandbox.id, code: outcome.code });
+      this.log('warn', 'lease lost; stopping the sandbox and its writes', {
+        sandboxId: run.sandbox.id,
+        code: outcome.code,
+      });
       void run.process?.stop(0);
       this.cleanup(run);
     }
@@ -435,7 +490,9 @@ export class WorkerAgent {
   }
 
   private statePath(): string | null {
-    return this.opts.stateDir && this.workerId ? join(this.opts.stateDir, `worker-${this.workerId.replace(/[^\w-]/g, '_')}.json`) : null;
+    return this.opts.stateDir && this.workerId
+      ? join(this.opts.stateDir, `worker-${this.workerId.replace(/[^\w-]/g, '_')}.json`)
+      : null;
   }
 
   private loadState(): WorkerState {
@@ -513,7 +570,9 @@ function isSandboxProcess(pid: number, sandboxId: string): boolean {
  * A process updates its agent status by printing one JSON line:
  *   {"flotilla":{"phase":"THINKING","activity":"reading the repo"}}
  */
-export function parseStatusLine(line: string): { phase: 'IDLE' | 'THINKING' | 'EXECUTING' | 'WAITING_FOR_INPUT' | 'DONE' | 'ERROR'; activity?: string } | null {
+export function parseStatusLine(
+  line: string,
+): { phase: 'IDLE' | 'THINKING' | 'EXECUTING' | 'WAITING_FOR_INPUT' | 'DONE' | 'ERROR'; activity?: string } | null {
   if (!line.startsWith('{"flotilla"')) return null;
   try {
     const parsed = JSON.parse(line) as { flotilla?: { phase?: unknown; activity?: unknown } };

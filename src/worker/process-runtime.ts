@@ -14,11 +14,15 @@ export class ProcessRuntime implements SandboxRuntime {
     if (spec.command.length === 0) throw new Error('the sandbox has no command to run');
     // Address space is generous (×4 + 256 MiB) because runtimes such as Node reserve far more than they use.
     const limitKb = (spec.memoryMb * 4 + 256) * 1024;
-    const child = spawn('/bin/sh', ['-c', `ulimit -v ${limitKb} 2>/dev/null; exec "$@"`, 'flotilla-sandbox', ...spec.command], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...spec.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true, // its own process group, so stop() reaches grandchildren too
-    });
+    const child = spawn(
+      '/bin/sh',
+      ['-c', `ulimit -v ${limitKb} 2>/dev/null; exec "$@"`, 'flotilla-sandbox', ...spec.command],
+      {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...spec.env },
+        stdio: ['pipe', 'pipe', 'pipe'],
+        detached: true, // its own process group, so stop() reaches grandchildren too
+      },
+    );
     let exited = false;
     const exitPromise = new Promise<void>((resolve) => {
       child.on('exit', (code, signal) => {

@@ -4,7 +4,14 @@ import { join } from 'node:path';
 import { type Browser, type BrowserContext, type ConsoleMessage, type Locator, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateSandboxDocument, SandboxesDocument, SendMessageDocument, StopSandboxDocument, createClient, type FlotillaClient } from '../../src/client/index.js';
+import {
+  CreateSandboxDocument,
+  SandboxesDocument,
+  SendMessageDocument,
+  StopSandboxDocument,
+  createClient,
+  type FlotillaClient,
+} from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startDemo, type Demo } from '../../src/demo.js';
 import { startFlotilla, type Flotilla } from '../../src/server/app.js';
@@ -42,7 +49,8 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
 
   /** Monaco renders spaces as no-break spaces. */
   const textOf = async (locator: Locator) => (await locator.innerText()).replace(/\u00a0/g, ' ');
-  const shot = (name: string, target: Page = page) => target.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  const shot = (name: string, target: Page = page) =>
+    target.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
   const collectErrors = (target: Page, label: string) => {
     target.on('console', (m: ConsoleMessage) => {
       if (m.type() !== 'error') return;
@@ -52,14 +60,28 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     target.on('pageerror', (e) => consoleErrors.push(`${label} pageerror: ${e.message}`));
   };
   const configFor = (listenPort: number) =>
-    loadConfig({ FLOTILLA_DATABASE_URL: `sqlite:${join(dataDir, 'demo.db')}`, FLOTILLA_DATA_DIR: dataDir, FLOTILLA_PORT: String(listenPort), FLOTILLA_LOG_LEVEL: 'error' });
+    loadConfig({
+      FLOTILLA_DATABASE_URL: `sqlite:${join(dataDir, 'demo.db')}`,
+      FLOTILLA_DATA_DIR: dataDir,
+      FLOTILLA_PORT: String(listenPort),
+      FLOTILLA_LOG_LEVEL: 'error',
+    });
 
   beforeAll(async () => {
     // Always test the current web/ sources, never a stale dist/web.
     await build({ configFile: 'web/vite.config.ts', logLevel: 'warn' });
     mkdirSync(SCREENSHOTS, { recursive: true });
     dataDir = mkdtempSync(join(tmpdir(), 'flotilla-browser-'));
-    demo = await startDemo({ ...process.env, FLOTILLA_DATA_DIR: dataDir, FLOTILLA_PORT: '0', FLOTILLA_LOG_LEVEL: 'error', DEMO_THINK_MS: AGENT_THINK_MS }, () => {});
+    demo = await startDemo(
+      {
+        ...process.env,
+        FLOTILLA_DATA_DIR: dataDir,
+        FLOTILLA_PORT: '0',
+        FLOTILLA_LOG_LEVEL: 'error',
+        DEMO_THINK_MS: AGENT_THINK_MS,
+      },
+      () => {},
+    );
     app = demo.app;
     port = app.port;
     api = createClient({ url: app.graphqlUrl, token: demo.adminToken });
@@ -79,7 +101,11 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await api?.close();
     await browser?.close();
     for (const w of demo?.workers ?? []) w.kill('SIGTERM');
-    await Promise.all((demo?.workers ?? []).map((w) => (w.exitCode !== null || w.signalCode !== null ? Promise.resolve() : new Promise((r) => w.once('exit', r)))));
+    await Promise.all(
+      (demo?.workers ?? []).map((w) =>
+        w.exitCode !== null || w.signalCode !== null ? Promise.resolve() : new Promise((r) => w.once('exit', r)),
+      ),
+    );
     // After a failed restart step the server may already be closed.
     await app?.close().catch(() => undefined);
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -121,16 +147,27 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await page.evaluate(() => Object.assign(window, { __sameDocument: true }));
     sandboxName = `watched-${Date.now().toString(36)}`;
     const created = await api.mutate(CreateSandboxDocument, {
-      input: { tenantId: demo.tenantId, name: sandboxName, image: 'demo/agent:latest', command: [process.execPath, join(process.cwd(), 'examples/demo-agent.mjs')], resources: { cpuMillis: 250, memoryMb: 256 } },
+      input: {
+        tenantId: demo.tenantId,
+        name: sandboxName,
+        image: 'demo/agent:latest',
+        command: [process.execPath, join(process.cwd(), 'examples/demo-agent.mjs')],
+        resources: { cpuMillis: 250, memoryMb: 256 },
+      },
     });
     expect(created.ok && created.data.createSandbox.__typename).toBe('SandboxPayload');
-    if (created.ok && created.data.createSandbox.__typename === 'SandboxPayload') sandboxId = created.data.createSandbox.sandbox.id;
+    if (created.ok && created.data.createSandbox.__typename === 'SandboxPayload')
+      sandboxId = created.data.createSandbox.sandbox.id;
 
     const row = page.locator(`#sandboxes tr[data-sandbox="${sandboxName}"]`);
     await row.waitFor({ timeout: LIVE_TIMEOUT_MS });
-    await expect.poll(() => row.locator('[data-status]').getAttribute('data-status'), { timeout: LIVE_TIMEOUT_MS }).toBe('RUNNING');
+    await expect
+      .poll(() => row.locator('[data-status]').getAttribute('data-status'), { timeout: LIVE_TIMEOUT_MS })
+      .toBe('RUNNING');
     // The agent's own phase, reported by the worker, shows up too.
-    await expect.poll(() => row.innerText(), { timeout: LIVE_TIMEOUT_MS }).toMatch(/THINKING|EXECUTING|WAITING_FOR_INPUT/);
+    await expect
+      .poll(() => row.innerText(), { timeout: LIVE_TIMEOUT_MS })
+      .toMatch(/THINKING|EXECUTING|WAITING_FOR_INPUT/);
     expect(await page.evaluate(() => '__sameDocument' in window)).toBe(true);
   });
 
@@ -153,12 +190,17 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await page.getByRole('link', { name: sandboxName }).click();
     await page.getByRole('heading', { name: new RegExp(sandboxName) }).waitFor();
     // The agent asks for input once it has looked around.
-    await page.locator('#thread li[data-sender="AGENT"]', { hasText: 'what should I do next?' }).first().waitFor({ timeout: LIVE_TIMEOUT_MS });
+    await page
+      .locator('#thread li[data-sender="AGENT"]', { hasText: 'what should I do next?' })
+      .first()
+      .waitFor({ timeout: LIVE_TIMEOUT_MS });
 
     await page.getByLabel('Message', { exact: true }).fill('count the files');
     await page.getByRole('button', { name: 'Send' }).click();
     await page.locator('#thread li[data-sender="USER"]', { hasText: 'count the files' }).waitFor();
-    await page.locator('#thread li[data-sender="AGENT"]', { hasText: 'you said "count the files"' }).waitFor({ timeout: LIVE_TIMEOUT_MS });
+    await page
+      .locator('#thread li[data-sender="AGENT"]', { hasText: 'you said "count the files"' })
+      .waitFor({ timeout: LIVE_TIMEOUT_MS });
     await expect.poll(() => page.locator('#agent').innerText()).not.toBe('—');
     await shot('sandbox');
   });
@@ -166,7 +208,9 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
   it('survives a server restart: reconnecting, then resumed, with what happened meanwhile', async () => {
     expectedNoise = SERVER_DOWN_NOISE;
     await app.close();
-    await expect.poll(() => page.locator('#connection').innerText(), { timeout: LIVE_TIMEOUT_MS }).toBe('reconnecting…');
+    await expect
+      .poll(() => page.locator('#connection').innerText(), { timeout: LIVE_TIMEOUT_MS })
+      .toBe('reconnecting…');
     await shot('sandbox-reconnecting');
 
     // While the page's server is down, another server on the same database takes a message.
@@ -174,7 +218,9 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     try {
       await other.ready;
       const meanwhile = createClient({ url: other.graphqlUrl, token: demo.adminToken });
-      const sent = await meanwhile.mutate(SendMessageDocument, { input: { sandboxId, body: 'sent while you were away', channel: 'api' } });
+      const sent = await meanwhile.mutate(SendMessageDocument, {
+        input: { sandboxId, body: 'sent while you were away', channel: 'api' },
+      });
       expect(sent.ok && sent.data.sendMessage.__typename).toBe('MessagePayload');
       await meanwhile.close();
     } finally {
@@ -194,7 +240,9 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     // Live again: a stop asked for now shows up as it happens, and the reconnected worker finishes it.
     const stopped = await api.mutate(StopSandboxDocument, { input: { sandboxId } });
     expect(stopped.ok && stopped.data.stopSandbox.__typename).toBe('SandboxPayload');
-    await expect.poll(() => page.locator('#sandbox-status').getAttribute('data-status'), { timeout: LIVE_TIMEOUT_MS }).toBe('STOPPED');
+    await expect
+      .poll(() => page.locator('#sandbox-status').getAttribute('data-status'), { timeout: LIVE_TIMEOUT_MS })
+      .toBe('STOPPED');
     await expect.poll(() => page.locator('#agent').innerText()).toMatch(/^last reported: /);
     expect(await page.evaluate(() => '__sameDocument' in window)).toBe(true);
     await shot('sandbox-resumed');
@@ -203,17 +251,25 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
 
   it('fits a phone screen without horizontal scrolling', async () => {
     await page.setViewportSize(PHONE);
-    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    const overflow = () =>
+      page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     expect(await overflow()).toBeLessThanOrEqual(0);
     await shot('phone-sandbox');
     await page.getByRole('link', { name: 'demo', exact: true }).click();
     await page.locator('#sandboxes tr[data-sandbox]').first().waitFor();
     expect(await overflow()).toBeLessThanOrEqual(0);
     // Every cell of the boards is on screen, not cut off inside a scrolled table.
-    const cellsPastEdge = await page.locator('#sandboxes td, #workers td').evaluateAll((cells) => cells.filter((c) => c.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length);
+    const cellsPastEdge = await page
+      .locator('#sandboxes td, #workers td')
+      .evaluateAll(
+        (cells) =>
+          cells.filter((c) => c.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length,
+      );
     expect(cellsPastEdge).toBe(0);
     // Each cell says what it is (the column headings are out of sight on a phone).
-    const label = await page.locator(`#sandboxes tr[data-sandbox="${sandboxName}"] [data-status]`).evaluate((badge) => getComputedStyle(badge.closest('td') as Element, '::before').content);
+    const label = await page
+      .locator(`#sandboxes tr[data-sandbox="${sandboxName}"] [data-status]`)
+      .evaluate((badge) => getComputedStyle(badge.closest('td') as Element, '::before').content);
     expect(label).toBe('"Status"');
     await shot('phone-fleet');
     await page.getByRole('link', { name: 'Tenants' }).click();
@@ -224,13 +280,20 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
   });
 
   it('opens GraphiQL from the dashboard signed in, with the contract operations as examples', async () => {
-    const [graphiql] = await Promise.all([context.waitForEvent('page'), page.getByRole('link', { name: 'GraphiQL' }).click()]);
+    const [graphiql] = await Promise.all([
+      context.waitForEvent('page'),
+      page.getByRole('link', { name: 'GraphiQL' }).click(),
+    ]);
     collectErrors(graphiql, 'graphiql');
     const queryEditor = graphiql.locator('.graphiql-query-editor');
     await queryEditor.locator('.view-lines').waitFor({ timeout: LIVE_TIMEOUT_MS });
     await expect.poll(() => textOf(queryEditor.locator('.view-lines'))).toContain('query Viewer');
 
-    await graphiql.getByRole('tab', { name: 'Headers' }).or(graphiql.getByRole('button', { name: 'Headers' })).first().click();
+    await graphiql
+      .getByRole('tab', { name: 'Headers' })
+      .or(graphiql.getByRole('button', { name: 'Headers' }))
+      .first()
+      .click();
     const headers = graphiql.locator('.graphiql-editor-tool .view-lines').last();
     await expect.poll(() => textOf(headers)).toContain('Bearer ');
 
@@ -249,10 +312,13 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     // GraphiQL takes the edit asynchronously; it lands in the address bar once it has it.
     await expect.poll(() => new URL(graphiql.url()).searchParams.get('query')).toBe(ours);
     await graphiql.locator('.graphiql-execute-button').click();
-    await expect.poll(() => textOf(graphiql.locator('.graphiql-response')), { timeout: LIVE_TIMEOUT_MS }).toContain('"subject": "platform-admin"').catch(async (err: unknown) => {
-      await shot('graphiql-failure', graphiql);
-      throw err;
-    });
+    await expect
+      .poll(() => textOf(graphiql.locator('.graphiql-response')), { timeout: LIVE_TIMEOUT_MS })
+      .toContain('"subject": "platform-admin"')
+      .catch(async (err: unknown) => {
+        await shot('graphiql-failure', graphiql);
+        throw err;
+      });
     await shot('graphiql', graphiql);
 
     // A subscription runs over graphql-ws with the same token, and shows events as they happen.
@@ -274,7 +340,9 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await expect
       .poll(
         async () => {
-          await api.mutate(SendMessageDocument, { input: { sandboxId: target?.id ?? '', body: 'hello from the test', channel: 'api' } });
+          await api.mutate(SendMessageDocument, {
+            input: { sandboxId: target?.id ?? '', body: 'hello from the test', channel: 'api' },
+          });
           return textOf(graphiql.locator('.graphiql-response'));
         },
         { timeout: LIVE_TIMEOUT_MS, interval: 1_000 },

@@ -19,7 +19,12 @@ describe.each(DRIVERS)('capacity reservation on %s', (kind) => {
 
   it('admits only what fits when 20 transactions reserve at once and hold their locks', async () => {
     const em = orm.em.fork();
-    const worker = em.create(Worker, { name: `cap-${kind}`, capacityCpuMillis: 3000, capacityMemoryMb: 3000, labels: {} });
+    const worker = em.create(Worker, {
+      name: `cap-${kind}`,
+      capacityCpuMillis: 3000,
+      capacityMemoryMb: 3000,
+      labels: {},
+    });
     await em.flush();
     // Every transaction decided from the same stale read ("3000 free"); only the UPDATE's condition protects the worker.
     const outcomes = await Promise.all(
@@ -41,7 +46,13 @@ describe.each(DRIVERS)('capacity reservation on %s', (kind) => {
 
   it('refuses reservations on a draining worker', async () => {
     const em = orm.em.fork();
-    const worker = em.create(Worker, { name: `drain-${kind}`, capacityCpuMillis: 3000, capacityMemoryMb: 3000, labels: {}, status: 'DRAINING' });
+    const worker = em.create(Worker, {
+      name: `drain-${kind}`,
+      capacityCpuMillis: 3000,
+      capacityMemoryMb: 3000,
+      labels: {},
+      status: 'DRAINING',
+    });
     await em.flush();
     expect(await orm.em.fork().transactional((tx) => reserveCapacity(tx, worker.id, 500, 500))).toBe(false);
   });

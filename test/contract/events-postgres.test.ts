@@ -46,7 +46,15 @@ describe('event log on postgres', () => {
           await pause((w * 7 + t * 3) % 6);
           const out: string[] = [];
           for (let n = 0; n <= (w + t) % 3; n++) {
-            out.push((await appendEvent(tx, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { w, t, n } }, new Date())).id);
+            out.push(
+              (
+                await appendEvent(
+                  tx,
+                  { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { w, t, n } },
+                  new Date(),
+                )
+              ).id,
+            );
           }
           await pause((w + t) % 3);
           return out;
@@ -84,7 +92,12 @@ describe('event log on postgres', () => {
     const hub = new EventHub(orm, { pollIntervalMs: 0 });
     await hub.start();
     // Only NOTIFY and reconnects wake this hub: the writers play another replica (no shared bus).
-    const listener = new PgListener({ url, onNotify: () => hub.wake(), onListening: () => hub.wake(), backoffMs: { initial: 10, max: 100 } });
+    const listener = new PgListener({
+      url,
+      onNotify: () => hub.wake(),
+      onListening: () => hub.wake(),
+      backoffMs: { initial: 10, max: 100 },
+    });
     expect(await listener.start()).toBe(true);
     expect(listener.ready).toBe(true);
     const subscribers = await Promise.all([
@@ -103,7 +116,11 @@ describe('event log on postgres', () => {
     let writing = true;
     const writerRuns = Array.from({ length: writers }, async () => {
       for (let t = 0; t < transactionsPerWriter; t++) {
-        const events = Array.from({ length: eventsPerTransaction }, (_, n) => ({ type: 'SANDBOX_STATUS_CHANGED' as const, tenantId: tenant, data: { t, n } }));
+        const events = Array.from({ length: eventsPerTransaction }, (_, n) => ({
+          type: 'SANDBOX_STATUS_CHANGED' as const,
+          tenantId: tenant,
+          data: { t, n },
+        }));
         committed.push(...(await appendCommitted(orm, null, events)));
       }
     });
@@ -179,7 +196,12 @@ describe('event log on postgres', () => {
   it('reports not ready, with the reason, while the LISTEN connection cannot be established', async () => {
     const dead = new URL(url);
     dead.pathname = '/flotilla_no_such_database';
-    const listener = new PgListener({ url: dead.toString(), onNotify: () => undefined, onListening: () => undefined, backoffMs: { initial: 10, max: 20 } });
+    const listener = new PgListener({
+      url: dead.toString(),
+      onNotify: () => undefined,
+      onListening: () => undefined,
+      backoffMs: { initial: 10, max: 20 },
+    });
     expect(await listener.start()).toBe(false);
     expect(listener.ready).toBe(false);
     expect(listener.lastError).toMatch(/flotilla_no_such_database/);

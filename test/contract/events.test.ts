@@ -44,7 +44,15 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const cursor = encodeCursor('12345');
     expect(cursor).not.toContain('12345');
     expect(decodeCursor(cursor)).toBe('12345');
-    for (const bad of ['', 'abc', '12345', encodeCursor('-1'), encodeCursor('1.5'), encodeCursor('99999999999999999999'), 'ev t']) {
+    for (const bad of [
+      '',
+      'abc',
+      '12345',
+      encodeCursor('-1'),
+      encodeCursor('1.5'),
+      encodeCursor('99999999999999999999'),
+      'ev t',
+    ]) {
       expect(() => decodeCursor(bad), bad).toThrow(InvalidCursorError);
     }
     try {
@@ -60,7 +68,10 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const [last] = (await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID())])).slice(-1);
     await expect(resolveCursor(orm.em.fork(), encodeCursor(last))).resolves.toBe(last);
     const future = encodeCursor(String(BigInt(last) + 1000n));
-    await expect(resolveCursor(orm.em.fork(), future)).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'UNKNOWN' });
+    await expect(resolveCursor(orm.em.fork(), future)).rejects.toMatchObject({
+      code: 'INVALID_CURSOR',
+      reason: 'UNKNOWN',
+    });
   });
 
   it('reads events after a cursor in commit order, filtered by tenant, sandbox and type', async () => {
@@ -74,8 +85,12 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     ]);
     const before = String(BigInt(written[0]) - 1n);
     expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant }))).toEqual(written.slice(0, 3));
-    expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant, sandboxId: sandbox }))).toEqual(written.slice(0, 2));
-    expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant, types: ['MESSAGE_POSTED'] }))).toEqual([written[1]]);
+    expect(ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant, sandboxId: sandbox }))).toEqual(
+      written.slice(0, 2),
+    );
+    expect(
+      ids(await readEventsAfter(orm.em.fork(), before, 100, { tenantId: tenant, types: ['MESSAGE_POSTED'] })),
+    ).toEqual([written[1]]);
     expect(ids(await readEventsAfter(orm.em.fork(), written[0], 2, { tenantId: tenant }))).toEqual(written.slice(1, 3));
   });
 
@@ -85,8 +100,12 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const tenantB = randomUUID();
     // 10,000 subscribers in all: one event must still cost one read, not 10,000.
     const subscribersPerTenant = 5000;
-    const subsA = await Promise.all(Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantA } })));
-    const subsB = await Promise.all(Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantB } })));
+    const subsA = await Promise.all(
+      Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantA } })),
+    );
+    const subsB = await Promise.all(
+      Array.from({ length: subscribersPerTenant }, () => hub.subscribe({ match: { tenantId: tenantB } })),
+    );
     // Authorised for tenant A only, whatever it asks for.
     const narrow = await hub.subscribe({ match: {}, authorize: (e) => e.tenantId === tenantA });
 
@@ -125,7 +144,11 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const tenant = randomUUID();
     const sandbox = randomUUID();
     const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, sandbox, 0)]);
-    const history = await appendCommitted(orm, bus, Array.from({ length: 60 }, (_, i) => sandboxEvent(tenant, sandbox, i + 1)));
+    const history = await appendCommitted(
+      orm,
+      bus,
+      Array.from({ length: 60 }, (_, i) => sandboxEvent(tenant, sandbox, i + 1)),
+    );
     // Noise from another tenant that must never show up.
     await appendCommitted(orm, bus, [sandboxEvent(randomUUID(), sandbox)]);
 
@@ -161,68 +184,80 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     [0, 1],
     [1, 1],
     [1, 15],
-  ])('switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i, burst %i)', async (parity, burst) => {
-    const tenant = randomUUID();
-    const hooks = { before: async (): Promise<void> => undefined, after: async (_returned: number): Promise<void> => undefined };
-    // The hub's own ORM, with replay reads (those filtered by tenant) held between the query and its result.
-    const gated = {
-      em: {
-        fork: () => {
-          const em = orm.em.fork();
-          const find = em.find.bind(em);
-          em.find = (async (...args: Parameters<typeof find>) => {
-            const replayRead = typeof args[1] === 'object' && args[1] !== null && 'tenantId' in args[1];
-            if (replayRead) await hooks.before();
-            const rows = await find(...args);
-            if (replayRead) await hooks.after(rows.length);
-            return rows;
-          }) as typeof em.find;
-          return em;
+  ])(
+    'switches from replay to live exactly: events committed around each replay read arrive once, in order (parity %i, burst %i)',
+    async (parity, burst) => {
+      const tenant = randomUUID();
+      const hooks = {
+        before: async (): Promise<void> => undefined,
+        after: async (_returned: number): Promise<void> => undefined,
+      };
+      // The hub's own ORM, with replay reads (those filtered by tenant) held between the query and its result.
+      const gated = {
+        em: {
+          fork: () => {
+            const em = orm.em.fork();
+            const find = em.find.bind(em);
+            em.find = (async (...args: Parameters<typeof find>) => {
+              const replayRead = typeof args[1] === 'object' && args[1] !== null && 'tenantId' in args[1];
+              if (replayRead) await hooks.before();
+              const rows = await find(...args);
+              if (replayRead) await hooks.after(rows.length);
+              return rows;
+            }) as typeof em.find;
+            return em;
+          },
         },
-      },
-    } as unknown as Orm;
-    const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5, queueLimit: 12 });
-    await hub.start();
-    hubs.push(hub);
-    const bus = new InProcessBus();
-    bus.onCommitted(() => hub.wake());
+      } as unknown as Orm;
+      const hub = new EventHub(gated, { pollIntervalMs: 0, replayPageSize: 5, queueLimit: 12 });
+      await hub.start();
+      hubs.push(hub);
+      const bus = new InProcessBus();
+      bus.onCommitted(() => hub.wake());
 
-    const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
-    const expected = await appendCommitted(orm, bus, Array.from({ length: 12 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)));
-    await hub.settle();
-    let reads = 0;
-    // Before each read: a commit the hub has not read yet (the replay query sees it, the hub later too).
-    hooks.before = async () => {
-      expected.push(...(await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 100 + reads)])));
-    };
-    // After a read: commits the query cannot see, which the hub reads and fans out meanwhile.
-    let bursts = 0;
-    hooks.after = async (returned) => {
-      reads++;
-      // A burst right after a short (would-be final) read, twice at most so the replay can finish.
-      const overflow = burst > 1 && returned < 5 && bursts < 2;
-      if (!overflow && reads % 2 === parity) return;
-      const count = overflow ? burst : 1;
-      if (overflow) bursts++;
-      const mine = Array.from({ length: count }, (_, i) => sandboxEvent(tenant, randomUUID(), 200 + i));
-      expected.push(...(await appendCommitted(orm, bus, [...mine, sandboxEvent(randomUUID(), randomUUID())])).slice(0, count));
+      const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
+      const expected = await appendCommitted(
+        orm,
+        bus,
+        Array.from({ length: 12 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)),
+      );
       await hub.settle();
-    };
-    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
-    expect(sub.live).toBe(false);
-    const got: string[] = [];
-    // Each replay read returns at least the event committed just before it, so this never waits in vain.
-    while (!sub.live) got.push(...ids(await take(sub, 1)));
-    hooks.before = async () => undefined;
-    hooks.after = async () => undefined;
-    if (burst > 1) expect(bursts).toBe(2);
-    const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), -1)]);
-    expected.push(sentinel);
-    while (got[got.length - 1] !== sentinel) got.push(...ids(await take(sub, 1)));
-    expect(reads).toBeGreaterThanOrEqual(3);
-    expect(got).toEqual(expected);
-    await sub.return?.();
-  });
+      let reads = 0;
+      // Before each read: a commit the hub has not read yet (the replay query sees it, the hub later too).
+      hooks.before = async () => {
+        expected.push(...(await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 100 + reads)])));
+      };
+      // After a read: commits the query cannot see, which the hub reads and fans out meanwhile.
+      let bursts = 0;
+      hooks.after = async (returned) => {
+        reads++;
+        // A burst right after a short (would-be final) read, twice at most so the replay can finish.
+        const overflow = burst > 1 && returned < 5 && bursts < 2;
+        if (!overflow && reads % 2 === parity) return;
+        const count = overflow ? burst : 1;
+        if (overflow) bursts++;
+        const mine = Array.from({ length: count }, (_, i) => sandboxEvent(tenant, randomUUID(), 200 + i));
+        expected.push(
+          ...(await appendCommitted(orm, bus, [...mine, sandboxEvent(randomUUID(), randomUUID())])).slice(0, count),
+        );
+        await hub.settle();
+      };
+      const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
+      expect(sub.live).toBe(false);
+      const got: string[] = [];
+      // Each replay read returns at least the event committed just before it, so this never waits in vain.
+      while (!sub.live) got.push(...ids(await take(sub, 1)));
+      hooks.before = async () => undefined;
+      hooks.after = async () => undefined;
+      if (burst > 1) expect(bursts).toBe(2);
+      const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), -1)]);
+      expected.push(sentinel);
+      while (got[got.length - 1] !== sentinel) got.push(...ids(await take(sub, 1)));
+      expect(reads).toBeGreaterThanOrEqual(3);
+      expect(got).toEqual(expected);
+      await sub.return?.();
+    },
+  );
 
   it('closes a subscriber that falls behind with its last delivered cursor; others are unaffected and it can resume', async () => {
     const queueLimit = 10;
@@ -230,14 +265,21 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const tenant = randomUUID();
     const slow = await hub.subscribe({ match: { tenantId: tenant } });
     const fast = await hub.subscribe({ match: { tenantId: tenant } });
-    const first = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 1), sandboxEvent(tenant, randomUUID(), 2)]);
+    const first = await appendCommitted(orm, bus, [
+      sandboxEvent(tenant, randomUUID(), 1),
+      sandboxEvent(tenant, randomUUID(), 2),
+    ]);
     expect(ids(await take(slow, 2))).toEqual(first);
     expect(ids(await take(fast, 2))).toEqual(first);
 
     const burst: string[] = [];
     const fastGot: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const written = await appendCommitted(orm, bus, Array.from({ length: queueLimit }, (_, n) => sandboxEvent(tenant, randomUUID(), n)));
+      const written = await appendCommitted(
+        orm,
+        bus,
+        Array.from({ length: queueLimit }, (_, n) => sandboxEvent(tenant, randomUUID(), n)),
+      );
       burst.push(...written);
       await hub.settle();
       fastGot.push(...ids(await take(fast, written.length)));
@@ -256,7 +298,10 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     expect(hub.subscriberCount).toBe(1);
     expect(hub.slowClosed).toBe(1);
 
-    const resumed = await hub.subscribe({ match: { tenantId: tenant }, after: (closed as SubscriberTooSlowError).lastCursor });
+    const resumed = await hub.subscribe({
+      match: { tenantId: tenant },
+      after: (closed as SubscriberTooSlowError).lastCursor,
+    });
     expect(ids(await take(resumed, burst.length))).toEqual(burst);
     await resumed.return?.();
     await fast.return?.();
@@ -267,14 +312,24 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const { hub, bus } = await startHub({ queueLimit, replayPageSize: 8 });
     const tenant = randomUUID();
     const [start] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
-    const backlog = await appendCommitted(orm, bus, Array.from({ length: 200 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)));
+    const backlog = await appendCommitted(
+      orm,
+      bus,
+      Array.from({ length: 200 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)),
+    );
     const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
     const got: string[] = [];
     const live: string[] = [];
     let maxQueued = 0;
     // The consumer reads slowly while live events pour in, far more than a queue holds.
     for (let round = 0; round < 10; round++) {
-      live.push(...(await appendCommitted(orm, bus, Array.from({ length: 30 }, (_, i) => sandboxEvent(tenant, randomUUID(), 1000 + i)))));
+      live.push(
+        ...(await appendCommitted(
+          orm,
+          bus,
+          Array.from({ length: 30 }, (_, i) => sandboxEvent(tenant, randomUUID(), 1000 + i)),
+        )),
+      );
       await hub.settle();
       maxQueued = Math.max(maxQueued, sub.queued);
       got.push(...ids(await take(sub, 15)));
@@ -290,8 +345,14 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
   it('ends the streams of a principal (revoked token) with a clear error and leaves the others', async () => {
     const { hub, bus } = await startHub();
     const tenant = randomUUID();
-    const revoked = await hub.subscribe({ match: { tenantId: tenant }, principal: { subject: 'api:ci', tokenId: 'jti-1' } });
-    const kept = await hub.subscribe({ match: { tenantId: tenant }, principal: { subject: 'api:ops', tokenId: 'jti-2' } });
+    const revoked = await hub.subscribe({
+      match: { tenantId: tenant },
+      principal: { subject: 'api:ci', tokenId: 'jti-1' },
+    });
+    const kept = await hub.subscribe({
+      match: { tenantId: tenant },
+      principal: { subject: 'api:ops', tokenId: 'jti-2' },
+    });
     const [id] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
     expect(ids(await take(revoked, 1))).toEqual([id]);
     const pending = revoked.next();
@@ -313,7 +374,10 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     const tenant = randomUUID();
     const sub = await hub.subscribe({ match: { tenantId: tenant } });
     const calls = [sub.next(), sub.next(), sub.next()];
-    const written = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID(), 1), sandboxEvent(tenant, randomUUID(), 2)]);
+    const written = await appendCommitted(orm, bus, [
+      sandboxEvent(tenant, randomUUID(), 1),
+      sandboxEvent(tenant, randomUUID(), 2),
+    ]);
     const [first, second] = await Promise.all(calls.slice(0, 2));
     expect([first.value?.id, second.value?.id]).toEqual(written);
     const third = calls[2].then(
@@ -328,8 +392,14 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
 
   it('rejects a malformed or unknown cursor at subscribe time', async () => {
     const { hub } = await startHub();
-    await expect(hub.subscribe({ match: {}, after: 'garbage!' })).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'MALFORMED' });
-    await expect(hub.subscribe({ match: {}, after: encodeCursor('999999999') })).rejects.toMatchObject({ code: 'INVALID_CURSOR', reason: 'UNKNOWN' });
+    await expect(hub.subscribe({ match: {}, after: 'garbage!' })).rejects.toMatchObject({
+      code: 'INVALID_CURSOR',
+      reason: 'MALFORMED',
+    });
+    await expect(hub.subscribe({ match: {}, after: encodeCursor('999999999') })).rejects.toMatchObject({
+      code: 'INVALID_CURSOR',
+      reason: 'UNKNOWN',
+    });
     expect(hub.subscriberCount).toBe(0);
   });
 
@@ -338,8 +408,18 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     let now = new Date('2030-01-01T00:00:00Z');
     const clock = { now: () => now };
     const tenant = randomUUID();
-    const old = await appendCommitted(orm, null, Array.from({ length: 25 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)), new Date(now.getTime() - 2 * retentionSeconds * 1000));
-    const recent = await appendCommitted(orm, null, Array.from({ length: 5 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)), now);
+    const old = await appendCommitted(
+      orm,
+      null,
+      Array.from({ length: 25 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)),
+      new Date(now.getTime() - 2 * retentionSeconds * 1000),
+    );
+    const recent = await appendCommitted(
+      orm,
+      null,
+      Array.from({ length: 5 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)),
+      now,
+    );
     const sweeper = new EventSweeper(orm, { retentionSeconds, clock, batchSize: 4 });
 
     const result = await sweeper.sweepOnce();

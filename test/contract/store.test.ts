@@ -111,16 +111,37 @@ describe.each(DRIVERS)('store contract on %s', (kind) => {
       senderId: worker.id,
       body: 'hello 👋',
     });
-    const event = e.create(Event, { type: 'SANDBOX_ASSIGNED', tenantId: tenant.id, sandboxId: sandbox.id, workerId: worker.id, data: { from: 'PENDING', to: 'SCHEDULED' } });
-    const audit = e.create(AuditEntry, { tenantId: tenant.id, actor: 'platform-admin', action: 'createSandbox', targetId: sandbox.id, outcome: 'ok' });
+    const event = e.create(Event, {
+      type: 'SANDBOX_ASSIGNED',
+      tenantId: tenant.id,
+      sandboxId: sandbox.id,
+      workerId: worker.id,
+      data: { from: 'PENDING', to: 'SCHEDULED' },
+    });
+    const audit = e.create(AuditEntry, {
+      tenantId: tenant.id,
+      actor: 'platform-admin',
+      action: 'createSandbox',
+      targetId: sandbox.id,
+      outcome: 'ok',
+    });
     const token = e.create(ApiToken, { kind: 'API', subject: 'api:ci', tenant: tenant.id, role: 'VIEWER', scopes: [] });
-    const key = e.create(SigningKey, { alg: 'ES256', publicJwk: { kty: 'EC', crv: 'P-256' }, privateJwk: { kty: 'EC', d: 'x' } });
+    const key = e.create(SigningKey, {
+      alg: 'ES256',
+      publicJwk: { kty: 'EC', crv: 'P-256' },
+      privateJwk: { kty: 'EC', d: 'x' },
+    });
     await e.flush();
 
     const r = em();
     expect((await r.findOneOrFail(Member, member.id)).role).toBe('OPERATOR');
     const readWorker = await r.findOneOrFail(Worker, worker.id);
-    expect(readWorker).toMatchObject({ status: 'ONLINE', allocatedCpuMillis: 0, labels: { gpu: 'none' }, tenant: null });
+    expect(readWorker).toMatchObject({
+      status: 'ONLINE',
+      allocatedCpuMillis: 0,
+      labels: { gpu: 'none' },
+      tenant: null,
+    });
     const readSandbox = await r.findOneOrFail(Sandbox, sandbox.id);
     expect(readSandbox).toMatchObject({ status: 'PENDING', stateVersion: 0, command: ['python', '-m', 'agent'] });
     expect(readSandbox.worker?.id).toBe(worker.id);
@@ -294,13 +315,18 @@ describe.each(DRIVERS)('checked-in migrations on %s', (kind) => {
  * rebuilt table is identical; drop such rebuilds (and only those) before comparing.
  */
 async function withoutNoOpRebuilds(orm: Orm, diff: string): Promise<string> {
-  const lines = diff.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = diff
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const conn = orm.em.fork().getConnection();
   const noOp = new Set<string>();
   for (const line of lines) {
     const m = /^create table `(\w+)__temp_alter` (.*);$/.exec(line);
     if (!m) continue;
-    const rows = (await conn.execute(`select sql from sqlite_master where type = 'table' and name = ?`, [m[1]])) as { sql: string }[];
+    const rows = (await conn.execute(`select sql from sqlite_master where type = 'table' and name = ?`, [m[1]])) as {
+      sql: string;
+    }[];
     const current = rows[0]?.sql.replace(/^CREATE TABLE `\w+` /i, '').trim();
     if (current === m[2].trim()) noOp.add(m[1]);
   }

@@ -15,7 +15,10 @@ interface Result {
 
 function run(args: string[], env: Record<string, string> = {}): Promise<Result> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...cleanEnv(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -33,9 +36,15 @@ function cleanEnv(): Record<string, string> {
 }
 
 /** Starts `flotilla serve` and resolves once it has printed the GraphiQL URL. */
-function serve(env: Record<string, string>, args: string[] = []): Promise<{ child: ChildProcess; output: () => string; url: string }> {
+function serve(
+  env: Record<string, string>,
+  args: string[] = [],
+): Promise<{ child: ChildProcess; output: () => string; url: string }> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'serve', ...args], {
+      env: { ...cleanEnv(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     const onData = (d: Buffer) => {
       out += d.toString();
@@ -56,7 +65,10 @@ describe('flotilla CLI', () => {
   });
 
   it('refuses a bad configuration, naming every variable at once, and exits non-zero', async () => {
-    const result = await run(['migrate'], { FLOTILLA_DATABASE_URL: 'mysql://localhost/fleet', FLOTILLA_PORT: 'eighty' });
+    const result = await run(['migrate'], {
+      FLOTILLA_DATABASE_URL: 'mysql://localhost/fleet',
+      FLOTILLA_PORT: 'eighty',
+    });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('FLOTILLA_DATABASE_URL: unknown database scheme "mysql:"');
     expect(result.stderr).toContain('FLOTILLA_PORT:');
@@ -124,7 +136,9 @@ describe('flotilla CLI', () => {
         headers: { 'content-type': 'application/json', authorization: `Bearer ${second}` },
         body: JSON.stringify({ query: '{ viewer { subject } }' }),
       });
-      expect(((await check.json()) as { data: { viewer: { subject: string } } }).data.viewer.subject).toBe('platform-admin');
+      expect(((await check.json()) as { data: { viewer: { subject: string } } }).data.viewer.subject).toBe(
+        'platform-admin',
+      );
 
       const socket = new WebSocket(url.replace(/^http/, 'ws'), 'graphql-transport-ws');
       await new Promise<void>((r) => socket.on('open', () => r()));

@@ -28,9 +28,13 @@ describe.each(DRIVERS)('concurrency on %s', (kind) => {
   });
 
   it('lets exactly 10 of 50 parallel createSandbox calls pass a quota of 10', async () => {
-    const tenantId = await createTenant(server, uniqueName('quota'), { quota: { maxSandboxes: 10, maxCpuMillis: 100_000, maxMemoryMb: 100_000 } });
+    const tenantId = await createTenant(server, uniqueName('quota'), {
+      quota: { maxSandboxes: 10, maxCpuMillis: 100_000, maxMemoryMb: 100_000 },
+    });
     await registerWorker(server, uniqueName('big'), { tenantId, cpuMillis: 100_000, memoryMb: 100_000 });
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => createSandbox(server, tenantId, { name: `q${i}` })));
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => createSandbox(server, tenantId, { name: `q${i}` })),
+    );
     const byType = new Map<string, number>();
     for (const r of results) byType.set(r.__typename, (byType.get(r.__typename) ?? 0) + 1);
     expect(Object.fromEntries(byType)).toEqual({ SandboxPayload: 10, QuotaExceededError: 40 });
@@ -46,18 +50,28 @@ describe.each(DRIVERS)('concurrency on %s', (kind) => {
 
   it('never over-commits a worker under parallel creates from many tenants', async () => {
     const pool = uniqueName('pool');
-    const workers = await Promise.all([0, 1].map(() => registerWorker(server, uniqueName('cap'), { cpuMillis: 2000, memoryMb: 100_000, labels: { pool } })));
+    const workers = await Promise.all(
+      [0, 1].map(() =>
+        registerWorker(server, uniqueName('cap'), { cpuMillis: 2000, memoryMb: 100_000, labels: { pool } }),
+      ),
+    );
     const tenants = await Promise.all(Array.from({ length: 5 }, () => createTenant(server, uniqueName('oc'))));
     // 5 tenants × 6 sandboxes of 500 mCPU = 15 000 mCPU against 4 000 mCPU of workers: 8 fit.
     const results = await Promise.all(
-      tenants.flatMap((t) => Array.from({ length: 6 }, (_, i) => createSandbox(server, t, { name: `oc${i}`, placement: { workerLabels: { pool } } }))),
+      tenants.flatMap((t) =>
+        Array.from({ length: 6 }, (_, i) =>
+          createSandbox(server, t, { name: `oc${i}`, placement: { workerLabels: { pool } } }),
+        ),
+      ),
     );
     expect(results.every((r) => r.__typename === 'SandboxPayload')).toBe(true);
     const placed = results.filter((r) => r.sandbox.status === 'SCHEDULED');
     expect(placed).toHaveLength(8);
     expect(results.filter((r) => r.sandbox.status === 'PENDING')).toHaveLength(22);
     const view = dataOf(
-      await server.gql<{ nodes: { id: string; allocated: { cpuMillis: number }; sandboxes: { totalCount: number } }[] }>(
+      await server.gql<{
+        nodes: { id: string; allocated: { cpuMillis: number }; sandboxes: { totalCount: number } }[];
+      }>(
         'query($ids: [ID!]!) { nodes(ids: $ids) { ... on Worker { id allocated { cpuMillis } sandboxes { totalCount } } } }',
         { ids: workers.map((w) => w.id) },
       ),
@@ -72,11 +86,19 @@ describe.each(DRIVERS)('concurrency on %s', (kind) => {
     const pool = uniqueName('pool');
     const tenants = await Promise.all(Array.from({ length: 4 }, () => createTenant(server, uniqueName('mix'))));
     // Fill the pool's only worker first, so later creates wait as PENDING for the scheduler.
-    const first = await registerWorker(server, uniqueName('mixw'), { cpuMillis: 1000, memoryMb: 100_000, labels: { pool } });
+    const first = await registerWorker(server, uniqueName('mixw'), {
+      cpuMillis: 1000,
+      memoryMb: 100_000,
+      labels: { pool },
+    });
     const placement = { workerLabels: { pool } };
     const waiting = await Promise.all(tenants.map((t) => createSandbox(server, t, { name: 'early', placement })));
     expect(waiting.filter((r) => r.sandbox.status === 'PENDING')).toHaveLength(2);
-    const second = await registerWorker(server, uniqueName('mixw'), { cpuMillis: 3000, memoryMb: 100_000, labels: { pool } });
+    const second = await registerWorker(server, uniqueName('mixw'), {
+      cpuMillis: 3000,
+      memoryMb: 100_000,
+      labels: { pool },
+    });
     const racing = await Promise.all([
       ...tenants.flatMap((t) => [0, 1].map((i) => createSandbox(server, t, { name: `late${i}`, placement }))),
       server.app.sweeper.runOnce(),
@@ -86,7 +108,13 @@ describe.each(DRIVERS)('concurrency on %s', (kind) => {
     expect(creates.every((r) => r.__typename === 'SandboxPayload')).toBe(true);
     await server.app.sweeper.runOnce();
     const view = dataOf(
-      await server.gql<{ nodes: { allocated: { cpuMillis: number }; capacity: { cpuMillis: number }; sandboxes: { totalCount: number } }[] }>(
+      await server.gql<{
+        nodes: {
+          allocated: { cpuMillis: number };
+          capacity: { cpuMillis: number };
+          sandboxes: { totalCount: number };
+        }[];
+      }>(
         'query($ids: [ID!]!) { nodes(ids: $ids) { ... on Worker { allocated { cpuMillis } capacity { cpuMillis } sandboxes { totalCount } } } }',
         { ids: [first.id, second.id] },
       ),
@@ -157,7 +185,12 @@ describe.each(DRIVERS)('concurrency on %s', (kind) => {
     expect(dataOf(staleAgent).reportAgentStatus.__typename).toBe('StaleFencingTokenError');
     expect(dataOf(staleMessage).postAgentMessage.__typename).toBe('StaleFencingTokenError');
     expect(await getSandbox(server, id)).toEqual(before);
-    const messages = dataOf(await server.gql<{ messages: { totalCount: number } }>('query($id: ID!) { messages(sandboxId: $id) { totalCount } }', { id }));
+    const messages = dataOf(
+      await server.gql<{ messages: { totalCount: number } }>(
+        'query($id: ID!) { messages(sandboxId: $id) { totalCount } }',
+        { id },
+      ),
+    );
     expect(messages.messages.totalCount).toBe(0);
 
     // The new holder's token works.

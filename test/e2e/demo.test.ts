@@ -15,7 +15,12 @@ const STOP_MS = 15_000;
 
 function childrenOf(pid: number): number[] {
   try {
-    return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number);
+    return execFileSync('pgrep', ['-P', String(pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return []; // pgrep exits 1 when there are none
   }
@@ -40,7 +45,12 @@ describe('flotilla demo', () => {
 
   it('starts, prints its URLs and a token, runs sandboxes with agent messages, and stops cleanly', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'flotilla-demo-test-'));
-    const demo = spawnChild([BIN, 'demo'], { FLOTILLA_PORT: '0', FLOTILLA_HOST: '127.0.0.1', FLOTILLA_DATA_DIR: dataDir, DEMO_THINK_MS: '100' });
+    const demo = spawnChild([BIN, 'demo'], {
+      FLOTILLA_PORT: '0',
+      FLOTILLA_HOST: '127.0.0.1',
+      FLOTILLA_DATA_DIR: dataDir,
+      DEMO_THINK_MS: '100',
+    });
 
     const dashboard = (await demo.waitForLine(/Dashboard: /, WAIT_MS)).split('Dashboard: ')[1]?.trim() ?? '';
     const graphql = (await demo.waitForLine(/GraphiQL: /)).split('GraphiQL: ')[1]?.trim() ?? '';
@@ -70,7 +80,13 @@ describe('flotilla demo', () => {
           async () => {
             const messages = await client.query(MessagesDocument, { sandboxId: id, first: 20 });
             if (!messages.ok) throw new Error(messages.error.message);
-            expect(messages.data.messages.edges.map((e) => e.node).filter((m) => m.senderKind === 'AGENT').map((m) => m.body).join('\n')).toContain('hello! I am a demo agent');
+            expect(
+              messages.data.messages.edges
+                .map((e) => e.node)
+                .filter((m) => m.senderKind === 'AGENT')
+                .map((m) => m.body)
+                .join('\n'),
+            ).toContain('hello! I am a demo agent');
           },
           { timeout: WAIT_MS, interval: POLL_MS },
         );

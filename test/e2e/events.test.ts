@@ -47,7 +47,10 @@ describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
         // Refuse new connections to this database so the listener stays down while we look
         // (the server's pool keeps the connections it already has).
         await admin.query(`alter database ${db} with allow_connections false`);
-        await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = 'flotilla-listen'`, [db]);
+        await admin.query(
+          `select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = 'flotilla-listen'`,
+          [db],
+        );
         await vi.waitFor(async () => {
           const res = await fetch(`${server.app.url}/readyz`);
           expect(res.status).toBe(503);
@@ -59,7 +62,9 @@ describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
         const written = await appendCommitted(server.app.db.orm, null, [{ type: 'LEASE_CHANGED', tenantId: tenant }]);
         await admin.query(`alter database ${db} with allow_connections true`);
         expect(ids(await take(sub, 1))).toEqual(written);
-        await vi.waitFor(async () => expect((await fetch(`${server.app.url}/readyz`)).status).toBe(200), { timeout: 10_000 });
+        await vi.waitFor(async () => expect((await fetch(`${server.app.url}/readyz`)).status).toBe(200), {
+          timeout: 10_000,
+        });
       } finally {
         await admin.query(`alter database ${db} with allow_connections true`);
         await admin.end();
@@ -78,7 +83,9 @@ describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
         expect(res.status).toBe(503);
         expect(((await res.json()) as { reason: string }).reason).toMatch(/LISTEN.*flotilla_listen_target_missing/);
         // Queries and writes still work: only live fan-out between replicas depends on it.
-        expect((await other.gql('{ viewer { subject } }')).body.data).toEqual({ viewer: { subject: 'platform-admin' } });
+        expect((await other.gql('{ viewer { subject } }')).body.data).toEqual({
+          viewer: { subject: 'platform-admin' },
+        });
       } finally {
         await other.close();
       }

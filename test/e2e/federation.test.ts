@@ -10,7 +10,13 @@ import { loadConfig } from '../../src/config/index.js';
 import type { TenantRole } from '../../src/db/entities/member.js';
 import { openOrm } from '../../src/db/orm.js';
 import { DRIVERS, freshDatabaseUrl, tempDir } from '../helpers/databases.js';
-import { localId, isRequestStatement, startTestServer, type GraphQLResponse, type TestServer } from '../helpers/server.js';
+import {
+  localId,
+  isRequestStatement,
+  startTestServer,
+  type GraphQLResponse,
+  type TestServer,
+} from '../helpers/server.js';
 
 /** How many tenants the batching test resolves in one `_entities` call. */
 const BATCH = 100;
@@ -29,10 +35,19 @@ function globalId(typename: string, id: string): string {
   return Buffer.from(`${typename}:${id}`, 'utf8').toString('base64url');
 }
 
-async function post<T>(url: string, query: string, variables: Record<string, unknown> = {}, token: string | null = null): Promise<GraphQLResponse<T>> {
+async function post<T>(
+  url: string,
+  query: string,
+  variables: Record<string, unknown> = {},
+  token: string | null = null,
+): Promise<GraphQLResponse<T>> {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
     body: JSON.stringify({ query, variables }),
   });
   return { status: res.status, body: (await res.json()) as GraphQLResponse<T>['body'] };
@@ -51,7 +66,13 @@ const STREAM_TIMEOUT_MS = 15_000;
  * Subscribes over graphql-ws at `url` (the token in connectionParams, as Flotilla's clients send
  * it) and collects results until `count` arrived, the stream ended, or it was refused.
  */
-async function wsTake(url: string, token: string | null, query: string, variables: Record<string, unknown>, count: number): Promise<StreamResult[]> {
+async function wsTake(
+  url: string,
+  token: string | null,
+  query: string,
+  variables: Record<string, unknown>,
+  count: number,
+): Promise<StreamResult[]> {
   const client = createClient({
     url: url.replace(/^http/, 'ws'),
     webSocketImpl: WebSocket,
@@ -68,7 +89,9 @@ async function wsTake(url: string, token: string | null, query: string, variable
     }
   } catch (err) {
     // An `error` message: the operation was refused; report it the way `next` errors read.
-    const errors = Array.isArray(err) ? (err as StreamResult['errors']) : [{ message: String((err as { reason?: string }).reason ?? err) }];
+    const errors = Array.isArray(err)
+      ? (err as StreamResult['errors'])
+      : [{ message: String((err as { reason?: string }).reason ?? err) }];
     results.push({ errors });
   } finally {
     clearTimeout(timer);
@@ -78,14 +101,24 @@ async function wsTake(url: string, token: string | null, query: string, variable
 }
 
 /** Subscribes over GraphQL-over-SSE at `url` (token in the Authorization header) until `count` results. */
-async function sseTake(url: string, token: string | null, query: string, variables: Record<string, unknown>, count: number): Promise<StreamResult[]> {
+async function sseTake(
+  url: string,
+  token: string | null,
+  query: string,
+  variables: Record<string, unknown>,
+  count: number,
+): Promise<StreamResult[]> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), STREAM_TIMEOUT_MS);
   const results: StreamResult[] = [];
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'text/event-stream',
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
       body: JSON.stringify({ query, variables }),
       signal: controller.signal,
     });
@@ -124,7 +157,8 @@ async function createTenants(gql: (query: string) => Promise<GraphQLResponse>, s
   for (let start = 0; start < slugs.length; start += TENANTS_PER_REQUEST) {
     const batch = slugs.slice(start, start + TENANTS_PER_REQUEST);
     const fields = batch.map(
-      (slug, i) => `t${i}: createTenant(input: { slug: "${slug}", name: "Tenant ${slug}" }) { ... on CreateTenantPayload { tenant { id } } }`,
+      (slug, i) =>
+        `t${i}: createTenant(input: { slug: "${slug}", name: "Tenant ${slug}" }) { ... on CreateTenantPayload { tenant { id } } }`,
     );
     const res = await gql(`mutation { ${fields.join('\n')} }`);
     expect(res.body.errors).toBeUndefined();
@@ -143,7 +177,9 @@ describe.each(DRIVERS)('Flotilla as a federation subgraph (%s)', (kind) => {
   let statements: string[] = [];
 
   beforeAll(async () => {
-    server = await startTestServer(kind, { onQuery: (sql) => (isRequestStatement(sql) ? statements.push(sql) : undefined) });
+    server = await startTestServer(kind, {
+      onQuery: (sql) => (isRequestStatement(sql) ? statements.push(sql) : undefined),
+    });
   });
   afterAll(async () => {
     await server?.close();
@@ -177,7 +213,11 @@ describe.each(DRIVERS)('Flotilla as a federation subgraph (%s)', (kind) => {
       tenantRef(globalId('Member', localId(mine))),
     ];
 
-    const asTenant = await server.gql<{ _entities: ({ id: string; slug: string } | null)[] }>(ENTITIES, { representations }, token);
+    const asTenant = await server.gql<{ _entities: ({ id: string; slug: string } | null)[] }>(
+      ENTITIES,
+      { representations },
+      token,
+    );
     expect(asTenant.body.errors).toBeUndefined();
     expect(asTenant.body.data?._entities).toEqual([{ id: mine, slug: `ent-mine-${kind}` }, null, null, null, null]);
 
@@ -215,8 +255,11 @@ describe('federation through Hive Gateway (real processes)', () => {
   let databaseUrl = '';
   let admin = '';
 
-  const gateway = <T = Record<string, unknown>>(query: string, variables: Record<string, unknown> = {}, token: string | null = admin) =>
-    post<T>(federation?.gatewayUrl ?? '', query, variables, token);
+  const gateway = <T = Record<string, unknown>>(
+    query: string,
+    variables: Record<string, unknown> = {},
+    token: string | null = admin,
+  ) => post<T>(federation?.gatewayUrl ?? '', query, variables, token);
 
   /** An API token for a tenant role, minted against the running server's database and keys. */
   async function apiToken(tenantGlobalId: string, role: TenantRole): Promise<string> {
@@ -226,9 +269,17 @@ describe('federation through Hive Gateway (real processes)', () => {
       const keys = new SigningKeys(orm, undefined);
       await keys.init();
       const tokens = new TokenService(orm, keys, { issuer: config.tokenIssuer, audience: config.tokenAudience });
-      const minted = await orm.em.fork().transactional((tx) =>
-        tokens.mint(tx, { kind: 'API', subject: `api:${role.toLowerCase()}`, tenantId: localId(tenantGlobalId), role, ttlSeconds: 3600 }),
-      );
+      const minted = await orm.em
+        .fork()
+        .transactional((tx) =>
+          tokens.mint(tx, {
+            kind: 'API',
+            subject: `api:${role.toLowerCase()}`,
+            tenantId: localId(tenantGlobalId),
+            role,
+            ttlSeconds: 3600,
+          }),
+        );
       return minted.token;
     } finally {
       await orm.close(true);
@@ -267,7 +318,9 @@ describe('federation through Hive Gateway (real processes)', () => {
     const id = created.body.data?.createTenant.tenant.id ?? '';
 
     const budget = await gateway(SET_BUDGET, { id, cents: 12_500 });
-    expect(budget.body).toEqual({ data: { setBudget: { slug: 'acme', billing: { plan: 'TEAM', monthlyBudgetCents: 12_500 } } } });
+    expect(budget.body).toEqual({
+      data: { setBudget: { slug: 'acme', billing: { plan: 'TEAM', monthlyBudgetCents: 12_500 } } },
+    });
 
     const read = await gateway(TENANT_WITH_BILLING, { slug: 'acme' });
     expect(read.body).toEqual({
@@ -306,7 +359,11 @@ describe('federation through Hive Gateway (real processes)', () => {
     expect(list.body.errors).toBeUndefined();
     expect(list.body.data?.tenants.edges.map((e) => e.node)).toEqual([{ slug: 'mine', billing: { plan: 'FREE' } }]);
 
-    const other = await gateway<{ tenant: unknown }>('query ($id: ID!) { tenant(id: $id) { slug billing { monthlyBudgetCents } } }', { id: theirs }, token);
+    const other = await gateway<{ tenant: unknown }>(
+      'query ($id: ID!) { tenant(id: $id) { slug billing { monthlyBudgetCents } } }',
+      { id: theirs },
+      token,
+    );
     expect(other.body).toEqual({ data: { tenant: null } });
 
     // A tenant admin is not a platform admin: budgets are not theirs to set.
@@ -356,9 +413,12 @@ describe('federation through Hive Gateway (real processes)', () => {
     );
     expect(worker.body.data?.registerWorker.__typename).toBe('RegisterWorkerPayload');
     await createSandboxAtGateway(tenantId, `${slug}-first`);
-    const events = await gateway<{ events: { edges: { cursor: string }[] } }>('query ($t: ID!) { events(tenantId: $t, first: 100) { edges { cursor } } }', {
-      t: tenantId,
-    });
+    const events = await gateway<{ events: { edges: { cursor: string }[] } }>(
+      'query ($t: ID!) { events(tenantId: $t, first: 100) { edges { cursor } } }',
+      {
+        t: tenantId,
+      },
+    );
     const cursor = events.body.data?.events.edges.at(-1)?.cursor;
     if (!cursor) throw new Error(`no events for ${slug}: ${JSON.stringify(events.body)}`);
     return { tenantId, cursor };
@@ -384,41 +444,47 @@ describe('federation through Hive Gateway (real processes)', () => {
   it.each([
     ['graphql-ws', wsTake],
     ['SSE', sseTake],
-  ])('streams Flotilla events enriched with both subgraphs to a tenant token subscribed at the gateway over %s', async (transport, take) => {
-    const slug = `live-${transport === 'SSE' ? 'sse' : 'ws'}`;
-    const { tenantId, cursor } = await fleet(slug);
-    const viewer = await apiToken(tenantId, 'VIEWER');
+  ])(
+    'streams Flotilla events enriched with both subgraphs to a tenant token subscribed at the gateway over %s',
+    async (transport, take) => {
+      const slug = `live-${transport === 'SSE' ? 'sse' : 'ws'}`;
+      const { tenantId, cursor } = await fleet(slug);
+      const viewer = await apiToken(tenantId, 'VIEWER');
 
-    const pending = take(federation?.gatewayUrl ?? '', viewer, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
-    await createSandboxAtGateway(tenantId, `${slug}-second`);
-    const results = await pending;
+      const pending = take(federation?.gatewayUrl ?? '', viewer, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+      await createSandboxAtGateway(tenantId, `${slug}-second`);
+      const results = await pending;
 
-    expect(results).toEqual([{ data: enriched(slug, `${slug}-second`) }]);
-  });
+      expect(results).toEqual([{ data: enriched(slug, `${slug}-second`) }]);
+    },
+  );
 
   it.each([
     ['graphql-ws', wsTake],
     ['SSE', sseTake],
-  ])("refuses another tenant's token (NOT_FOUND) and a missing or forged token (UNAUTHENTICATED) over %s", async (transport, take) => {
-    const slug = `guarded-${transport === 'SSE' ? 'sse' : 'ws'}`;
-    const { tenantId, cursor } = await fleet(slug);
-    const [otherTenant] = await createTenants((q) => gateway(q), [`${slug}-other`]);
-    const outsider = await apiToken(otherTenant, 'ADMIN');
-    const url = federation?.gatewayUrl ?? '';
-    // After `cursor`, a permitted subscriber would get this sandbox's event at once, by replay.
-    await createSandboxAtGateway(tenantId, `${slug}-second`);
+  ])(
+    "refuses another tenant's token (NOT_FOUND) and a missing or forged token (UNAUTHENTICATED) over %s",
+    async (transport, take) => {
+      const slug = `guarded-${transport === 'SSE' ? 'sse' : 'ws'}`;
+      const { tenantId, cursor } = await fleet(slug);
+      const [otherTenant] = await createTenants((q) => gateway(q), [`${slug}-other`]);
+      const outsider = await apiToken(otherTenant, 'ADMIN');
+      const url = federation?.gatewayUrl ?? '';
+      // After `cursor`, a permitted subscriber would get this sandbox's event at once, by replay.
+      await createSandboxAtGateway(tenantId, `${slug}-second`);
 
-    const foreign = await take(url, outsider, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
-    expect(foreign.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
-    expect(codesOf(foreign)).toContain('NOT_FOUND');
+      const foreign = await take(url, outsider, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+      expect(foreign.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+      expect(codesOf(foreign)).toContain('NOT_FOUND');
 
-    const anonymous = await take(url, null, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
-    expect(anonymous.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
-    expect(codesOf(anonymous)).toContain('UNAUTHENTICATED');
+      const anonymous = await take(url, null, ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+      expect(anonymous.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+      expect(codesOf(anonymous)).toContain('UNAUTHENTICATED');
 
-    // A token Flotilla does not accept is refused at once with Flotilla's own answer.
-    const forged = await take(url, 'not.a.token', ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
-    expect(forged.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
-    expect(codesOf(forged)).toContain('UNAUTHENTICATED');
-  });
+      // A token Flotilla does not accept is refused at once with Flotilla's own answer.
+      const forged = await take(url, 'not.a.token', ENRICHED_EVENTS, { t: tenantId, after: cursor }, 1);
+      expect(forged.flatMap((r) => (r.data?.tenantEvents ? [r.data.tenantEvents] : []))).toEqual([]);
+      expect(codesOf(forged)).toContain('UNAUTHENTICATED');
+    },
+  );
 });

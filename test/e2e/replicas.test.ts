@@ -60,7 +60,9 @@ describe('replicas on one Postgres', () => {
   beforeAll(async () => {
     a = await startTestServer('postgres', { env: { FLOTILLA_HS256_ISSUERS: ISSUERS } });
     b = await startReplica(a.databaseUrl);
-    tenantId = await createTenant(a, uniqueName('replicas'), { quota: { maxSandboxes: 100, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 } });
+    tenantId = await createTenant(a, uniqueName('replicas'), {
+      quota: { maxSandboxes: 100, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 },
+    });
     // Room for every sandbox these tests create (without any worker, createSandbox answers NO_CAPACITY).
     await registerWorker(a, uniqueName('shared'), { cpuMillis: 1_000_000, memoryMb: 1_000_000 });
   });
@@ -73,7 +75,10 @@ describe('replicas on one Postgres', () => {
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
     const ws = takeItems(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
     const sseClient = createClient({ url: b.url, token: a.adminToken, transport: 'sse' });
-    const sse = takeItems(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
+    const sse = takeItems(
+      sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }),
+      1,
+    );
     await settle();
     const created = await createSandbox(a, tenantId, { name: 'across' });
     const [viaWs] = await ws;
@@ -106,7 +111,9 @@ describe('replicas on one Postgres', () => {
   it('ends a removed member’s tenant stream on another replica within a second', async () => {
     const slug = uniqueName('members');
     const memberTenant = await createTenant(a, slug);
-    await a.gql('mutation($i: AddMemberInput!) { addMember(input: $i) { __typename } }', { i: { tenantId: memberTenant, subject: 'sso:alice', role: 'VIEWER' } });
+    await a.gql('mutation($i: AddMemberInput!) { addMember(input: $i) { __typename } }', {
+      i: { tenantId: memberTenant, subject: 'sso:alice', role: 'VIEWER' },
+    });
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: 'HS256' })
       .setIssuer(HS_ISSUER)
@@ -120,7 +127,8 @@ describe('replicas on one Postgres', () => {
     let ended: unknown = null;
     const watching = (async () => {
       try {
-        for await (const { tenantEvents } of alice.subscribe(TenantEventsDocument, { tenantId: memberTenant })) events.push(tenantEvents.type);
+        for await (const { tenantEvents } of alice.subscribe(TenantEventsDocument, { tenantId: memberTenant }))
+          events.push(tenantEvents.type);
       } catch (err) {
         ended = err;
       }
@@ -146,22 +154,36 @@ describe('replicas on one Postgres', () => {
   });
 
   it('lets a client resume on A with its last cursor after B is killed mid-stream, missing nothing', async () => {
-    const resumeTenant = await createTenant(a, uniqueName('resume'), { quota: { maxSandboxes: 100, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 } });
-    const worker = await registerWorker(a, uniqueName('resume-w'), { tenantId: resumeTenant, cpuMillis: 100_000, memoryMb: 100_000 });
+    const resumeTenant = await createTenant(a, uniqueName('resume'), {
+      quota: { maxSandboxes: 100, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 },
+    });
+    const worker = await registerWorker(a, uniqueName('resume-w'), {
+      tenantId: resumeTenant,
+      cpuMillis: 100_000,
+      memoryMb: 100_000,
+    });
     const created = await createSandbox(a, resumeTenant, { name: 'chatty' });
     const lease = await acquireLease(a, worker, created.sandbox.id);
     const total = 40;
     const post = (n: number) =>
-      a.gql('mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }', {
-        i: { sandboxId: created.sandbox.id, fencingToken: lease.lease.fencingToken, body: `line ${n}` },
-      }, worker.token);
+      a.gql(
+        'mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }',
+        {
+          i: { sandboxId: created.sandbox.id, fencingToken: lease.lease.fencingToken, body: `line ${n}` },
+        },
+        worker.token,
+      );
 
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket, retries: 0 });
     const received: { cursor: string; body: string }[] = [];
     const stop = new AbortController();
     const first = (async () => {
       try {
-        for await (const { messageAdded } of onB.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id }, { signal: stop.signal })) {
+        for await (const { messageAdded } of onB.subscribe(
+          MessageAddedDocument,
+          { sandboxId: created.sandbox.id },
+          { signal: stop.signal },
+        )) {
           received.push({ cursor: messageAdded.eventCursor as string, body: messageAdded.body });
           if (received.length === 10) {
             b.child.kill('SIGKILL');
@@ -185,7 +207,10 @@ describe('replicas on one Postgres', () => {
 
     const onA = createClient({ url: a.app.graphqlUrl, token: a.adminToken, webSocketImpl: WebSocket });
     await writing;
-    const rest = await takeItems(onA.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: last }), total - received.length);
+    const rest = await takeItems(
+      onA.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: last }),
+      total - received.length,
+    );
     const all = [...received.map((r) => r.body), ...rest.map((r) => r.messageAdded.body)];
     expect(all).toEqual(Array.from({ length: total }, (_, n) => `line ${n}`));
     await onA.close();

@@ -59,9 +59,9 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
     expect(moved!.stateVersion).toBe(5); // RUNNING → LOST → SCHEDULED
 
     const workers = dataOf(
-      await server.gql<{ workers: { edges: { node: { id: string; status: string; allocated: { cpuMillis: number } } }[] } }>(
-        '{ workers(first: 100) { edges { node { id status allocated { cpuMillis } } } } }',
-      ),
+      await server.gql<{
+        workers: { edges: { node: { id: string; status: string; allocated: { cpuMillis: number } } }[] };
+      }>('{ workers(first: 100) { edges { node { id status allocated { cpuMillis } } } } }'),
     ).workers.edges.map((e) => e.node);
     expect(workers.find((w) => w.id === a.id)).toMatchObject({ status: 'OFFLINE', allocated: { cpuMillis: 0 } });
     expect(workers.find((w) => w.id === b.id)).toMatchObject({ status: 'ONLINE', allocated: { cpuMillis: 500 } });
@@ -75,26 +75,52 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
 
     await reportStatus(server, b, id, '2', 'RUNNING');
     const stop = dataOf(
-      await server.gql<{ stopSandbox: { sandbox: { status: string; worker: { allocated: { cpuMillis: number } }; tenant: { usage: { sandboxes: number } } } } }>(
+      await server.gql<{
+        stopSandbox: {
+          sandbox: {
+            status: string;
+            worker: { allocated: { cpuMillis: number } };
+            tenant: { usage: { sandboxes: number } };
+          };
+        };
+      }>(
         'mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { ... on SandboxPayload { sandbox { status worker { allocated { cpuMillis } } tenant { usage { sandboxes } } } } } }',
         { id },
       ),
     );
     // A stop request releases the capacity at once, on the worker and in the tenant's usage.
-    expect(stop.stopSandbox.sandbox).toMatchObject({ status: 'STOPPING', worker: { allocated: { cpuMillis: 0 } }, tenant: { usage: { sandboxes: 0 } } });
-    const stopped = await server.gql<{ reportSandboxStatus: { sandbox: { status: string; exitCode: number; stoppedAt: string; worker: { allocated: { cpuMillis: number } } } } }>(
-      'mutation($i: ReportSandboxStatusInput!) { reportSandboxStatus(input: $i) { ... on SandboxPayload { sandbox { status exitCode stoppedAt worker { allocated { cpuMillis } } } } } }',
-      { i: { sandboxId: id, fencingToken: '2', status: 'STOPPED', exitCode: 0 } },
-      b.token,
-    ).then((r) => dataOf(r).reportSandboxStatus);
+    expect(stop.stopSandbox.sandbox).toMatchObject({
+      status: 'STOPPING',
+      worker: { allocated: { cpuMillis: 0 } },
+      tenant: { usage: { sandboxes: 0 } },
+    });
+    const stopped = await server
+      .gql<{
+        reportSandboxStatus: {
+          sandbox: {
+            status: string;
+            exitCode: number;
+            stoppedAt: string;
+            worker: { allocated: { cpuMillis: number } };
+          };
+        };
+      }>(
+        'mutation($i: ReportSandboxStatusInput!) { reportSandboxStatus(input: $i) { ... on SandboxPayload { sandbox { status exitCode stoppedAt worker { allocated { cpuMillis } } } } } }',
+        { i: { sandboxId: id, fencingToken: '2', status: 'STOPPED', exitCode: 0 } },
+        b.token,
+      )
+      .then((r) => dataOf(r).reportSandboxStatus);
     // The response already shows the released capacity (no stale entity from the transaction).
     expect(stopped.sandbox).toMatchObject({ status: 'STOPPED', exitCode: 0, worker: { allocated: { cpuMillis: 0 } } });
     expect(stopped.sandbox.stoppedAt).not.toBeNull();
 
     const usage = dataOf(
-      await server.gql<{ tenant: { usage: { sandboxes: number; cpuMillis: number } } }>('query($id: ID!) { tenant(id: $id) { usage { sandboxes cpuMillis } } }', {
-        id: tenantId,
-      }),
+      await server.gql<{ tenant: { usage: { sandboxes: number; cpuMillis: number } } }>(
+        'query($id: ID!) { tenant(id: $id) { usage { sandboxes cpuMillis } } }',
+        {
+          id: tenantId,
+        },
+      ),
     );
     expect(usage.tenant.usage).toEqual({ sandboxes: 0, cpuMillis: 0 });
 
@@ -107,7 +133,10 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
     expect(deleted.deleteSandbox.sandbox.status).toBe('DELETED');
     expect(await getSandbox(server, id)).toBeNull();
     const listed = dataOf(
-      await server.gql<{ sandboxes: { totalCount: number } }>('query($t: ID!) { sandboxes(tenantId: $t) { totalCount } }', { t: tenantId }),
+      await server.gql<{ sandboxes: { totalCount: number } }>(
+        'query($t: ID!) { sandboxes(tenantId: $t) { totalCount } }',
+        { t: tenantId },
+      ),
     );
     expect(listed.sandboxes.totalCount).toBe(0);
 
@@ -118,7 +147,18 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
       ),
     ).events.edges.map((e) => e.node);
     const statusChanges = types.filter((e) => e.type === 'SANDBOX_STATUS_CHANGED').map((e) => e.data.to);
-    expect(statusChanges).toEqual(['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'LOST', 'SCHEDULED', 'RUNNING', 'STOPPING', 'STOPPED', 'DELETED']);
+    expect(statusChanges).toEqual([
+      'PENDING',
+      'SCHEDULED',
+      'STARTING',
+      'RUNNING',
+      'LOST',
+      'SCHEDULED',
+      'RUNNING',
+      'STOPPING',
+      'STOPPED',
+      'DELETED',
+    ]);
     expect(types.filter((e) => e.type === 'SANDBOX_ASSIGNED')).toHaveLength(2);
     expect(types.filter((e) => e.type === 'SANDBOX_STOP_REQUESTED')).toHaveLength(1);
     expect(types.filter((e) => e.type === 'LEASE_CHANGED').map((e) => e.data.action)).toEqual(['acquired', 'takeover']);
@@ -127,7 +167,12 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
   it('keeps a sandbox PENDING without capacity and places it once a worker frees up', async () => {
     const tenantId = await createTenant(server, uniqueName('pend'));
     const pool = uniqueName('pool');
-    const w = await registerWorker(server, uniqueName('small'), { cpuMillis: 500, memoryMb: 512, tenantId, labels: { pool } });
+    const w = await registerWorker(server, uniqueName('small'), {
+      cpuMillis: 500,
+      memoryMb: 512,
+      tenantId,
+      labels: { pool },
+    });
     const placement = { workerLabels: { pool } };
     const first = await createSandbox(server, tenantId, { name: 'one', placement });
     expect(first.sandbox).toMatchObject({ status: 'SCHEDULED', worker: { id: w.id } });
@@ -136,7 +181,9 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
 
     await heartbeat(server, w);
     expect((await server.app.sweeper.runOnce())?.sandboxesPlaced).toBe(0);
-    await server.gql('mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { __typename } }', { id: first.sandbox.id });
+    await server.gql('mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { __typename } }', {
+      id: first.sandbox.id,
+    });
     const lease = await acquireLease(server, w, first.sandbox.id);
     await reportStatus(server, w, first.sandbox.id, lease.lease.fencingToken, 'STOPPED');
     await server.app.sweeper.runOnce();
@@ -156,6 +203,9 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
     await heartbeat(server, worker);
     const sweep = await server.app.sweeper.runOnce();
     expect(sweep?.sandboxesExpired).toBeGreaterThanOrEqual(1);
-    expect(await getSandbox(server, created.sandbox.id)).toMatchObject({ status: 'STOPPING', statusReason: 'ttl expired' });
+    expect(await getSandbox(server, created.sandbox.id)).toMatchObject({
+      status: 'STOPPING',
+      statusReason: 'ttl expired',
+    });
   });
 });

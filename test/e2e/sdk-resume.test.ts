@@ -2,7 +2,15 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { EventsDocument, FatalSubscriptionError, MessageAddedDocument, SendMessageDocument, createClient, type FlotillaClient, type MessageFieldsFragment } from '../../src/client/index.js';
+import {
+  EventsDocument,
+  FatalSubscriptionError,
+  MessageAddedDocument,
+  SendMessageDocument,
+  createClient,
+  type FlotillaClient,
+  type MessageFieldsFragment,
+} from '../../src/client/index.js';
 import { createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -12,7 +20,9 @@ const POLL_MS = 20;
 const BACKOFF_MS = 50;
 
 /** A TCP proxy whose connections the test can cut, and which refuses new ones while "down". */
-async function cuttableProxy(targetUrl: string): Promise<{ url: string; cut(): void; restore(): void; close(): Promise<void> }> {
+async function cuttableProxy(
+  targetUrl: string,
+): Promise<{ url: string; cut(): void; restore(): void; close(): Promise<void> }> {
   const target = new URL(targetUrl);
   const sockets = new Set<Socket>();
   let down = false;
@@ -75,7 +85,14 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
     const sandboxId = created.sandbox.id;
 
     const proxy = await cuttableProxy(server.app.graphqlUrl);
-    const client = createClient({ url: proxy.url, token: server.adminToken, transport, webSocketImpl: WebSocket, backoffMs: BACKOFF_MS, maxBackoffMs: BACKOFF_MS * 4 });
+    const client = createClient({
+      url: proxy.url,
+      token: server.adminToken,
+      transport,
+      webSocketImpl: WebSocket,
+      backoffMs: BACKOFF_MS,
+      maxBackoffMs: BACKOFF_MS * 4,
+    });
     const abort = new AbortController();
     const received: MessageFieldsFragment[] = [];
     let reconnects = 0;
@@ -84,7 +101,12 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
       const stream = client.subscribe(
         MessageAddedDocument,
         { sandboxId, after: null },
-        { signal: abort.signal, cursorOf: (d) => d.messageAdded.eventCursor, onReconnect: () => reconnects++, onResumed: () => resumed++ },
+        {
+          signal: abort.signal,
+          cursorOf: (d) => d.messageAdded.eventCursor,
+          onReconnect: () => reconnects++,
+          onResumed: () => resumed++,
+        },
       );
       for await (const { messageAdded } of stream) received.push(messageAdded);
     })().catch((err: Error) => {
@@ -101,16 +123,25 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
         { timeout: WAIT_MS, interval: 200 },
       );
       for (const n of [1, 2, 3]) await send(sandboxId, `before ${n}`);
-      await vi.waitFor(() => expect(received.map((m) => m.body)).toContain('before 3'), { timeout: WAIT_MS, interval: POLL_MS });
+      await vi.waitFor(() => expect(received.map((m) => m.body)).toContain('before 3'), {
+        timeout: WAIT_MS,
+        interval: POLL_MS,
+      });
 
       // The connection drops; while it is down, more messages are committed.
       proxy.cut();
       for (const n of [1, 2, 3]) await send(sandboxId, `during ${n}`);
       await vi.waitFor(() => expect(reconnects).toBeGreaterThan(0), { timeout: WAIT_MS, interval: POLL_MS });
       proxy.restore();
-      await vi.waitFor(() => expect(received.map((m) => m.body)).toContain('during 3'), { timeout: WAIT_MS, interval: POLL_MS });
+      await vi.waitFor(() => expect(received.map((m) => m.body)).toContain('during 3'), {
+        timeout: WAIT_MS,
+        interval: POLL_MS,
+      });
       for (const n of [1, 2]) await send(sandboxId, `after ${n}`);
-      await vi.waitFor(() => expect(received.map((m) => m.body)).toContain('after 2'), { timeout: WAIT_MS, interval: POLL_MS });
+      await vi.waitFor(() => expect(received.map((m) => m.body)).toContain('after 2'), {
+        timeout: WAIT_MS,
+        interval: POLL_MS,
+      });
       expect(resumed).toBeGreaterThan(0);
 
       // Exactly the log's MESSAGE_POSTED events, in order, from the first one delivered.
@@ -121,7 +152,16 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
       expect(cursors).toEqual(logged.slice(logged.indexOf(cursors[0] as string)));
       expect(new Set(received.map((m) => m.id)).size).toBe(received.length);
       const bodies = received.map((m) => m.body).filter((b) => b !== 'probe');
-      expect(bodies).toEqual(['before 1', 'before 2', 'before 3', 'during 1', 'during 2', 'during 3', 'after 1', 'after 2']);
+      expect(bodies).toEqual([
+        'before 1',
+        'before 2',
+        'before 3',
+        'during 1',
+        'during 2',
+        'during 3',
+        'after 1',
+        'after 2',
+      ]);
     } finally {
       abort.abort();
       await consumer;
@@ -134,10 +174,20 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
     const tenantId = await createTenant(server, uniqueName('badcursor'));
     await registerWorker(server, uniqueName('w'), { tenantId });
     const created = await createSandbox(server, tenantId, { name: 'quiet' });
-    const client = createClient({ url: server.app.graphqlUrl, token: server.adminToken, transport, webSocketImpl: WebSocket, backoffMs: BACKOFF_MS });
+    const client = createClient({
+      url: server.app.graphqlUrl,
+      token: server.adminToken,
+      transport,
+      webSocketImpl: WebSocket,
+      backoffMs: BACKOFF_MS,
+    });
     let reconnects = 0;
     try {
-      const stream = client.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: 'bm9wZQ' }, { onReconnect: () => reconnects++ });
+      const stream = client.subscribe(
+        MessageAddedDocument,
+        { sandboxId: created.sandbox.id, after: 'bm9wZQ' },
+        { onReconnect: () => reconnects++ },
+      );
       const outcome = await stream.next().then(
         () => null,
         (err: unknown) => err,

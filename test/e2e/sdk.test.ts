@@ -1,11 +1,20 @@
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateTenantDocument, TenantsDocument, ViewerDocument, createClient, unwrapPayload } from '../../src/client/index.js';
+import {
+  CreateTenantDocument,
+  TenantsDocument,
+  ViewerDocument,
+  createClient,
+  unwrapPayload,
+} from '../../src/client/index.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /** A proxy that drops the first `failures` connections, to look like a flaky network. */
-async function flakyProxy(target: string, failures: number): Promise<{ url: string; attempts: () => number; close: () => Promise<void> }> {
+async function flakyProxy(
+  target: string,
+  failures: number,
+): Promise<{ url: string; attempts: () => number; close: () => Promise<void> }> {
   const upstream = new URL(target);
   let attempts = 0;
   const server: Server = createServer((req, res) => {
@@ -50,12 +59,21 @@ describe('the SDK (flotilla/client)', () => {
     const created = await client.mutate(CreateTenantDocument, { input: { slug: 'sdk-tenant', name: 'SDK' } });
     if (!created.ok) throw new Error(created.error.message);
     const payload = unwrapPayload(created.data.createTenant);
-    expect(payload.ok && payload.payload.__typename === 'CreateTenantPayload' && payload.payload.tenant.slug).toBe('sdk-tenant');
+    expect(payload.ok && payload.payload.__typename === 'CreateTenantPayload' && payload.payload.tenant.slug).toBe(
+      'sdk-tenant',
+    );
 
     const again = await client.mutate(CreateTenantDocument, { input: { slug: 'sdk-tenant', name: 'SDK' } });
     if (!again.ok) throw new Error(again.error.message);
     const refused = unwrapPayload(again.data.createTenant);
-    expect(refused).toEqual({ ok: false, error: { typename: 'AlreadyExistsError', code: 'ALREADY_EXISTS', message: 'a tenant with slug "sdk-tenant" already exists' } });
+    expect(refused).toEqual({
+      ok: false,
+      error: {
+        typename: 'AlreadyExistsError',
+        code: 'ALREADY_EXISTS',
+        message: 'a tenant with slug "sdk-tenant" already exists',
+      },
+    });
 
     const page = await client.query(TenantsDocument, { first: 10 });
     expect(page.ok && page.data.tenants.edges.map((e) => e.node.slug)).toContain('sdk-tenant');

@@ -19,7 +19,14 @@ const CREATE_TENANT = /* GraphQL */ `
 interface CreateTenantData {
   createTenant: {
     __typename: string;
-    tenant?: { id: string; slug: string; name: string; quota: Record<string, number>; policy: Record<string, unknown>; usage: { sandboxes: number } };
+    tenant?: {
+      id: string;
+      slug: string;
+      name: string;
+      quota: Record<string, number>;
+      policy: Record<string, unknown>;
+      usage: { sandboxes: number };
+    };
     message?: string;
     code?: string;
     field?: string;
@@ -30,7 +37,9 @@ interface CreateTenantData {
 function closeCodeFor(url: string, authorization: string | undefined): Promise<{ code: number; reason: string }> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, 'graphql-transport-ws');
-    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: authorization ? { authorization } : {} })));
+    socket.on('open', () =>
+      socket.send(JSON.stringify({ type: 'connection_init', payload: authorization ? { authorization } : {} })),
+    );
     socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
     socket.on('error', reject);
   });
@@ -47,12 +56,19 @@ describe.each(DRIVERS)('server on %s', (kind) => {
   });
 
   it('answers a query and a mutation over HTTP', async () => {
-    const viewer = await server.gql<{ viewer: { subject: string; platformAdmin: boolean } }>('{ viewer { subject platformAdmin } }');
+    const viewer = await server.gql<{ viewer: { subject: string; platformAdmin: boolean } }>(
+      '{ viewer { subject platformAdmin } }',
+    );
     expect(viewer.status).toBe(200);
     expect(viewer.body.data?.viewer).toEqual({ subject: 'platform-admin', platformAdmin: true });
 
     const created = await server.gql<CreateTenantData>(CREATE_TENANT, {
-      input: { slug: 'http-acme', name: 'Acme', quota: { maxSandboxes: 3 }, policy: { allowedImages: ['ghcr.io/acme/*'] } },
+      input: {
+        slug: 'http-acme',
+        name: 'Acme',
+        quota: { maxSandboxes: 3 },
+        policy: { allowedImages: ['ghcr.io/acme/*'] },
+      },
     });
     const tenant = created.body.data?.createTenant;
     expect(created.body.errors).toBeUndefined();
@@ -70,7 +86,10 @@ describe.each(DRIVERS)('server on %s', (kind) => {
       'query($id: ID!) { tenant(id: $id) { slug } node(id: $id) { __typename ... on Tenant { slug } } }',
       { id },
     );
-    expect(byId.body.data).toEqual({ tenant: { slug: 'http-acme' }, node: { __typename: 'Tenant', slug: 'http-acme' } });
+    expect(byId.body.data).toEqual({
+      tenant: { slug: 'http-acme' },
+      node: { __typename: 'Tenant', slug: 'http-acme' },
+    });
     const bySlug = await server.gql<{ tenant: { id: string } }>('{ tenant(slug: "http-acme") { id } }');
     expect(bySlug.body.data?.tenant.id).toBe(id);
   });
@@ -78,14 +97,23 @@ describe.each(DRIVERS)('server on %s', (kind) => {
   it('answers a query over SSE', async () => {
     const res = await fetch(server.app.graphqlUrl, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${server.adminToken}` },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'text/event-stream',
+        authorization: `Bearer ${server.adminToken}`,
+      },
       body: JSON.stringify({ query: '{ viewer { subject } }' }),
     });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('text/event-stream');
     const text = await res.text();
     const next = text.split('\n\n').find((block) => block.includes('event: next'));
-    const data = JSON.parse(next?.split('\n').find((l) => l.startsWith('data: '))?.slice(6) ?? 'null');
+    const data = JSON.parse(
+      next
+        ?.split('\n')
+        .find((l) => l.startsWith('data: '))
+        ?.slice(6) ?? 'null',
+    );
     expect(data).toEqual({ data: { viewer: { subject: 'platform-admin' } } });
     expect(text).toContain('event: complete');
   });
@@ -94,7 +122,9 @@ describe.each(DRIVERS)('server on %s', (kind) => {
     const client = server.ws();
     const result = await wsRequest<{ viewer: { subject: string } }>(client, '{ viewer { subject } }');
     expect(result.data?.viewer.subject).toBe('platform-admin');
-    const created = await wsRequest<CreateTenantData>(client, CREATE_TENANT, { input: { slug: 'ws-tenant', name: 'Over WS' } });
+    const created = await wsRequest<CreateTenantData>(client, CREATE_TENANT, {
+      input: { slug: 'ws-tenant', name: 'Over WS' },
+    });
     expect(created.data?.createTenant.__typename).toBe('CreateTenantPayload');
   });
 
@@ -122,9 +152,18 @@ describe.each(DRIVERS)('server on %s', (kind) => {
   it('returns typed errors and writes nothing for bad input', async () => {
     const before = await server.app.db.orm.em.fork().count(Tenant, {});
     const badSlug = await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'NO SPACES', name: 'x' } });
-    expect(badSlug.body.data?.createTenant).toMatchObject({ __typename: 'ValidationError', code: 'VALIDATION_FAILED', field: 'input.slug' });
-    const badQuota = await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'neg-quota', name: 'x', quota: { maxSandboxes: -1 } } });
-    expect(badQuota.body.data?.createTenant).toMatchObject({ __typename: 'ValidationError', field: 'input.quota.maxSandboxes' });
+    expect(badSlug.body.data?.createTenant).toMatchObject({
+      __typename: 'ValidationError',
+      code: 'VALIDATION_FAILED',
+      field: 'input.slug',
+    });
+    const badQuota = await server.gql<CreateTenantData>(CREATE_TENANT, {
+      input: { slug: 'neg-quota', name: 'x', quota: { maxSandboxes: -1 } },
+    });
+    expect(badQuota.body.data?.createTenant).toMatchObject({
+      __typename: 'ValidationError',
+      field: 'input.quota.maxSandboxes',
+    });
     await server.gql(CREATE_TENANT, { input: { slug: 'taken', name: 'First' } });
     const dup = await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'taken', name: 'Second' } });
     expect(dup.body.data?.createTenant).toMatchObject({ __typename: 'AlreadyExistsError', code: 'ALREADY_EXISTS' });
@@ -140,20 +179,31 @@ describe.each(DRIVERS)('server on %s', (kind) => {
     expect(unknown.body.errors?.[0].extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
     expect(unknown.body.errors?.[0].message).toContain('nope');
     const badId = await server.gql('{ node(id: "definitely-not-an-id") { id } }');
-    expect(badId.body.errors?.[0]).toMatchObject({ extensions: { code: 'VALIDATION_FAILED' }, message: '"definitely-not-an-id" is not a valid id' });
+    expect(badId.body.errors?.[0]).toMatchObject({
+      extensions: { code: 'VALIDATION_FAILED' },
+      message: '"definitely-not-an-id" is not a valid id',
+    });
     const missing = await server.gql<{ node: null }>('query($id: ID!) { node(id: $id) { id } }', {
       id: Buffer.from('Tenant:01900000-0000-7000-8000-000000000000').toString('base64url'),
     });
     expect(missing.body.data?.node).toBeNull();
     const tooMany = await server.gql('{ tenants(first: 101) { totalCount } }');
     expect(tooMany.body.errors?.[0].extensions?.code).toBe('VALIDATION_FAILED');
-    for (const res of [syntax, unknown, badId, tooMany]) expect(JSON.stringify(res.body)).not.toMatch(/stack|at .*\.ts:\d+/);
+    for (const res of [syntax, unknown, badId, tooMany])
+      expect(JSON.stringify(res.body)).not.toMatch(/stack|at .*\.ts:\d+/);
   });
 
   it('pages tenants with cursors', async () => {
     for (const slug of ['page-a', 'page-b', 'page-c']) await server.gql(CREATE_TENANT, { input: { slug, name: slug } });
-    const query = 'query($after: String) { tenants(first: 2, after: $after) { totalCount edges { cursor node { slug } } pageInfo { hasNextPage endCursor } } }';
-    type Page = { tenants: { totalCount: number; edges: { node: { slug: string } }[]; pageInfo: { hasNextPage: boolean; endCursor: string } } };
+    const query =
+      'query($after: String) { tenants(first: 2, after: $after) { totalCount edges { cursor node { slug } } pageInfo { hasNextPage endCursor } } }';
+    type Page = {
+      tenants: {
+        totalCount: number;
+        edges: { node: { slug: string } }[];
+        pageInfo: { hasNextPage: boolean; endCursor: string };
+      };
+    };
     const seen: string[] = [];
     let after: string | null = null;
     let total = 0;
@@ -172,8 +222,11 @@ describe.each(DRIVERS)('server on %s', (kind) => {
   });
 
   it('shows a tenant member only its own tenant, and lets only platform admins create tenants', async () => {
-    const own = (await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'own-tenant', name: 'Own' } })).body.data?.createTenant.tenant;
-    const other = (await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'other-tenant', name: 'Other' } })).body.data?.createTenant.tenant;
+    const own = (await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'own-tenant', name: 'Own' } })).body
+      .data?.createTenant.tenant;
+    const other = (
+      await server.gql<CreateTenantData>(CREATE_TENANT, { input: { slug: 'other-tenant', name: 'Other' } })
+    ).body.data?.createTenant.tenant;
     const token = await server.apiToken(localId(own?.id as string), 'ADMIN');
 
     const list = await server.gql<{ tenants: { totalCount: number; edges: { node: { slug: string } }[] } }>(
@@ -198,7 +251,9 @@ describe.each(DRIVERS)('server on %s', (kind) => {
   it('audits every createTenant, refused ones included', async () => {
     await server.gql(CREATE_TENANT, { input: { slug: 'audited', name: 'Audited' } });
     await server.gql(CREATE_TENANT, { input: { slug: 'audited', name: 'Again' } });
-    const entries = await server.app.db.orm.em.fork().find(AuditEntry, { action: 'createTenant' }, { orderBy: { id: 'desc' }, limit: 2 });
+    const entries = await server.app.db.orm.em
+      .fork()
+      .find(AuditEntry, { action: 'createTenant' }, { orderBy: { id: 'desc' }, limit: 2 });
     expect(entries.map((e) => e.outcome)).toEqual(['ALREADY_EXISTS', 'ok']);
     expect(entries[1].actor).toBe('platform-admin');
     expect(entries[1].targetId).not.toBeNull();
@@ -212,7 +267,9 @@ describe.each(DRIVERS)('server on %s', (kind) => {
     expect(await ready.json()).toEqual({ status: 'ready' });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/flotilla_http_requests_total\{route="\/graphql",status="200"\} \d+/);
-    const jwks = (await (await fetch(`${base}/.well-known/jwks.json`)).json()) as { keys: { kid: string; d?: string }[] };
+    const jwks = (await (await fetch(`${base}/.well-known/jwks.json`)).json()) as {
+      keys: { kid: string; d?: string }[];
+    };
     expect(jwks.keys.length).toBeGreaterThan(0);
     expect(jwks.keys.every((k) => k.kid && k.d === undefined)).toBe(true);
     const page = await fetch(server.app.graphqlUrl, { headers: { accept: 'text/html' } });

@@ -25,30 +25,51 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
   let recording: string[] | null = null;
 
   beforeAll(async () => {
-    server = await startTestServer(kind, { onQuery: (sql) => (isRequestStatement(sql) ? recording?.push(sql) : undefined) });
+    server = await startTestServer(kind, {
+      onQuery: (sql) => (isRequestStatement(sql) ? recording?.push(sql) : undefined),
+    });
   });
   afterAll(async () => {
     await server?.close();
   });
 
   async function seed(count: number): Promise<string> {
-    const tenantId = await createTenant(server, uniqueName('n1'), { quota: { maxSandboxes: 500, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 } });
-    const workers = await Promise.all([0, 1, 2].map(() => registerWorker(server, uniqueName('n1w'), { tenantId, cpuMillis: 100_000, memoryMb: 100_000 })));
+    const tenantId = await createTenant(server, uniqueName('n1'), {
+      quota: { maxSandboxes: 500, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 },
+    });
+    const workers = await Promise.all(
+      [0, 1, 2].map(() =>
+        registerWorker(server, uniqueName('n1w'), { tenantId, cpuMillis: 100_000, memoryMb: 100_000 }),
+      ),
+    );
     const ids: string[] = [];
     for (let i = 0; i < count; i += 10) {
-      const batch = await Promise.all(Array.from({ length: Math.min(10, count - i) }, (_, j) => createSandbox(server, tenantId, { name: `s${i + j}`, resources: { cpuMillis: 10, memoryMb: 10 } })));
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(10, count - i) }, (_, j) =>
+          createSandbox(server, tenantId, { name: `s${i + j}`, resources: { cpuMillis: 10, memoryMb: 10 } }),
+        ),
+      );
       ids.push(...batch.map((b) => b.sandbox.id));
     }
     for (const [i, id] of ids.entries()) {
       if (i % 2 === 0) {
-        const placedOn = dataOf(await server.gql<{ sandbox: { worker: { id: string } } }>('query($id: ID!) { sandbox(id: $id) { worker { id } } }', { id })).sandbox.worker.id;
+        const placedOn = dataOf(
+          await server.gql<{ sandbox: { worker: { id: string } } }>(
+            'query($id: ID!) { sandbox(id: $id) { worker { id } } }',
+            { id },
+          ),
+        ).sandbox.worker.id;
         const holder = workers.find((w) => w.id === placedOn);
         expect(holder).toBeDefined();
         expect((await acquireLease(server, holder!, id)).__typename).toBe('LeasePayload');
       }
       if (i % 3 === 0) {
-        await server.gql('mutation($id: ID!) { sendMessage(input: { sandboxId: $id, body: "hi" }) { __typename } }', { id });
-        await server.gql('mutation($id: ID!) { sendMessage(input: { sandboxId: $id, body: "last" }) { __typename } }', { id });
+        await server.gql('mutation($id: ID!) { sendMessage(input: { sandboxId: $id, body: "hi" }) { __typename } }', {
+          id,
+        });
+        await server.gql('mutation($id: ID!) { sendMessage(input: { sandboxId: $id, body: "last" }) { __typename } }', {
+          id,
+        });
       }
     }
     return tenantId;
@@ -56,7 +77,9 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
 
   async function statementsFor(tenantId: string): Promise<{ count: number; edges: number; data: unknown }> {
     recording = [];
-    const res = await server.gql<{ sandboxes: { edges: { node: { lastMessage: { body: string } | null; lease: unknown } }[] } }>(LIST, { t: tenantId });
+    const res = await server.gql<{
+      sandboxes: { edges: { node: { lastMessage: { body: string } | null; lease: unknown } }[] };
+    }>(LIST, { t: tenantId });
     const count = recording.length;
     recording = null;
     const data = dataOf(res);
@@ -72,7 +95,9 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
     const many = await statementsFor(large);
     expect(few.edges).toBe(10);
     expect(many.edges).toBe(100);
-    const nodes = (many.data as { sandboxes: { edges: { node: { lastMessage: { body: string } | null; lease: unknown } }[] } }).sandboxes.edges.map((e) => e.node);
+    const nodes = (
+      many.data as { sandboxes: { edges: { node: { lastMessage: { body: string } | null; lease: unknown } }[] } }
+    ).sandboxes.edges.map((e) => e.node);
     expect(nodes.filter((n) => n.lease !== null)).toHaveLength(50);
     expect(nodes.filter((n) => n.lastMessage?.body === 'last')).toHaveLength(34);
     console.log(`${kind}: ${many.count} statements for 100 sandboxes, ${few.count} for 10`);

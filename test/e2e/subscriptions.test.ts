@@ -1,13 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { MessageAddedDocument, TenantEventsDocument, WorkerAssignmentsDocument, createClient } from '../../src/client/index.js';
+import {
+  MessageAddedDocument,
+  TenantEventsDocument,
+  WorkerAssignmentsDocument,
+  createClient,
+} from '../../src/client/index.js';
 import { DRIVERS } from '../helpers/databases.js';
-import { acquireLease, createSandbox, createTenant, registerWorker, reportStatus, uniqueName } from '../helpers/fleet.js';
+import {
+  acquireLease,
+  createSandbox,
+  createTenant,
+  registerWorker,
+  reportStatus,
+  uniqueName,
+} from '../helpers/fleet.js';
 import { takeItems } from '../helpers/streams.js';
 import { localId, startTestServer, type TestServer } from '../helpers/server.js';
 
 /** Reads GraphQL-over-SSE `next` payloads from a subscription request until `count` arrive. */
-async function sseTake(url: string, token: string, query: string, variables: Record<string, unknown>, count: number): Promise<{ data?: Record<string, unknown>; errors?: { extensions?: { code?: string } }[] }[]> {
+async function sseTake(
+  url: string,
+  token: string,
+  query: string,
+  variables: Record<string, unknown>,
+  count: number,
+): Promise<{ data?: Record<string, unknown>; errors?: { extensions?: { code?: string } }[] }[]> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), 15_000);
   const res = await fetch(url, {
@@ -45,19 +63,27 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
 
   beforeAll(async () => {
     server = await startTestServer(kind);
-    tenantId = await createTenant(server, uniqueName('subs'), { quota: { maxSandboxes: 50, maxCpuMillis: 100_000, maxMemoryMb: 100_000 } });
+    tenantId = await createTenant(server, uniqueName('subs'), {
+      quota: { maxSandboxes: 50, maxCpuMillis: 100_000, maxMemoryMb: 100_000 },
+    });
   });
   afterAll(async () => {
     await server?.close();
   });
 
-  const client = (token = server.adminToken) => createClient({ url: server.app.graphqlUrl, token, webSocketImpl: WebSocket });
+  const client = (token = server.adminToken) =>
+    createClient({ url: server.app.graphqlUrl, token, webSocketImpl: WebSocket });
 
   it('streams a tenant’s events live over graphql-ws, with current data for each event', async () => {
     const api = client();
     const stream = api.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] });
     const worker = await registerWorker(server, uniqueName('w'));
-    const collected: { type: string; data: unknown; sandbox?: { id: string; status: string } | null; cursor: string }[] = [];
+    const collected: {
+      type: string;
+      data: unknown;
+      sandbox?: { id: string; status: string } | null;
+      cursor: string;
+    }[] = [];
     const done = (async () => {
       for await (const { tenantEvents } of stream) {
         collected.push(tenantEvents);
@@ -71,7 +97,10 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     await new Promise((r) => setTimeout(r, 300)); // the SCHEDULED event is delivered before the next change
     const lease = await acquireLease(server, worker, sandboxId);
     await reportStatus(server, worker, sandboxId, lease.lease.fencingToken, 'STARTING');
-    await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error('no STARTING event')), 15_000))]);
+    await Promise.race([
+      done,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no STARTING event')), 15_000)),
+    ]);
     const mine = collected.filter((e) => e.sandbox?.id === sandboxId);
     // Each event resolves the sandbox as it is when that event is delivered, not as first cached.
     expect(mine[0]?.sandbox?.status).toBe('SCHEDULED');
@@ -84,10 +113,11 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     const api = client();
     const first = await createSandbox(server, tenantId, { name: 'replay-a' });
     // Find the cursor of the first event of this tenant via the events query, then replay from it.
-    const page = await server.gql<{ events: { edges: { cursor: string; node: { type: string; sandbox: { id: string } | null } }[] } }>(
-      'query($t: ID!) { events(tenantId: $t, first: 100) { edges { cursor node { type sandbox { id } } } } }',
-      { t: tenantId },
-    );
+    const page = await server.gql<{
+      events: { edges: { cursor: string; node: { type: string; sandbox: { id: string } | null } }[] };
+    }>('query($t: ID!) { events(tenantId: $t, first: 100) { edges { cursor node { type sandbox { id } } } } }', {
+      t: tenantId,
+    });
     const edges = page.body.data?.events.edges ?? [];
     const mine = edges.filter((e) => e.node.sandbox?.id === first.sandbox.id);
     expect(mine.length).toBeGreaterThan(0);
@@ -102,14 +132,21 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
   });
 
   it('streams over SSE too, and refuses an invalid cursor clearly', async () => {
-    const query = 'subscription($t: ID!, $after: String) { tenantEvents(tenantId: $t, after: $after) { type cursor sandbox { name } } }';
+    const query =
+      'subscription($t: ID!, $after: String) { tenantEvents(tenantId: $t, after: $after) { type cursor sandbox { name } } }';
     const pending = sseTake(server.app.graphqlUrl, server.adminToken, query, { t: tenantId }, 1);
     await new Promise((r) => setTimeout(r, 300));
     await createSandbox(server, tenantId, { name: 'over-sse' });
     const results = await pending;
     expect(results[0]?.data).toMatchObject({ tenantEvents: { sandbox: { name: 'over-sse' } } });
 
-    const bad = await sseTake(server.app.graphqlUrl, server.adminToken, query, { t: tenantId, after: 'not-a-cursor' }, 1);
+    const bad = await sseTake(
+      server.app.graphqlUrl,
+      server.adminToken,
+      query,
+      { t: tenantId, after: 'not-a-cursor' },
+      1,
+    );
     expect(bad[0]?.errors?.[0]?.extensions?.code).toBe('INVALID_CURSOR');
   });
 
@@ -127,7 +164,9 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     const messages = client(viewer).subscribe(MessageAddedDocument, { sandboxId });
     const got = takeItems(messages, 1);
     await new Promise((r) => setTimeout(r, 300));
-    await server.gql('mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }', { i: { sandboxId, body: 'hello agent' } });
+    await server.gql('mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }', {
+      i: { sandboxId, body: 'hello agent' },
+    });
     const [message] = await got;
     expect(message.messageAdded).toMatchObject({ body: 'hello agent', senderKind: 'USER' });
     expect(message.messageAdded.eventCursor).toBeTruthy();
@@ -139,9 +178,14 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     await new Promise((r) => setTimeout(r, 300));
     const placed = await createSandbox(server, otherTenant, { name: 'for-worker' });
     const [event] = await assigned;
-    expect(event.workerAssignments).toMatchObject({ type: 'SANDBOX_ASSIGNED', sandbox: { id: placed.sandbox.id, status: 'SCHEDULED' } });
+    expect(event.workerAssignments).toMatchObject({
+      type: 'SANDBOX_ASSIGNED',
+      sandbox: { id: placed.sandbox.id, status: 'SCHEDULED' },
+    });
 
-    const foreign = client(worker.token).subscribe(WorkerAssignmentsDocument, { workerId: (await registerWorker(server, uniqueName('x'))).id });
+    const foreign = client(worker.token).subscribe(WorkerAssignmentsDocument, {
+      workerId: (await registerWorker(server, uniqueName('x'))).id,
+    });
     await expect(takeItems(foreign, 1)).rejects.toMatchObject({ error: { code: 'FORBIDDEN' } });
   });
 });

@@ -25,7 +25,11 @@ describe('domain sweeper on postgres', () => {
       await other.query('select pg_advisory_lock($1)', [DOMAIN_SWEEPER_LOCK]);
       expect(await server.app.sweeper.runOnce()).toBeNull();
       const status = async () =>
-        dataOf(await server.gql<{ worker: { status: string } }>('query($id: ID!) { worker(id: $id) { status } }', { id: worker.id }));
+        dataOf(
+          await server.gql<{ worker: { status: string } }>('query($id: ID!) { worker(id: $id) { status } }', {
+            id: worker.id,
+          }),
+        );
       expect((await status()).worker.status).toBe('OFFLINE'); // reads as OFFLINE before any sweep
       await other.query('select pg_advisory_unlock($1)', [DOMAIN_SWEEPER_LOCK]);
       expect(await server.app.sweeper.runOnce()).toMatchObject({ workersOffline: 1 });

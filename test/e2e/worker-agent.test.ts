@@ -20,7 +20,15 @@ import {
   type SandboxFieldsFragment,
 } from '../../src/client/index.js';
 import { WorkerAgent } from '../../src/worker/agent.js';
-import { createTenant, heartbeat, registerWorker, reportStatus, TestClock, uniqueName, type RegisteredWorker } from '../helpers/fleet.js';
+import {
+  createTenant,
+  heartbeat,
+  registerWorker,
+  reportStatus,
+  TestClock,
+  uniqueName,
+  type RegisteredWorker,
+} from '../helpers/fleet.js';
 import { BIN, isAlive, killChildren, killGroup, readPid, spawnChild, type Child } from '../helpers/processes.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -44,7 +52,10 @@ describe('the worker agent runs sandboxes as real processes', () => {
   const groups: (() => number | null)[] = [];
 
   beforeAll(async () => {
-    server = await startTestServer('sqlite', { clock, env: { FLOTILLA_HEARTBEAT_TTL_SECONDS: '30', FLOTILLA_RATE_LIMIT_PER_MINUTE: '100000' } });
+    server = await startTestServer('sqlite', {
+      clock,
+      env: { FLOTILLA_HEARTBEAT_TTL_SECONDS: '30', FLOTILLA_RATE_LIMIT_PER_MINUTE: '100000' },
+    });
     sdk = createClient({ url: server.app.graphqlUrl, token: server.adminToken, webSocketImpl: WebSocket });
   });
   afterEach(async () => {
@@ -64,8 +75,18 @@ describe('the worker agent runs sandboxes as real processes', () => {
     return { tenantId, worker };
   }
 
-  async function startAgent(worker: RegisteredWorker, options: Partial<ConstructorParameters<typeof WorkerAgent>[0]> = {}): Promise<WorkerAgent> {
-    const agent = new WorkerAgent({ url: server.app.graphqlUrl, token: worker.token, webSocketImpl: WebSocket, stopGraceMs: STOP_GRACE_MS, heartbeatIntervalMs: HEARTBEAT_MS, ...options });
+  async function startAgent(
+    worker: RegisteredWorker,
+    options: Partial<ConstructorParameters<typeof WorkerAgent>[0]> = {},
+  ): Promise<WorkerAgent> {
+    const agent = new WorkerAgent({
+      url: server.app.graphqlUrl,
+      token: worker.token,
+      webSocketImpl: WebSocket,
+      stopGraceMs: STOP_GRACE_MS,
+      heartbeatIntervalMs: HEARTBEAT_MS,
+      ...options,
+    });
     agents.push(agent);
     await agent.start();
     return agent;
@@ -104,7 +125,11 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const abort = new AbortController();
     const messages: MessageFieldsFragment[] = [];
     void (async () => {
-      for await (const { messageAdded } of sdk.subscribe(MessageAddedDocument, { sandboxId: id, after }, { signal: abort.signal, cursorOf: (d) => d.messageAdded.eventCursor })) {
+      for await (const { messageAdded } of sdk.subscribe(
+        MessageAddedDocument,
+        { sandboxId: id, after },
+        { signal: abort.signal, cursorOf: (d) => d.messageAdded.eventCursor },
+      )) {
         messages.push(messageAdded);
       }
     })().catch(() => undefined);
@@ -130,9 +155,7 @@ describe('the worker agent runs sandboxes as real processes', () => {
   }
 
   const agentOutput = (messages: MessageFieldsFragment[]) =>
-    messages
-      .filter((m) => m.senderKind === 'AGENT')
-      .flatMap((m) => m.body.split('\n'));
+    messages.filter((m) => m.senderKind === 'AGENT').flatMap((m) => m.body.split('\n'));
 
   it('runs a sandbox created through the SDK: output as messages, input to stdin, agent status from a JSON line, exit 0 is STOPPED', async () => {
     const { tenantId, worker } = await fleet();
@@ -152,19 +175,32 @@ describe('the worker agent runs sandboxes as real processes', () => {
     try {
       const running = await waitForStatus(created.id, 'RUNNING');
       expect(running.lease?.fencingToken).toBe('1');
-      await vi.waitFor(() => expect(agentOutput(stream.messages)).toContain('hello from echoer'), { timeout: WAIT_MS, interval: POLL_MS });
-      // The status line is not posted as output: it becomes the sandbox's agent status.
-      await vi.waitFor(async () => expect((await sandbox(created.id)).agent).toMatchObject({ phase: 'WAITING_FOR_INPUT', activity: 'waiting for a line' }), {
+      await vi.waitFor(() => expect(agentOutput(stream.messages)).toContain('hello from echoer'), {
         timeout: WAIT_MS,
         interval: POLL_MS,
       });
+      // The status line is not posted as output: it becomes the sandbox's agent status.
+      await vi.waitFor(
+        async () =>
+          expect((await sandbox(created.id)).agent).toMatchObject({
+            phase: 'WAITING_FOR_INPUT',
+            activity: 'waiting for a line',
+          }),
+        {
+          timeout: WAIT_MS,
+          interval: POLL_MS,
+        },
+      );
 
       const sent = await sdk.mutate(SendMessageDocument, { input: { sandboxId: created.id, body: 'ping 42' } });
       expect(sent.ok && sent.data.sendMessage.__typename).toBe('MessagePayload');
 
       const stopped = await waitForStatus(created.id, 'STOPPED');
       expect(stopped).toMatchObject({ exitCode: 0, agent: { phase: 'DONE' } });
-      await vi.waitFor(() => expect(agentOutput(stream.messages)).toEqual(['hello from echoer', 'got: ping 42']), { timeout: WAIT_MS, interval: POLL_MS });
+      await vi.waitFor(() => expect(agentOutput(stream.messages)).toEqual(['hello from echoer', 'got: ping 42']), {
+        timeout: WAIT_MS,
+        interval: POLL_MS,
+      });
       expect(stream.messages.map((m) => m.senderKind)).toContain('USER');
       expect(agentOutput(stream.messages).join('\n')).not.toContain('"flotilla"');
     } finally {
@@ -178,7 +214,10 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const created = await create(tenantId, 'failing', sh('echo "something broke" >&2; exit 3'));
     const failed = await waitForStatus(created.id, 'FAILED');
     expect(failed).toMatchObject({ exitCode: 3, statusReason: 'exited with 3' });
-    await vi.waitFor(async () => expect(agentOutput(await history(created.id))).toEqual(['something broke']), { timeout: WAIT_MS, interval: POLL_MS });
+    await vi.waitFor(async () => expect(agentOutput(await history(created.id))).toEqual(['something broke']), {
+      timeout: WAIT_MS,
+      interval: POLL_MS,
+    });
 
     const missing = await create(tenantId, 'missing', ['/nonexistent/flotilla-binary']);
     const notFound = await waitForStatus(missing.id, 'FAILED');
@@ -190,12 +229,23 @@ describe('the worker agent runs sandboxes as real processes', () => {
     process.env.FLOTILLA_TEST_WORKER_SECRET = 'do-not-leak';
     try {
       await startAgent(worker);
-      const created = await create(tenantId, 'env', sh('echo "id=$FLOTILLA_SANDBOX_ID name=$FLOTILLA_SANDBOX_NAME image=$FLOTILLA_IMAGE"; echo "secret=${FLOTILLA_TEST_WORKER_SECRET:-none}"; echo "vmem=$(ulimit -v)"'));
+      const created = await create(
+        tenantId,
+        'env',
+        sh(
+          'echo "id=$FLOTILLA_SANDBOX_ID name=$FLOTILLA_SANDBOX_NAME image=$FLOTILLA_IMAGE"; echo "secret=${FLOTILLA_TEST_WORKER_SECRET:-none}"; echo "vmem=$(ulimit -v)"',
+        ),
+      );
       await waitForStatus(created.id, 'STOPPED');
       // 256 MiB of memory (see create) → (256 × 4 + 256) MiB of address space, in KiB.
       const limitKb = (256 * 4 + 256) * 1024;
       await vi.waitFor(
-        async () => expect(agentOutput(await history(created.id))).toEqual([`id=${created.id} name=env image=local/process`, 'secret=none', `vmem=${limitKb}`]),
+        async () =>
+          expect(agentOutput(await history(created.id))).toEqual([
+            `id=${created.id} name=env image=local/process`,
+            'secret=none',
+            `vmem=${limitKb}`,
+          ]),
         { timeout: WAIT_MS, interval: POLL_MS },
       );
     } finally {
@@ -212,7 +262,10 @@ describe('the worker agent runs sandboxes as real processes', () => {
     // Placed on a worker, so the stop waits for that worker (STOPPING) — which is not running yet.
     expect((await sandbox(created.id)).status).toBe('STOPPING');
     await startAgent(worker);
-    expect(await waitForStatus(created.id, 'STOPPED')).toMatchObject({ statusReason: 'stopped before it started', exitCode: null });
+    expect(await waitForStatus(created.id, 'STOPPED')).toMatchObject({
+      statusReason: 'stopped before it started',
+      exitCode: null,
+    });
     expect(existsSync(marker)).toBe(false);
   });
 
@@ -222,12 +275,26 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'flotilla-stop-'));
     const politeFile = join(dir, 'polite.pid');
     const stubbornFile = join(dir, 'stubborn.pid');
-    groups.push(() => readPid(politeFile), () => readPid(stubbornFile));
-    const polite = await create(tenantId, 'polite', sh(`echo $$ > ${politeFile}; trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.05; done`));
-    const stubborn = await create(tenantId, 'stubborn', sh(`echo $$ > ${stubbornFile}; trap '' TERM; echo ready; while true; do sleep 0.05; done`));
+    groups.push(
+      () => readPid(politeFile),
+      () => readPid(stubbornFile),
+    );
+    const polite = await create(
+      tenantId,
+      'polite',
+      sh(`echo $$ > ${politeFile}; trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.05; done`),
+    );
+    const stubborn = await create(
+      tenantId,
+      'stubborn',
+      sh(`echo $$ > ${stubbornFile}; trap '' TERM; echo ready; while true; do sleep 0.05; done`),
+    );
     await waitForStatus(polite.id, 'RUNNING');
     await waitForStatus(stubborn.id, 'RUNNING');
-    await vi.waitFor(() => expect(readPid(politeFile) && readPid(stubbornFile)).toBeTruthy(), { timeout: WAIT_MS, interval: POLL_MS });
+    await vi.waitFor(() => expect(readPid(politeFile) && readPid(stubbornFile)).toBeTruthy(), {
+      timeout: WAIT_MS,
+      interval: POLL_MS,
+    });
 
     const politeStop = await sdk.mutate(StopSandboxDocument, { input: { sandboxId: polite.id } });
     expect(politeStop.ok && politeStop.data.stopSandbox.__typename).toBe('SandboxPayload');
@@ -249,10 +316,23 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const pidFile = join(stateDir, 'sandbox.pid');
     const firstPid = () => readPid(pidFile);
     groups.push(firstPid);
-    const agentA: Child = spawnChild([BIN, 'worker', '--url', server.app.graphqlUrl, '--token', a.token, '--state-dir', stateDir]);
+    const agentA: Child = spawnChild([
+      BIN,
+      'worker',
+      '--url',
+      server.app.graphqlUrl,
+      '--token',
+      a.token,
+      '--state-dir',
+      stateDir,
+    ]);
     await agentA.waitForLine(/worker agent started/);
 
-    const created = await create(tenantId, 'survivor', sh(`echo $$ >> ${pidFile}; echo "run $$"; while true; do sleep 0.05; done`));
+    const created = await create(
+      tenantId,
+      'survivor',
+      sh(`echo $$ >> ${pidFile}; echo "run $$"; while true; do sleep 0.05; done`),
+    );
     const onA = await waitForStatus(created.id, 'RUNNING').catch((err: Error) => {
       throw new Error(`${err.message}\nagent A:\n${agentA.stdout.join('\n')}\n${agentA.stderr.join('\n')}`);
     });
@@ -269,7 +349,11 @@ describe('the worker agent runs sandboxes as real processes', () => {
     expect(sweep?.workersOffline).toBeGreaterThanOrEqual(1); // A, and the stopped agents of earlier tests
     expect(await sandbox(created.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: b.id } });
     // To B, A's expired lease reads as absent (B may not see worker A, the lease's holder).
-    const seenByB = await server.gql<{ sandbox: { lease: unknown } }>('query($id: ID!) { sandbox(id: $id) { lease { fencingToken holder { id } } } }', { id: created.id }, b.token);
+    const seenByB = await server.gql<{ sandbox: { lease: unknown } }>(
+      'query($id: ID!) { sandbox(id: $id) { lease { fencingToken holder { id } } } }',
+      { id: created.id },
+      b.token,
+    );
     expect(seenByB.body).toEqual({ data: { sandbox: { lease: null } } });
 
     const logs: string[] = [];
@@ -288,10 +372,23 @@ describe('the worker agent runs sandboxes as real processes', () => {
     // output cannot be followed any more, and B runs the sandbox now) and leaves B's sandbox alone.
     const orphan = firstPid() as number;
     expect(isAlive(orphan)).toBe(true);
-    const again = spawnChild([BIN, 'worker', '--url', server.app.graphqlUrl, '--token', a.token, '--state-dir', stateDir]);
+    const again = spawnChild([
+      BIN,
+      'worker',
+      '--url',
+      server.app.graphqlUrl,
+      '--token',
+      a.token,
+      '--state-dir',
+      stateDir,
+    ]);
     await again.waitForLine(/worker agent started/);
     await vi.waitFor(() => expect(isAlive(orphan)).toBe(false), { timeout: WAIT_MS, interval: POLL_MS });
-    expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', worker: { id: b.id }, lease: { fencingToken: '2' } });
+    expect(await sandbox(created.id)).toMatchObject({
+      status: 'RUNNING',
+      worker: { id: b.id },
+      lease: { fencingToken: '2' },
+    });
   });
 
   it('an agent that was frozen past its lease comes back, is refused, ends its process and stops writing', async () => {
@@ -301,13 +398,31 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const pidOnA = () => readPid(pidFile);
     groups.push(pidOnA);
     // A short lease, so the frozen agent renews (and learns it lost the sandbox) soon after it thaws.
-    const agentA = spawnChild([BIN, 'worker', '--url', server.app.graphqlUrl, '--token', a.token, '--lease-ttl', '3', '--heartbeat-ms', '500']);
+    const agentA = spawnChild([
+      BIN,
+      'worker',
+      '--url',
+      server.app.graphqlUrl,
+      '--token',
+      a.token,
+      '--lease-ttl',
+      '3',
+      '--heartbeat-ms',
+      '500',
+    ]);
     await agentA.waitForLine(/worker agent started/);
-    const created = await create(tenantId, 'frozen', sh(`echo $$ >> ${pidFile}; trap 'echo "still here"' USR1; echo "run on $$"; while true; do sleep 0.05; done`));
+    const created = await create(
+      tenantId,
+      'frozen',
+      sh(`echo $$ >> ${pidFile}; trap 'echo "still here"' USR1; echo "run on $$"; while true; do sleep 0.05; done`),
+    );
     await waitForStatus(created.id, 'RUNNING');
     await vi.waitFor(() => expect(pidOnA()).toBeTruthy(), { timeout: WAIT_MS, interval: POLL_MS });
     const first = pidOnA() as number;
-    await vi.waitFor(async () => expect(agentOutput(await history(created.id))).toEqual([`run on ${first}`]), { timeout: WAIT_MS, interval: POLL_MS });
+    await vi.waitFor(async () => expect(agentOutput(await history(created.id))).toEqual([`run on ${first}`]), {
+      timeout: WAIT_MS,
+      interval: POLL_MS,
+    });
 
     agentA.process.kill('SIGSTOP');
     const b = await registerWorker(server, uniqueName('wb'), { tenantId });
@@ -318,10 +433,17 @@ describe('the worker agent runs sandboxes as real processes', () => {
       await heartbeat(server, b);
       expect(await server.app.sweeper.runOnce()).toMatchObject({ sandboxesLost: 1, sandboxesPlaced: 1 });
       await startAgent(b);
-      await vi.waitFor(async () => expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', lease: { fencingToken: '2', holder: { id: b.id } } }), {
-        timeout: WAIT_MS,
-        interval: POLL_MS,
-      });
+      await vi.waitFor(
+        async () =>
+          expect(await sandbox(created.id)).toMatchObject({
+            status: 'RUNNING',
+            lease: { fencingToken: '2', holder: { id: b.id } },
+          }),
+        {
+          timeout: WAIT_MS,
+          interval: POLL_MS,
+        },
+      );
     } finally {
       agentA.process.kill('SIGCONT');
     }
@@ -337,7 +459,11 @@ describe('the worker agent runs sandboxes as real processes', () => {
       },
       { timeout: WAIT_MS, interval: POLL_MS },
     );
-    expect(await sandbox(created.id)).toMatchObject({ status: 'RUNNING', worker: { id: b.id }, lease: { fencingToken: '2' } });
+    expect(await sandbox(created.id)).toMatchObject({
+      status: 'RUNNING',
+      worker: { id: b.id },
+      lease: { fencingToken: '2' },
+    });
     // Nothing of A's was written after the takeover: A's first line, then B's run only.
     const runs = agentOutput(before).filter((line) => line.startsWith('run on '));
     expect(runs[0]).toBe(`run on ${first}`);
@@ -348,8 +474,12 @@ describe('the worker agent runs sandboxes as real processes', () => {
     const { tenantId, worker } = await fleet();
     const stateDir = mkdtempSync(join(tmpdir(), 'flotilla-restart-'));
     const pidFile = join(stateDir, 'sandbox.pid');
-    const pids = () => (existsSync(pidFile) ? readFileSync(pidFile, 'utf8').split('\n').filter(Boolean).map(Number) : []);
-    groups.push(() => pids()[0] ?? null, () => pids()[1] ?? null);
+    const pids = () =>
+      existsSync(pidFile) ? readFileSync(pidFile, 'utf8').split('\n').filter(Boolean).map(Number) : [];
+    groups.push(
+      () => pids()[0] ?? null,
+      () => pids()[1] ?? null,
+    );
     const args = [BIN, 'worker', '--url', server.app.graphqlUrl, '--token', worker.token, '--state-dir', stateDir];
     const first = spawnChild(args);
     await first.waitForLine(/worker agent started/);
@@ -366,7 +496,11 @@ describe('the worker agent runs sandboxes as real processes', () => {
     expect(isAlive(current)).toBe(true);
     const resumed = await sandbox(created.id);
     // Same worker, a new fencing token (the old run's late writes are refused), and no new status change.
-    expect(resumed).toMatchObject({ status: 'RUNNING', worker: { id: worker.id }, lease: { fencingToken: '2', holder: { id: worker.id } } });
+    expect(resumed).toMatchObject({
+      status: 'RUNNING',
+      worker: { id: worker.id },
+      lease: { fencingToken: '2', holder: { id: worker.id } },
+    });
     expect(resumed.stateVersion).toBe(running.stateVersion);
     await second.kill('SIGTERM');
     await waitForStatus(created.id, 'STOPPED');

@@ -24,11 +24,15 @@ export async function launchBrowser(): Promise<Browser> {
   try {
     executablePath = await sparticuz.executablePath();
   } catch (error) {
-    throw new Error(`could not unpack the Chromium from @sparticuz/chromium (is it installed by npm ci?): ${String(error)}`);
+    throw new Error(
+      `could not unpack the Chromium from @sparticuz/chromium (is it installed by npm ci?): ${String(error)}`,
+    );
   }
   try {
     return await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
   } catch (error) {
-    throw new Error(`Chromium at ${executablePath} did not start: ${error instanceof Error ? error.message : String(error)}`);
+    throw new Error(
+      `Chromium at ${executablePath} did not start: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
 }

@@ -67,7 +67,14 @@ export interface RegisteredWorker {
 export async function registerWorker(
   server: TestServer,
   name: string,
-  options: { cpuMillis?: number; memoryMb?: number; tenantId?: string; labels?: Record<string, string>; region?: string; token?: string } = {},
+  options: {
+    cpuMillis?: number;
+    memoryMb?: number;
+    tenantId?: string;
+    labels?: Record<string, string>;
+    region?: string;
+    token?: string;
+  } = {},
 ): Promise<RegisteredWorker> {
   const res = await server.gql<{ registerWorker: Result<{ worker: { id: string; name: string }; token: string }> }>(
     `mutation($input: RegisterWorkerInput!) { registerWorker(input: $input) { __typename ... on RegisterWorkerPayload { token worker { id name } } ${ERROR_FIELDS} } }`,
@@ -111,7 +118,11 @@ export async function createSandbox(
 }
 
 export async function getSandbox(server: TestServer, id: string, token?: string): Promise<SandboxView | null> {
-  const res = await server.gql<{ sandbox: SandboxView | null }>(`query($id: ID!) { sandbox(id: $id) { ${SANDBOX_FIELDS} } }`, { id }, token);
+  const res = await server.gql<{ sandbox: SandboxView | null }>(
+    `query($id: ID!) { sandbox(id: $id) { ${SANDBOX_FIELDS} } }`,
+    { id },
+    token,
+  );
   return dataOf(res).sandbox;
 }
 
@@ -125,7 +136,12 @@ export interface LeaseView {
 const LEASE_RESULT = `__typename ... on LeasePayload { lease { fencingToken transitions expiresAt holder { id } } } ${ERROR_FIELDS}
   ... on StaleFencingTokenError { presented current }`;
 
-export async function acquireLease(server: TestServer, worker: RegisteredWorker, sandboxId: string, ttlSeconds = 30): Promise<Result<{ lease: LeaseView }>> {
+export async function acquireLease(
+  server: TestServer,
+  worker: RegisteredWorker,
+  sandboxId: string,
+  ttlSeconds = 30,
+): Promise<Result<{ lease: LeaseView }>> {
   const res = await server.gql<{ acquireLease: Result<{ lease: LeaseView }> }>(
     `mutation($input: AcquireLeaseInput!) { acquireLease(input: $input) { ${LEASE_RESULT} } }`,
     { input: { sandboxId, ttlSeconds } },
@@ -134,7 +150,13 @@ export async function acquireLease(server: TestServer, worker: RegisteredWorker,
   return dataOf(res).acquireLease;
 }
 
-export async function renewLease(server: TestServer, worker: RegisteredWorker, sandboxId: string, fencingToken: string, ttlSeconds = 30): Promise<Result<{ lease: LeaseView }>> {
+export async function renewLease(
+  server: TestServer,
+  worker: RegisteredWorker,
+  sandboxId: string,
+  fencingToken: string,
+  ttlSeconds = 30,
+): Promise<Result<{ lease: LeaseView }>> {
   const res = await server.gql<{ renewLease: Result<{ lease: LeaseView }> }>(
     `mutation($input: RenewLeaseInput!) { renewLease(input: $input) { ${LEASE_RESULT} } }`,
     { input: { sandboxId, fencingToken, ttlSeconds } },
@@ -143,7 +165,12 @@ export async function renewLease(server: TestServer, worker: RegisteredWorker, s
   return dataOf(res).renewLease;
 }
 
-export async function releaseLease(server: TestServer, worker: RegisteredWorker, sandboxId: string, fencingToken: string): Promise<Result<{ lease: LeaseView }>> {
+export async function releaseLease(
+  server: TestServer,
+  worker: RegisteredWorker,
+  sandboxId: string,
+  fencingToken: string,
+): Promise<Result<{ lease: LeaseView }>> {
   const res = await server.gql<{ releaseLease: Result<{ lease: LeaseView }> }>(
     `mutation($input: ReleaseLeaseInput!) { releaseLease(input: $input) { ${LEASE_RESULT} } }`,
     { input: { sandboxId, fencingToken } },
@@ -168,7 +195,11 @@ export async function reportStatus(
   return dataOf(res).reportSandboxStatus;
 }
 
-export async function heartbeat(server: TestServer, worker: RegisteredWorker, input: Record<string, unknown> = {}): Promise<Result<{ worker: { status: string } }>> {
+export async function heartbeat(
+  server: TestServer,
+  worker: RegisteredWorker,
+  input: Record<string, unknown> = {},
+): Promise<Result<{ worker: { status: string } }>> {
   const res = await server.gql<{ heartbeat: Result<{ worker: { status: string } }> }>(
     `mutation($input: HeartbeatInput!) { heartbeat(input: $input) { __typename ... on WorkerPayload { worker { status lastHeartbeatAt } } ${ERROR_FIELDS} } }`,
     { input },

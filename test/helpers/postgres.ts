@@ -20,7 +20,9 @@ export interface TestPostgres {
 /** Ports below the ephemeral range, so TIME_WAIT sockets of earlier runs never collide. */
 const PORT_RANGE = { min: 15_000, max: 30_000 };
 
-export async function startTestPostgres(options: { port?: number; ignoreDatabaseUrl?: boolean } = {}): Promise<TestPostgres> {
+export async function startTestPostgres(
+  options: { port?: number; ignoreDatabaseUrl?: boolean } = {},
+): Promise<TestPostgres> {
   const given = process.env.DATABASE_URL;
   if (given && !options.ignoreDatabaseUrl) return onServer(given, async () => undefined);
 

@@ -56,7 +56,12 @@ export function spawnChild(args: string[], env: Record<string, string | undefine
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(
-          () => reject(new Error(`no line matching ${match} within ${timeoutMs} ms\nstdout:\n${stdout.join('\n')}\nstderr:\n${stderr.join('\n')}`)),
+          () =>
+            reject(
+              new Error(
+                `no line matching ${match} within ${timeoutMs} ms\nstdout:\n${stdout.join('\n')}\nstderr:\n${stderr.join('\n')}`,
+              ),
+            ),
           timeoutMs,
         );
         watchers.push({
@@ -68,7 +73,11 @@ export function spawnChild(args: string[], env: Record<string, string | undefine
         });
         void exited.then(() => {
           clearTimeout(timer);
-          reject(new Error(`exited before a line matching ${match}\nstdout:\n${stdout.join('\n')}\nstderr:\n${stderr.join('\n')}`));
+          reject(
+            new Error(
+              `exited before a line matching ${match}\nstdout:\n${stdout.join('\n')}\nstderr:\n${stderr.join('\n')}`,
+            ),
+          );
         });
       });
     },

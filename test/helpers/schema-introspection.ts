@@ -20,7 +20,11 @@ export async function describeColumns(orm: Orm, kind: DatabaseKind): Promise<Col
     `select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name`,
   )) as { name: string }[];
   for (const { name } of tables) {
-    const cols = (await conn.execute(`pragma table_info(\`${name}\`)`)) as { name: string; notnull: number; pk: number }[];
+    const cols = (await conn.execute(`pragma table_info(\`${name}\`)`)) as {
+      name: string;
+      notnull: number;
+      pk: number;
+    }[];
     for (const c of cols) (result[name] ??= {})[c.name] = c.notnull || c.pk ? 'not null' : 'nullable';
   }
   return result;

@@ -17,7 +17,11 @@ export interface TestServer {
   databaseUrl: string;
   adminToken: string;
   /** POSTs a GraphQL operation; `token: null` sends none. */
-  gql<T = Record<string, unknown>>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<GraphQLResponse<T>>;
+  gql<T = Record<string, unknown>>(
+    query: string,
+    variables?: Record<string, unknown>,
+    token?: string | null,
+  ): Promise<GraphQLResponse<T>>;
   /** A graphql-ws client authenticated with the token. */
   ws(token?: string): Client;
   /** Mints a token of this server for a tenant role (an API token). */
@@ -47,7 +51,11 @@ export async function startTestServer(
     FLOTILLA_SHUTDOWN_TIMEOUT_MS: '2000',
     ...options.env,
   });
-  const app = await startFlotilla(config, { clock: options.clock, onQuery: options.onQuery, sweep: options.sweep ?? false });
+  const app = await startFlotilla(config, {
+    clock: options.clock,
+    onQuery: options.onQuery,
+    sweep: options.sweep ?? false,
+  });
   await app.ready;
   const adminToken = app.adminToken?.token;
   if (!adminToken) throw new Error('a fresh database should mint an admin token');

@@ -17,7 +17,11 @@ function problemsOf(env: Record<string, string>): string[] {
 describe('config', () => {
   it('defaults to an embedded SQLite file on port 4000', () => {
     const config = loadConfig({});
-    expect(config.databaseUrl).toEqual({ kind: 'sqlite', url: 'sqlite:./data/flotilla.db', location: './data/flotilla.db' });
+    expect(config.databaseUrl).toEqual({
+      kind: 'sqlite',
+      url: 'sqlite:./data/flotilla.db',
+      location: './data/flotilla.db',
+    });
     expect(config.port).toBe(4000);
     expect(config.host).toBe('127.0.0.1');
     expect(config.logLevel).toBe('info');
@@ -37,7 +41,14 @@ describe('config', () => {
       FLOTILLA_MIGRATE_ON_START: 'false',
     });
     expect(config.databaseUrl.kind).toBe('postgres');
-    expect(config).toMatchObject({ port: 8080, host: '0.0.0.0', logLevel: 'debug', eventRetentionSeconds: 3600, heartbeatTtlSeconds: 15, migrateOnStart: false });
+    expect(config).toMatchObject({
+      port: 8080,
+      host: '0.0.0.0',
+      logLevel: 'debug',
+      eventRetentionSeconds: 3600,
+      heartbeatTtlSeconds: 15,
+      migrateOnStart: false,
+    });
   });
 
   it('reports every problem at once, naming each variable', () => {
@@ -50,7 +61,12 @@ describe('config', () => {
     });
     expect(problems).toHaveLength(5);
     expect(problems.find((p) => p.startsWith('FLOTILLA_DATABASE_URL'))).toContain('unknown database scheme "mysql:"');
-    for (const name of ['FLOTILLA_PORT', 'FLOTILLA_LOG_LEVEL', 'FLOTILLA_HEARTBEAT_TTL_SECONDS', 'FLOTILLA_MIGRATE_ON_START']) {
+    for (const name of [
+      'FLOTILLA_PORT',
+      'FLOTILLA_LOG_LEVEL',
+      'FLOTILLA_HEARTBEAT_TTL_SECONDS',
+      'FLOTILLA_MIGRATE_ON_START',
+    ]) {
       expect(problems.some((p) => p.startsWith(`${name}:`))).toBe(true);
     }
   });
@@ -64,7 +80,9 @@ describe('config', () => {
   });
 
   it('masks the password when describing a Postgres URL', () => {
-    expect(describeDatabase(parseDatabaseUrl('postgres://fleet:s3cret@db:5432/flotilla'))).toBe('postgres://fleet:***@db:5432/flotilla');
+    expect(describeDatabase(parseDatabaseUrl('postgres://fleet:s3cret@db:5432/flotilla'))).toBe(
+      'postgres://fleet:***@db:5432/flotilla',
+    );
   });
 
   it('layers the environment over an optional JSON file and rejects unknown keys in it', () => {
@@ -75,7 +93,9 @@ describe('config', () => {
     expect(loadConfig({ FLOTILLA_CONFIG_FILE: file, FLOTILLA_PORT: '6000' }).port).toBe(6000);
 
     writeFileSync(file, JSON.stringify({ prot: 5000 }));
-    expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })).toEqual([`FLOTILLA_CONFIG_FILE (${file}): unknown setting "prot"`]);
+    expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })).toEqual([
+      `FLOTILLA_CONFIG_FILE (${file}): unknown setting "prot"`,
+    ]);
     writeFileSync(file, '{ not json');
     expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })[0]).toMatch(/^FLOTILLA_CONFIG_FILE/);
   });

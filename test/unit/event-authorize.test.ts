@@ -46,7 +46,9 @@ describe('event authorization', () => {
   });
 
   it('describes the holder of a subscription for ending it later', () => {
-    expect(principalOf(identity({ subject: 'oidc|alice', tokenId: 'j1', tenantRoles: new Map([['t1', 'ADMIN']]) }))).toEqual({
+    expect(
+      principalOf(identity({ subject: 'oidc|alice', tokenId: 'j1', tenantRoles: new Map([['t1', 'ADMIN']]) })),
+    ).toEqual({
       subject: 'oidc|alice',
       tokenId: 'j1',
       tenantIds: ['t1'],

@@ -1,6 +1,11 @@
 import { buildSchema, isInputObjectType, isInterfaceType, isObjectType, type GraphQLNamedType } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { CompositionError, composeSupergraph, FLOTILLA_SUBGRAPH, USAGE_SUBGRAPH } from '../../examples/gateway/compose.js';
+import {
+  CompositionError,
+  composeSupergraph,
+  FLOTILLA_SUBGRAPH,
+  USAGE_SUBGRAPH,
+} from '../../examples/gateway/compose.js';
 import { USAGE_TYPE_DEFS } from '../../examples/usage-subgraph/schema.js';
 import { schema } from '../../resolvers/index.js';
 import { subgraphSdl } from '../../resolvers/subgraph-sdl.js';
@@ -30,10 +35,19 @@ describe('federation composition', () => {
     const api = buildSchema(publicSdl);
 
     expect(fieldSignatures(api.getType('Tenant'))).toEqual(
-      expect.arrayContaining(['Tenant.id: ID!', 'Tenant.slug: String!', 'Tenant.name: String!', 'Tenant.billing: Billing']),
+      expect.arrayContaining([
+        'Tenant.id: ID!',
+        'Tenant.slug: String!',
+        'Tenant.name: String!',
+        'Tenant.billing: Billing',
+      ]),
     );
-    expect(Object.keys(api.getMutationType()?.getFields() ?? {})).toEqual(expect.arrayContaining(['createTenant', 'setBudget']));
-    expect(Object.keys(api.getQueryType()?.getFields() ?? {})).toEqual(expect.arrayContaining(['tenant', 'tenants', 'viewer', 'billingPlans']));
+    expect(Object.keys(api.getMutationType()?.getFields() ?? {})).toEqual(
+      expect.arrayContaining(['createTenant', 'setBudget']),
+    );
+    expect(Object.keys(api.getQueryType()?.getFields() ?? {})).toEqual(
+      expect.arrayContaining(['tenant', 'tenants', 'viewer', 'billingPlans']),
+    );
     // Federation plumbing stays between gateway and subgraphs.
     expect(api.getQueryType()?.getFields()._entities).toBeUndefined();
     expect(api.getQueryType()?.getFields()._service).toBeUndefined();
@@ -48,11 +62,19 @@ describe('federation composition', () => {
     const api = buildSchema(publicSdl);
 
     expect(fieldSignatures(api.getType('Sandbox'))).toEqual(
-      expect.arrayContaining(['Sandbox.name: String!', 'Sandbox.resources: Resources!', 'Sandbox.costCentsPerHour: Int!']),
+      expect.arrayContaining([
+        'Sandbox.name: String!',
+        'Sandbox.resources: Resources!',
+        'Sandbox.costCentsPerHour: Int!',
+      ]),
     );
     // The gateway must fetch the resources from Flotilla before asking the usage subgraph.
-    expect(supergraphSdl).toMatch(/costCentsPerHour: Int! @join__field\(graph: USAGE, requires: "resources\s*\{\s*cpuMillis memoryMb\s*\}"\)/);
-    expect(supergraphSdl).toMatch(/cpuMillis: Int! @join__field\(graph: FLOTILLA\) @join__field\(graph: USAGE, external: true\)/);
+    expect(supergraphSdl).toMatch(
+      /costCentsPerHour: Int! @join__field\(graph: USAGE, requires: "resources\s*\{\s*cpuMillis memoryMb\s*\}"\)/,
+    );
+    expect(supergraphSdl).toMatch(
+      /cpuMillis: Int! @join__field\(graph: FLOTILLA\) @join__field\(graph: USAGE, external: true\)/,
+    );
   });
 
   it('keeps every field of the Flotilla API unchanged in the composed API', async () => {

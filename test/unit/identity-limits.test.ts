@@ -26,13 +26,31 @@ describe('identity and limits configuration', () => {
     const config = loadConfig({
       ...BASE_ENV,
       FLOTILLA_OIDC_ISSUERS: JSON.stringify([
-        { issuer: 'https://idp', audience: 'api', jwksUrl: 'https://idp/jwks', groupRoles: [{ group: 'ops', platformAdmin: true }, { group: 'a', tenant: 'acme', role: 'ADMIN' }] },
+        {
+          issuer: 'https://idp',
+          audience: 'api',
+          jwksUrl: 'https://idp/jwks',
+          groupRoles: [
+            { group: 'ops', platformAdmin: true },
+            { group: 'a', tenant: 'acme', role: 'ADMIN' },
+          ],
+        },
       ]),
       FLOTILLA_HS256_ISSUERS: JSON.stringify([{ issuer: 'hs', audience: 'api', secret: 's'.repeat(32) }]),
     });
-    expect(config.oidcIssuers[0]).toMatchObject({ issuer: 'https://idp', groupsClaim: 'groups', algorithms: ['RS256', 'ES256'], jwksCooldownSeconds: 30 });
+    expect(config.oidcIssuers[0]).toMatchObject({
+      issuer: 'https://idp',
+      groupsClaim: 'groups',
+      algorithms: ['RS256', 'ES256'],
+      jwksCooldownSeconds: 30,
+    });
     expect(config.hs256Issuers[0].groupRoles).toEqual([]);
-    expect(config).toMatchObject({ maxBodyBytes: 1024 * 1024, introspection: true, csrfPrevention: true, persistedOperationsOnly: false });
+    expect(config).toMatchObject({
+      maxBodyBytes: 1024 * 1024,
+      introspection: true,
+      csrfPrevention: true,
+      persistedOperationsOnly: false,
+    });
   });
 
   it('reports every problem with the variable that holds it', () => {
@@ -40,13 +58,20 @@ describe('identity and limits configuration', () => {
       FLOTILLA_OIDC_ISSUERS: '[{"issuer": "x"',
       FLOTILLA_HS256_ISSUERS: JSON.stringify([
         { issuer: 'hs', audience: 'api', secret: 'short' },
-        { issuer: 'flotilla', audience: 'api', secret: 's'.repeat(32), groupRoles: [{ group: 'g', role: 'OWNER', tenant: 't' }] },
+        {
+          issuer: 'flotilla',
+          audience: 'api',
+          secret: 's'.repeat(32),
+          groupRoles: [{ group: 'g', role: 'OWNER', tenant: 't' }],
+        },
       ]),
     });
     expect(problems).toEqual([
       expect.stringMatching(/^FLOTILLA_OIDC_ISSUERS: not valid JSON/),
       'FLOTILLA_HS256_ISSUERS [0.secret]: must be at least 32 bytes',
-      expect.stringMatching(/^FLOTILLA_HS256_ISSUERS \[1\.groupRoles\.0\]: must be \{"group", "platformAdmin": true\} or/),
+      expect.stringMatching(
+        /^FLOTILLA_HS256_ISSUERS \[1\.groupRoles\.0\]: must be \{"group", "platformAdmin": true\} or/,
+      ),
     ]);
     expect(configProblems({ FLOTILLA_PERSISTED_OPERATIONS_ONLY: 'true' })).toEqual([
       'FLOTILLA_PERSISTED_OPERATIONS_ONLY: needs FLOTILLA_PERSISTED_OPERATIONS_FILE',
@@ -55,7 +80,13 @@ describe('identity and limits configuration', () => {
 
   it('reads issuers from the config file as plain JSON', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'flotilla-config-')), 'config.json');
-    writeFileSync(file, JSON.stringify({ oidcIssuers: [{ issuer: 'https://idp', audience: 'api', jwksUrl: 'https://idp/jwks', subjectPrefix: 'idp|' }], maxAliases: 5 }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        oidcIssuers: [{ issuer: 'https://idp', audience: 'api', jwksUrl: 'https://idp/jwks', subjectPrefix: 'idp|' }],
+        maxAliases: 5,
+      }),
+    );
     const config = loadConfig({ ...BASE_ENV, FLOTILLA_CONFIG_FILE: file });
     expect(config.oidcIssuers.map((i) => i.subjectPrefix)).toEqual(['idp|']);
     expect(config.maxAliases).toBe(5);
@@ -65,7 +96,9 @@ describe('identity and limits configuration', () => {
     const problems = configProblems({
       FLOTILLA_HS256_ISSUERS: JSON.stringify([{ issuer: 'flotilla', audience: 'api', secret: 's'.repeat(32) }]),
     });
-    expect(problems).toEqual([expect.stringMatching(/^FLOTILLA_HS256_ISSUERS \[0\.issuer\]: issuer "flotilla" is configured twice/)]);
+    expect(problems).toEqual([
+      expect.stringMatching(/^FLOTILLA_HS256_ISSUERS \[0\.issuer\]: issuer "flotilla" is configured twice/),
+    ]);
   });
 });
 
@@ -91,12 +124,22 @@ describe('operationComplexity', () => {
   it('multiplies list fields by their page size, from literals or variables', () => {
     expect(operationComplexity(schema, parse('{ one { id } }'), null, {})).toBe(2);
     expect(operationComplexity(schema, parse('{ items(first: 10) { id } }'), null, {})).toBe(11);
-    expect(operationComplexity(schema, parse('query($n: Int) { items(first: $n) { children(first: $n) { id } } }'), null, { n: 10 })).toBe(1 + 10 * (1 + 10));
+    expect(
+      operationComplexity(schema, parse('query($n: Int) { items(first: $n) { children(first: $n) { id } } }'), null, {
+        n: 10,
+      }),
+    ).toBe(1 + 10 * (1 + 10));
     // Without `first` a list costs the default page size.
     expect(operationComplexity(schema, parse('{ items { id } }'), null, {})).toBe(21);
-    expect(operationComplexity(schema, parse('{ ...F } fragment F on Query { items(first: 2) { id } }'), null, {})).toBe(3);
+    expect(
+      operationComplexity(schema, parse('{ ...F } fragment F on Query { items(first: 2) { id } }'), null, {}),
+    ).toBe(3);
     // A list argument costs one selection per element.
-    expect(operationComplexity(schema, parse('query($ids: [ID!]!) { nodes(ids: $ids) { id } }'), null, { ids: Array.from({ length: 500 }, String) })).toBe(501);
+    expect(
+      operationComplexity(schema, parse('query($ids: [ID!]!) { nodes(ids: $ids) { id } }'), null, {
+        ids: Array.from({ length: 500 }, String),
+      }),
+    ).toBe(501);
   });
 });
 
@@ -113,7 +156,10 @@ describe('SessionRegistry', () => {
   });
   const socket = () => {
     const closes: [number, string][] = [];
-    const s: ClosableSocket & { closes: [number, string][] } = { closes, close: (code, reason) => closes.push([code, reason]) };
+    const s: ClosableSocket & { closes: [number, string][] } = {
+      closes,
+      close: (code, reason) => closes.push([code, reason]),
+    };
     return s;
   };
 
@@ -162,7 +208,11 @@ describe('endAtExpiry', () => {
         return { done: true, value: undefined };
       },
     };
-    return { stream, push: (value: ExecutionResult) => waiting.shift()?.({ done: false, value }), returned: () => returned };
+    return {
+      stream,
+      push: (value: ExecutionResult) => waiting.shift()?.({ done: false, value }),
+      returned: () => returned,
+    };
   }
 
   it('passes events through until the token expires, then ends with UNAUTHENTICATED', async () => {

@@ -1,6 +1,12 @@
 import { graphql } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { BillingStore, costCentsPerHour, createUsageContext, createUsageSchema, type FlotillaClient } from '../../examples/usage-subgraph/schema.js';
+import {
+  BillingStore,
+  costCentsPerHour,
+  createUsageContext,
+  createUsageSchema,
+  type FlotillaClient,
+} from '../../examples/usage-subgraph/schema.js';
 
 const SANDBOX_COST = /* GraphQL */ `
   query ($r: [_Any!]!) { _entities(representations: $r) { ... on Sandbox { id costCentsPerHour } } }

@@ -30,7 +30,11 @@ export interface TypedError {
   field?: string | null;
 }
 
-const RESOURCE_WORDS: Record<string, string> = { sandboxes: 'sandboxes', cpuMillis: 'CPU (millicores)', memoryMb: 'memory (MiB)' };
+const RESOURCE_WORDS: Record<string, string> = {
+  sandboxes: 'sandboxes',
+  cpuMillis: 'CPU (millicores)',
+  memoryMb: 'memory (MiB)',
+};
 
 /** The contract's typed errors, said the way a person understands them. */
 export function explainError(error: TypedError): string {

@@ -10,7 +10,9 @@ export type TokenKind = (typeof TOKEN_KINDS)[number];
  * A token this server minted. The id is the JWT's `jti`; the secret itself is never
  * stored, only what is needed to check and revoke it.
  */
-export class ApiToken extends BaseEntity<'tenant' | 'role' | 'workerId' | 'scopes' | 'expiresAt' | 'lastUsedAt' | 'revokedAt'> {
+export class ApiToken extends BaseEntity<
+  'tenant' | 'role' | 'workerId' | 'scopes' | 'expiresAt' | 'lastUsedAt' | 'revokedAt'
+> {
   kind!: TokenKind;
   subject!: string;
   tenant: Tenant | null = null;

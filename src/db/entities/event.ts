@@ -21,7 +21,16 @@ export type EventType = (typeof EVENT_TYPES)[number];
  * References are plain ids, not foreign keys: the log outlives what it talks about.
  */
 export class Event {
-  [OptionalProps]?: 'id' | 'createdAt' | 'updatedAt' | 'tenantId' | 'sandboxId' | 'workerId' | 'messageId' | 'leaseId' | 'data';
+  [OptionalProps]?:
+    | 'id'
+    | 'createdAt'
+    | 'updatedAt'
+    | 'tenantId'
+    | 'sandboxId'
+    | 'workerId'
+    | 'messageId'
+    | 'leaseId'
+    | 'data';
   id!: string;
   createdAt: Date = new Date();
   updatedAt: Date = new Date();

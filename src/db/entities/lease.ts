@@ -23,7 +23,13 @@ export const LeaseSchema = new EntitySchema<Lease, BaseEntity<string>>({
   tableName: 'leases',
   extends: BaseEntitySchema,
   properties: {
-    sandbox: { kind: '1:1', entity: () => Sandbox, owner: true, unique: 'leases_sandbox_unique', deleteRule: 'cascade' },
+    sandbox: {
+      kind: '1:1',
+      entity: () => Sandbox,
+      owner: true,
+      unique: 'leases_sandbox_unique',
+      deleteRule: 'cascade',
+    },
     holder: { kind: 'm:1', entity: () => Worker, deleteRule: 'cascade' },
     fencingToken: { type: new BigIntType('string') },
     acquiredAt: { ...TIMESTAMP },

@@ -19,7 +19,24 @@ export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 export const AGENT_PHASES = ['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR'] as const;
 export type AgentPhase = (typeof AGENT_PHASES)[number];
 
-export class Sandbox extends BaseEntity<'status' | 'stateVersion' | 'command' | 'labels' | 'worker' | 'statusReason' | 'agentPhase' | 'agentActivity' | 'agentUpdatedAt' | 'exitCode' | 'ttlSeconds' | 'startedAt' | 'stoppedAt' | 'expiresAt' | 'deletedAt' | 'placement'> {
+export class Sandbox extends BaseEntity<
+  | 'status'
+  | 'stateVersion'
+  | 'command'
+  | 'labels'
+  | 'worker'
+  | 'statusReason'
+  | 'agentPhase'
+  | 'agentActivity'
+  | 'agentUpdatedAt'
+  | 'exitCode'
+  | 'ttlSeconds'
+  | 'startedAt'
+  | 'stoppedAt'
+  | 'expiresAt'
+  | 'deletedAt'
+  | 'placement'
+> {
   tenant!: Tenant;
   worker: Worker | null = null;
   name!: string;

@@ -5,7 +5,19 @@ import { Tenant } from './tenant.js';
 export const WORKER_STATUSES = ['ONLINE', 'DRAINING', 'OFFLINE'] as const;
 export type WorkerStatus = (typeof WORKER_STATUSES)[number];
 
-export class Worker extends BaseEntity<'status' | 'allocatedCpuMillis' | 'allocatedMemoryMb' | 'observed' | 'labels' | 'tenant' | 'region' | 'lastHeartbeatAt' | 'version' | 'tokenId' | 'deletedAt'> {
+export class Worker extends BaseEntity<
+  | 'status'
+  | 'allocatedCpuMillis'
+  | 'allocatedMemoryMb'
+  | 'observed'
+  | 'labels'
+  | 'tenant'
+  | 'region'
+  | 'lastHeartbeatAt'
+  | 'version'
+  | 'tokenId'
+  | 'deletedAt'
+> {
   name!: string;
   /** null = a shared platform worker; otherwise dedicated to this tenant. */
   tenant: Tenant | null = null;

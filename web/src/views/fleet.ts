@@ -20,7 +20,13 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
   const api = session.api();
   const tenantResult = await api.query(TenantDocument, { id: tenantId });
   if (!tenantResult.ok || !tenantResult.data.tenant) {
-    root.replaceChildren(h('p', { class: 'error', role: 'alert' }, tenantResult.ok ? 'That tenant does not exist or is not yours.' : tenantResult.error.message));
+    root.replaceChildren(
+      h(
+        'p',
+        { class: 'error', role: 'alert' },
+        tenantResult.ok ? 'That tenant does not exist or is not yours.' : tenantResult.error.message,
+      ),
+    );
     return;
   }
   const tenant = tenantResult.data.tenant;
@@ -41,9 +47,26 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
               'tr',
               { 'data-worker': w.name },
               h('td', { 'data-label': 'Name' }, w.name, w.tenant ? h('span', { class: 'tag' }, 'dedicated') : null),
-              h('td', { 'data-label': 'Status' }, h('span', { class: `badge badge-${w.status.toLowerCase()}` }, w.status)),
+              h(
+                'td',
+                { 'data-label': 'Status' },
+                h('span', { class: `badge badge-${w.status.toLowerCase()}` }, w.status),
+              ),
               h('td', { 'data-label': 'Region' }, w.region ?? '—'),
-              h('td', { 'data-label': 'Allocated' }, meter(w.allocated.cpuMillis, w.capacity.cpuMillis, `${cpu(w.allocated.cpuMillis)} of ${cpu(w.capacity.cpuMillis)}`), meter(w.allocated.memoryMb, w.capacity.memoryMb, `${memory(w.allocated.memoryMb)} of ${memory(w.capacity.memoryMb)}`)),
+              h(
+                'td',
+                { 'data-label': 'Allocated' },
+                meter(
+                  w.allocated.cpuMillis,
+                  w.capacity.cpuMillis,
+                  `${cpu(w.allocated.cpuMillis)} of ${cpu(w.capacity.cpuMillis)}`,
+                ),
+                meter(
+                  w.allocated.memoryMb,
+                  w.capacity.memoryMb,
+                  `${memory(w.allocated.memoryMb)} of ${memory(w.capacity.memoryMb)}`,
+                ),
+              ),
               h('td', { 'data-label': 'Last heartbeat', title: w.lastHeartbeatAt ?? '' }, ago(w.lastHeartbeatAt)),
             ),
           )),
@@ -56,13 +79,31 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
             h(
               'tr',
               { 'data-sandbox': s.name },
-              h('td', { 'data-label': 'Name' }, h('a', { href: `#/s/${encodeURIComponent(s.id)}` }, s.name), h('div', { class: 'muted small' }, s.image)),
-              h('td', { 'data-label': 'Status' }, h('span', { class: `badge badge-${s.status.toLowerCase()}`, 'data-status': s.status }, s.status)),
+              h(
+                'td',
+                { 'data-label': 'Name' },
+                h('a', { href: `#/s/${encodeURIComponent(s.id)}` }, s.name),
+                h('div', { class: 'muted small' }, s.image),
+              ),
+              h(
+                'td',
+                { 'data-label': 'Status' },
+                h('span', { class: `badge badge-${s.status.toLowerCase()}`, 'data-status': s.status }, s.status),
+              ),
               h(
                 'td',
                 { 'data-label': 'Agent' },
                 // A finished sandbox's agent is gone: its last report is history, not a live state.
-                !s.agent ? h('span', { class: 'muted' }, '—') : FINISHED.includes(s.status) ? h('span', { class: 'muted' }, `last: ${s.agent.phase.toLowerCase()}`) : h('span', {}, h('span', { class: 'phase' }, s.agent.phase), s.agent.activity ? h('span', { class: 'muted' }, ` ${s.agent.activity}`) : null),
+                !s.agent
+                  ? h('span', { class: 'muted' }, '—')
+                  : FINISHED.includes(s.status)
+                    ? h('span', { class: 'muted' }, `last: ${s.agent.phase.toLowerCase()}`)
+                    : h(
+                        'span',
+                        {},
+                        h('span', { class: 'phase' }, s.agent.phase),
+                        s.agent.activity ? h('span', { class: 'muted' }, ` ${s.agent.activity}`) : null,
+                      ),
               ),
               h('td', { 'data-label': 'Worker' }, s.worker?.name ?? h('span', { class: 'muted' }, 'unplaced')),
               h('td', { 'data-label': 'Age', title: s.createdAt }, ago(s.createdAt)),
@@ -112,41 +153,118 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/' }, 'Tenants'), ' / ', tenant.name),
     h('h1', {}, tenant.name, ' ', h('span', { class: 'muted' }, tenant.slug)),
     usage,
-    h('section', { 'aria-labelledby': 'sandboxes-h' }, h('h2', { id: 'sandboxes-h' }, 'Sandboxes'), h('div', { class: 'table-wrap' }, h('table', { id: 'sandboxes', class: 'stack' }, h('thead', {}, h('tr', {}, ['Name', 'Status', 'Agent', 'Worker', 'Age'].map((c) => h('th', { scope: 'col' }, c)))), sandboxesBody))),
-    h('section', { 'aria-labelledby': 'workers-h' }, h('h2', { id: 'workers-h' }, 'Workers'), h('div', { class: 'table-wrap' }, h('table', { id: 'workers', class: 'stack' }, h('thead', {}, h('tr', {}, ['Name', 'Status', 'Region', 'Allocated', 'Last heartbeat'].map((c) => h('th', { scope: 'col' }, c)))), workersBody))),
-    h('section', { 'aria-labelledby': 'create-h', class: 'card spaced' }, h('h2', { id: 'create-h' }, 'New sandbox'), form),
+    h(
+      'section',
+      { 'aria-labelledby': 'sandboxes-h' },
+      h('h2', { id: 'sandboxes-h' }, 'Sandboxes'),
+      h(
+        'div',
+        { class: 'table-wrap' },
+        h(
+          'table',
+          { id: 'sandboxes', class: 'stack' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['Name', 'Status', 'Agent', 'Worker', 'Age'].map((c) => h('th', { scope: 'col' }, c)),
+            ),
+          ),
+          sandboxesBody,
+        ),
+      ),
+    ),
+    h(
+      'section',
+      { 'aria-labelledby': 'workers-h' },
+      h('h2', { id: 'workers-h' }, 'Workers'),
+      h(
+        'div',
+        { class: 'table-wrap' },
+        h(
+          'table',
+          { id: 'workers', class: 'stack' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['Name', 'Status', 'Region', 'Allocated', 'Last heartbeat'].map((c) => h('th', { scope: 'col' }, c)),
+            ),
+          ),
+          workersBody,
+        ),
+      ),
+    ),
+    h(
+      'section',
+      { 'aria-labelledby': 'create-h', class: 'card spaced' },
+      h('h2', { id: 'create-h' }, 'New sandbox'),
+      form,
+    ),
   );
   await Promise.all([loadWorkers(), loadSandboxes()]);
 
   // Live: every tenant event patches or refetches; after a reconnect the stream resumes from its cursor.
-  const stream = api.subscribe(TenantEventsDocument, { tenantId }, {
-    cursorOf: (d) => d.tenantEvents.cursor,
-    signal,
-    onReconnect: () => session.setState('reconnecting'),
-    onResumed: () => {
-      session.setState('resumed');
-      refreshSoon();
+  const stream = api.subscribe(
+    TenantEventsDocument,
+    { tenantId },
+    {
+      cursorOf: (d) => d.tenantEvents.cursor,
+      signal,
+      onReconnect: () => session.setState('reconnecting'),
+      onResumed: () => {
+        session.setState('resumed');
+        refreshSoon();
+      },
     },
-  });
+  );
   try {
     for await (const { tenantEvents: event } of stream) {
       if (session.state !== 'resumed') session.setState('live');
       const changed = event.sandbox;
       const known = changed && sandboxes.find((s) => s.id === changed.id);
       if (known && changed) {
-        Object.assign(known, { status: changed.status, stateVersion: changed.stateVersion, agent: changed.agent ?? known.agent });
+        Object.assign(known, {
+          status: changed.status,
+          stateVersion: changed.stateVersion,
+          agent: changed.agent ?? known.agent,
+        });
         renderSandboxes();
       }
-      if (!known || event.type === 'SANDBOX_ASSIGNED' || event.type === 'WORKER_STATUS_CHANGED' || event.type === 'SANDBOX_STATUS_CHANGED') refreshSoon();
+      if (
+        !known ||
+        event.type === 'SANDBOX_ASSIGNED' ||
+        event.type === 'WORKER_STATUS_CHANGED' ||
+        event.type === 'SANDBOX_STATUS_CHANGED'
+      )
+        refreshSoon();
     }
   } catch (err) {
-    if (!signal.aborted) root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${(err as Error).message}`));
+    if (!signal.aborted)
+      root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${(err as Error).message}`));
   }
 }
 
 function meter(value: number, max: number, label: string): HTMLElement {
   const pct = max > 0 ? Math.min(100, Math.round((value / max) * 100)) : 0;
-  return h('div', { class: 'meter', role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': max, 'aria-valuenow': value, 'aria-label': label, title: label }, h('span', { style: `width:${pct}%` }), h('small', {}, label));
+  return h(
+    'div',
+    {
+      class: 'meter',
+      role: 'meter',
+      'aria-valuemin': 0,
+      'aria-valuemax': max,
+      'aria-valuenow': value,
+      'aria-label': label,
+      title: label,
+    },
+    h('span', { style: `width:${pct}%` }),
+    h('small', {}, label),
+  );
 }
 
 interface NewSandbox {
@@ -158,12 +276,27 @@ interface NewSandbox {
 }
 
 function createSandboxForm(submit: (input: NewSandbox) => Promise<boolean>, errorEl: HTMLElement): HTMLFormElement {
-  const field = (id: string, label: string, input: HTMLInputElement) => h('div', { class: 'field' }, h('label', { for: id }, label), input);
-  const name = h('input', { id: 'sb-name', name: 'name', required: true, placeholder: 'research-agent', autocomplete: 'off' });
+  const field = (id: string, label: string, input: HTMLInputElement) =>
+    h('div', { class: 'field' }, h('label', { for: id }, label), input);
+  const name = h('input', {
+    id: 'sb-name',
+    name: 'name',
+    required: true,
+    placeholder: 'research-agent',
+    autocomplete: 'off',
+  });
   const image = h('input', { id: 'sb-image', name: 'image', required: true, placeholder: 'ghcr.io/acme/agent:1' });
   const command = h('input', { id: 'sb-command', name: 'command', placeholder: 'node agent.js' });
   const cpuIn = h('input', { id: 'sb-cpu', name: 'cpu', type: 'number', min: 1, step: 1, value: 500, required: true });
-  const memIn = h('input', { id: 'sb-memory', name: 'memory', type: 'number', min: 1, step: 1, value: 512, required: true });
+  const memIn = h('input', {
+    id: 'sb-memory',
+    name: 'memory',
+    type: 'number',
+    min: 1,
+    step: 1,
+    value: 512,
+    required: true,
+  });
   const ttl = h('input', { id: 'sb-ttl', name: 'ttl', type: 'number', min: 1, step: 1, placeholder: 'no limit' });
   const button = h('button', { type: 'submit', class: 'primary' }, 'Create sandbox');
   const form = h(

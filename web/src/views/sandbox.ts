@@ -20,7 +20,13 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   const api = session.api();
   const loaded = await api.query(SandboxDocument, { id: sandboxId });
   if (!loaded.ok || !loaded.data.sandbox) {
-    root.replaceChildren(h('p', { class: 'error', role: 'alert' }, loaded.ok ? 'That sandbox does not exist or is not yours.' : loaded.error.message));
+    root.replaceChildren(
+      h(
+        'p',
+        { class: 'error', role: 'alert' },
+        loaded.ok ? 'That sandbox does not exist or is not yours.' : loaded.error.message,
+      ),
+    );
     return;
   }
   let sandbox: SandboxFieldsFragment = loaded.data.sandbox;
@@ -52,13 +58,39 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
 
   const renderHeader = () =>
     header.replaceChildren(
-      h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/' }, 'Tenants'), ' / ', h('a', { href: `#/t/${encodeURIComponent(sandbox.tenant.id)}` }, sandbox.tenant.slug), ' / ', sandbox.name),
-      h('h1', {}, sandbox.name, ' ', h('span', { class: `badge badge-${sandbox.status.toLowerCase()}`, id: 'sandbox-status', 'data-status': sandbox.status }, sandbox.status)),
+      h(
+        'nav',
+        { class: 'crumbs', 'aria-label': 'Breadcrumb' },
+        h('a', { href: '#/' }, 'Tenants'),
+        ' / ',
+        h('a', { href: `#/t/${encodeURIComponent(sandbox.tenant.id)}` }, sandbox.tenant.slug),
+        ' / ',
+        sandbox.name,
+      ),
+      h(
+        'h1',
+        {},
+        sandbox.name,
+        ' ',
+        h(
+          'span',
+          { class: `badge badge-${sandbox.status.toLowerCase()}`, id: 'sandbox-status', 'data-status': sandbox.status },
+          sandbox.status,
+        ),
+      ),
       h(
         'dl',
         { class: 'stats' },
         h('dt', {}, 'Agent'),
-        h('dd', { id: 'agent' }, !sandbox.agent ? '—' : FINISHED.includes(sandbox.status) ? `last reported: ${sandbox.agent.phase.toLowerCase()}` : `${sandbox.agent.phase}${sandbox.agent.activity ? ` — ${sandbox.agent.activity}` : ''}`),
+        h(
+          'dd',
+          { id: 'agent' },
+          !sandbox.agent
+            ? '—'
+            : FINISHED.includes(sandbox.status)
+              ? `last reported: ${sandbox.agent.phase.toLowerCase()}`
+              : `${sandbox.agent.phase}${sandbox.agent.activity ? ` — ${sandbox.agent.activity}` : ''}`,
+        ),
         h('dt', {}, 'Worker'),
         h('dd', {}, sandbox.worker?.name ?? 'unplaced'),
         h('dt', {}, 'Image'),
@@ -67,13 +99,33 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
         h('dd', {}, `${cpu(sandbox.resources.cpuMillis)}, ${memory(sandbox.resources.memoryMb)}`),
         h('dt', {}, 'Created'),
         h('dd', { title: sandbox.createdAt }, ago(sandbox.createdAt)),
-        sandbox.exitCode !== null && sandbox.exitCode !== undefined ? [h('dt', {}, 'Exit code'), h('dd', {}, String(sandbox.exitCode))] : null,
+        sandbox.exitCode !== null && sandbox.exitCode !== undefined
+          ? [h('dt', {}, 'Exit code'), h('dd', {}, String(sandbox.exitCode))]
+          : null,
       ),
       h(
         'div',
         { class: 'actions' },
-        h('button', { type: 'button', id: 'stop', disabled: FINISHED.includes(sandbox.status) || sandbox.status === 'STOPPING', onclick: () => void act('stop') }, 'Stop'),
-        h('button', { type: 'button', id: 'delete', class: 'danger', onclick: () => confirm(`Delete sandbox ${sandbox.name}?`) && void act('delete') }, 'Delete'),
+        h(
+          'button',
+          {
+            type: 'button',
+            id: 'stop',
+            disabled: FINISHED.includes(sandbox.status) || sandbox.status === 'STOPPING',
+            onclick: () => void act('stop'),
+          },
+          'Stop',
+        ),
+        h(
+          'button',
+          {
+            type: 'button',
+            id: 'delete',
+            class: 'danger',
+            onclick: () => confirm(`Delete sandbox ${sandbox.name}?`) && void act('delete'),
+          },
+          'Delete',
+        ),
       ),
       error,
     );
@@ -85,7 +137,13 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
       h(
         'li',
         { class: `msg msg-${m.senderKind.toLowerCase()}`, 'data-sender': m.senderKind },
-        h('div', { class: 'meta' }, m.senderKind === 'USER' ? `you · ${m.channel}` : m.senderKind.toLowerCase(), ' · ', h('time', { datetime: m.createdAt, title: m.createdAt }, ago(m.createdAt))),
+        h(
+          'div',
+          { class: 'meta' },
+          m.senderKind === 'USER' ? `you · ${m.channel}` : m.senderKind.toLowerCase(),
+          ' · ',
+          h('time', { datetime: m.createdAt, title: m.createdAt }, ago(m.createdAt)),
+        ),
         h('pre', { class: 'body' }, m.body),
       ),
     );
@@ -100,7 +158,13 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     }
   }
 
-  const input = h('textarea', { id: 'message', name: 'message', rows: 2, placeholder: 'Say something to the agent…', required: true });
+  const input = h('textarea', {
+    id: 'message',
+    name: 'message',
+    rows: 2,
+    placeholder: 'Say something to the agent…',
+    required: true,
+  });
   const composer = h(
     'form',
     {
@@ -109,9 +173,13 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
         e.preventDefault();
         const body = input.value;
         if (!body.trim()) return;
-        const result = await api.mutate(SendMessageDocument, { input: { sandboxId: sandbox.id, body, channel: 'web' } });
+        const result = await api.mutate(SendMessageDocument, {
+          input: { sandboxId: sandbox.id, body, channel: 'web' },
+        });
         if (!result.ok || result.data.sendMessage.__typename !== 'MessagePayload') {
-          error.textContent = result.ok ? explainError(result.data.sendMessage as Parameters<typeof explainError>[0]) : result.error.message;
+          error.textContent = result.ok
+            ? explainError(result.data.sendMessage as Parameters<typeof explainError>[0])
+            : result.error.message;
           error.hidden = false;
           return;
         }
@@ -131,17 +199,44 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   if (history.ok) for (const edge of history.data.messages.edges) addMessage(edge.node);
 
   const watchStatus = async () => {
-    for await (const { sandboxEvents: event } of api.subscribe(SandboxEventsDocument, { sandboxId }, { cursorOf: (d) => d.sandboxEvents.cursor, signal, onReconnect: () => session.setState('reconnecting'), onResumed: () => { session.setState('resumed'); void reload(); } })) {
+    for await (const { sandboxEvents: event } of api.subscribe(
+      SandboxEventsDocument,
+      { sandboxId },
+      {
+        cursorOf: (d) => d.sandboxEvents.cursor,
+        signal,
+        onReconnect: () => session.setState('reconnecting'),
+        onResumed: () => {
+          session.setState('resumed');
+          void reload();
+        },
+      },
+    )) {
       session.setState(session.state === 'resumed' ? 'resumed' : 'live');
       if (event.sandbox) {
-        sandbox = { ...sandbox, status: event.sandbox.status, stateVersion: event.sandbox.stateVersion, agent: event.sandbox.agent ?? sandbox.agent };
+        sandbox = {
+          ...sandbox,
+          status: event.sandbox.status,
+          stateVersion: event.sandbox.stateVersion,
+          agent: event.sandbox.agent ?? sandbox.agent,
+        };
         renderHeader();
       }
       if (event.type === 'SANDBOX_ASSIGNED' || event.type === 'LEASE_CHANGED') void reload();
     }
   };
   const watchMessages = async () => {
-    for await (const { messageAdded } of api.subscribe(MessageAddedDocument, { sandboxId }, { cursorOf: (d) => d.messageAdded.eventCursor, signal, onReconnect: () => session.setState('reconnecting'), onResumed: () => void catchUp() })) addMessage(messageAdded);
+    for await (const { messageAdded } of api.subscribe(
+      MessageAddedDocument,
+      { sandboxId },
+      {
+        cursorOf: (d) => d.messageAdded.eventCursor,
+        signal,
+        onReconnect: () => session.setState('reconnecting'),
+        onResumed: () => void catchUp(),
+      },
+    ))
+      addMessage(messageAdded);
   };
   // After a reconnect, fetch the thread again: anything missed while offline shows up, duplicates are skipped.
   const catchUp = async () => {
@@ -149,6 +244,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     if (again.ok) for (const edge of again.data.messages.edges) addMessage(edge.node);
   };
   await Promise.all([watchStatus(), watchMessages()]).catch((err: Error) => {
-    if (!signal.aborted) root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${err.message}`));
+    if (!signal.aborted)
+      root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${err.message}`));
   });
 }

@@ -6,7 +6,15 @@ import { session } from '../session.js';
 /** Sign in by pasting a token; it is checked against the server before it is kept. */
 export function signInView(root: HTMLElement, onSignedIn: () => void): void {
   const error = h('p', { class: 'error', role: 'alert', hidden: true });
-  const input = h('textarea', { id: 'token', name: 'token', rows: 4, required: true, spellcheck: 'false', autocomplete: 'off', placeholder: 'eyJhbGciOi…' });
+  const input = h('textarea', {
+    id: 'token',
+    name: 'token',
+    rows: 4,
+    required: true,
+    spellcheck: 'false',
+    autocomplete: 'off',
+    placeholder: 'eyJhbGciOi…',
+  });
   const form = h(
     'form',
     {
@@ -28,7 +36,11 @@ export function signInView(root: HTMLElement, onSignedIn: () => void): void {
       },
     },
     h('h1', {}, 'Sign in'),
-    h('p', { class: 'muted' }, 'Paste a Flotilla token: the platform-admin token printed at first start (also in data/admin.token), or an API token of your tenant. It stays in this tab only.'),
+    h(
+      'p',
+      { class: 'muted' },
+      'Paste a Flotilla token: the platform-admin token printed at first start (also in data/admin.token), or an API token of your tenant. It stays in this tab only.',
+    ),
     h('label', { for: 'token' }, 'Token'),
     input,
     error,

@@ -23,7 +23,12 @@ export async function tenantsView(root: HTMLElement): Promise<void> {
             h(
               'li',
               { class: 'card tenant-card' },
-              h('a', { href: `#/t/${encodeURIComponent(t.id)}`, class: 'tenant-link' }, h('strong', {}, t.name), h('span', { class: 'muted' }, ` ${t.slug}`)),
+              h(
+                'a',
+                { href: `#/t/${encodeURIComponent(t.id)}`, class: 'tenant-link' },
+                h('strong', {}, t.name),
+                h('span', { class: 'muted' }, ` ${t.slug}`),
+              ),
               h(
                 'dl',
                 { class: 'stats' },

@@ -1,7 +1,6 @@
 import { Migration } from '@mikro-orm/migrations';
 
 export class Migration20261123072000_sandbox_placement extends Migration {
-
   override async up(): Promise<void> {
     this.addSql(`alter table "sandboxes" add column "placement" jsonb null;`);
   }
@@ -9,5 +8,4 @@ export class Migration20261123072000_sandbox_placement extends Migration {
   override async down(): Promise<void> {
     this.addSql(`alter table "sandboxes" drop column "placement";`);
   }
-
 }
