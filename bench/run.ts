@@ -8,20 +8,20 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, loadavg } from 'node:os';
-import { describeMachine } from './machine.js';
-import { createYoga, createSchema } from 'graphql-yoga';
+import { createSchema, createYoga } from 'graphql-yoga';
 import type { DatabaseKind } from '../src/config/index.js';
-import { startTestPostgres } from '../test/helpers/postgres.js';
 import {
   acquireLease,
   createSandbox,
   createTenant,
+  type RegisteredWorker,
   registerWorker,
   renewLease,
   uniqueName,
-  type RegisteredWorker,
 } from '../test/helpers/fleet.js';
+import { startTestPostgres } from '../test/helpers/postgres.js';
 import { startTestServer, type TestServer } from '../test/helpers/server.js';
+import { describeMachine } from './machine.js';
 
 /** How long each scenario runs, and how many requests are in flight at once. */
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 3_000);

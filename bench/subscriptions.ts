@@ -13,11 +13,11 @@
  * Usage: npm run bench:subscriptions [-- sqlite|postgres]   (default: postgres)
  * Writes bench/results/subscriptions-<driver>.json and prints a Markdown summary.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { loadavg } from 'node:os';
-import { createClient, type Client } from 'graphql-ws';
+import { join, resolve } from 'node:path';
+import { type Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { tempDir } from '../test/helpers/databases.js';
 import { startTestPostgres } from '../test/helpers/postgres.js';
@@ -192,9 +192,7 @@ async function fetchText(url: URL, attempts = 3): Promise<string> {
 }
 
 /** Reads a few figures of the server process from its Prometheus endpoint. */
-async function scrape(
-  graphqlUrl: string,
-): Promise<{
+async function scrape(graphqlUrl: string): Promise<{
   rss: number;
   heapUsed: number;
   subscribers: number;
@@ -313,7 +311,9 @@ async function subscribe(clients: Client[], tenantId: string, count: number, fro
       handler = fn;
     },
     errors: () => errors,
-    dispose: () => unsubscribes.forEach((u) => u()),
+    dispose: () => {
+      for (const u of unsubscribes) u();
+    },
   };
 }
 

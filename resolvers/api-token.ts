@@ -1,8 +1,8 @@
 import { ApiToken } from '../src/db/entities/api-token.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../src/domain/errors.js';
 import { builder } from './builder.js';
-import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
 import { TenantRoleEnum } from './member.js';
+import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
 import { TenantRef } from './tenant.js';
 
 /** An API token as its managers see it: never the secret. */

@@ -10,7 +10,7 @@ import { hasTenantRole, type Identity } from '../src/auth/identity.js';
 import type { TenantRole } from '../src/db/entities/member.js';
 import {
   AlreadyExistsError,
-  DomainError,
+  type DomainError,
   ForbiddenError,
   InvalidTransitionError,
   LeaseConflictError,

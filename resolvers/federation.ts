@@ -2,10 +2,11 @@
 // node keyed by its global id and resolved through its per-request DataLoader, so a gateway
 // sending N representations costs the same few SQL statements as a single one.
 // To add a type later: `nodeEntity(SandboxRef);` (any builder.loadableNode ref).
-import type DataLoader from 'dataloader';
+
 import type { ObjectRef } from '@pothos/core';
+import type DataLoader from 'dataloader';
 import { builder, type Context } from './builder.js';
-import { NO_SUCH_ID, localIdOf } from './ids.js';
+import { localIdOf, NO_SUCH_ID } from './ids.js';
 import { MessageRef } from './message.js';
 import { SandboxRef } from './sandbox.js';
 import { TenantRef } from './tenant.js';

@@ -4,7 +4,7 @@ import { ForbiddenError, NotFoundError, StaleFencingTokenError, ValidationError 
 import { builder } from './builder.js';
 import { eventStream } from './event-stream.js';
 import { localIdOf } from './ids.js';
-import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
 import { SandboxRef } from './sandbox.js';
 
 export const SenderKindEnum = builder.enumType('SenderKind', { values: SENDER_KINDS });

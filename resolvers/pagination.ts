@@ -1,5 +1,5 @@
-import type { Page } from '../src/domain/pagination.js';
 import { ValidationError } from '../src/domain/errors.js';
+import type { Page } from '../src/domain/pagination.js';
 
 /** Cursors are opaque to clients: base64url of the item's id. */
 export function encodeCursor(id: string): string {

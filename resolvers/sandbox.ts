@@ -1,4 +1,4 @@
-import { AGENT_PHASES, Sandbox, SANDBOX_STATUSES } from '../src/db/entities/sandbox.js';
+import { AGENT_PHASES, SANDBOX_STATUSES, Sandbox } from '../src/db/entities/sandbox.js';
 import {
   ForbiddenError,
   InvalidTransitionError,
@@ -14,7 +14,7 @@ import type { SandboxFilter } from '../src/domain/sandboxes.js';
 import { validateLabels } from '../src/domain/workers.js';
 import { builder } from './builder.js';
 import { localIdOf } from './ids.js';
-import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
 import { TenantRef } from './tenant.js';
 import { ResourcesInput, ResourcesType, WorkerRef } from './worker.js';
 

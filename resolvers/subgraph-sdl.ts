@@ -1,4 +1,4 @@
-import { graphql, type GraphQLSchema } from 'graphql';
+import { type GraphQLSchema, graphql } from 'graphql';
 
 /**
  * The subgraph SDL exactly as a federation gateway reads it: the `_service { sdl }` answer,

@@ -5,7 +5,7 @@ import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } fr
 import { builder } from './builder.js';
 import { localIdOf } from './ids.js';
 import { MemberRef } from './member.js';
-import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
 
 const QuotaType = builder.objectRef<Tenant['quota']>('Quota').implement({
   fields: (t) => ({

@@ -1,4 +1,4 @@
-import { Worker, WORKER_STATUSES } from '../src/db/entities/worker.js';
+import { WORKER_STATUSES, Worker } from '../src/db/entities/worker.js';
 import {
   AlreadyExistsError,
   ForbiddenError,
@@ -9,7 +9,7 @@ import {
 import { effectiveWorkerStatus, validateLabels } from '../src/domain/workers.js';
 import { builder } from './builder.js';
 import { localIdOf } from './ids.js';
-import { decodeCursor, toConnection, type ConnectionResult } from './pagination.js';
+import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
 import { TenantRef } from './tenant.js';
 
 export const WorkerStatusEnum = builder.enumType('WorkerStatus', {

@@ -2,7 +2,7 @@
  * Runs graphql-codegen (core + plugins, configured in codegen.ts) and writes the typed client.
  * With --check it compares instead and fails when the committed file is out of date.
  */
-import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { codegen } from '@graphql-codegen/core';
 import * as typedDocumentNode from '@graphql-codegen/typed-document-node';

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError, describeDatabase, loadConfig, type Config } from './config/index.js';
 import { mintAdminToken } from './auth/bootstrap.js';
 import { SigningKeys } from './auth/keys.js';
 import { TokenService } from './auth/tokens.js';
+import { type Config, ConfigError, describeDatabase, loadConfig } from './config/index.js';
 import { PendingMigrationsError } from './db/database.js';
 import { migrate, openOrm } from './db/orm.js';
 import { startFlotilla } from './server/app.js';

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,13 +6,13 @@ import { fileURLToPath } from 'node:url';
 import {
   CreateSandboxDocument,
   CreateTenantDocument,
+  createClient,
   RegisterWorkerDocument,
   TenantDocument,
-  createClient,
   unwrapPayload,
 } from './client/index.js';
 import { loadConfig } from './config/index.js';
-import { startFlotilla, type Flotilla } from './server/app.js';
+import { type Flotilla, startFlotilla } from './server/app.js';
 
 const DEMO_AGENT = fileURLToPath(new URL('../examples/demo-agent.mjs', import.meta.url));
 const BIN = fileURLToPath(new URL('../bin/flotilla.js', import.meta.url));

@@ -3,14 +3,14 @@
  * machine, composes the supergraph from both subgraphs' SDL, and stops them all again.
  * Used by `npm run gateway` and by the federation end-to-end test.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { USAGE_TYPE_DEFS } from '../usage-subgraph/schema.js';
-import { composeSupergraph, FLOTILLA_SUBGRAPH, USAGE_SUBGRAPH, type SubgraphSource } from './compose.js';
+import { composeSupergraph, FLOTILLA_SUBGRAPH, type SubgraphSource, USAGE_SUBGRAPH } from './compose.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FLOTILLA_BIN = join(ROOT, 'bin/flotilla.js');

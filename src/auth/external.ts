@@ -1,8 +1,8 @@
-import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import { createRemoteJWKSet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, jwtVerify } from 'jose';
 import type { GroupRole, Hs256IssuerConfig, OidcIssuerConfig } from '../config/index.js';
-import type { Em } from '../db/orm.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { Tenant } from '../db/entities/tenant.js';
+import type { Em } from '../db/orm.js';
 import type { Identity } from './identity.js';
 import { ROLE_RANK } from './identity.js';
 

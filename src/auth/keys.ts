@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, type JSONWebKeySet } from 'jose';
-import { isUuid, newId } from '../db/ids.js';
+import { createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JSONWebKeySet, type JWK } from 'jose';
 import { SigningKey } from '../db/entities/signing-key.js';
+import { isUuid, newId } from '../db/ids.js';
 import type { Orm } from '../db/orm.js';
 
 /** The algorithm of the server's own keys. */

@@ -1,16 +1,16 @@
 import {
-  SignJWT,
   decodeJwt,
   decodeProtectedHeader,
+  type JWTPayload,
   errors as joseErrors,
   jwtVerify,
-  type JWTPayload,
   type ProtectedHeaderParameters,
+  SignJWT,
 } from 'jose';
-import type { Em, Orm } from '../db/orm.js';
 import { ApiToken, type TokenKind } from '../db/entities/api-token.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { newId } from '../db/ids.js';
+import type { Em, Orm } from '../db/orm.js';
 import { AuthenticationError } from '../domain/errors.js';
 import type { ExternalIssuer } from './external.js';
 import type { Identity } from './identity.js';

@@ -9,8 +9,9 @@
  * subscriptions reconnect by themselves and resume from the last cursor they delivered.
  */
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
-import { print, type DocumentNode } from 'graphql';
+import { type DocumentNode, print } from 'graphql';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
+import { readServerSentEvents } from './sse.js';
 
 export * from './generated/graphql.js';
 
@@ -306,29 +307,15 @@ async function* sseStream<T>(
       );
     throw new Error(`HTTP ${res.status}`);
   }
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let boundary: number;
-    while ((boundary = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, boundary);
-      buffer = buffer.slice(boundary + 2);
-      const event = /^event: (.*)$/m.exec(block)?.[1];
-      const data = block
-        .split('\n')
-        .filter((l) => l.startsWith('data:'))
-        .map((l) => l.slice(5).trimStart())
-        .join('\n');
-      if (event === 'complete') return;
-      if (event === 'next' && data) {
-        const result = JSON.parse(data) as {
-          data?: T;
-          errors?: { message: string; extensions?: Record<string, unknown> }[];
-        };
-        if (result.errors?.length) throw toFatalIfRefused(result.errors);
-        if (result.data) yield result.data;
-      }
+  for await (const { event, data } of readServerSentEvents(res.body as unknown as AsyncIterable<Uint8Array>)) {
+    if (event === 'complete') return;
+    if (event === 'next' && data) {
+      const result = JSON.parse(data) as {
+        data?: T;
+        errors?: { message: string; extensions?: Record<string, unknown> }[];
+      };
+      if (result.errors?.length) throw toFatalIfRefused(result.errors);
+      if (result.data) yield result.data;
     }
   }
   throw new Error('the event stream ended without completing');

@@ -2,7 +2,7 @@ import type { DatabaseTarget } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
 import { UnavailableError } from '../domain/errors.js';
 import type { Logger } from '../server/logger.js';
-import { migrate, openOrm, pendingMigrations, prepareConnection, type Orm } from './orm.js';
+import { migrate, type Orm, openOrm, pendingMigrations, prepareConnection } from './orm.js';
 
 /** Retry delays while the database cannot be reached at start (ms). */
 export const CONNECT_BACKOFF_MS = { initial: 500, max: 10_000 };

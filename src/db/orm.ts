@@ -1,5 +1,5 @@
 import { MikroORM, type Options } from '@mikro-orm/core';
-import type { EntityManager, AbstractSqlDriver } from '@mikro-orm/knex';
+import type { AbstractSqlDriver, EntityManager } from '@mikro-orm/knex';
 import { Migrator } from '@mikro-orm/migrations';
 import { PostgreSqlDriver } from '@mikro-orm/postgresql';
 import { SqliteDriver } from '@mikro-orm/sqlite';

@@ -6,9 +6,9 @@ import { TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { isUuid, newId } from '../db/ids.js';
 import { audited } from './audit.js';
-import { recordEvent } from './outbox.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, UnavailableError, ValidationError } from './errors.js';
+import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 
 /** The shortest lifetime an API token may be given (shorter ones expire before they are copied). */

@@ -1,9 +1,9 @@
 import { AuditEntry } from '../db/entities/audit-entry.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
+import type { ServiceContext } from './context.js';
 import { DomainError } from './errors.js';
 import { inTransaction } from './outbox.js';
-import type { ServiceContext } from './context.js';
 
 export interface AuditTarget {
   tenantId?: string | null;

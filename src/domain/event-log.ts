@@ -4,7 +4,7 @@ import { Event, type EventType } from '../db/entities/event.js';
 import { isUuid } from '../db/ids.js';
 import type { ServiceContext } from './context.js';
 import { NotFoundError, ValidationError } from './errors.js';
-import { pageSize, type Page } from './pagination.js';
+import { type Page, pageSize } from './pagination.js';
 
 export interface EventPageArgs {
   /** The id of the last event already seen (decoded from the cursor). */

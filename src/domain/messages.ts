@@ -9,9 +9,9 @@ import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';
+import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { visibleSandboxesFilter } from './sandboxes.js';
-import { recordEvent } from './outbox.js';
 
 /** The largest message body, in bytes of UTF-8. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;

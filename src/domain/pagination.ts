@@ -1,6 +1,6 @@
 import type { FilterQuery } from '@mikro-orm/core';
-import type { Em } from '../db/orm.js';
 import { isUuid } from '../db/ids.js';
+import type { Em } from '../db/orm.js';
 import { ValidationError } from './errors.js';
 
 /** Page size when the caller gives none. */

@@ -1,7 +1,7 @@
-import { raw, type FilterQuery } from '@mikro-orm/core';
-import { hasTenantRole, visibleTenantIds, type Identity } from '../auth/identity.js';
+import { type FilterQuery, raw } from '@mikro-orm/core';
+import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { Lease } from '../db/entities/lease.js';
-import { ACTIVE_SANDBOX, Sandbox, type AgentPhase, type SandboxStatus } from '../db/entities/sandbox.js';
+import { ACTIVE_SANDBOX, type AgentPhase, Sandbox, type SandboxStatus } from '../db/entities/sandbox.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { isUuid } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
@@ -19,11 +19,11 @@ import {
 import { requireFencingToken } from './leases.js';
 import { applyTransition, isHolding, WORKER_REPORTABLE } from './lifecycle.js';
 import { lockedRead, lockRow } from './locks.js';
-import { keysetPage, type Page, type PageArgs } from './pagination.js';
-import { anyWorkerCouldFit, placeSandbox, type PlacementConstraints } from './scheduler.js';
-import { RESERVING_STATUSES } from './tenants.js';
-import { validateLabels, visibleWorkersFilter, type Resources } from './workers.js';
 import { recordEvent } from './outbox.js';
+import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { anyWorkerCouldFit, type PlacementConstraints, placeSandbox } from './scheduler.js';
+import { RESERVING_STATUSES } from './tenants.js';
+import { type Resources, validateLabels, visibleWorkersFilter } from './workers.js';
 
 export const SANDBOX_NAME_MAX_LENGTH = 200;
 export const IMAGE_MAX_LENGTH = 500;

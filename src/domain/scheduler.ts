@@ -1,4 +1,4 @@
-import { Sandbox, ACTIVE_SANDBOX } from '../db/entities/sandbox.js';
+import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import type { Em } from '../db/orm.js';
 import { applyTransition, reserveCapacity, UNPLACED_STATUSES } from './lifecycle.js';

@@ -183,22 +183,20 @@ export class DomainSweeper {
   }
 
   private async stopExpiredSandboxes(orm: Orm, now: Date): Promise<number> {
-    const expired = await orm.em
-      .fork()
-      .find(
-        Sandbox,
-        {
-          ...ACTIVE_SANDBOX,
-          expiresAt: { $lte: now },
-          status: { $in: ['PENDING', 'LOST', 'SCHEDULED', 'STARTING', 'RUNNING'] },
-        },
-        { fields: ['id'], limit: SWEEP_BATCH },
-      );
+    const expired = await orm.em.fork().find(
+      Sandbox,
+      {
+        ...ACTIVE_SANDBOX,
+        expiresAt: { $lte: now },
+        status: { $in: ['PENDING', 'LOST', 'SCHEDULED', 'STARTING', 'RUNNING'] },
+      },
+      { fields: ['id'], limit: SWEEP_BATCH },
+    );
     let changed = 0;
     for (const { id } of expired) {
       const done = await inTransaction(orm.em.fork(), async (em) => {
         const sandbox = await em.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(em));
-        if (!sandbox || !sandbox.expiresAt || sandbox.expiresAt.getTime() > now.getTime()) return false;
+        if (!sandbox?.expiresAt || sandbox.expiresAt.getTime() > now.getTime()) return false;
         if (isHolding(sandbox.status) && sandbox.status !== 'STOPPING') {
           await applyTransition(em, sandbox, 'STOPPING', now, { reason: 'ttl expired' });
           recordEvent(

@@ -1,4 +1,4 @@
-import { UniqueConstraintViolationException, raw, type FilterQuery } from '@mikro-orm/core';
+import { type FilterQuery, raw, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
 import { AuditEntry } from '../db/entities/audit-entry.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
@@ -7,10 +7,10 @@ import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tena
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
-import { recordEvent } from './outbox.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { lockedRead } from './locks.js';
+import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 
 export const TENANT_SLUG_PATTERN = /^[a-z0-9-]{3,40}$/;

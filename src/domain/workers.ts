@@ -1,5 +1,5 @@
-import { UniqueConstraintViolationException, type FilterQuery } from '@mikro-orm/core';
-import { hasTenantRole, visibleTenantIds, type Identity } from '../auth/identity.js';
+import { type FilterQuery, UniqueConstraintViolationException } from '@mikro-orm/core';
+import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { ApiToken } from '../db/entities/api-token.js';
 import { Lease } from '../db/entities/lease.js';
 import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
@@ -19,9 +19,9 @@ import {
 } from './errors.js';
 import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
+import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { heartbeatHorizon } from './scheduler.js';
-import { recordEvent } from './outbox.js';
 
 /** What a worker token may do, and nothing else. */
 export const WORKER_SCOPES = ['worker:heartbeat', 'worker:lease', 'sandbox:report', 'message:post'] as const;

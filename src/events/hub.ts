@@ -2,13 +2,13 @@ import type { Orm } from '../db/orm.js';
 import type { Logger } from '../server/logger.js';
 import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
 import {
+  type EventFilter,
   encodeCursor,
+  type LogEvent,
   latestEventId,
   matchesFilter,
   readEventsAfter,
   resolveCursor,
-  type EventFilter,
-  type LogEvent,
 } from './reader.js';
 
 /** Events one subscriber may have waiting; past this it is closed as too slow (memory stays bounded). */
@@ -330,7 +330,10 @@ export class EventHub {
     if (tenantId === undefined) this.anyTenant.add(sub);
     else {
       let set = this.byTenant.get(tenantId);
-      if (!set) this.byTenant.set(tenantId, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        this.byTenant.set(tenantId, set);
+      }
       set.add(sub);
     }
   }

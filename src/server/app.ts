@@ -1,23 +1,23 @@
-import type { Config } from '../config/index.js';
-import { describeDatabase } from '../config/index.js';
+import { schema } from '../../resolvers/index.js';
 import { ensureAdminToken, mintAdminToken } from '../auth/bootstrap.js';
-import { Hs256Issuer, OidcIssuer, type ExternalIssuer } from '../auth/external.js';
+import { type ExternalIssuer, Hs256Issuer, OidcIssuer } from '../auth/external.js';
 import { SigningKeys } from '../auth/keys.js';
 import { TokenService } from '../auth/tokens.js';
+import type { Config } from '../config/index.js';
+import { describeDatabase } from '../config/index.js';
 import { Database } from '../db/database.js';
 import type { Orm } from '../db/orm.js';
-import { systemClock, type Clock } from '../domain/context.js';
-import { schema } from '../../resolvers/index.js';
-import { InProcessBus, type EventBus } from '../events/bus.js';
+import { type Clock, systemClock } from '../domain/context.js';
+import { DomainSweeper } from '../domain/sweeper.js';
+import { type EventBus, InProcessBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 import { EventStream } from '../events/stream.js';
-import { DomainSweeper } from '../domain/sweeper.js';
 import { ContextFactory } from './context.js';
+import { limitsFromConfig, RateLimiter } from './limits.js';
 import { createLogger, type Logger } from './logger.js';
-import { RateLimiter, limitsFromConfig } from './limits.js';
 import { Metrics } from './metrics.js';
+import { GRAPHQL_PATH, type RunningServer, startHttpServer } from './server.js';
 import { SessionRegistry } from './sessions.js';
-import { GRAPHQL_PATH, startHttpServer, type RunningServer } from './server.js';
 
 /** How often a server re-reads its signing keys, so a `flotilla keys rotate` elsewhere takes effect. */
 export const KEY_RELOAD_INTERVAL_MS = 60_000;

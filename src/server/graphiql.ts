@@ -1,8 +1,8 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
-import { Kind, parse, print, visit, type DefinitionNode, type FragmentDefinitionNode } from 'graphql';
+import { type DefinitionNode, type FragmentDefinitionNode, Kind, parse, print, visit } from 'graphql';
 import type { GraphiQLOptions } from 'graphql-yoga';
 
 /** The contract's operations (the same documents the SDK is generated from). */
@@ -60,7 +60,7 @@ export function exampleOperations(dir: string = OPERATIONS_DIR): string {
     });
   }
   const usedFragments = [...fragments.values()].filter((f) => used.has(f.name.value));
-  return INTRO + [...operations, ...usedFragments].map((d) => print(d)).join('\n\n') + '\n';
+  return `${INTRO + [...operations, ...usedFragments].map((d) => print(d)).join('\n\n')}\n`;
 }
 
 /**

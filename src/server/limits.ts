@@ -2,22 +2,22 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import {
-  GraphQLError,
-  Kind,
-  NoSchemaIntrospectionCustomRule,
-  getNamedType,
-  isObjectType,
-  isInterfaceType,
-  parse,
-  valueFromASTUntyped,
   type ASTVisitor,
   type DocumentNode,
   type FragmentDefinitionNode,
+  GraphQLError,
   type GraphQLNamedType,
   type GraphQLSchema,
+  getNamedType,
+  isInterfaceType,
+  isObjectType,
+  Kind,
+  NoSchemaIntrospectionCustomRule,
+  parse,
   type SelectionSetNode,
   type ValidationContext,
   type ValidationRule,
+  valueFromASTUntyped,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { Config } from '../config/index.js';

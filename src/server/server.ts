@@ -2,22 +2,22 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GraphQLError, type DocumentNode, type ExecutionArgs, type GraphQLSchema } from 'graphql';
-import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { type DocumentNode, type ExecutionArgs, GraphQLError, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { type WebSocket, WebSocketServer } from 'ws';
 import type { Context } from '../../resolvers/builder.js';
 import type { Identity } from '../auth/identity.js';
 import type { SigningKeys } from '../auth/keys.js';
 import type { Database } from '../db/database.js';
 import type { ContextFactory } from './context.js';
 import { createErrorMasker } from './errors.js';
-import { serveDashboard } from './static.js';
 import { exampleOperations, localGraphiQL } from './graphiql.js';
-import { REJECTED_BODY_DRAIN_BYTES, checkHttpRequest, limitsPlugin, resolvePersisted, type Limits } from './limits.js';
-import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
+import { checkHttpRequest, type Limits, limitsPlugin, REJECTED_BODY_DRAIN_BYTES, resolvePersisted } from './limits.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
+import { serveDashboard } from './static.js';
 
 export const GRAPHQL_PATH = '/graphql';
 /** WebSocket close code for a server going away: clients reconnect elsewhere. */

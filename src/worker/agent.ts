@@ -1,25 +1,25 @@
-import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   AcquireLeaseDocument,
+  createClient,
+  FatalSubscriptionError,
+  type FlotillaClient,
   HeartbeatDocument,
   MessageAddedDocument,
   MessagesDocument,
+  type MessagesQuery,
   PostAgentMessageDocument,
   ReleaseLeaseDocument,
   RenewLeaseDocument,
   ReportAgentStatusDocument,
   ReportSandboxStatusDocument,
+  type Result,
   SandboxDocument,
+  type SandboxFieldsFragment,
   ViewerDocument,
   WorkerAssignmentsDocument,
   WorkerDocument,
-  createClient,
-  FatalSubscriptionError,
-  type FlotillaClient,
-  type MessagesQuery,
-  type Result,
-  type SandboxFieldsFragment,
 } from '../client/index.js';
 import { ProcessRuntime } from './process-runtime.js';
 import type { RunningSandbox, SandboxRuntime } from './runtime.js';
@@ -459,7 +459,7 @@ export class WorkerAgent {
         input: { sandboxId: run.sandbox.id, fencingToken: run.fencingToken, status, ...extra },
       }),
     )) as Awaited<ReturnType<FlotillaClient['mutate']>> | undefined;
-    if (!result || !result.ok) return false;
+    if (!result?.ok) return false;
     return this.checkWrite(
       run,
       (result.data as { reportSandboxStatus: { __typename?: string; code?: string } }).reportSandboxStatus,

@@ -1,20 +1,20 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Browser, type BrowserContext, type ConsoleMessage, type Locator, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, ConsoleMessage, Locator, Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CreateSandboxDocument,
+  createClient,
+  type FlotillaClient,
   SandboxesDocument,
   SendMessageDocument,
   StopSandboxDocument,
-  createClient,
-  type FlotillaClient,
 } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config/index.js';
-import { startDemo, type Demo } from '../../src/demo.js';
-import { startFlotilla, type Flotilla } from '../../src/server/app.js';
+import { type Demo, startDemo } from '../../src/demo.js';
+import { type Flotilla, startFlotilla } from '../../src/server/app.js';
 import { launchBrowser } from '../helpers/browser.js';
 
 const SCREENSHOTS = join(process.cwd(), 'test-output', 'screenshots');

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDatabaseUrl } from '../../src/config/index.js';
 import { Worker } from '../../src/db/entities/worker.js';
-import { migrate, openOrm, type Orm } from '../../src/db/orm.js';
+import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { releaseCapacity, reserveCapacity } from '../../src/domain/lifecycle.js';
 import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseDatabaseUrl } from '../../src/config/index.js';
-import { migrate, openOrm, type Orm } from '../../src/db/orm.js';
+import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { EventHub } from '../../src/events/hub.js';
 import { appendEvent } from '../../src/events/log.js';
 import { PgListener } from '../../src/events/pg-listener.js';

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseDatabaseUrl } from '../../src/config/index.js';
-import { migrate, openOrm, type Orm } from '../../src/db/orm.js';
+import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { InProcessBus } from '../../src/events/bus.js';
 import { InvalidCursorError, SubscriberTooSlowError, SubscriptionEndedError } from '../../src/events/errors.js';
 import { EventHub, type EventHubOptions } from '../../src/events/hub.js';
-import { decodeCursor, encodeCursor, readEventsAfter, resolveCursor, LOG_START } from '../../src/events/reader.js';
+import { decodeCursor, encodeCursor, LOG_START, readEventsAfter, resolveCursor } from '../../src/events/reader.js';
 import { EventSweeper } from '../../src/events/sweeper.js';
 import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
 import { appendCommitted, ids, take } from '../helpers/events.js';

@@ -11,7 +11,7 @@ import { ACTIVE_SANDBOX, Sandbox } from '../../src/db/entities/sandbox.js';
 import { SigningKey } from '../../src/db/entities/signing-key.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
 import { Worker } from '../../src/db/entities/worker.js';
-import { MIGRATIONS_TABLE, migrate, openOrm, pendingMigrations, type Orm } from '../../src/db/orm.js';
+import { MIGRATIONS_TABLE, migrate, type Orm, openOrm, pendingMigrations } from '../../src/db/orm.js';
 import { appendEvent } from '../../src/events/log.js';
 import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
 import { describeColumns } from '../helpers/schema-introspection.js';

@@ -6,12 +6,12 @@ import {
   createTenant,
   dataOf,
   getSandbox,
+  type RegisteredWorker,
   registerWorker,
   releaseLease,
   reportStatus,
   TestClock,
   uniqueName,
-  type RegisteredWorker,
 } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 

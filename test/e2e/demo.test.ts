@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { SandboxesDocument, TenantDocument, MessagesDocument, createClient } from '../../src/client/index.js';
+import { createClient, MessagesDocument, SandboxesDocument, TenantDocument } from '../../src/client/index.js';
 import { BIN, isAlive, killChildren, spawnChild } from '../helpers/processes.js';
 
 const WAIT_MS = 30_000;

@@ -2,19 +2,20 @@ import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { type RunningFederation, startFederation } from '../../examples/gateway/launch.js';
 import { costCentsPerHour } from '../../examples/usage-subgraph/schema.js';
-import { startFederation, type RunningFederation } from '../../examples/gateway/launch.js';
 import { SigningKeys } from '../../src/auth/keys.js';
 import { TokenService } from '../../src/auth/tokens.js';
+import { readServerSentEvents } from '../../src/client/sse.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { TenantRole } from '../../src/db/entities/member.js';
 import { openOrm } from '../../src/db/orm.js';
 import { DRIVERS, freshDatabaseUrl, tempDir } from '../helpers/databases.js';
 import {
-  localId,
-  isRequestStatement,
-  startTestServer,
   type GraphQLResponse,
+  isRequestStatement,
+  localId,
+  startTestServer,
   type TestServer,
 } from '../helpers/server.js';
 
@@ -122,18 +123,9 @@ async function sseTake(
       body: JSON.stringify({ query, variables }),
       signal: controller.signal,
     });
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block.split('\n').find((line) => line.startsWith('data: {'));
-        if (data) results.push(JSON.parse(data.slice('data: '.length)) as StreamResult);
-        if (results.length >= count || /^event: complete/m.test(block)) return results;
-      }
+    for await (const { event, data } of readServerSentEvents(res.body as unknown as AsyncIterable<Uint8Array>)) {
+      if (data.startsWith('{')) results.push(JSON.parse(data) as StreamResult);
+      if (results.length >= count || event === 'complete') return results;
     }
   } catch (err) {
     if (!controller.signal.aborted) throw err;
@@ -269,17 +261,15 @@ describe('federation through Hive Gateway (real processes)', () => {
       const keys = new SigningKeys(orm, undefined);
       await keys.init();
       const tokens = new TokenService(orm, keys, { issuer: config.tokenIssuer, audience: config.tokenAudience });
-      const minted = await orm.em
-        .fork()
-        .transactional((tx) =>
-          tokens.mint(tx, {
-            kind: 'API',
-            subject: `api:${role.toLowerCase()}`,
-            tenantId: localId(tenantGlobalId),
-            role,
-            ttlSeconds: 3600,
-          }),
-        );
+      const minted = await orm.em.fork().transactional((tx) =>
+        tokens.mint(tx, {
+          kind: 'API',
+          subject: `api:${role.toLowerCase()}`,
+          tenantId: localId(tenantGlobalId),
+          role,
+          ttlSeconds: 3600,
+        }),
+      );
       return minted.token;
     } finally {
       await orm.close(true);

@@ -1,9 +1,9 @@
+import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  SignJWT,
+  type CryptoKey,
   decodeJwt,
   exportJWK,
   exportSPKI,
@@ -11,7 +11,7 @@ import {
   importJWK,
   type JWK,
   type JWTPayload,
-  type CryptoKey,
+  SignJWT,
 } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -26,7 +26,7 @@ import { SigningKey } from '../../src/db/entities/signing-key.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
 import { sha256 } from '../../src/server/limits.js';
 import { DRIVERS, tempDir } from '../helpers/databases.js';
-import { localId, startTestServer, wsRequest, type GraphQLResponse, type TestServer } from '../helpers/server.js';
+import { type GraphQLResponse, localId, startTestServer, type TestServer, wsRequest } from '../helpers/server.js';
 
 const OIDC_ISSUER = 'https://idp.test';
 const DOWN_ISSUER = 'https://down.test';
@@ -780,17 +780,15 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
     await cli.init();
     const oldKid = cli.list().find((k) => k.signing)?.kid as string;
     const newKid = await cli.rotate();
-    const minted = await orm.em
-      .fork()
-      .transactional((em) =>
-        new TokenService(orm, cli, { issuer: 'flotilla', audience: 'flotilla' }).mint(em, {
-          kind: 'API',
-          subject: 'rotated',
-          tenantId: localId(acmeId),
-          role: 'VIEWER',
-          ttlSeconds: 600,
-        }),
-      );
+    const minted = await orm.em.fork().transactional((em) =>
+      new TokenService(orm, cli, { issuer: 'flotilla', audience: 'flotilla' }).mint(em, {
+        kind: 'API',
+        subject: 'rotated',
+        tenantId: localId(acmeId),
+        role: 'VIEWER',
+        ttlSeconds: 600,
+      }),
+    );
     expect((await server.gql(VIEWER_QUERY, undefined, minted.token)).status).toBe(200);
     expect((await server.gql(VIEWER_QUERY, undefined, oldToken)).status).toBe(200);
     const served = (await (await fetch(`${server.app.url}/.well-known/jwks.json`)).json()) as {

@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { MessageAddedDocument, TenantEventsDocument, createClient } from '../../src/client/index.js';
+import { createClient, MessageAddedDocument, TenantEventsDocument } from '../../src/client/index.js';
 import { tempDir } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
-import { takeItems } from '../helpers/streams.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { takeItems } from '../helpers/streams.js';
 
 /**
  * Several replicas on one Postgres: each holds its own LISTEN connection and hub, so a write on
@@ -96,7 +96,7 @@ describe('replicas on one Postgres', () => {
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
     const got = takeItems(onB.subscribe(MessageAddedDocument, { sandboxId }), 1);
     await settle();
-    const body = 'x'.repeat(40_000) + '✓';
+    const body = `${'x'.repeat(40_000)}✓`;
     const posted = await a.gql<{ postAgentMessage: { __typename: string } }>(
       'mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }',
       { i: { sandboxId, fencingToken: lease.lease.fencingToken, body } },

@@ -56,7 +56,7 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
 
     const moved = await getSandbox(server, id);
     expect(moved).toMatchObject({ status: 'SCHEDULED', worker: { id: b.id } });
-    expect(moved!.stateVersion).toBe(5); // RUNNING → LOST → SCHEDULED
+    expect(moved?.stateVersion).toBe(5); // RUNNING → LOST → SCHEDULED
 
     const workers = dataOf(
       await server.gql<{

@@ -1,15 +1,15 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import {
+  createClient,
   EventsDocument,
   FatalSubscriptionError,
-  MessageAddedDocument,
-  SendMessageDocument,
-  createClient,
   type FlotillaClient,
+  MessageAddedDocument,
   type MessageFieldsFragment,
+  SendMessageDocument,
 } from '../../src/client/index.js';
 import { createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';

@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CreateTenantDocument,
-  TenantsDocument,
-  ViewerDocument,
   createClient,
+  TenantsDocument,
   unwrapPayload,
+  ViewerDocument,
 } from '../../src/client/index.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 

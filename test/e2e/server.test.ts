@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { AuditEntry } from '../../src/db/entities/audit-entry.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
 import { DRIVERS } from '../helpers/databases.js';
-import { localId, startTestServer, wsRequest, type TestServer } from '../helpers/server.js';
+import { localId, startTestServer, type TestServer, wsRequest } from '../helpers/server.js';
 
 const CREATE_TENANT = /* GraphQL */ `
   mutation Create($input: CreateTenantInput!) {

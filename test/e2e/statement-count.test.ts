@@ -60,8 +60,8 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
           ),
         ).sandbox.worker.id;
         const holder = workers.find((w) => w.id === placedOn);
-        expect(holder).toBeDefined();
-        expect((await acquireLease(server, holder!, id)).__typename).toBe('LeasePayload');
+        if (!holder) throw new Error(`sandbox ${id} is placed on an unknown worker ${placedOn}`);
+        expect((await acquireLease(server, holder, id)).__typename).toBe('LeasePayload');
       }
       if (i % 3 === 0) {
         await server.gql('mutation($id: ID!) { sendMessage(input: { sandboxId: $id, body: "hi" }) { __typename } }', {

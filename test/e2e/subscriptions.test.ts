@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
+  createClient,
   MessageAddedDocument,
   TenantEventsDocument,
   WorkerAssignmentsDocument,
-  createClient,
 } from '../../src/client/index.js';
+import { readServerSentEvents } from '../../src/client/sse.js';
 import { DRIVERS } from '../helpers/databases.js';
 import {
   acquireLease,
@@ -15,8 +16,8 @@ import {
   reportStatus,
   uniqueName,
 } from '../helpers/fleet.js';
-import { takeItems } from '../helpers/streams.js';
 import { localId, startTestServer, type TestServer } from '../helpers/server.js';
+import { takeItems } from '../helpers/streams.js';
 
 /** Reads GraphQL-over-SSE `next` payloads from a subscription request until `count` arrive. */
 async function sseTake(
@@ -35,20 +36,10 @@ async function sseTake(
     signal: controller.signal,
   });
   const results: { data?: Record<string, unknown>; errors?: { extensions?: { code?: string } }[] }[] = [];
-  const decoder = new TextDecoder();
-  let buffer = '';
   try {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const data = block.split('\n').find((l) => l.startsWith('data: '));
-        if (block.includes('event: next') && data) results.push(JSON.parse(data.slice(6)));
-        if (block.includes('event: complete')) return results;
-      }
-      if (results.length >= count) return results;
+    for await (const { event, data } of readServerSentEvents(res.body as unknown as AsyncIterable<Uint8Array>)) {
+      if (event === 'next' && data) results.push(JSON.parse(data));
+      if (event === 'complete' || results.length >= count) return results;
     }
   } finally {
     clearTimeout(timer);

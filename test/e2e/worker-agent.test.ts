@@ -5,31 +5,31 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import WebSocket from 'ws';
 import {
   CreateSandboxDocument,
+  createClient,
   EventsDocument,
+  type EventsQuery,
+  type FlotillaClient,
   MessageAddedDocument,
+  type MessageFieldsFragment,
   MessagesDocument,
+  type Result,
   SandboxDocument,
+  type SandboxFieldsFragment,
   SendMessageDocument,
   StopSandboxDocument,
-  createClient,
   unwrapPayload,
-  type FlotillaClient,
-  type EventsQuery,
-  type Result,
-  type MessageFieldsFragment,
-  type SandboxFieldsFragment,
 } from '../../src/client/index.js';
 import { WorkerAgent } from '../../src/worker/agent.js';
 import {
   createTenant,
   heartbeat,
+  type RegisteredWorker,
   registerWorker,
   reportStatus,
   TestClock,
   uniqueName,
-  type RegisteredWorker,
 } from '../helpers/fleet.js';
-import { BIN, isAlive, killChildren, killGroup, readPid, spawnChild, type Child } from '../helpers/processes.js';
+import { BIN, type Child, isAlive, killChildren, killGroup, readPid, spawnChild } from '../helpers/processes.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /** Real processes take real time; these bound each wait. */
@@ -233,6 +233,7 @@ describe('the worker agent runs sandboxes as real processes', () => {
         tenantId,
         'env',
         sh(
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a JS template
           'echo "id=$FLOTILLA_SANDBOX_ID name=$FLOTILLA_SANDBOX_NAME image=$FLOTILLA_IMAGE"; echo "secret=${FLOTILLA_TEST_WORKER_SECRET:-none}"; echo "vmem=$(ulimit -v)"',
         ),
       );

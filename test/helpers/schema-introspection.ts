@@ -12,7 +12,8 @@ export async function describeColumns(orm: Orm, kind: DatabaseKind): Promise<Col
       `select table_name, column_name, is_nullable from information_schema.columns where table_schema = current_schema() order by table_name, column_name`,
     )) as { table_name: string; column_name: string; is_nullable: string }[];
     for (const r of rows) {
-      (result[r.table_name] ??= {})[r.column_name] = r.is_nullable === 'YES' ? 'nullable' : 'not null';
+      result[r.table_name] ??= {};
+      result[r.table_name][r.column_name] = r.is_nullable === 'YES' ? 'nullable' : 'not null';
     }
     return result;
   }
@@ -25,7 +26,8 @@ export async function describeColumns(orm: Orm, kind: DatabaseKind): Promise<Col
       notnull: number;
       pk: number;
     }[];
-    for (const c of cols) (result[name] ??= {})[c.name] = c.notnull || c.pk ? 'not null' : 'nullable';
+    result[name] ??= {};
+    for (const c of cols) result[name][c.name] = c.notnull || c.pk ? 'not null' : 'nullable';
   }
   return result;
 }

@@ -1,10 +1,10 @@
-import { createClient, type Client } from 'graphql-ws';
+import { type Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import type { DatabaseKind } from '../../src/config/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { TenantRole } from '../../src/db/entities/member.js';
 import type { Clock } from '../../src/domain/context.js';
-import { startFlotilla, type Flotilla } from '../../src/server/app.js';
+import { type Flotilla, startFlotilla } from '../../src/server/app.js';
 import { freshDatabaseUrl, tempDir } from './databases.js';
 
 export interface GraphQLResponse<T = Record<string, unknown>> {

@@ -1,4 +1,4 @@
-import { buildSchema, isInputObjectType, isInterfaceType, isObjectType, type GraphQLNamedType } from 'graphql';
+import { buildSchema, type GraphQLNamedType, isInputObjectType, isInterfaceType, isObjectType } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import {
   CompositionError,

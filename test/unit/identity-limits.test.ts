@@ -1,13 +1,13 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildSchema, parse } from 'graphql';
 import type { ExecutionResult } from 'graphql';
+import { buildSchema, parse } from 'graphql';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Identity } from '../../src/auth/identity.js';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
-import { RateLimiter, operationComplexity } from '../../src/server/limits.js';
-import { CLOSE_FORBIDDEN, SessionRegistry, endAtExpiry, type ClosableSocket } from '../../src/server/sessions.js';
+import { operationComplexity, RateLimiter } from '../../src/server/limits.js';
+import { CLOSE_FORBIDDEN, type ClosableSocket, endAtExpiry, SessionRegistry } from '../../src/server/sessions.js';
 
 const BASE_ENV = { FLOTILLA_DATABASE_URL: 'sqlite::memory:' };
 

@@ -1,6 +1,6 @@
 import './styles.css';
 import { h } from './dom.js';
-import { session, type ConnectionState } from './session.js';
+import { type ConnectionState, session } from './session.js';
 import { fleetView } from './views/fleet.js';
 import { sandboxView } from './views/sandbox.js';
 import { signInView } from './views/signin.js';

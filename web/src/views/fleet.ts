@@ -1,11 +1,11 @@
 import {
   CreateSandboxDocument,
   SandboxesDocument,
+  type SandboxFieldsFragment,
   TenantDocument,
   TenantEventsDocument,
-  WorkersDocument,
-  type SandboxFieldsFragment,
   type WorkerFieldsFragment,
+  WorkersDocument,
 } from '../../../src/client/index.js';
 import { h } from '../dom.js';
 import { ago, cpu, explainError, memory } from '../format.js';

@@ -1,13 +1,13 @@
 import {
   DeleteSandboxDocument,
   MessageAddedDocument,
+  type MessageFieldsFragment,
   MessagesDocument,
   SandboxDocument,
   SandboxEventsDocument,
+  type SandboxFieldsFragment,
   SendMessageDocument,
   StopSandboxDocument,
-  type MessageFieldsFragment,
-  type SandboxFieldsFragment,
 } from '../../../src/client/index.js';
 import { h } from '../dom.js';
 import { ago, cpu, explainError, memory } from '../format.js';

@@ -1,7 +1,7 @@
 import type { Constructor } from '@mikro-orm/core';
 import type { Migration } from '@mikro-orm/migrations';
-import { Migration20261123072000_sandbox_placement } from './Migration20261123072000_sandbox_placement.js';
 import { Migration20261123065805_initial } from './Migration20261123065805_initial.js';
+import { Migration20261123072000_sandbox_placement } from './Migration20261123072000_sandbox_placement.js';
 
 /** Applied in this order; `npm run migration:create` writes a new file, which is appended here. */
 export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[] = [
