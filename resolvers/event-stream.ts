@@ -6,22 +6,26 @@ import type { Context } from './builder.js';
  * Adapts a hub stream to a subscription resolver. The hub subscription is opened here, at
  * subscribe time (not at the first read), so nothing committed after the subscribe call is
  * missed and refusals (not found, forbidden, bad cursor) answer the subscribe request itself.
- * Each event starts a fresh context (current rows, empty DataLoaders); the stream closes with
- * the subscription.
+ * Each event starts a fresh context (current rows, empty DataLoaders) for a subscriber that
+ * executes alone; `return()` ends the hub subscription at once, even while waiting for an event.
  */
 export async function eventStream(
   ctx: Context,
   open: () => Promise<EventSubscription>,
-): Promise<AsyncIterable<LogEvent>> {
+): Promise<AsyncIterableIterator<LogEvent>> {
   const stream = await open();
-  return (async function* renewing(): AsyncGenerator<LogEvent> {
-    try {
-      for await (const event of stream) {
-        ctx.renew();
-        yield event;
-      }
-    } finally {
+  const renewing: AsyncIterableIterator<LogEvent> = {
+    [Symbol.asyncIterator]: () => renewing,
+    next: async () => {
+      const step = await stream.next();
+      if (!step.done) ctx.renew();
+      return step;
+    },
+    return: async () => (await stream.return?.()) ?? { done: true, value: undefined },
+    throw: async (error: unknown) => {
       await stream.return?.();
-    }
-  })();
+      throw error;
+    },
+  };
+  return renewing;
 }

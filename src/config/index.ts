@@ -199,6 +199,11 @@ const configSchema = z
     maxTokens: intFrom(100, 1_000_000).default(5_000),
     introspection: boolFrom.default(true),
     csrfPrevention: boolFrom.default(true),
+    /**
+     * Live subscriptions execute once per event for every subscriber sharing the operation, its
+     * variables and the caller's access (see docs/subscriptions.md); off: each executes alone.
+     */
+    sharedSubscriptionExecution: boolFrom.default(true),
     /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
     rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
     /** A JSON object {"<sha256 hex>": "<query>"} of persisted operations. */
@@ -262,6 +267,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   introspection: 'FLOTILLA_INTROSPECTION',
   csrfPrevention: 'FLOTILLA_CSRF_PREVENTION',
   rateLimitPerMinute: 'FLOTILLA_RATE_LIMIT_PER_MINUTE',
+  sharedSubscriptionExecution: 'FLOTILLA_SHARED_SUBSCRIPTION_EXECUTION',
   persistedOperationsFile: 'FLOTILLA_PERSISTED_OPERATIONS_FILE',
   persistedOperationsOnly: 'FLOTILLA_PERSISTED_OPERATIONS_ONLY',
 };

@@ -217,6 +217,9 @@ export class EventHub {
   slowClosed = 0;
   /** Batches read from the log by the live pump, since start (a metric: one per batch, not per subscriber). */
   batchesRead = 0;
+  /** Which read (live batch or replay page) each handed-out event came from; see `batchOf`. */
+  private readonly batches = new WeakMap<LogEvent, number>();
+  private batchSeq = 0;
 
   constructor(
     private readonly orm: Orm,
@@ -247,6 +250,19 @@ export class EventHub {
   /** The id of the newest event the hub has fanned out. */
   get position(): string {
     return this.requireHead();
+  }
+
+  /**
+   * The read an event came from: every event of one live batch (or of one replay page) shares the
+   * number, so consumers can share one data source per batch. Undefined for events not from this hub.
+   */
+  batchOf(event: LogEvent): number | undefined {
+    return this.batches.get(event);
+  }
+
+  private tagBatch(events: readonly LogEvent[]): void {
+    const batch = ++this.batchSeq;
+    for (const event of events) this.batches.set(event, batch);
   }
 
   /** There may be new committed events: read them (coalesced; at most one read in flight). */
@@ -374,6 +390,7 @@ export class EventHub {
    */
   private fanOut(batch: LogEvent[]): void {
     if (batch.length === 0) return;
+    this.tagBatch(batch);
     for (const event of batch) {
       this.applyAccessChange(event);
       const position = BigInt(event.id);
@@ -438,6 +455,7 @@ export class EventHub {
         sub.options.match,
       );
       if (sub.finished) return;
+      this.tagBatch(page);
       for (const event of page) {
         if (sub.accepts(event)) sub.push(event);
         else sub.position = BigInt(event.id);

@@ -13,7 +13,9 @@ import { type EventBus, InProcessBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 import { EventStream } from '../events/stream.js';
 import { ContextFactory } from './context.js';
+import { DeliveryGate } from './delivery-gate.js';
 import { limitsFromConfig, RateLimiter } from './limits.js';
+import { LiveExecution } from './live-execution.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { GRAPHQL_PATH, type RunningServer, startHttpServer } from './server.js';
@@ -133,6 +135,15 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),
     maxApiTokenTtlSeconds: config.apiTokenMaxTtlSeconds,
   });
+  const liveExecution = config.sharedSubscriptionExecution
+    ? new LiveExecution({
+        sharedContext: (identity, em) => contexts.createShared(identity, em),
+        fork: () => db.orm.em.fork(),
+        batchOf: (event) => events?.hub.batchOf(event),
+        gate: new DeliveryGate(),
+      })
+    : null;
+  metrics.watchLiveExecution(() => liveExecution?.stats() ?? { groups: 0, executions: 0, deliveries: 0 });
   let http: RunningServer;
   try {
     http = await startHttpServer(
@@ -147,6 +158,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         readiness: () => events?.readiness() ?? { ok: false, reason: 'event stream starting' },
         limits,
         sessions,
+        liveExecution: liveExecution?.plugin(),
       },
       { host: config.host, port: config.port },
     );

@@ -4,9 +4,10 @@ import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
 import { bearerToken, type TokenService } from '../auth/tokens.js';
 import type { Database } from '../db/database.js';
+import type { Em } from '../db/orm.js';
 import type { Clock, DomainSettings } from '../domain/context.js';
 import { AuthenticationError, DomainError } from '../domain/errors.js';
-import { createServices } from '../domain/services.js';
+import { createServices, type Services } from '../domain/services.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 import { toGraphQLError } from './errors.js';
@@ -71,16 +72,31 @@ export class ContextFactory {
       },
       maxApiTokenTtlSeconds: this.options.maxApiTokenTtlSeconds,
     };
+    return this.contextOf(identity, requestId, tokens, () => this.db.orm.em.fork());
+  }
+
+  /**
+   * A read-only context for shared subscription execution: no rate limit or expiry check (each
+   * subscriber's own were done when it subscribed), and services on the given EntityManager,
+   * which every group executing the same event batch shares.
+   */
+  createShared(identity: Identity, em: Em): Context {
+    return this.contextOf(identity, randomUUID(), READ_ONLY_TOKENS, () => em);
+  }
+
+  private contextOf(identity: Identity, requestId: string, tokens: TokenAuthority, em: () => Em): Context {
     const bind = () =>
-      createServices({
-        em: this.db.orm.em.fork(),
-        identity,
-        clock: this.clock,
-        settings: this.settings,
-        bus: this.bus,
-        tokens,
-        events: this.options.events,
-      });
+      new LazyServices(() =>
+        createServices({
+          em: em(),
+          identity,
+          clock: this.clock,
+          settings: this.settings,
+          bus: this.bus,
+          tokens,
+          events: this.options.events,
+        }),
+      );
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {
       identity,
       services: bind(),
@@ -96,3 +112,56 @@ export class ContextFactory {
     return context;
   }
 }
+
+/**
+ * Services bound on first use. A live subscription keeps its context for its whole life but,
+ * executing through the shared groups, rarely touches it after subscribing, so it must not hold
+ * an EntityManager fork meanwhile. Getters live on the prototype, so the server's merge of the
+ * context into its own object copies this instance, not the bound services.
+ */
+class LazyServices implements Services {
+  private bound: Services | null = null;
+  constructor(private readonly create: () => Services) {}
+  private get all(): Services {
+    this.bound ??= this.create();
+    return this.bound;
+  }
+  get context() {
+    return this.all.context;
+  }
+  get tenants() {
+    return this.all.tenants;
+  }
+  get workers() {
+    return this.all.workers;
+  }
+  get sandboxes() {
+    return this.all.sandboxes;
+  }
+  get leases() {
+    return this.all.leases;
+  }
+  get messages() {
+    return this.all.messages;
+  }
+  get events() {
+    return this.all.events;
+  }
+  get apiTokens() {
+    return this.all.apiTokens;
+  }
+  get subscriptions() {
+    return this.all.subscriptions;
+  }
+}
+
+/** Shared execution only reads: anything that would mint or end sessions is a bug. */
+const READ_ONLY_TOKENS: TokenAuthority = {
+  mint: () => {
+    throw new Error('shared subscription execution cannot mint tokens');
+  },
+  endSessions: () => {
+    throw new Error('shared subscription execution cannot end sessions');
+  },
+  maxApiTokenTtlSeconds: 0,
+};

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { LiveExecutionStats } from './live-execution.js';
 
 export interface EventStreamStats {
   listenerReady: boolean;
@@ -55,6 +56,41 @@ export class Metrics {
     'Event subscriptions closed since start because their client fell too far behind',
     (stats) => stats.slowClosed,
   );
+
+  private liveStats: (() => LiveExecutionStats) | null = null;
+  readonly liveGroups = this.liveGauge(
+    'flotilla_live_groups',
+    'Groups of live subscriptions that share one execution per event',
+    (stats) => stats.groups,
+  );
+  readonly liveExecutions = this.liveGauge(
+    'flotilla_live_executions',
+    'Selections executed for live subscriptions since start (once per event per group)',
+    (stats) => stats.executions,
+  );
+  readonly liveDeliveries = this.liveGauge(
+    'flotilla_live_deliveries',
+    'Results handed to live subscribers since start',
+    (stats) => stats.deliveries,
+  );
+
+  /** Reads the shared execution's figures at scrape time. */
+  watchLiveExecution(stats: () => LiveExecutionStats): void {
+    this.liveStats = stats;
+  }
+
+  private liveGauge(name: string, help: string, pick: (stats: LiveExecutionStats) => number): Gauge {
+    const source = (): LiveExecutionStats | null => this.liveStats?.() ?? null;
+    return new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect(this: Gauge) {
+        const stats = source();
+        this.set(stats ? pick(stats) : 0);
+      },
+    });
+  }
 
   /** Reads the event stream's figures at scrape time. */
   watchEvents(stats: () => EventStreamStats): void {

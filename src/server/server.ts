@@ -3,8 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type DocumentNode, type ExecutionArgs, GraphQLError, type GraphQLSchema } from 'graphql';
-import { useServer } from 'graphql-ws/use/ws';
-import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { Context } from '../../resolvers/builder.js';
 import type { Identity } from '../auth/identity.js';
@@ -18,6 +17,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
 import { serveDashboard } from './static.js';
+import { serveGraphqlWs } from './ws.js';
 
 export const GRAPHQL_PATH = '/graphql';
 /** WebSocket close code for a server going away: clients reconnect elsewhere. */
@@ -36,6 +36,8 @@ export interface HttpServerDeps {
   readiness?: () => { ok: boolean; reason?: string };
   limits: Limits;
   sessions: SessionRegistry;
+  /** Shared execution of live subscriptions (live-execution.ts); absent: each subscriber executes alone. */
+  liveExecution?: Plugin;
 }
 
 interface ServerContext {
@@ -73,7 +75,11 @@ export async function startHttpServer(
     },
     renderGraphiQL: localGraphiQL(),
     maskedErrors: { maskError: createErrorMasker(logger.child({ component: 'graphql' })) },
-    plugins: [limitsPlugin(deps.limits), deps.sessions.expiryPlugin()],
+    plugins: [
+      limitsPlugin(deps.limits),
+      deps.sessions.expiryPlugin(),
+      ...(deps.liveExecution ? [deps.liveExecution] : []),
+    ],
     context: async (initial): Promise<Context> => {
       const identity = initial.identity ?? (await contexts.authenticate(initial.request.headers.get('authorization')));
       return contexts.create(identity, initial.requestId);
@@ -159,7 +165,7 @@ export async function startHttpServer(
 
   // graphql-ws on the same port and path, sharing the Yoga pipeline and the context factory.
   const wss = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: deps.limits.maxBodyBytes });
-  useServer<Record<string, unknown>, { identity: Identity; requestId: string; authorization: string | null }>(
+  serveGraphqlWs<Record<string, unknown>, { identity: Identity; requestId: string; authorization: string | null }>(
     {
       onConnect: async (ctx) => {
         const auth = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
@@ -238,6 +244,7 @@ export async function startHttpServer(
       subscribe: (args) => (args.rootValue as { subscribe: (a: ExecutionArgs) => never }).subscribe(args),
     },
     wss,
+    (err) => logger.error({ err: err instanceof Error ? err.message : String(err) }, 'graphql-ws internal error'),
   );
   wss.on('connection', (socket: WebSocket) => {
     metrics.wsConnections.inc();

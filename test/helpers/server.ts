@@ -35,6 +35,8 @@ export async function startTestServer(
     env?: Record<string, string>;
     clock?: Clock;
     databaseUrl?: string;
+    /** With `databaseUrl` of another test server: its admin token (a second start mints none). */
+    adminToken?: string;
     /** Receives every SQL statement the server issues. */
     onQuery?: (sql: string) => void;
     /** Run the domain sweeper on its timer (default false in tests: drive it with app.sweeper.runOnce()). */
@@ -57,7 +59,7 @@ export async function startTestServer(
     sweep: options.sweep ?? false,
   });
   await app.ready;
-  const adminToken = app.adminToken?.token;
+  const adminToken = app.adminToken?.token ?? options.adminToken;
   if (!adminToken) throw new Error('a fresh database should mint an admin token');
   const sockets: Client[] = [];
 
