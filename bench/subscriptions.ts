@@ -25,11 +25,11 @@ import { describeMachine } from './machine.js';
 
 type Driver = 'sqlite' | 'postgres';
 
-/** Subscribers of the fan-out scenario, and how many share one WebSocket (graphql-ws multiplexes). */
-const FANOUT_SUBSCRIBERS = Number(process.env.BENCH_FANOUT_SUBSCRIBERS ?? 10_000);
+/** Subscriber counts of the fan-out scenario, and how many share one WebSocket (graphql-ws multiplexes). */
+const FANOUT_SIZES = (process.env.BENCH_FANOUT_SIZES ?? '1000,10000').split(',').map(Number);
 const SUBSCRIPTIONS_PER_SOCKET = Number(process.env.BENCH_SUBSCRIPTIONS_PER_SOCKET ?? 100);
-/** Events fired one at a time at the full fan-out, each waited for by every subscriber. */
-const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 5);
+/** Events fired one at a time at each size, each waited for by every subscriber. */
+const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 4);
 /** Subscribers and duration of the sustained scenario; producers = mutations in flight. */
 const SUSTAINED_SUBSCRIBERS = Number(process.env.BENCH_SUSTAINED_SUBSCRIBERS ?? 1_000);
 const SUSTAINED_DURATION_MS = Number(process.env.BENCH_SUSTAINED_DURATION_MS ?? 15_000);
@@ -38,8 +38,6 @@ const SUSTAINED_PRODUCERS = Number(process.env.BENCH_SUSTAINED_PRODUCERS ?? 8);
 const REPLICA_EVENTS = Number(process.env.BENCH_REPLICA_EVENTS ?? 300);
 /** Subscriptions started at once while subscribing, so the server is not handed 10,000 at a time. */
 const SUBSCRIBE_BATCH = 500;
-/** Memory is read at this share of the subscribers and at all of them. */
-const FIRST_STEP_SHARE = 0.1;
 /** Bounds on every wait, so a run always ends (the whole run stays within ~5 minutes). */
 const WAIT_SUBSCRIBED_MS = 120_000;
 const WAIT_DELIVERED_MS = 60_000;
@@ -51,7 +49,16 @@ const SETTLE_MS = 3_000;
 /** High enough that 10,000 subscribes plus the mutations never hit the per-token limit. */
 const RATE_LIMIT_PER_MINUTE = '1000000';
 
-const EVENTS_SUBSCRIPTION = `subscription($t: ID!) { tenantEvents(tenantId: $t, types: [MESSAGE_POSTED]) { cursor occurredAt } }`;
+/** The two selections the fan-out issue names: scalars only, and what a dashboard shows. */
+const SELECTIONS = {
+  scalar: 'subscription($t: ID!) { tenantEvents(tenantId: $t, types: [MESSAGE_POSTED]) { cursor occurredAt } }',
+  dashboard: `subscription($t: ID!) { tenantEvents(tenantId: $t, types: [MESSAGE_POSTED]) {
+    cursor type occurredAt
+    sandbox { id name status agent { phase activity } worker { id name } }
+    message { id body senderKind }
+  } }`,
+};
+const EVENTS_SUBSCRIPTION = SELECTIONS.scalar;
 const SEND = `mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }`;
 
 /**
@@ -199,6 +206,8 @@ async function scrape(graphqlUrl: string): Promise<{
   closedSlow: number;
   sockets: number;
   cpuSeconds: number;
+  statements: number;
+  executions: number;
 }> {
   const text = await fetchText(new URL('/metrics', graphqlUrl));
   const value = (name: string): number => {
@@ -212,6 +221,8 @@ async function scrape(graphqlUrl: string): Promise<{
     closedSlow: value('flotilla_event_subscribers_closed_slow'),
     sockets: value('flotilla_websocket_connections'),
     cpuSeconds: value('flotilla_process_cpu_seconds_total'),
+    statements: value('flotilla_db_statements_total'),
+    executions: value('flotilla_live_executions'),
   };
 }
 
@@ -280,21 +291,33 @@ interface Subscribers {
   onEvent: (fn: (index: number, at: number) => void) => void;
   errors: () => number;
   dispose(): void;
+  /** The last payload any of them received. */
+  last(): unknown;
 }
 
 /** Starts tenantEvents subscriptions `from` to `count` (indexes) spread over the sockets, in batches. */
-async function subscribe(clients: Client[], tenantId: string, count: number, from = 0): Promise<Subscribers> {
+async function subscribe(
+  clients: Client[],
+  tenantId: string,
+  count: number,
+  from = 0,
+  query = EVENTS_SUBSCRIPTION,
+): Promise<Subscribers> {
   let handler: (index: number, at: number) => void = () => undefined;
   let errors = 0;
+  let last: unknown = null;
   const unsubscribes: (() => void)[] = [];
   for (let start = from; start < count; start += SUBSCRIBE_BATCH) {
     for (let i = start; i < Math.min(count, start + SUBSCRIBE_BATCH); i++) {
       const client = clients[Math.floor(i / SUBSCRIPTIONS_PER_SOCKET) % clients.length];
       unsubscribes.push(
         client.subscribe(
-          { query: EVENTS_SUBSCRIPTION, variables: { t: tenantId } },
+          { query, variables: { t: tenantId } },
           {
-            next: () => handler(i, performance.now()),
+            next: (value) => {
+              last = value;
+              handler(i, performance.now());
+            },
             error: () => {
               errors += 1;
             },
@@ -314,116 +337,258 @@ async function subscribe(clients: Client[], tenantId: string, count: number, fro
     dispose: () => {
       for (const u of unsubscribes) u();
     },
+    last: () => last,
   };
 }
 
-async function fanOutAndMemory(server: ServerProcess, token: string) {
+/** Starts the latency probe (bench/probe.ts) in its own process; lines are `<epoch ms> <latency ms>`. */
+function startProbe(url: string, token: string, tenantId: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', resolve('bench/probe.ts'), url, token, tenantId], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const samples: { at: number; ms: number }[] = [];
+  let buffer = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    const lines = buffer.split('\n');
+    buffer = lines.pop() ?? '';
+    for (const line of lines) {
+      const [at, ms] = line.split(' ').map(Number);
+      if (Number.isFinite(at) && Number.isFinite(ms)) samples.push({ at, ms });
+    }
+  });
+  return {
+    /** Latencies of the probe queries started within [from, to] (epoch ms). */
+    between: (from: number, to: number) => samples.filter((s) => s.at >= from && s.at <= to).map((s) => s.ms),
+    stop: () => child.kill('SIGTERM'),
+  };
+}
+
+const epochNow = () => performance.timeOrigin + performance.now();
+
+/** One fan-out round: one sendMessage, waited for by every subscriber; server CPU, statements, probe latency. */
+async function fanOutRound(
+  url: string,
+  token: string,
+  sandboxId: string,
+  subs: Subscribers,
+  subscribers: number,
+  probe: ReturnType<typeof startProbe>,
+  label: string,
+) {
+  const before = await scrape(url);
+  const arrivals = new Float64Array(subscribers).fill(NaN);
+  let delivered = 0;
+  subs.onEvent((i, at) => {
+    if (i < subscribers && Number.isNaN(arrivals[i])) {
+      arrivals[i] = at;
+      delivered += 1;
+    }
+  });
+  const epoch0 = epochNow();
+  const t0 = performance.now();
+  if (!(await send(url, token, sandboxId, label))) throw new Error('sendMessage failed');
+  const mutationMs = performance.now() - t0;
+  await until(() => delivered >= subscribers, WAIT_DELIVERED_MS, 5);
+  const latencies = Array.from(arrivals)
+    .filter((a) => !Number.isNaN(a))
+    .map((a) => a - t0);
+  const p = percentiles(latencies);
+  const during = percentiles(probe.between(epoch0, epoch0 + p.maxMs));
+  const after = await scrape(url);
+  const serverCpuMs = (after.cpuSeconds - before.cpuSeconds) * 1000;
+  return {
+    mutationMs: round(mutationMs),
+    p50Ms: p.p50Ms,
+    p99Ms: p.p99Ms,
+    lastMs: p.maxMs,
+    delivered,
+    serverCpuMs: round(serverCpuMs, 0),
+    serverCpuUsPerDelivery: round((serverCpuMs * 1000) / Math.max(1, delivered), 1),
+    // The mutation's own statements are included (the same in every round); the rest is delivery.
+    statements: after.statements - before.statements,
+    executions: after.executions - before.executions,
+    probeDuring: { p50Ms: during.p50Ms, p99Ms: during.p99Ms, maxMs: during.maxMs, count: during.count },
+  };
+}
+
+/**
+ * For each selection: subscribers at every size of FANOUT_SIZES (added on top of each other,
+ * SUBSCRIPTIONS_PER_SOCKET per socket), FANOUT_ROUNDS rounds each, the probe querying meanwhile.
+ * Memory is read with the scalar selection at the first and the last size.
+ */
+async function fanOut(server: ServerProcess, token: string) {
   const url = server.url;
   const { tenantId, sandboxId } = await seed(url, token);
-  // Warm up the mutation and a subscription, so first-use costs (compiled code, caches) stay out of the deltas.
   await send(url, token, sandboxId, 'warm-up');
-  const sockets = Math.ceil(FANOUT_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET);
+  const probe = startProbe(url, token, tenantId);
+  await sleep(1_000);
+  const idleProbeFrom = epochNow();
+  await sleep(3_000);
+  const probeIdle = percentiles(probe.between(idleProbeFrom, epochNow()));
+  const largest = Math.max(...FANOUT_SIZES);
+  const sockets = Math.ceil(largest / SUBSCRIPTIONS_PER_SOCKET);
   const baseline = await memory(server);
-  const clients = await openSockets(url, token, sockets);
-  const withSockets = await memory(server);
-
-  // Memory per subscription is the slope between a first tenth and all of them: fixed costs cancel out.
-  const firstStep = Math.floor(FANOUT_SUBSCRIBERS * FIRST_STEP_SHARE);
-  const opened = async (n: number) => {
-    if (!(await until(async () => (await scrape(url)).subscribers >= n, WAIT_SUBSCRIBED_MS, 200))) {
-      throw new Error(`only ${(await scrape(url)).subscribers} of ${n} subscriptions opened`);
-    }
-  };
-  const first = await subscribe(clients, tenantId, firstStep);
-  await opened(firstStep);
-  const atFirstStep = await memory(server);
-  const subscribeStarted = performance.now();
-  const rest = await subscribe(clients, tenantId, FANOUT_SUBSCRIBERS, firstStep);
-  await opened(FANOUT_SUBSCRIBERS);
-  const subscribeSeconds = (performance.now() - subscribeStarted) / 1000;
-  const idle = await memory(server);
-  const subs: Subscribers = {
-    onEvent: (fn) => {
-      first.onEvent(fn);
-      rest.onEvent(fn);
-    },
-    errors: () => first.errors() + rest.errors(),
-    dispose: () => {
-      first.dispose();
-      rest.dispose();
-    },
-  };
-
-  const rounds: {
-    mutationMs: number;
-    lastMs: number;
-    p50Ms: number;
-    p99Ms: number;
-    delivered: number;
-    serverCpuMs: number;
-  }[] = [];
-  const all: number[] = [];
-  for (let n = 0; n < FANOUT_ROUNDS; n++) {
-    const cpuBefore = (await scrape(url)).cpuSeconds;
-    const arrivals = new Float64Array(FANOUT_SUBSCRIBERS).fill(NaN);
-    let delivered = 0;
-    subs.onEvent((i, at) => {
-      if (Number.isNaN(arrivals[i])) {
-        arrivals[i] = at;
-        delivered += 1;
+  const results: Record<string, unknown>[] = [];
+  const memoryAt: { subscriptions: number; rss: number; heapUsed: number }[] = [];
+  let dashboardPayload = '';
+  try {
+    for (const [selection, query] of Object.entries(SELECTIONS)) {
+      const clients = await openSockets(url, token, sockets);
+      const parts: Subscribers[] = [];
+      let opened = 0;
+      for (const size of FANOUT_SIZES) {
+        const started = performance.now();
+        parts.push(await subscribe(clients, tenantId, size, opened, query));
+        opened = size;
+        if (!(await until(async () => (await scrape(url)).subscribers >= size, WAIT_SUBSCRIBED_MS, 200))) {
+          throw new Error(`only ${(await scrape(url)).subscribers} of ${size} subscriptions opened`);
+        }
+        const subscribeSeconds = round((performance.now() - started) / 1000);
+        if (selection === 'scalar') memoryAt.push({ subscriptions: size, ...(await memory(server)) });
+        const subs: Subscribers = {
+          onEvent: (fn) => {
+            for (const part of parts) part.onEvent(fn);
+          },
+          errors: () => parts.reduce((n, part) => n + part.errors(), 0),
+          dispose: () => {
+            for (const part of parts) part.dispose();
+          },
+          last: () => parts[0].last(),
+        };
+        const rounds: Awaited<ReturnType<typeof fanOutRound>>[] = [];
+        for (let n = 0; n < FANOUT_ROUNDS; n++) {
+          console.error(`  ${selection} × ${size}, round ${n + 1}`);
+          rounds.push(await fanOutRound(url, token, sandboxId, subs, size, probe, `${selection} ${size} ${n}`));
+          await sleep(500);
+        }
+        if (selection === 'dashboard') dashboardPayload = JSON.stringify(subs.last());
+        // The first round after subscribing pays first-execution costs; the steady figure is the median of the rest.
+        const steady = rounds.length > 1 ? rounds.slice(1) : rounds;
+        const med = (pick: (r: (typeof rounds)[number]) => number) => round(median(steady.map(pick)));
+        results.push({
+          selection,
+          subscribers: size,
+          sockets: Math.ceil(size / SUBSCRIPTIONS_PER_SOCKET),
+          subscribeSeconds,
+          rounds,
+          steady: {
+            lastMs: med((r) => r.lastMs),
+            p50Ms: med((r) => r.p50Ms),
+            serverCpuUsPerDelivery: med((r) => r.serverCpuUsPerDelivery),
+            statements: med((r) => r.statements),
+            executions: med((r) => r.executions),
+            mutationMs: med((r) => r.mutationMs),
+            probeP99Ms: med((r) => r.probeDuring.p99Ms),
+          },
+          subscriptionErrors: subs.errors(),
+        });
       }
-    });
-    const t0 = performance.now();
-    if (!(await send(url, token, sandboxId, `fan-out ${n}`))) throw new Error('sendMessage failed');
-    const mutationMs = performance.now() - t0;
-    await until(() => delivered >= FANOUT_SUBSCRIBERS, WAIT_DELIVERED_MS, 5);
-    const latencies = Array.from(arrivals)
-      .filter((a) => !Number.isNaN(a))
-      .map((a) => a - t0);
-    all.push(...latencies);
-    const p = percentiles(latencies);
-    // The server's own CPU time for this event (the client shares the machine; this says which side is busy).
-    const serverCpuMs = ((await scrape(url)).cpuSeconds - cpuBefore) * 1000;
-    rounds.push({
-      mutationMs: round2(mutationMs),
-      lastMs: p.maxMs,
-      p50Ms: p.p50Ms,
-      p99Ms: p.p99Ms,
-      delivered,
-      serverCpuMs: round(serverCpuMs, 0),
-    });
-    await sleep(1_000);
+      for (const part of parts) part.dispose();
+      await Promise.all(clients.map((c) => c.dispose()));
+      await until(async () => (await scrape(url)).subscribers === 0, WAIT_SUBSCRIBED_MS, 200);
+    }
+  } finally {
+    probe.stop();
   }
-  const after = await scrape(url);
-  subs.dispose();
-  await Promise.all(clients.map((c) => c.dispose()));
-
-  const perSub = (a: number, b: number) => round((a - b) / (FANOUT_SUBSCRIBERS - firstStep), 0);
+  const [first, last] = [memoryAt[0], memoryAt.at(-1)];
+  const slope = (a: number, b: number) =>
+    last && first && last.subscriptions > first.subscriptions
+      ? round((a - b) / (last.subscriptions - first.subscriptions), 0)
+      : NaN;
   return {
-    fanOut: {
-      subscribers: FANOUT_SUBSCRIBERS,
-      sockets,
-      subscriptionsPerSocket: SUBSCRIPTIONS_PER_SOCKET,
-      subscribeSeconds: round(subscribeSeconds),
-      subscribedInThatTime: FANOUT_SUBSCRIBERS - firstStep,
-      rounds,
-      overall: percentiles(all),
-      subscriptionErrors: subs.errors(),
-      closedSlow: after.closedSlow,
-    },
+    fanOut: results,
+    probeIdle,
+    dashboardPayload,
     memory: {
       baseline,
-      withSockets,
-      firstStep: { subscriptions: firstStep, ...atFirstStep },
-      idle,
-      rssBytesPerSubscription: perSub(idle.rss, atFirstStep.rss),
-      heapBytesPerSubscription: perSub(idle.heapUsed, atFirstStep.heapUsed),
-      rssBytesPerSocket: round((withSockets.rss - baseline.rss) / sockets, 0),
+      steps: memoryAt,
+      rssBytesPerSubscription: slope(last?.rss ?? NaN, first?.rss ?? NaN),
+      heapBytesPerSubscription: slope(last?.heapUsed ?? NaN, first?.heapUsed ?? NaN),
     },
   };
 }
 
-const round2 = (x: number) => round(x, 2);
+/**
+ * The floor: the same number of frames with the same payload from a bare `ws` server in its own
+ * process, to the same number of sockets; the client parses every frame, as graphql-ws does.
+ */
+async function rawFloor(payload: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', resolve('bench/raw-ws-floor.ts')], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines: string[] = [];
+  let wake: () => void = () => undefined;
+  let buffer = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    const parts = buffer.split('\n');
+    buffer = parts.pop() ?? '';
+    lines.push(...parts);
+    wake();
+  });
+  const nextLine = async (prefix: string) => {
+    for (;;) {
+      const i = lines.findIndex((l) => l.startsWith(prefix));
+      if (i >= 0) return lines.splice(i, 1)[0];
+      await new Promise<void>((r) => {
+        wake = r;
+      });
+    }
+  };
+  try {
+    const port = Number((await nextLine('listening ')).split(' ')[1]);
+    const results = [];
+    for (const size of FANOUT_SIZES) {
+      const count = Math.ceil(size / SUBSCRIPTIONS_PER_SOCKET);
+      let received = 0;
+      let lastAt = 0;
+      const sockets = await Promise.all(
+        Array.from(
+          { length: count },
+          () =>
+            new Promise<WebSocket>((ok, fail) => {
+              const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+              ws.on('message', (data) => {
+                JSON.parse(String(data));
+                received += 1;
+                lastAt = performance.now();
+              });
+              ws.once('open', () => ok(ws));
+              ws.once('error', fail);
+            }),
+        ),
+      );
+      const rounds: { lastMs: number; serverCpuMs: number; delivered: number }[] = [];
+      for (let n = 0; n < FANOUT_ROUNDS; n++) {
+        received = 0;
+        const t0 = performance.now();
+        child.stdin?.write(`broadcast ${SUBSCRIPTIONS_PER_SOCKET} ${payload}\n`);
+        const cpuMs = Number((await nextLine('sent ')).split(' ')[1]);
+        await until(() => received >= count * SUBSCRIPTIONS_PER_SOCKET, WAIT_DELIVERED_MS, 2);
+        rounds.push({ lastMs: round(lastAt - t0), serverCpuMs: round(cpuMs, 1), delivered: received });
+        await sleep(300);
+      }
+      for (const ws of sockets) ws.close();
+      const steady = rounds.length > 1 ? rounds.slice(1) : rounds;
+      results.push({
+        subscribers: count * SUBSCRIPTIONS_PER_SOCKET,
+        sockets: count,
+        rounds,
+        steady: {
+          lastMs: round(median(steady.map((r) => r.lastMs))),
+          serverCpuUsPerDelivery: round(
+            median(steady.map((r) => (r.serverCpuMs * 1000) / (count * SUBSCRIPTIONS_PER_SOCKET))),
+            1,
+          ),
+        },
+      });
+    }
+    return { payloadBytes: Buffer.byteLength(payload), results };
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
 
 async function sustained(url: string, token: string) {
   const { tenantId } = await seed(url, token);
@@ -556,10 +721,10 @@ try {
   if (!token) throw new Error('a fresh database should print an admin token');
   const loadAtStart = round(loadavg()[0]);
 
-  console.error(
-    `fan-out: ${FANOUT_SUBSCRIBERS} subscribers over ${Math.ceil(FANOUT_SUBSCRIBERS / SUBSCRIPTIONS_PER_SOCKET)} sockets…`,
-  );
-  const fan = await fanOutAndMemory(a, token);
+  console.error(`fan-out: ${FANOUT_SIZES.join(', ')} subscribers, ${SUBSCRIPTIONS_PER_SOCKET} per socket…`);
+  const fan = await fanOut(a, token);
+  console.error('raw ws floor…');
+  const floor = await rawFloor(fan.dashboardPayload);
   console.error('sustained…');
   const sus = await sustained(a.url, token);
   let replicas: Awaited<ReturnType<typeof crossReplica>> | null = null;
@@ -579,26 +744,67 @@ try {
     loadAverage1mAtEnd: round(loadavg()[0]),
     rateLimitPerMinute: Number(RATE_LIMIT_PER_MINUTE),
   };
-  const result = { ...meta, fanOut: fan.fanOut, memory: fan.memory, sustained: sus, replicas };
+  type FanRow = {
+    selection: string;
+    subscribers: number;
+    steady: {
+      lastMs: number;
+      p50Ms: number;
+      serverCpuUsPerDelivery: number;
+      statements: number;
+      executions: number;
+      mutationMs: number;
+      probeP99Ms: number;
+    };
+  };
+  const rows = fan.fanOut as FanRow[];
+  const floorAt = (n: number) => floor.results.find((r) => r.subscribers === n)?.steady;
+  const rowOf = (selection: string, n: number) =>
+    rows.find((r) => r.selection === selection && r.subscribers === n)?.steady;
+  const largest = Math.max(...FANOUT_SIZES);
+  const smallest = Math.min(...FANOUT_SIZES);
+  const dashLarge = rowOf('dashboard', largest);
+  const goals = {
+    dashboardLastVsFloor:
+      dashLarge && floorAt(largest) ? round(dashLarge.lastMs / (floorAt(largest)?.lastMs ?? NaN)) : NaN,
+    dashboardCpuUsPerDelivery: dashLarge?.serverCpuUsPerDelivery ?? NaN,
+    dashboardVsScalarCpuAtSmallest: round(
+      (rowOf('dashboard', smallest)?.serverCpuUsPerDelivery ?? NaN) /
+        (rowOf('scalar', smallest)?.serverCpuUsPerDelivery ?? NaN),
+    ),
+    statementsPerEvent: Object.fromEntries(rows.map((r) => [`${r.selection}@${r.subscribers}`, r.steady.statements])),
+    heapBytesPerIdleSubscription: fan.memory.heapBytesPerSubscription,
+    probeP99DuringLargestDashboardMs: dashLarge?.probeP99Ms ?? NaN,
+  };
+  const result = {
+    ...meta,
+    goals,
+    fanOut: fan.fanOut,
+    floor,
+    probeIdle: fan.probeIdle,
+    memory: fan.memory,
+    sustained: sus,
+    replicas,
+  };
   writeFileSync(`bench/results/subscriptions-${driver}.json`, `${JSON.stringify(result, null, 2)}\n`);
 
-  const f = fan.fanOut;
   const lines = [
     `### subscriptions, ${driver} (load average ${meta.loadAverage1mAtStart} → ${meta.loadAverage1mAtEnd} on ${meta.machine.cpus} CPUs)`,
     '',
-    `Fan-out: ${f.subscribers} tenantEvents subscribers on ${f.sockets} sockets (${f.subscriptionsPerSocket} each; the last ${f.subscribedInThatTime} opened in ${f.subscribeSeconds} s); one sendMessage per round, latency from sending the mutation to each subscriber's arrival.`,
+    `Fan-out: tenantEvents subscribers, ${SUBSCRIPTIONS_PER_SOCKET} per graphql-ws socket; one sendMessage per round (${FANOUT_ROUNDS} rounds, steady = median of rounds 2–${FANOUT_ROUNDS}); the floor is a bare \`ws\` server sending the same ${floor.payloadBytes}-byte dashboard payload as the same number of frames over the same number of sockets. Statements include the mutation's own. Probe: one \`tenant(id)\` query at a time from another process during the round (idle: p50 ${fan.probeIdle.p50Ms} ms, p99 ${fan.probeIdle.p99Ms} ms).`,
     '',
-    '| round | mutation ms | p50 ms | p99 ms | last ms | delivered | server CPU ms |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...f.rounds.map(
-      (r, i) =>
-        `| ${i + 1} | ${r.mutationMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.lastMs} | ${r.delivered} | ${r.serverCpuMs} |`,
-    ),
-    `| all | | ${f.overall.p50Ms} | ${f.overall.p99Ms} | ${f.overall.maxMs} | ${f.overall.count} | |`,
+    '| selection | subscribers | last ms | floor last ms | ratio | server CPU µs/delivery | floor µs/delivery | statements/event | executions/event | mutation ms | probe p99 ms |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map((r) => {
+      const f = floorAt(r.subscribers);
+      return `| ${r.selection} | ${r.subscribers} | ${r.steady.lastMs} | ${f?.lastMs ?? ''} | ${f ? round(r.steady.lastMs / f.lastMs) : ''} | ${r.steady.serverCpuUsPerDelivery} | ${f?.serverCpuUsPerDelivery ?? ''} | ${r.steady.statements} | ${r.steady.executions} | ${r.steady.mutationMs} | ${r.steady.probeP99Ms} |`;
+    }),
     '',
-    `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics, each after a forced full GC): baseline RSS ${mb(fan.memory.baseline.rss)} / heap ${mb(fan.memory.baseline.heapUsed)}; ` +
-      `with ${f.sockets} idle sockets RSS ${mb(fan.memory.withSockets.rss)}; with ${fan.memory.firstStep.subscriptions} idle subscriptions RSS ${mb(fan.memory.firstStep.rss)} / heap ${mb(fan.memory.firstStep.heapUsed)}; with ${f.subscribers} RSS ${mb(fan.memory.idle.rss)} / heap ${mb(fan.memory.idle.heapUsed)} → slope ` +
-      `**${fan.memory.rssBytesPerSubscription} B RSS, ${fan.memory.heapBytesPerSubscription} B heap per subscription** (${fan.memory.rssBytesPerSocket} B RSS per socket).`,
+    `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics, each after a forced full GC, scalar selection): baseline heap ${mb(fan.memory.baseline.heapUsed)}; ` +
+      fan.memory.steps
+        .map((m) => `${m.subscriptions} idle subscriptions: RSS ${mb(m.rss)} / heap ${mb(m.heapUsed)}`)
+        .join('; ') +
+      ` → slope **${fan.memory.heapBytesPerSubscription} B heap, ${fan.memory.rssBytesPerSubscription} B RSS per subscription**.`,
     '',
     `Sustained: ${sus.subscribers} subscribers, ${sus.producers} sendMessage in flight (one sandbox each) for ${sus.durationMs / 1000} s: **${sus.eventsPerSecond} events/s produced, ${sus.deliveriesPerSecond} deliveries/s** ` +
       `(${sus.deliveries}/${sus.expectedDeliveries} delivered, drained ${sus.drainSecondsAfterLastMutation} s after the last mutation, ${sus.closedSlow} closed as too slow, ${sus.mutationsFailed} mutations failed; server CPU ${sus.serverCpuMsPerDelivery} ms per delivery).`,

@@ -14,6 +14,8 @@ export async function eventStream(
   open: () => Promise<EventSubscription>,
 ): Promise<AsyncIterableIterator<LogEvent>> {
   const stream = await open();
+  // What subscribing loaded (an EntityManager fork, DataLoaders) is not needed while waiting for events.
+  ctx.renew();
   const renewing: AsyncIterableIterator<LogEvent> = {
     [Symbol.asyncIterator]: () => renewing,
     next: async () => {

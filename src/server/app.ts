@@ -89,6 +89,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     logger,
     onQuery: options.onQuery,
     onReady: async (orm) => {
+      // Counted per statement knex sends (cheap: no formatting), for /metrics.
+      orm.em
+        .getConnection()
+        .getKnex()
+        .on('query', () => metrics.dbStatements.inc());
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
       const service = new TokenService(

@@ -29,6 +29,11 @@ export class Metrics {
     help: 'Open graphql-ws connections',
     registers: [this.registry],
   });
+  readonly dbStatements = new Counter({
+    name: 'flotilla_db_statements_total',
+    help: 'SQL statements sent to the database since start',
+    registers: [this.registry],
+  });
   readonly databaseReady = new Gauge({
     name: 'flotilla_database_ready',
     help: '1 when the database is connected and migrated',

@@ -24,6 +24,12 @@ export const GRAPHQL_PATH = '/graphql';
 export const CLOSE_GOING_AWAY = 1001;
 export { CLOSE_FORBIDDEN };
 
+/**
+ * Yoga's context wants a Request; a WebSocket operation has none of its own. One shared, never
+ * read, instead of one per operation: a live subscription would keep it for its whole life.
+ */
+const WS_REQUEST = new Request('http://localhost/graphql', { method: 'POST' });
+
 export interface HttpServerDeps {
   schema: GraphQLSchema;
   db: Database;
@@ -44,6 +50,8 @@ interface ServerContext {
   requestId: string;
   /** Set for WebSocket operations: the identity the socket authenticated with. */
   identity?: Identity;
+  /** Set for WebSocket operations: the socket's session closes it when the token expires. */
+  viaSocket?: boolean;
 }
 
 export interface RunningServer {
@@ -215,7 +223,8 @@ export async function startHttpServer(
         const enveloped = yoga.getEnveloped({
           requestId: ctx.extra.requestId ?? randomUUID(),
           identity,
-          request: new Request('http://localhost/graphql', { method: 'POST' }),
+          viaSocket: true,
+          request: WS_REQUEST,
           params: payload,
         } as never);
         let document: DocumentNode;

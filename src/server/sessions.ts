@@ -54,14 +54,16 @@ export class SessionRegistry {
 
   /**
    * Ends every subscription stream when its token expires, with an UNAUTHENTICATED error as
-   * its last event: covers SSE streams, which have no socket to close.
+   * its last event: covers SSE streams, which have no socket to close. A WebSocket operation
+   * needs no timer of its own: its socket's session closes the socket (4403) at expiry.
    */
   expiryPlugin(): Plugin {
     const clock = this.clock;
     return {
       onSubscribe({ args }) {
-        const expiresAt = (args.contextValue as { identity?: Identity }).identity?.expiresAt ?? null;
-        if (!expiresAt) return undefined;
+        const context = args.contextValue as { identity?: Identity; viaSocket?: boolean };
+        const expiresAt = context.identity?.expiresAt ?? null;
+        if (!expiresAt || context.viaSocket) return undefined;
         return {
           onSubscribeResult({ result, setResult }) {
             if (isAsyncIterator(result)) setResult(endAtExpiry(result, expiresAt, clock));
