@@ -136,7 +136,6 @@ export class LeaseService {
             expiresAt,
             transitions: 0,
             createdAt: now,
-            updatedAt: now,
           });
         } else {
           previousHolder = lease.holder.id;
@@ -148,7 +147,6 @@ export class LeaseService {
           lease.acquiredAt = now;
           lease.renewedAt = now;
           lease.expiresAt = expiresAt;
-          lease.updatedAt = now;
         }
         await em.flush();
         recordEvent(
@@ -182,7 +180,6 @@ export class LeaseService {
       const now = this.ctx.clock.now();
       lease.renewedAt = now;
       lease.expiresAt = new Date(now.getTime() + ttl * 1000);
-      lease.updatedAt = now;
       await em.flush();
       return lease;
     });
@@ -194,7 +191,6 @@ export class LeaseService {
       const lease = await this.held(em, input.sandboxId, input.fencingToken);
       const now = this.ctx.clock.now();
       lease.expiresAt = now;
-      lease.updatedAt = now;
       await em.flush();
       const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
       recordEvent(

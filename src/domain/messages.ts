@@ -199,7 +199,6 @@ export class MessageService {
       sandbox: sandbox.id,
       tenant: sandbox.tenant.id,
       createdAt: now,
-      updatedAt: now,
     });
     await em.flush();
     recordEvent(

@@ -163,7 +163,6 @@ export class SandboxService {
           ttlSeconds: ttl,
           expiresAt: ttl === null ? null : new Date(now.getTime() + ttl * 1000),
           createdAt: now,
-          updatedAt: now,
         });
         await em.flush();
         recordEvent(
@@ -250,7 +249,6 @@ export class SandboxService {
         sandbox.agentPhase = input.phase;
         sandbox.agentActivity = input.activity ? input.activity.slice(0, AGENT_ACTIVITY_MAX_LENGTH) : null;
         sandbox.agentUpdatedAt = now;
-        sandbox.updatedAt = now;
         await em.flush();
         recordEvent(
           em,

@@ -123,7 +123,6 @@ export class DomainSweeper {
           return false;
         const from = worker.status;
         worker.status = 'OFFLINE';
-        worker.updatedAt = now;
         await em.flush();
         recordEvent(
           em,

@@ -70,7 +70,7 @@ export class TenantService {
         const policy = validatePolicy({ ...DEFAULT_POLICY, ...(input.policy ?? {}) });
         if (await em.count(Tenant, { slug })) throw new AlreadyExistsError('Tenant', 'slug', slug);
         const now = this.ctx.clock.now();
-        const tenant = em.create(Tenant, { slug, name, quota, policy, createdAt: now, updatedAt: now });
+        const tenant = em.create(Tenant, { slug, name, quota, policy, createdAt: now });
         try {
           await em.flush();
         } catch (err) {
@@ -98,7 +98,6 @@ export class TenantService {
       if (input.name !== undefined && input.name !== null) tenant.name = validateName(input.name);
       if (input.quota) tenant.quota = validateQuota({ ...tenant.quota, ...input.quota });
       if (input.policy) tenant.policy = validatePolicy({ ...tenant.policy, ...input.policy });
-      tenant.updatedAt = this.ctx.clock.now();
       await em.flush();
       return tenant;
     });
@@ -123,7 +122,6 @@ export class TenantService {
         const existing = await em.findOne(Member, { tenant: tenant.id, subject });
         if (existing) {
           existing.role = input.role;
-          existing.updatedAt = now;
           await em.flush();
           return existing;
         }
@@ -132,7 +130,6 @@ export class TenantService {
           subject,
           role: input.role,
           createdAt: now,
-          updatedAt: now,
         });
         try {
           await em.flush();

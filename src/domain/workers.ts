@@ -102,7 +102,6 @@ export class WorkerService {
           capacityMemoryMb: input.capacity.memoryMb,
           status: 'ONLINE',
           createdAt: now,
-          updatedAt: now,
         });
         try {
           await em.flush();
@@ -141,7 +140,6 @@ export class WorkerService {
       if (worker.status !== 'DRAINING') {
         const from = worker.status;
         worker.status = 'DRAINING';
-        worker.updatedAt = now;
         await em.flush();
         recordEvent(
           em,
@@ -190,7 +188,6 @@ export class WorkerService {
       const from = worker.status;
       worker.deletedAt = now;
       worker.status = 'OFFLINE';
-      worker.updatedAt = now;
       if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
       await em.flush();
       recordEvent(
@@ -223,7 +220,6 @@ export class WorkerService {
       if (input.observed !== undefined && input.observed !== null) worker.observed = input.observed;
       if (input.version) worker.version = input.version.slice(0, 100);
       if (worker.status === 'OFFLINE') worker.status = 'ONLINE';
-      worker.updatedAt = now;
       await em.flush();
       const to = worker.status;
       if (from !== to) {

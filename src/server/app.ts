@@ -86,6 +86,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     migrate: config.migrateOnStart,
     logger,
     onQuery: options.onQuery,
+    now: () => clock.now(),
     onReady: async (orm) => {
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();

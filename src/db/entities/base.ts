@@ -21,6 +21,7 @@ export const BaseEntitySchema = new EntitySchema<BaseEntity<string>>({
   properties: {
     id: { type: 'uuid', primary: true },
     createdAt: { ...TIMESTAMP, onCreate: () => new Date() },
-    updatedAt: { ...TIMESTAMP, onCreate: () => new Date(), onUpdate: () => new Date() },
+    // Maintained by TimestampSubscriber (src/db/timestamps.ts).
+    updatedAt: { ...TIMESTAMP },
   },
 });
