@@ -1,6 +1,7 @@
 import { type FilterQuery, raw, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
 import { AuditEntry } from '../db/entities/audit-entry.js';
+import { WITH_DELETED } from '../db/entities/base.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { Sandbox } from '../db/entities/sandbox.js';
 import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tenant.js';
@@ -215,7 +216,8 @@ export class TenantService {
   }
 
   private async tenantsServedBy(workerId: string): Promise<string[]> {
-    const rows = await this.ctx.em.find(Sandbox, { worker: workerId }, { fields: ['tenant'] });
+    // Deleted sandboxes included: a worker keeps seeing the tenant of a sandbox it ran (e.g. in its events).
+    const rows = await this.ctx.em.find(Sandbox, { worker: workerId }, { fields: ['tenant'], ...WITH_DELETED });
     return [...new Set(rows.map((r) => r.tenant.id))];
   }
 
