@@ -69,7 +69,6 @@ export class SigningKeys {
           publicJwk: key.publicJwk as Record<string, unknown>,
           privateJwk: key.privateJwk as Record<string, unknown>,
           createdAt: now,
-          updatedAt: now,
           retiredAt: null,
         });
         em.persist(row);

@@ -86,7 +86,6 @@ export class TokenService {
       lastUsedAt: null,
       revokedAt: null,
       createdAt: now,
-      updatedAt: now,
     });
     em.persist(record);
     const claim: FlotillaClaim = { kind: options.kind };

@@ -15,6 +15,8 @@ export interface DatabaseOptions {
   onReady?: (orm: Orm) => Promise<void>;
   /** Receives every SQL statement (tests count them). */
   onQuery?: (sql: string) => void;
+  /** The clock that stamps `updatedAt`. */
+  now?: () => Date;
 }
 
 export class PendingMigrationsError extends Error {
@@ -88,7 +90,7 @@ export class Database {
     const { logger } = this.options;
     let orm: Orm | null = null;
     try {
-      orm = await openOrm(this.target, { connect: false, onQuery: this.options.onQuery });
+      orm = await openOrm(this.target, { connect: false, onQuery: this.options.onQuery, now: this.options.now });
       await orm.connect();
       const check = await orm.checkConnection();
       if (!check.ok) throw new Error(check.reason);

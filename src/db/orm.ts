@@ -7,6 +7,7 @@ import type { DatabaseKind, DatabaseTarget } from '../config/index.js';
 import { ENTITY_SCHEMAS } from './entities/index.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres/index.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite/index.js';
+import { TimestampSubscriber } from './timestamps.js';
 
 export type Orm = MikroORM<AbstractSqlDriver>;
 export type Em = EntityManager;
@@ -23,6 +24,8 @@ export interface OpenOrmOptions {
   onQuery?: (sql: string) => void;
   /** Where `migration:create` writes new migration files. */
   migrationsPath?: string;
+  /** The clock that stamps `updatedAt` (default: the system clock). */
+  now?: () => Date;
 }
 
 export function ormOptions(target: DatabaseTarget, options: OpenOrmOptions = {}): Options<AbstractSqlDriver> {
@@ -30,6 +33,10 @@ export function ormOptions(target: DatabaseTarget, options: OpenOrmOptions = {})
     entities: ENTITY_SCHEMAS,
     extensions: [Migrator],
     discovery: { warnWhenNoEntities: true },
+    subscribers: [new TimestampSubscriber(options.now ?? (() => new Date()))],
+    // Soft-delete filters (see SOFT_DELETE_FILTER) apply to the queried entity and to relations a
+    // query's conditions join; a loaded row's references are never nulled behind the caller's back.
+    autoJoinRefsForFilters: false,
     forceUtcTimezone: true,
     allowGlobalContext: false,
     debug: options.onQuery ? (['query'] as const) : false,

@@ -45,7 +45,6 @@ export async function audited<T>(
         targetId: finalTarget.targetId ?? null,
         outcome,
         createdAt: now,
-        updatedAt: now,
       }),
     );
     await em.flush();

@@ -1,6 +1,6 @@
 import type { Identity } from '../auth/identity.js';
 import { Lease } from '../db/entities/lease.js';
-import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
+import { Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
@@ -64,11 +64,9 @@ function workerOf(identity: Identity, scope: string): string {
  * write on one sandbox is serialised) and checks that the calling worker may serve it.
  */
 async function lockSandboxFor(em: Em, workerId: string, sandboxId: string): Promise<Sandbox> {
-  const sandbox = isUuid(sandboxId)
-    ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em))
-    : null;
+  const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, sandboxId, lockedRead(em)) : null;
   if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
-  const worker = await em.findOne(Worker, { id: workerId, deletedAt: null });
+  const worker = await em.findOne(Worker, workerId);
   // A dedicated worker of another tenant never learns the sandbox exists.
   if (!worker || (worker.tenant && worker.tenant.id !== sandbox.tenant.id))
     throw new NotFoundError('Sandbox', sandboxId);
@@ -136,7 +134,6 @@ export class LeaseService {
             expiresAt,
             transitions: 0,
             createdAt: now,
-            updatedAt: now,
           });
         } else {
           previousHolder = lease.holder.id;
@@ -148,7 +145,6 @@ export class LeaseService {
           lease.acquiredAt = now;
           lease.renewedAt = now;
           lease.expiresAt = expiresAt;
-          lease.updatedAt = now;
         }
         await em.flush();
         recordEvent(
@@ -182,7 +178,6 @@ export class LeaseService {
       const now = this.ctx.clock.now();
       lease.renewedAt = now;
       lease.expiresAt = new Date(now.getTime() + ttl * 1000);
-      lease.updatedAt = now;
       await em.flush();
       return lease;
     });
@@ -194,7 +189,6 @@ export class LeaseService {
       const lease = await this.held(em, input.sandboxId, input.fencingToken);
       const now = this.ctx.clock.now();
       lease.expiresAt = now;
-      lease.updatedAt = now;
       await em.flush();
       const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
       recordEvent(

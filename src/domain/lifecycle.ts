@@ -82,7 +82,6 @@ export async function applyTransition(
   if (to === 'RUNNING' && !sandbox.startedAt) sandbox.startedAt = now;
   if ((to === 'STOPPED' || to === 'FAILED') && !sandbox.stoppedAt) sandbox.stoppedAt = now;
   if (to === 'DELETED') sandbox.deletedAt = now;
-  sandbox.updatedAt = now;
   await em.flush();
   recordEvent(
     em,

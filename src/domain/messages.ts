@@ -73,9 +73,7 @@ export class MessageService {
         const channel = input.channel ?? DEFAULT_CHANNEL;
         if (!CHANNEL_PATTERN.test(channel))
           throw new ValidationError('channel must be 1 to 50 characters of a-z, 0-9, "_" and "-"', 'input.channel');
-        const sandbox = isUuid(input.sandboxId)
-          ? await em.findOne(Sandbox, { id: input.sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em))
-          : null;
+        const sandbox = isUuid(input.sandboxId) ? await em.findOne(Sandbox, input.sandboxId, lockedRead(em)) : null;
         if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER'))
           throw new NotFoundError('Sandbox', input.sandboxId);
         if (!hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'OPERATOR'))
@@ -181,7 +179,7 @@ export class MessageService {
   private async visibleSandbox(em: Em, sandboxId: string): Promise<Sandbox> {
     const sandbox = isUuid(sandboxId)
       ? await em.findOne(Sandbox, {
-          $and: [{ id: sandboxId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)],
+          $and: [{ id: sandboxId }, visibleSandboxesFilter(this.ctx.identity)],
         })
       : null;
     if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
@@ -199,7 +197,6 @@ export class MessageService {
       sandbox: sandbox.id,
       tenant: sandbox.tenant.id,
       createdAt: now,
-      updatedAt: now,
     });
     await em.flush();
     recordEvent(

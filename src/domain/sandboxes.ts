@@ -3,6 +3,7 @@ import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity
 import { Lease } from '../db/entities/lease.js';
 import { ACTIVE_SANDBOX, type AgentPhase, Sandbox, type SandboxStatus } from '../db/entities/sandbox.js';
 import { Tenant } from '../db/entities/tenant.js';
+import { ACTIVE_WORKER } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
 import { audited } from './audit.js';
@@ -163,7 +164,6 @@ export class SandboxService {
           ttlSeconds: ttl,
           expiresAt: ttl === null ? null : new Date(now.getTime() + ttl * 1000),
           createdAt: now,
-          updatedAt: now,
         });
         await em.flush();
         recordEvent(
@@ -250,7 +250,6 @@ export class SandboxService {
         sandbox.agentPhase = input.phase;
         sandbox.agentActivity = input.activity ? input.activity.slice(0, AGENT_ACTIVITY_MAX_LENGTH) : null;
         sandbox.agentUpdatedAt = now;
-        sandbox.updatedAt = now;
         await em.flush();
         recordEvent(
           em,
@@ -273,7 +272,7 @@ export class SandboxService {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
     return this.ctx.em.find(Sandbox, {
-      $and: [{ id: { $in: wanted }, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)],
+      $and: [{ id: { $in: wanted } }, visibleSandboxesFilter(this.ctx.identity)],
     });
   }
 
@@ -284,7 +283,7 @@ export class SandboxService {
     return keysetPage(
       this.ctx.em,
       Sandbox,
-      { $and: [{ tenant: tenantId, ...ACTIVE_SANDBOX }, ...filterClauses(this.ctx.em, filter)] },
+      { $and: [{ tenant: tenantId }, ...filterClauses(this.ctx.em, filter)] },
       args,
     );
   }
@@ -294,7 +293,7 @@ export class SandboxService {
     return keysetPage(
       this.ctx.em,
       Sandbox,
-      { $and: [{ worker: workerId, ...ACTIVE_SANDBOX }, visibleSandboxesFilter(this.ctx.identity)] },
+      { $and: [{ worker: workerId }, visibleSandboxesFilter(this.ctx.identity)] },
       args,
     );
   }
@@ -306,7 +305,7 @@ export class SandboxService {
     // deleted worker): Lease.holder is non-null, and what a caller cannot see must look missing.
     return this.ctx.em.find(Lease, {
       sandbox: { $in: [...sandboxIds] },
-      holder: visibleWorkersFilter(this.ctx.identity),
+      holder: { $and: [ACTIVE_WORKER, visibleWorkersFilter(this.ctx.identity)] },
     });
   }
 
@@ -316,7 +315,7 @@ export class SandboxService {
     return this.ctx.em.find(Lease, {
       id: { $in: wanted },
       sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] },
-      holder: visibleWorkersFilter(this.ctx.identity),
+      holder: { $and: [ACTIVE_WORKER, visibleWorkersFilter(this.ctx.identity)] },
     });
   }
 
@@ -341,9 +340,7 @@ export class SandboxService {
   }
 
   private async lockVisible(em: Em, sandboxId: string): Promise<Sandbox> {
-    const sandbox = isUuid(sandboxId)
-      ? await em.findOne(Sandbox, { id: sandboxId, ...ACTIVE_SANDBOX }, lockedRead(em))
-      : null;
+    const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, sandboxId, lockedRead(em)) : null;
     if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER'))
       throw new NotFoundError('Sandbox', sandboxId);
     return sandbox;

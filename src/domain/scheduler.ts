@@ -1,4 +1,4 @@
-import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
+import { Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import type { Em } from '../db/orm.js';
 import { applyTransition, reserveCapacity, UNPLACED_STATUSES } from './lifecycle.js';
@@ -43,7 +43,6 @@ export async function placementCandidates(
   const workers = await em.find(
     Worker,
     {
-      deletedAt: null,
       status: 'ONLINE',
       $and: [
         { $or: [{ tenant: null }, { tenant: sandbox.tenant.id }] },
@@ -74,7 +73,6 @@ export async function anyWorkerCouldFit(
   memoryMb: number,
 ): Promise<boolean> {
   const count = await em.count(Worker, {
-    deletedAt: null,
     $or: [{ tenant: null }, { tenant: tenantId }],
     capacityCpuMillis: { $gte: cpuMillis },
     capacityMemoryMb: { $gte: memoryMb },
@@ -119,13 +117,13 @@ export async function schedulePending(em: Em, now: Date, heartbeatTtlSeconds: nu
     .fork()
     .find(
       Sandbox,
-      { ...ACTIVE_SANDBOX, status: { $in: [...UNPLACED_STATUSES] } },
+      { status: { $in: [...UNPLACED_STATUSES] } },
       { orderBy: { id: 'asc' }, limit: SCHEDULE_BATCH, fields: ['id'] },
     );
   let placed = 0;
   for (const { id } of waiting) {
     const ok = await inTransaction(em.fork(), async (tx) => {
-      const sandbox = await tx.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(tx));
+      const sandbox = await tx.findOne(Sandbox, id, lockedRead(tx));
       if (!sandbox || !UNPLACED_STATUSES.includes(sandbox.status)) return false;
       return (await placeSandbox(tx, sandbox, now, heartbeatTtlSeconds)) !== null;
     });

@@ -1,3 +1,4 @@
+import { WITH_DELETED } from '../db/entities/base.js';
 import { Lease } from '../db/entities/lease.js';
 import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
@@ -108,7 +109,6 @@ export class DomainSweeper {
     const stale = await orm.em.fork().find(
       Worker,
       {
-        deletedAt: null,
         status: { $ne: 'OFFLINE' },
         $or: [{ lastHeartbeatAt: { $lt: horizon } }, { lastHeartbeatAt: null, createdAt: { $lt: horizon } }],
       },
@@ -123,7 +123,6 @@ export class DomainSweeper {
           return false;
         const from = worker.status;
         worker.status = 'OFFLINE';
-        worker.updatedAt = now;
         await em.flush();
         recordEvent(
           em,
@@ -147,7 +146,7 @@ export class DomainSweeper {
     const read = orm.em.fork();
     const expiredLeases = await read.find(
       Lease,
-      { expiresAt: { $lte: now }, sandbox: { ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } } },
+      { expiresAt: { $lte: now }, sandbox: { status: { $in: [...HOLDING_STATUSES] } } },
       { fields: ['sandbox'], limit: SWEEP_BATCH },
     );
     const orphaned = await read.find(
@@ -157,18 +156,21 @@ export class DomainSweeper {
         status: { $in: [...HOLDING_STATUSES] },
         worker: { $or: [{ status: 'OFFLINE' }, { deletedAt: { $ne: null } }] },
       },
-      { fields: ['id'], limit: SWEEP_BATCH },
+      // The filter would hide deleted workers from the join; the sandbox side is written out above.
+      { fields: ['id'], limit: SWEEP_BATCH, ...WITH_DELETED },
     );
     const ids = new Set([...expiredLeases.map((l) => l.sandbox.id), ...orphaned.map((s) => s.id)]);
     let changed = 0;
     for (const id of ids) {
       const done = await inTransaction(orm.em.fork(), async (em) => {
-        const sandbox = await em.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(em));
+        const sandbox = await em.findOne(Sandbox, id, lockedRead(em));
         if (!sandbox || !isHolding(sandbox.status)) return false;
         const lease = await em.findOne(Lease, { sandbox: id }, { refresh: true });
         if (lease && lease.expiresAt.getTime() > now.getTime()) return false;
         if (!lease) {
-          const worker = sandbox.worker ? await em.findOne(Worker, sandbox.worker.id, { refresh: true }) : null;
+          const worker = sandbox.worker
+            ? await em.findOne(Worker, sandbox.worker.id, { refresh: true, ...WITH_DELETED })
+            : null;
           if (worker && worker.status !== 'OFFLINE' && !worker.deletedAt) return false;
         }
         // A sandbox that was stopping is done once its worker is gone; others may run again elsewhere.
@@ -186,7 +188,6 @@ export class DomainSweeper {
     const expired = await orm.em.fork().find(
       Sandbox,
       {
-        ...ACTIVE_SANDBOX,
         expiresAt: { $lte: now },
         status: { $in: ['PENDING', 'LOST', 'SCHEDULED', 'STARTING', 'RUNNING'] },
       },
@@ -195,7 +196,7 @@ export class DomainSweeper {
     let changed = 0;
     for (const { id } of expired) {
       const done = await inTransaction(orm.em.fork(), async (em) => {
-        const sandbox = await em.findOne(Sandbox, { id, ...ACTIVE_SANDBOX }, lockedRead(em));
+        const sandbox = await em.findOne(Sandbox, id, lockedRead(em));
         if (!sandbox?.expiresAt || sandbox.expiresAt.getTime() > now.getTime()) return false;
         if (isHolding(sandbox.status) && sandbox.status !== 'STOPPING') {
           await applyTransition(em, sandbox, 'STOPPING', now, { reason: 'ttl expired' });

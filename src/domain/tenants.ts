@@ -1,6 +1,7 @@
 import { type FilterQuery, raw, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
 import { AuditEntry } from '../db/entities/audit-entry.js';
+import { WITH_DELETED } from '../db/entities/base.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { Sandbox } from '../db/entities/sandbox.js';
 import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tenant.js';
@@ -70,7 +71,7 @@ export class TenantService {
         const policy = validatePolicy({ ...DEFAULT_POLICY, ...(input.policy ?? {}) });
         if (await em.count(Tenant, { slug })) throw new AlreadyExistsError('Tenant', 'slug', slug);
         const now = this.ctx.clock.now();
-        const tenant = em.create(Tenant, { slug, name, quota, policy, createdAt: now, updatedAt: now });
+        const tenant = em.create(Tenant, { slug, name, quota, policy, createdAt: now });
         try {
           await em.flush();
         } catch (err) {
@@ -98,7 +99,6 @@ export class TenantService {
       if (input.name !== undefined && input.name !== null) tenant.name = validateName(input.name);
       if (input.quota) tenant.quota = validateQuota({ ...tenant.quota, ...input.quota });
       if (input.policy) tenant.policy = validatePolicy({ ...tenant.policy, ...input.policy });
-      tenant.updatedAt = this.ctx.clock.now();
       await em.flush();
       return tenant;
     });
@@ -123,7 +123,6 @@ export class TenantService {
         const existing = await em.findOne(Member, { tenant: tenant.id, subject });
         if (existing) {
           existing.role = input.role;
-          existing.updatedAt = now;
           await em.flush();
           return existing;
         }
@@ -132,7 +131,6 @@ export class TenantService {
           subject,
           role: input.role,
           createdAt: now,
-          updatedAt: now,
         });
         try {
           await em.flush();
@@ -218,7 +216,8 @@ export class TenantService {
   }
 
   private async tenantsServedBy(workerId: string): Promise<string[]> {
-    const rows = await this.ctx.em.find(Sandbox, { worker: workerId }, { fields: ['tenant'] });
+    // Deleted sandboxes included: a worker keeps seeing the tenant of a sandbox it ran (e.g. in its events).
+    const rows = await this.ctx.em.find(Sandbox, { worker: workerId }, { fields: ['tenant'], ...WITH_DELETED });
     return [...new Set(rows.map((r) => r.tenant.id))];
   }
 

@@ -1,8 +1,9 @@
 import { type FilterQuery, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { ApiToken } from '../db/entities/api-token.js';
+import { WITH_DELETED } from '../db/entities/base.js';
 import { Lease } from '../db/entities/lease.js';
-import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
+import { Sandbox } from '../db/entities/sandbox.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { Worker, type WorkerStatus } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
@@ -62,12 +63,11 @@ export function effectiveWorkerStatus(worker: Worker, now: Date, heartbeatTtlSec
 }
 
 /** Which workers a caller may see: its own, shared ones, and its tenants' dedicated ones. */
-export function visibleWorkersFilter(identity: Identity, includeDeleted = false): FilterQuery<Worker> {
-  const live: FilterQuery<Worker> = includeDeleted ? {} : { deletedAt: null };
-  if (identity.platformAdmin) return live;
-  if (identity.workerId) return { ...live, id: identity.workerId };
+export function visibleWorkersFilter(identity: Identity): FilterQuery<Worker> {
+  if (identity.platformAdmin) return {};
+  if (identity.workerId) return { id: identity.workerId };
   const tenants = visibleTenantIds(identity) ?? [];
-  return { ...live, $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
+  return { $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
 }
 
 export class WorkerService {
@@ -91,7 +91,8 @@ export class WorkerService {
           );
         validateCapacity(input.capacity);
         const labels = validateLabels(input.labels ?? {}, 'input.labels');
-        if (await em.count(Worker, { name })) throw new AlreadyExistsError('Worker', 'name', name);
+        // Names stay taken by deleted workers (the unique index covers them).
+        if (await em.count(Worker, { name }, WITH_DELETED)) throw new AlreadyExistsError('Worker', 'name', name);
         const now = this.ctx.clock.now();
         const worker = em.create(Worker, {
           name,
@@ -102,7 +103,6 @@ export class WorkerService {
           capacityMemoryMb: input.capacity.memoryMb,
           status: 'ONLINE',
           createdAt: now,
-          updatedAt: now,
         });
         try {
           await em.flush();
@@ -141,7 +141,6 @@ export class WorkerService {
       if (worker.status !== 'DRAINING') {
         const from = worker.status;
         worker.status = 'DRAINING';
-        worker.updatedAt = now;
         await em.flush();
         recordEvent(
           em,
@@ -175,7 +174,7 @@ export class WorkerService {
         );
       const placed = await em.find(
         Sandbox,
-        { worker: workerId, ...ACTIVE_SANDBOX, status: { $in: [...HOLDING_STATUSES] } },
+        { worker: workerId, status: { $in: [...HOLDING_STATUSES] } },
         { fields: ['id'], orderBy: { id: 'asc' } },
       );
       // Lock every sandbox before the first release touches the worker row.
@@ -190,7 +189,6 @@ export class WorkerService {
       const from = worker.status;
       worker.deletedAt = now;
       worker.status = 'OFFLINE';
-      worker.updatedAt = now;
       if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
       await em.flush();
       recordEvent(
@@ -215,7 +213,7 @@ export class WorkerService {
         throw new ForbiddenError('only a worker token may send heartbeats');
       if (input.workerId && input.workerId !== workerId)
         throw new ForbiddenError('a worker may only heartbeat for itself');
-      const worker = await em.findOne(Worker, { id: workerId, deletedAt: null }, lockedRead(em));
+      const worker = await em.findOne(Worker, workerId, lockedRead(em));
       if (!worker) throw new NotFoundError('Worker', workerId);
       const now = this.ctx.clock.now();
       const from = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
@@ -223,7 +221,6 @@ export class WorkerService {
       if (input.observed !== undefined && input.observed !== null) worker.observed = input.observed;
       if (input.version) worker.version = input.version.slice(0, 100);
       if (worker.status === 'OFFLINE') worker.status = 'ONLINE';
-      worker.updatedAt = now;
       await em.flush();
       const to = worker.status;
       if (from !== to) {
@@ -247,7 +244,11 @@ export class WorkerService {
   async findVisibleByIdsWithDeleted(ids: readonly string[]): Promise<Worker[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
-    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity, true)] });
+    return this.ctx.em.find(
+      Worker,
+      { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity)] },
+      WITH_DELETED,
+    );
   }
 
   /** Platform admins see every worker; others the shared ones and their tenants' dedicated ones. */
@@ -260,7 +261,7 @@ export class WorkerService {
   /** A tenant's dedicated workers. */
   async listForTenant(tenantId: string, args: PageArgs): Promise<Page<Worker>> {
     if (!hasTenantRole(this.ctx.identity, tenantId, 'VIEWER')) throw new NotFoundError('Tenant', tenantId);
-    return keysetPage(this.ctx.em, Worker, { tenant: tenantId, deletedAt: null }, args);
+    return keysetPage(this.ctx.em, Worker, { tenant: tenantId }, args);
   }
 
   /** Stored status and heartbeat age together, so the filter agrees with what `status` reads. */
@@ -293,7 +294,7 @@ export class WorkerService {
   /** The worker (row-locked unless told not to) if the caller may manage it; otherwise it reads as missing. */
   private async manageable(em: Em, workerId: string, lock = true): Promise<Worker> {
     const worker = isUuid(workerId)
-      ? await em.findOne(Worker, { id: workerId, deletedAt: null }, lock ? lockedRead(em) : { refresh: true })
+      ? await em.findOne(Worker, workerId, lock ? lockedRead(em) : { refresh: true })
       : null;
     if (!worker) throw new NotFoundError('Worker', workerId);
     const tenantId = worker.tenant?.id ?? null;

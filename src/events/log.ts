@@ -42,7 +42,6 @@ export async function appendEvent(em: Em, event: NewEvent, now: Date): Promise<E
     leaseId: event.leaseId ?? null,
     data: event.data ?? {},
     createdAt: now,
-    updatedAt: now,
   });
   await em.flush();
   if (postgres) {

@@ -88,6 +88,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     migrate: config.migrateOnStart,
     logger,
     onQuery: options.onQuery,
+    now: () => clock.now(),
     onReady: async (orm) => {
       // Counted per statement knex sends (cheap: no formatting), for /metrics.
       orm.em

@@ -9,7 +9,8 @@ import { PgListener } from '../../src/events/pg-listener.js';
 import { LOG_START, readEventsAfter } from '../../src/events/reader.js';
 import { EventSweeper, SWEEPER_LOCK } from '../../src/events/sweeper.js';
 import { freshDatabaseUrl } from '../helpers/databases.js';
-import { appendCommitted, ids, take } from '../helpers/events.js';
+import { appendCommitted, ids } from '../helpers/events.js';
+import { take } from '../helpers/streams.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const byId = (a: string, b: string) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0);
@@ -111,7 +112,7 @@ describe('event log on postgres', () => {
     const eventsPerTransaction = 10;
     const total = writers * transactionsPerWriter * eventsPerTransaction;
     // Consumers keep up (as clients do); a stalled one would be closed as too slow, tested elsewhere.
-    const receiving = subscribers.map((sub) => take(sub, total, 40_000));
+    const receiving = subscribers.map((sub) => take(sub, total, { timeoutMs: 40_000 }));
     const committed: string[] = [];
     let writing = true;
     const writerRuns = Array.from({ length: writers }, async () => {

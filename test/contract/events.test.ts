@@ -8,7 +8,8 @@ import { EventHub, type EventHubOptions } from '../../src/events/hub.js';
 import { decodeCursor, encodeCursor, LOG_START, readEventsAfter, resolveCursor } from '../../src/events/reader.js';
 import { EventSweeper } from '../../src/events/sweeper.js';
 import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
-import { appendCommitted, ids, take } from '../helpers/events.js';
+import { appendCommitted, ids } from '../helpers/events.js';
+import { take } from '../helpers/streams.js';
 
 /** The event log and hub contract: the same behaviour on each driver. */
 describe.each(DRIVERS)('event log and hub on %s', (kind) => {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDatabaseUrl } from '../../src/config/index.js';
 import { ApiToken } from '../../src/db/entities/api-token.js';
 import { AuditEntry } from '../../src/db/entities/audit-entry.js';
+import { WITH_DELETED } from '../../src/db/entities/base.js';
 import { Event } from '../../src/db/entities/event.js';
 import { Lease } from '../../src/db/entities/lease.js';
 import { Member } from '../../src/db/entities/member.js';
@@ -238,7 +239,7 @@ describe.each(DRIVERS)('store contract on %s', (kind) => {
     await e.flush();
     const active = await em().find(Sandbox, { tenant: tenant.id, ...ACTIVE_SANDBOX }, { orderBy: { id: 'asc' } });
     expect(active.map((s) => s.id)).toEqual([kept.id]);
-    expect((await em().findOneOrFail(Sandbox, gone.id)).status).toBe('DELETED');
+    expect((await em().findOneOrFail(Sandbox, gone.id, WITH_DELETED)).status).toBe('DELETED');
   });
 
   it('stores JSON columns faithfully', async () => {

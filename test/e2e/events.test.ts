@@ -3,8 +3,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SubscriptionEndedError } from '../../src/events/errors.js';
 import { DRIVERS } from '../helpers/databases.js';
-import { appendCommitted, ids, take } from '../helpers/events.js';
+import { appendCommitted, ids } from '../helpers/events.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { take } from '../helpers/streams.js';
 
 describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
   let server: TestServer;

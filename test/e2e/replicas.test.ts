@@ -7,7 +7,7 @@ import { createClient, MessageAddedDocument, TenantEventsDocument } from '../../
 import { tempDir } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { takeItems } from '../helpers/streams.js';
+import { take } from '../helpers/streams.js';
 
 /**
  * Several replicas on one Postgres: each holds its own LISTEN connection and hub, so a write on
@@ -73,12 +73,13 @@ describe('replicas on one Postgres', () => {
 
   it('delivers a mutation on A to a subscriber on B, over graphql-ws and over SSE', async () => {
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
-    const ws = takeItems(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1);
+    const ws = take(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1, {
+      close: true,
+    });
     const sseClient = createClient({ url: b.url, token: a.adminToken, transport: 'sse' });
-    const sse = takeItems(
-      sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }),
-      1,
-    );
+    const sse = take(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1, {
+      close: true,
+    });
     await settle();
     const created = await createSandbox(a, tenantId, { name: 'across' });
     const [viaWs] = await ws;
@@ -94,7 +95,7 @@ describe('replicas on one Postgres', () => {
     const sandboxId = created.sandbox.id;
     const lease = await acquireLease(a, worker, created.sandbox.id);
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
-    const got = takeItems(onB.subscribe(MessageAddedDocument, { sandboxId }), 1);
+    const got = take(onB.subscribe(MessageAddedDocument, { sandboxId }), 1, { close: true });
     await settle();
     const body = `${'x'.repeat(40_000)}✓`;
     const posted = await a.gql<{ postAgentMessage: { __typename: string } }>(
@@ -207,9 +208,10 @@ describe('replicas on one Postgres', () => {
 
     const onA = createClient({ url: a.app.graphqlUrl, token: a.adminToken, webSocketImpl: WebSocket });
     await writing;
-    const rest = await takeItems(
+    const rest = await take(
       onA.subscribe(MessageAddedDocument, { sandboxId: created.sandbox.id, after: last }),
       total - received.length,
+      { close: true },
     );
     const all = [...received.map((r) => r.body), ...rest.map((r) => r.messageAdded.body)];
     expect(all).toEqual(Array.from({ length: total }, (_, n) => `line ${n}`));

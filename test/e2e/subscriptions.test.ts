@@ -17,7 +17,7 @@ import {
   uniqueName,
 } from '../helpers/fleet.js';
 import { localId, startTestServer, type TestServer } from '../helpers/server.js';
-import { takeItems } from '../helpers/streams.js';
+import { take } from '../helpers/streams.js';
 
 /** Reads GraphQL-over-SSE `next` payloads from a subscription request until `count` arrive. */
 async function sseTake(
@@ -114,7 +114,7 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     expect(mine.length).toBeGreaterThan(0);
     const before = edges[edges.indexOf(mine[0]) - 1]?.cursor ?? null;
     const stream = api.subscribe(TenantEventsDocument, { tenantId, after: before });
-    const collected = takeItems(stream, mine.length + 1);
+    const collected = take(stream, mine.length + 1, { close: true });
     const second = await createSandbox(server, tenantId, { name: 'replay-b' });
     const events = (await collected).map((e) => e.tenantEvents);
     expect(events.slice(0, mine.length).map((e) => e.cursor)).toEqual(mine.map((e) => e.cursor));
@@ -149,11 +149,11 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
 
     // Another tenant's member cannot subscribe to this sandbox: it reads as missing.
     const refused = client(outsider).subscribe(MessageAddedDocument, { sandboxId });
-    await expect(takeItems(refused, 1)).rejects.toMatchObject({ error: { code: 'NOT_FOUND' } });
+    await expect(take(refused, 1, { close: true })).rejects.toMatchObject({ error: { code: 'NOT_FOUND' } });
 
     const viewer = await server.apiToken(localId(tenantId), 'VIEWER');
     const messages = client(viewer).subscribe(MessageAddedDocument, { sandboxId });
-    const got = takeItems(messages, 1);
+    const got = take(messages, 1, { close: true });
     await new Promise((r) => setTimeout(r, 300));
     await server.gql('mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typename } }', {
       i: { sandboxId, body: 'hello agent' },
@@ -165,7 +165,7 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     // A worker dedicated to the other tenant is placed first for that tenant's sandboxes.
     const worker = await registerWorker(server, uniqueName('assign'), { tenantId: otherTenant });
     const assignments = client(worker.token).subscribe(WorkerAssignmentsDocument, { workerId: worker.id });
-    const assigned = takeItems(assignments, 1);
+    const assigned = take(assignments, 1, { close: true });
     await new Promise((r) => setTimeout(r, 300));
     const placed = await createSandbox(server, otherTenant, { name: 'for-worker' });
     const [event] = await assigned;
@@ -177,6 +177,6 @@ describe.each(DRIVERS)('subscriptions on %s', (kind) => {
     const foreign = client(worker.token).subscribe(WorkerAssignmentsDocument, {
       workerId: (await registerWorker(server, uniqueName('x'))).id,
     });
-    await expect(takeItems(foreign, 1)).rejects.toMatchObject({ error: { code: 'FORBIDDEN' } });
+    await expect(take(foreign, 1, { close: true })).rejects.toMatchObject({ error: { code: 'FORBIDDEN' } });
   });
 });

@@ -1,15 +1,34 @@
-/** Takes `count` items from a client-side stream (SDK subscription), failing after `timeoutMs`. */
-export async function takeItems<T>(stream: AsyncIterableIterator<T>, count: number, timeoutMs = 20_000): Promise<T[]> {
-  const items: T[] = [];
-  const deadline = setTimeout(() => void stream.return?.(), timeoutMs);
+export interface TakeOptions {
+  /** Fail after this long with how many items arrived (default 20 s). */
+  timeoutMs?: number;
+  /** End the stream once done, as a `for await … break` would (default: leave it open for more). */
+  close?: boolean;
+}
+
+/**
+ * Takes `count` items from a stream: a hub subscription or an SDK subscription. Fails when the
+ * stream errors (with its error), ends early, or times out.
+ */
+export async function take<T>(stream: AsyncIterator<T>, count: number, options: TakeOptions = {}): Promise<T[]> {
+  const { timeoutMs = 20_000, close = false } = options;
+  const got: T[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${got.length} of ${count} items`)), timeoutMs);
+  });
   try {
-    for await (const item of stream) {
-      items.push(item);
-      if (items.length >= count) break;
+    while (got.length < count) {
+      const next = await Promise.race([stream.next(), timeout]);
+      if (next.done) throw new Error(`stream ended after ${got.length} of ${count} items`);
+      got.push(next.value);
     }
+  } catch (err) {
+    // A read may still be pending: an async generator would queue an awaited return behind it.
+    if (close) void stream.return?.();
+    throw err;
   } finally {
-    clearTimeout(deadline);
+    clearTimeout(timer);
   }
-  if (items.length < count) throw new Error(`only ${items.length} of ${count} items arrived`);
-  return items;
+  if (close) await stream.return?.();
+  return got;
 }

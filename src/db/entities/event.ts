@@ -55,7 +55,7 @@ export const EventSchema = new EntitySchema<Event>({
   properties: {
     id: { type: new BigIntType('string'), primary: true, autoincrement: true },
     createdAt: { ...TIMESTAMP, onCreate: () => new Date() },
-    updatedAt: { ...TIMESTAMP, onCreate: () => new Date(), onUpdate: () => new Date() },
+    updatedAt: { ...TIMESTAMP },
     type: { type: 'string', length: 40 },
     tenantId: { type: 'uuid', nullable: true },
     sandboxId: { type: 'uuid', nullable: true },

@@ -1,5 +1,5 @@
 import { EntitySchema } from '@mikro-orm/core';
-import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
+import { BaseEntity, BaseEntitySchema, softDeleteFilter, TIMESTAMP } from './base.js';
 import { Tenant } from './tenant.js';
 import { Worker } from './worker.js';
 
@@ -59,13 +59,14 @@ export class Sandbox extends BaseEntity<
   startedAt: Date | null = null;
   stoppedAt: Date | null = null;
   expiresAt: Date | null = null;
-  /** Set when soft-deleted (status DELETED); such rows are hidden from lists. */
+  /** Set when soft-deleted (status DELETED); the soft-delete filter hides such rows. */
   deletedAt: Date | null = null;
 }
 
 export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
   class: Sandbox,
   tableName: 'sandboxes',
+  filters: softDeleteFilter,
   extends: BaseEntitySchema,
   indexes: [
     { name: 'sandboxes_tenant_status_index', properties: ['tenant', 'status'] },
@@ -96,5 +97,8 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
   },
 });
 
-/** The filter every list of sandboxes applies: soft-deleted ones are kept for audit, never listed. */
+/**
+ * Not soft-deleted. Queries on sandboxes get this from the soft-delete filter; write it out only
+ * in a condition on a relation that may not join the sandboxes table (e.g. `{ sandbox: {} }`).
+ */
 export const ACTIVE_SANDBOX = { deletedAt: null } as const;

@@ -1,5 +1,5 @@
 import { EntitySchema } from '@mikro-orm/core';
-import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
+import { BaseEntity, BaseEntitySchema, softDeleteFilter, TIMESTAMP } from './base.js';
 import { Tenant } from './tenant.js';
 
 export const WORKER_STATUSES = ['ONLINE', 'DRAINING', 'OFFLINE'] as const;
@@ -37,9 +37,13 @@ export class Worker extends BaseEntity<
   deletedAt: Date | null = null;
 }
 
+/** Not soft-deleted; like ACTIVE_SANDBOX, only for a condition on a relation that may not join. */
+export const ACTIVE_WORKER = { deletedAt: null } as const;
+
 export const WorkerSchema = new EntitySchema<Worker, BaseEntity<string>>({
   class: Worker,
   tableName: 'workers',
+  filters: softDeleteFilter,
   extends: BaseEntitySchema,
   properties: {
     name: { type: 'string', length: 200, unique: 'workers_name_unique' },
