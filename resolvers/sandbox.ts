@@ -11,7 +11,6 @@ import {
   ValidationError,
 } from '../src/domain/errors.js';
 import type { SandboxFilter } from '../src/domain/sandboxes.js';
-import { validateLabels } from '../src/domain/workers.js';
 import { builder, mutationResult } from './builder.js';
 import { localIdOf, optionalLocalIdOf } from './ids.js';
 import { connection, connectionType, pageArgs } from './pagination.js';
@@ -102,7 +101,7 @@ function toFilter(
   return {
     status: input.status ?? null,
     workerId: optionalLocalIdOf(input.workerId, 'Worker', 'filter.workerId'),
-    label: input.label === undefined || input.label === null ? null : validateLabels(input.label, 'filter.label'),
+    label: input.label ?? null,
     nameContains: input.nameContains ?? null,
   };
 }
@@ -230,17 +229,9 @@ builder.mutationFields((t) => ({
         image: input.image,
         command: input.command,
         resources: input.resources,
-        labels:
-          input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+        labels: input.labels,
         ttlSeconds: input.ttlSeconds,
-        placement: input.placement
-          ? {
-              region: input.placement.region ?? null,
-              labels: input.placement.workerLabels
-                ? validateLabels(input.placement.workerLabels, 'input.placement.workerLabels')
-                : null,
-            }
-          : null,
+        placement: input.placement,
       }),
   }),
   stopSandbox: t.field({

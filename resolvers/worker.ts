@@ -6,7 +6,7 @@ import {
   NotFoundError,
   ValidationError,
 } from '../src/domain/errors.js';
-import { effectiveWorkerStatus, validateLabels } from '../src/domain/workers.js';
+import { effectiveWorkerStatus } from '../src/domain/workers.js';
 import { builder, mutationResult } from './builder.js';
 import { localIdOf, optionalLocalIdOf } from './ids.js';
 import { connection, connectionType, pageArgs } from './pagination.js';
@@ -98,13 +98,6 @@ builder.queryFields((t) => ({
 
 // ---------------------------------------------------------------- mutations
 
-function observedOf(value: unknown): Record<string, unknown> | null {
-  if (value === undefined || value === null) return null;
-  if (typeof value !== 'object' || Array.isArray(value))
-    throw new ValidationError('observed must be a JSON object', 'input.observed');
-  return value as Record<string, unknown>;
-}
-
 const RegisterWorkerInput = builder.inputType('RegisterWorkerInput', {
   fields: (t) => ({
     name: t.string({ required: true, description: 'Unique.' }),
@@ -165,8 +158,7 @@ builder.mutationFields((t) => ({
       ctx.services.workers.register({
         name: input.name,
         region: input.region,
-        labels:
-          input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+        labels: input.labels,
         capacity: input.capacity,
         tenantId: optionalLocalIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
       }),
@@ -204,7 +196,7 @@ builder.mutationFields((t) => ({
     resolve: (_root, { input }, ctx) =>
       ctx.services.workers.heartbeat({
         workerId: optionalLocalIdOf(input.workerId, 'Worker', 'input.workerId'),
-        observed: observedOf(input.observed),
+        observed: input.observed,
         version: input.version,
       }),
   }),
