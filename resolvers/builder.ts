@@ -22,7 +22,7 @@ import {
   ValidationError,
 } from '../src/domain/errors.js';
 import type { Services } from '../src/domain/services.js';
-import { encodeGlobalId } from './ids.js';
+import { decodeGlobalId, encodeGlobalId } from './ids.js';
 
 /** What every resolver receives: who is calling and the services bound to this request. */
 export interface Context {
@@ -58,7 +58,7 @@ export const builder = new SchemaBuilder<{
   relay: {
     clientMutationId: 'omit',
     cursorType: 'String',
-    decodeGlobalID: decodeId,
+    decodeGlobalID: (globalID) => decodeGlobalId(globalID),
     encodeGlobalID: (typename, id) => encodeGlobalId(typename, String(id)),
   },
   scopeAuth: {
@@ -74,18 +74,6 @@ export const builder = new SchemaBuilder<{
     defaultTypes: [],
   },
 });
-
-/** Global ids are base64url("Type:uuid"); anything else is a clear validation error. */
-function decodeId(globalID: string): { typename: string; id: string } {
-  const decoded = Buffer.from(globalID, 'base64url').toString('utf8');
-  const sep = decoded.indexOf(':');
-  const typename = decoded.slice(0, sep);
-  const id = decoded.slice(sep + 1);
-  if (sep <= 0 || !/^[A-Z][A-Za-z]*$/.test(typename) || id.length === 0) {
-    throw new ValidationError(`"${globalID}" is not a valid id`, 'id');
-  }
-  return { typename, id };
-}
 
 builder.queryType({});
 builder.mutationType({});
@@ -194,5 +182,26 @@ builder.objectType(InvalidTransitionError, {
 });
 builder.objectType(NoCapacityError, { name: 'NoCapacityError', interfaces: [ErrorInterface] });
 
-/** Every mutation result may be one of these; fields add their own domain-specific ones. */
-export const COMMON_ERRORS = [NotFoundError, ForbiddenError, ValidationError] as const;
+/** A class of typed error a mutation result can hold. */
+export type ErrorClass = new (...args: never[]) => DomainError;
+
+/**
+ * The errors-plugin options of a mutation result, so a mutation is its field and nothing else:
+ * the union `<name>Result` of `<name>Payload` and `errors`. With `data`, the plugin builds the
+ * payload with one field, named `data.field`, holding what the resolver returns; without it, the
+ * field's own type is the payload (for payloads of several fields). Fields that give the same
+ * name share both types, so they must give the same errors.
+ */
+export function mutationResult(
+  name: string,
+  errors: readonly ErrorClass[],
+  data?: { field: string; description?: string },
+) {
+  return {
+    types: [...errors],
+    directResult: !data,
+    result: { name: `${name}Payload`, ...(data?.description ? { description: data.description } : {}) },
+    union: { name: `${name}Result` },
+    dataField: { name: data?.field ?? 'data' },
+  };
+}

@@ -1,10 +1,11 @@
 import { EVENT_TYPES, type Event } from '../src/db/entities/event.js';
-import { decodeCursor, encodeCursor } from '../src/events/reader.js';
+import { encodeEventCursor } from '../src/events/reader.js';
 import { builder } from './builder.js';
 import { eventStream } from './event-stream.js';
 import { localIdOf } from './ids.js';
 import { LeaseRef } from './lease.js';
 import { MessageRef } from './message.js';
+import { connection, connectionType, eventCursor, pageArgs } from './pagination.js';
 import { SandboxRef } from './sandbox.js';
 import { TenantRef } from './tenant.js';
 import { WorkerRef } from './worker.js';
@@ -23,7 +24,7 @@ export const EventRef = builder.objectRef<EventShape>('Event').implement({
   description: 'One entry of the event log.',
   fields: (t) => ({
     // The same opaque cursor the subscriptions take as `after` (src/events/reader.ts).
-    cursor: t.string({ description: 'Opaque, ordered, resumable.', resolve: (e) => encodeCursor(String(e.id)) }),
+    cursor: t.string({ description: 'Opaque, ordered, resumable.', resolve: (e) => encodeEventCursor(String(e.id)) }),
     type: t.field({ type: EventTypeEnum, resolve: (e) => e.type }),
     occurredAt: t.field({ type: 'DateTime', resolve: (e) => e.createdAt }),
     tenant: t.field({ type: TenantRef, nullable: true, resolve: (e) => e.tenantId }),
@@ -39,63 +40,34 @@ export const EventRef = builder.objectRef<EventShape>('Event').implement({
   }),
 });
 
-const EventEdge = builder.objectRef<{ cursor: string; node: EventShape }>('EventEdge').implement({
-  fields: (t) => ({
-    cursor: t.exposeString('cursor'),
-    node: t.field({ type: EventRef, resolve: (edge) => edge.node }),
-  }),
-});
+const EventConnection = connectionType('EventConnection', EventRef);
 
-interface EventPage {
-  edges: { cursor: string; node: EventShape }[];
-  hasNextPage: boolean;
-  hadCursor: boolean;
-  totalCount: () => Promise<number>;
-}
-
-const EventPageInfo = builder.objectRef<EventPage>('EventPageInfo').implement({
-  fields: (t) => ({
-    hasNextPage: t.boolean({ resolve: (p) => p.hasNextPage }),
-    hasPreviousPage: t.boolean({ resolve: (p) => p.hadCursor }),
-    startCursor: t.string({ nullable: true, resolve: (p) => p.edges[0]?.cursor ?? null }),
-    endCursor: t.string({ nullable: true, resolve: (p) => p.edges.at(-1)?.cursor ?? null }),
-  }),
-});
-
-const EventConnection = builder.objectRef<EventPage>('EventConnection').implement({
-  fields: (t) => ({
-    edges: t.field({ type: [EventEdge], resolve: (p) => p.edges }),
-    pageInfo: t.field({ type: EventPageInfo, resolve: (p) => p }),
-    totalCount: t.int({ resolve: (p) => p.totalCount() }),
-  }),
-});
-
-builder.queryField('events', (t) =>
-  t.field({
+builder.queryField('events', (t) => {
+  const { first, after } = pageArgs(t.arg);
+  return t.field({
     type: EventConnection,
     description: "A tenant's event log in commit order; resume with the last cursor you saw.",
     args: {
       tenantId: t.arg.id({ required: true }),
-      after: t.arg.string({ required: false }),
-      first: t.arg.int({ required: false }),
+      after,
+      first,
       types: t.arg({ type: [EventTypeEnum], required: false }),
     },
-    authScopes: (_root, args) => ({ tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant'), role: 'VIEWER' } }),
-    resolve: async (_root, args, ctx) => {
-      const page = await ctx.services.events.listForTenant(localIdOf(args.tenantId, 'Tenant'), {
-        after: args.after ? decodeCursor(args.after) : null,
-        first: args.first,
-        types: args.types,
-      });
-      return {
-        edges: page.items.map((node) => ({ cursor: encodeCursor(String(node.id)), node })),
-        hasNextPage: page.hasNextPage,
-        hadCursor: !!args.after,
-        totalCount: page.totalCount,
-      };
-    },
-  }),
-);
+    authScopes: (_root, args) => ({
+      tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant', 'tenantId'), role: 'VIEWER' },
+    }),
+    resolve: (_root, args, ctx) =>
+      connection(
+        args,
+        (page) =>
+          ctx.services.events.listForTenant(localIdOf(args.tenantId, 'Tenant', 'tenantId'), {
+            ...page,
+            types: args.types,
+          }),
+        eventCursor,
+      ),
+  });
+});
 
 builder.subscriptionType({});
 
@@ -107,7 +79,7 @@ builder.subscriptionFields((t) => ({
     args: { sandboxId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
-        ctx.services.subscriptions.sandboxEvents(localIdOf(args.sandboxId, 'Sandbox'), args.after),
+        ctx.services.subscriptions.sandboxEvents(localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'), args.after),
       ),
     resolve: (event) => event,
   }),
@@ -121,7 +93,7 @@ builder.subscriptionFields((t) => ({
     },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
-        ctx.services.subscriptions.tenantEvents(localIdOf(args.tenantId, 'Tenant'), args.after, args.types),
+        ctx.services.subscriptions.tenantEvents(localIdOf(args.tenantId, 'Tenant', 'tenantId'), args.after, args.types),
       ),
     resolve: (event) => event,
   }),
@@ -131,7 +103,7 @@ builder.subscriptionFields((t) => ({
     args: { workerId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
-        ctx.services.subscriptions.workerAssignments(localIdOf(args.workerId, 'Worker'), args.after),
+        ctx.services.subscriptions.workerAssignments(localIdOf(args.workerId, 'Worker', 'workerId'), args.after),
       ),
     resolve: (event) => event,
   }),

@@ -6,7 +6,7 @@
 import type { ObjectRef } from '@pothos/core';
 import type DataLoader from 'dataloader';
 import { builder, type Context } from './builder.js';
-import { localIdOf, NO_SUCH_ID } from './ids.js';
+import { parseGlobalId } from './ids.js';
 import { MessageRef } from './message.js';
 import { SandboxRef } from './sandbox.js';
 import { TenantRef } from './tenant.js';
@@ -31,11 +31,11 @@ export function nodeEntity<Shape>(ref: LoadableNodeEntity<Shape>): void {
   builder.asEntity(ref, {
     key: builder.selection<{ id: string }>('id'),
     resolveReference: async ({ id }, ctx: Context) => {
-      const local = localIdOf(id, ref.name);
-      if (local === NO_SUCH_ID) return null;
+      const parsed = parseGlobalId(id);
+      if (parsed?.typename !== ref.name) return null;
       // The loader answers null for what is missing or hidden from the caller; an Error from it
       // is a real failure (e.g. the database is down) and surfaces as one.
-      return (await ref.getDataloader(ctx).load(local)) ?? null;
+      return (await ref.getDataloader(ctx).load(parsed.id)) ?? null;
     },
   });
 }

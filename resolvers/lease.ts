@@ -6,7 +6,7 @@ import {
   StaleFencingTokenError,
   ValidationError,
 } from '../src/domain/errors.js';
-import { builder } from './builder.js';
+import { builder, mutationResult } from './builder.js';
 import { localIdOf } from './ids.js';
 import { SandboxRef } from './sandbox.js';
 import { WorkerRef } from './worker.js';
@@ -71,58 +71,48 @@ const ReleaseLeaseInput = builder.inputType('ReleaseLeaseInput', {
   }),
 });
 
-class LeasePayload {
-  constructor(readonly lease: Lease) {}
-}
-builder.objectType(LeasePayload, {
-  name: 'LeasePayload',
-  isTypeOf: (value) => value instanceof LeasePayload,
-  fields: (t) => ({ lease: t.field({ type: LeaseRef, resolve: (p) => p.lease }) }),
-});
-
-const LeaseResult = builder.errorUnion('LeaseResult', {
-  types: [LeasePayload, NotFoundError, ForbiddenError, ValidationError, LeaseConflictError, StaleFencingTokenError],
-});
+const leaseResult = mutationResult(
+  'Lease',
+  [NotFoundError, ForbiddenError, ValidationError, LeaseConflictError, StaleFencingTokenError],
+  { field: 'lease' },
+);
 
 builder.mutationFields((t) => ({
   acquireLease: t.field({
-    type: LeaseResult,
+    type: LeaseRef,
+    errors: leaseResult,
     description: 'Worker token with scope worker:lease. Succeeds when free, expired (takeover) or already held.',
     args: { input: t.arg({ type: AcquireLeaseInput, required: true }) },
     authScopes: { workerScope: 'worker:lease' },
-    resolve: async (_root, { input }, ctx) =>
-      new LeasePayload(
-        await ctx.services.leases.acquire({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          ttlSeconds: input.ttlSeconds,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.leases.acquire({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        ttlSeconds: input.ttlSeconds,
+      }),
   }),
   renewLease: t.field({
-    type: LeaseResult,
+    type: LeaseRef,
+    errors: leaseResult,
     description: 'The holder only, with its current fencing token.',
     args: { input: t.arg({ type: RenewLeaseInput, required: true }) },
     authScopes: { workerScope: 'worker:lease' },
-    resolve: async (_root, { input }, ctx) =>
-      new LeasePayload(
-        await ctx.services.leases.renew({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          fencingToken: input.fencingToken,
-          ttlSeconds: input.ttlSeconds,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.leases.renew({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        fencingToken: input.fencingToken,
+        ttlSeconds: input.ttlSeconds,
+      }),
   }),
   releaseLease: t.field({
-    type: LeaseResult,
+    type: LeaseRef,
+    errors: leaseResult,
     description: 'The holder only, with its current fencing token.',
     args: { input: t.arg({ type: ReleaseLeaseInput, required: true }) },
     authScopes: { workerScope: 'worker:lease' },
-    resolve: async (_root, { input }, ctx) =>
-      new LeasePayload(
-        await ctx.services.leases.release({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          fencingToken: input.fencingToken,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.leases.release({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        fencingToken: input.fencingToken,
+      }),
   }),
 }));

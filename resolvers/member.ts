@@ -1,6 +1,6 @@
 import { Member, TENANT_ROLES } from '../src/db/entities/member.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from '../src/domain/errors.js';
-import { builder } from './builder.js';
+import { builder, mutationResult } from './builder.js';
 import { encodeGlobalId, localIdOf } from './ids.js';
 
 export const TenantRoleEnum = builder.enumType('TenantRole', { values: TENANT_ROLES });
@@ -29,56 +29,37 @@ const RemoveMemberInput = builder.inputType('RemoveMemberInput', {
   fields: (t) => ({ memberId: t.id({ required: true }) }),
 });
 
-class AddMemberPayload {
-  constructor(readonly member: Member) {}
-}
-builder.objectType(AddMemberPayload, {
-  name: 'AddMemberPayload',
-  isTypeOf: (value) => value instanceof AddMemberPayload,
-  fields: (t) => ({ member: t.field({ type: MemberRef, resolve: (p) => p.member }) }),
-});
-
-class RemoveMemberPayload {
-  constructor(readonly member: Member) {}
-}
-builder.objectType(RemoveMemberPayload, {
-  name: 'RemoveMemberPayload',
-  isTypeOf: (value) => value instanceof RemoveMemberPayload,
+const RemoveMemberPayload = builder.objectRef<Member>('RemoveMemberPayload').implement({
   fields: (t) => ({
-    removedMemberId: t.id({ resolve: (p) => encodeGlobalId('Member', p.member.id) }),
-    subject: t.string({ resolve: (p) => p.member.subject }),
+    removedMemberId: t.id({ resolve: (member) => encodeGlobalId('Member', member.id) }),
+    subject: t.exposeString('subject'),
   }),
-});
-
-const AddMemberResult = builder.errorUnion('AddMemberResult', {
-  types: [AddMemberPayload, NotFoundError, ForbiddenError, ValidationError, AlreadyExistsError],
-});
-const RemoveMemberResult = builder.errorUnion('RemoveMemberResult', {
-  types: [RemoveMemberPayload, NotFoundError, ForbiddenError],
 });
 
 builder.mutationFields((t) => ({
   addMember: t.field({
-    type: AddMemberResult,
+    type: MemberRef,
+    errors: mutationResult('AddMember', [NotFoundError, ForbiddenError, ValidationError, AlreadyExistsError], {
+      field: 'member',
+    }),
     description: 'Tenant ADMIN. Adding an existing subject changes its role.',
     args: { input: t.arg({ type: AddMemberInput, required: true }) },
     authScopes: (_root, { input }) => ({
-      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' },
+      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'), role: 'ADMIN' },
     }),
-    resolve: async (_root, { input }, ctx) =>
-      new AddMemberPayload(
-        await ctx.services.tenants.addMember({
-          tenantId: localIdOf(input.tenantId, 'Tenant'),
-          subject: input.subject,
-          role: input.role,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.tenants.addMember({
+        tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
+        subject: input.subject,
+        role: input.role,
+      }),
   }),
   removeMember: t.field({
-    type: RemoveMemberResult,
+    type: RemoveMemberPayload,
+    errors: mutationResult('RemoveMember', [NotFoundError, ForbiddenError]),
     description: 'Tenant ADMIN.',
     args: { input: t.arg({ type: RemoveMemberInput, required: true }) },
-    resolve: async (_root, { input }, ctx) =>
-      new RemoveMemberPayload(await ctx.services.tenants.removeMember(localIdOf(input.memberId, 'Member'))),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.tenants.removeMember(localIdOf(input.memberId, 'Member', 'input.memberId')),
   }),
 }));

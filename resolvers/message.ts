@@ -1,10 +1,10 @@
 import { Message, SENDER_KINDS } from '../src/db/entities/message.js';
 import type { Sandbox } from '../src/db/entities/sandbox.js';
 import { ForbiddenError, NotFoundError, StaleFencingTokenError, ValidationError } from '../src/domain/errors.js';
-import { builder } from './builder.js';
+import { builder, mutationResult } from './builder.js';
 import { eventStream } from './event-stream.js';
-import { localIdOf } from './ids.js';
-import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
+import { localIdOf, optionalLocalIdOf } from './ids.js';
+import { connection, connectionType, pageArgs } from './pagination.js';
 import { SandboxRef } from './sandbox.js';
 
 export const SenderKindEnum = builder.enumType('SenderKind', { values: SENDER_KINDS });
@@ -35,31 +35,15 @@ export const MessageRef = builder.loadableNode('Message', {
 /** The event cursor each message delivered by messageAdded came with (entities are fresh per event). */
 const deliveredWith = new WeakMap<Message, string>();
 
-export const MessageConnection = builder.connectionObject({
-  type: MessageRef,
-  name: 'MessageConnection',
-  fields: (t) => ({
-    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Message>).totalCount() }),
-  }),
-});
+export const MessageConnection = connectionType('MessageConnection', MessageRef);
 
 builder.objectFields(SandboxRef, (t) => ({
   messages: t.field({
     type: MessageConnection,
     description: 'Oldest first, so the newest is last.',
-    args: {
-      first: t.arg.int({ required: false }),
-      after: t.arg.string({ required: false }),
-      threadId: t.arg.string({ required: false }),
-    },
-    resolve: async (sandbox: Sandbox, args, ctx) =>
-      toConnection(
-        await ctx.services.messages.list(sandbox.id, args.threadId, {
-          first: args.first,
-          after: decodeCursor(args.after),
-        }),
-        !!args.after,
-      ),
+    args: { ...pageArgs(t.arg), threadId: t.arg.string({ required: false }) },
+    resolve: (sandbox: Sandbox, args, ctx) =>
+      connection(args, (page) => ctx.services.messages.list(sandbox.id, args.threadId, page)),
   }),
   lastMessage: t.loadable({
     type: MessageRef,
@@ -81,16 +65,11 @@ builder.queryField('messages', (t) =>
     args: {
       sandboxId: t.arg.id({ required: true }),
       threadId: t.arg.string({ required: false }),
-      first: t.arg.int({ required: false }),
-      after: t.arg.string({ required: false }),
+      ...pageArgs(t.arg),
     },
-    resolve: async (_root, args, ctx) =>
-      toConnection(
-        await ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, {
-          first: args.first,
-          after: decodeCursor(args.after),
-        }),
-        !!args.after,
+    resolve: (_root, args, ctx) =>
+      connection(args, (page) =>
+        ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'), args.threadId, page),
       ),
   }),
 );
@@ -124,79 +103,62 @@ const MarkMessagesReadInput = builder.inputType('MarkMessagesReadInput', {
   }),
 });
 
-class MessagePayload {
-  constructor(readonly message: Message) {}
-}
-builder.objectType(MessagePayload, {
-  name: 'MessagePayload',
-  isTypeOf: (value) => value instanceof MessagePayload,
-  description: 'The field is `posted`, not `message`, so it never clashes with `Error.message` in one selection.',
-  fields: (t) => ({ posted: t.field({ type: MessageRef, resolve: (p) => p.message }) }),
-});
+const messageResult = mutationResult(
+  'Message',
+  [NotFoundError, ForbiddenError, ValidationError, StaleFencingTokenError],
+  {
+    field: 'posted',
+    description: 'The field is `posted`, not `message`, so it never clashes with `Error.message` in one selection.',
+  },
+);
 
-class MarkMessagesReadPayload {
-  constructor(
-    readonly sandbox: Sandbox,
-    readonly count: number,
-  ) {}
-}
-builder.objectType(MarkMessagesReadPayload, {
-  name: 'MarkMessagesReadPayload',
-  isTypeOf: (value) => value instanceof MarkMessagesReadPayload,
-  fields: (t) => ({
-    sandbox: t.field({ type: SandboxRef, resolve: (p) => p.sandbox }),
-    count: t.exposeInt('count', { description: 'How many messages were marked read.' }),
-  }),
-});
-
-const MessageResult = builder.errorUnion('MessageResult', {
-  types: [MessagePayload, NotFoundError, ForbiddenError, ValidationError, StaleFencingTokenError],
-});
-const MarkMessagesReadResult = builder.errorUnion('MarkMessagesReadResult', {
-  types: [MarkMessagesReadPayload, NotFoundError, ForbiddenError, ValidationError],
-});
+const MarkMessagesReadPayload = builder
+  .objectRef<{ sandbox: Sandbox; count: number }>('MarkMessagesReadPayload')
+  .implement({
+    fields: (t) => ({
+      sandbox: t.field({ type: SandboxRef, resolve: (p) => p.sandbox }),
+      count: t.exposeInt('count', { description: 'How many messages were marked read.' }),
+    }),
+  });
 
 builder.mutationFields((t) => ({
   sendMessage: t.field({
-    type: MessageResult,
+    type: MessageRef,
+    errors: messageResult,
     description: 'A person (tenant OPERATOR) writes to the agent.',
     args: { input: t.arg({ type: SendMessageInput, required: true }) },
-    resolve: async (_root, { input }, ctx) =>
-      new MessagePayload(
-        await ctx.services.messages.send({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          threadId: input.threadId,
-          channel: input.channel,
-          body: input.body,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.messages.send({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        threadId: input.threadId,
+        channel: input.channel,
+        body: input.body,
+      }),
   }),
   postAgentMessage: t.field({
-    type: MessageResult,
+    type: MessageRef,
+    errors: messageResult,
     description: 'The worker holding the lease (scope message:post) posts for the agent, with its fencing token.',
     args: { input: t.arg({ type: PostAgentMessageInput, required: true }) },
     authScopes: { workerScope: 'message:post' },
-    resolve: async (_root, { input }, ctx) =>
-      new MessagePayload(
-        await ctx.services.messages.postAgent({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          fencingToken: input.fencingToken,
-          threadId: input.threadId,
-          body: input.body,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.messages.postAgent({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        fencingToken: input.fencingToken,
+        threadId: input.threadId,
+        body: input.body,
+      }),
   }),
   markMessagesRead: t.field({
-    type: MarkMessagesReadResult,
+    type: MarkMessagesReadPayload,
+    errors: mutationResult('MarkMessagesRead', [NotFoundError, ForbiddenError, ValidationError]),
     args: { input: t.arg({ type: MarkMessagesReadInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const { sandbox, count } = await ctx.services.messages.markRead({
-        sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.messages.markRead({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
         threadId: input.threadId,
-        upToMessageId: input.upToMessageId ? localIdOf(input.upToMessageId, 'Message') : null,
-      });
-      return new MarkMessagesReadPayload(sandbox, count);
-    },
+        upToMessageId: optionalLocalIdOf(input.upToMessageId, 'Message', 'input.upToMessageId'),
+      }),
   }),
 }));
 
@@ -212,7 +174,11 @@ builder.subscriptionField('messageAdded', (t) =>
     },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
-        ctx.services.subscriptions.messageAdded(localIdOf(args.sandboxId, 'Sandbox'), args.threadId, args.after),
+        ctx.services.subscriptions.messageAdded(
+          localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'),
+          args.threadId,
+          args.after,
+        ),
       ),
     resolve: async (event, _args, ctx) => {
       const message = event.messageId ? await MessageRef.getDataloader(ctx).load(event.messageId) : null;

@@ -1,17 +1,31 @@
+import type { ArgBuilder, ObjectRef } from '@pothos/core';
 import { ValidationError } from '../src/domain/errors.js';
-import type { Page } from '../src/domain/pagination.js';
+import type { Page, PageArgs } from '../src/domain/pagination.js';
+import { decodeEventCursor, encodeEventCursor } from '../src/events/reader.js';
+import { builder } from './builder.js';
 
-/** Cursors are opaque to clients: base64url of the item's id. */
-export function encodeCursor(id: string): string {
+type Types = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T : never;
+
+/** How a kind of cursor maps to the key of the item it points at. */
+export interface CursorCodec {
+  encode(key: string): string;
+  decode(cursor: string): string;
+}
+
+/** Connection cursors are opaque to clients: base64url of "c:" and the item's id. */
+export function encodeConnectionCursor(id: string): string {
   return Buffer.from(`c:${id}`, 'utf8').toString('base64url');
 }
 
-export function decodeCursor(cursor: string | null | undefined): string | null {
-  if (cursor === null || cursor === undefined) return null;
+export function decodeConnectionCursor(cursor: string): string {
   const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
   if (!decoded.startsWith('c:')) throw new ValidationError('after is not a valid cursor', 'after');
   return decoded.slice(2);
 }
+
+export const connectionCursor: CursorCodec = { encode: encodeConnectionCursor, decode: decodeConnectionCursor };
+/** The event log's own cursor (src/events/reader.ts), which subscriptions also take as `after`. */
+export const eventCursor: CursorCodec = { encode: encodeEventCursor, decode: decodeEventCursor };
 
 export interface ConnectionResult<T> {
   edges: { cursor: string; node: T }[];
@@ -19,8 +33,23 @@ export interface ConnectionResult<T> {
   totalCount: () => Promise<number>;
 }
 
-export function toConnection<T extends { id: string }>(page: Page<T>, hadCursor: boolean): ConnectionResult<T> {
-  const edges = page.items.map((node) => ({ cursor: encodeCursor(node.id), node }));
+/** The arguments every paged field takes. */
+export function pageArgs(arg: ArgBuilder<Types>) {
+  return { first: arg.int({ required: false }), after: arg.string({ required: false }) };
+}
+
+/**
+ * The one way a paged field answers: decodes `after` with the field's kind of cursor, asks the
+ * service for that page and shapes it as a connection.
+ */
+export async function connection<T extends { id: string }>(
+  args: { first?: number | null; after?: string | null },
+  load: (page: PageArgs) => Promise<Page<T>>,
+  cursor: CursorCodec = connectionCursor,
+): Promise<ConnectionResult<T>> {
+  const hadCursor = args.after !== null && args.after !== undefined;
+  const page = await load({ first: args.first, after: hadCursor ? cursor.decode(args.after as string) : null });
+  const edges = page.items.map((node) => ({ cursor: cursor.encode(node.id), node }));
   return {
     edges,
     pageInfo: {
@@ -31,4 +60,15 @@ export function toConnection<T extends { id: string }>(page: Page<T>, hadCursor:
     },
     totalCount: page.totalCount,
   };
+}
+
+/** `<Name>Connection` of a node type, with the `totalCount` every connection of the schema has. */
+export function connectionType<Shape>(name: string, type: ObjectRef<Types, Shape>) {
+  return builder.connectionObject({
+    type,
+    name,
+    fields: (t) => ({
+      totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Shape>).totalCount() }),
+    }),
+  });
 }

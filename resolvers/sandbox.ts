@@ -11,10 +11,9 @@ import {
   ValidationError,
 } from '../src/domain/errors.js';
 import type { SandboxFilter } from '../src/domain/sandboxes.js';
-import { validateLabels } from '../src/domain/workers.js';
-import { builder } from './builder.js';
-import { localIdOf } from './ids.js';
-import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
+import { builder, mutationResult } from './builder.js';
+import { localIdOf, optionalLocalIdOf } from './ids.js';
+import { connection, connectionType, pageArgs } from './pagination.js';
 import { TenantRef } from './tenant.js';
 import { ResourcesInput, ResourcesType, WorkerRef } from './worker.js';
 
@@ -76,13 +75,7 @@ export const SandboxRef = builder.loadableNode('Sandbox', {
   }),
 });
 
-export const SandboxConnection = builder.connectionObject({
-  type: SandboxRef,
-  name: 'SandboxConnection',
-  fields: (t) => ({
-    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Sandbox>).totalCount() }),
-  }),
-});
+export const SandboxConnection = connectionType('SandboxConnection', SandboxRef);
 
 const SandboxFilterInput = builder.inputType('SandboxFilter', {
   fields: (t) => ({
@@ -107,8 +100,8 @@ function toFilter(
   if (!input) return null;
   return {
     status: input.status ?? null,
-    workerId: input.workerId ? localIdOf(input.workerId, 'Worker') : null,
-    label: input.label === undefined || input.label === null ? null : validateLabels(input.label, 'filter.label'),
+    workerId: optionalLocalIdOf(input.workerId, 'Worker', 'filter.workerId'),
+    label: input.label ?? null,
     nameContains: input.nameContains ?? null,
   };
 }
@@ -116,31 +109,17 @@ function toFilter(
 builder.objectField(TenantRef, 'sandboxes', (t) =>
   t.field({
     type: SandboxConnection,
-    args: {
-      first: t.arg.int({ required: false }),
-      after: t.arg.string({ required: false }),
-      filter: t.arg({ type: SandboxFilterInput, required: false }),
-    },
-    resolve: async (tenant, args, ctx) =>
-      toConnection(
-        await ctx.services.sandboxes.listForTenant(tenant.id, toFilter(args.filter), {
-          first: args.first,
-          after: decodeCursor(args.after),
-        }),
-        !!args.after,
-      ),
+    args: { ...pageArgs(t.arg), filter: t.arg({ type: SandboxFilterInput, required: false }) },
+    resolve: (tenant, args, ctx) =>
+      connection(args, (page) => ctx.services.sandboxes.listForTenant(tenant.id, toFilter(args.filter), page)),
   }),
 );
 
 builder.objectField(WorkerRef, 'sandboxes', (t) =>
   t.field({
     type: SandboxConnection,
-    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
-    resolve: async (worker, args, ctx) =>
-      toConnection(
-        await ctx.services.sandboxes.listForWorker(worker.id, { first: args.first, after: decodeCursor(args.after) }),
-        !!args.after,
-      ),
+    args: pageArgs(t.arg),
+    resolve: (worker, args, ctx) => connection(args, (page) => ctx.services.sandboxes.listForWorker(worker.id, page)),
   }),
 );
 
@@ -149,25 +128,26 @@ builder.queryFields((t) => ({
     type: SandboxRef,
     nullable: true,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, args) => localIdOf(args.id, 'Sandbox'),
+    resolve: (_root, args) => localIdOf(args.id, 'Sandbox', 'id'),
   }),
   sandboxes: t.field({
     type: SandboxConnection,
     description: "A tenant's sandboxes (deleted ones are not listed), oldest first.",
     args: {
       tenantId: t.arg.id({ required: true }),
-      first: t.arg.int({ required: false }),
-      after: t.arg.string({ required: false }),
+      ...pageArgs(t.arg),
       filter: t.arg({ type: SandboxFilterInput, required: false }),
     },
-    authScopes: (_root, args) => ({ tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant'), role: 'VIEWER' } }),
-    resolve: async (_root, args, ctx) =>
-      toConnection(
-        await ctx.services.sandboxes.listForTenant(localIdOf(args.tenantId, 'Tenant'), toFilter(args.filter), {
-          first: args.first,
-          after: decodeCursor(args.after),
-        }),
-        !!args.after,
+    authScopes: (_root, args) => ({
+      tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant', 'tenantId'), role: 'VIEWER' },
+    }),
+    resolve: (_root, args, ctx) =>
+      connection(args, (page) =>
+        ctx.services.sandboxes.listForTenant(
+          localIdOf(args.tenantId, 'Tenant', 'tenantId'),
+          toFilter(args.filter),
+          page,
+        ),
       ),
   }),
 }));
@@ -217,18 +197,9 @@ const ReportAgentStatusInput = builder.inputType('ReportAgentStatusInput', {
   }),
 });
 
-export class SandboxPayload {
-  constructor(readonly sandbox: Sandbox) {}
-}
-builder.objectType(SandboxPayload, {
-  name: 'SandboxPayload',
-  isTypeOf: (value) => value instanceof SandboxPayload,
-  fields: (t) => ({ sandbox: t.field({ type: SandboxRef, resolve: (p) => p.sandbox }) }),
-});
-
-const SandboxResult = builder.errorUnion('SandboxResult', {
-  types: [
-    SandboxPayload,
+const sandboxResult = mutationResult(
+  'Sandbox',
+  [
     NotFoundError,
     ForbiddenError,
     ValidationError,
@@ -239,81 +210,73 @@ const SandboxResult = builder.errorUnion('SandboxResult', {
     StaleFencingTokenError,
     LeaseConflictError,
   ],
-});
+  { field: 'sandbox' },
+);
 
 builder.mutationFields((t) => ({
   createSandbox: t.field({
-    type: SandboxResult,
+    type: SandboxRef,
+    errors: sandboxResult,
     description: 'Tenant OPERATOR. Checks policy and quota, places it on a worker; with no room now it stays PENDING.',
     args: { input: t.arg({ type: CreateSandboxInput, required: true }) },
     authScopes: (_root, { input }) => ({
-      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'OPERATOR' },
+      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'), role: 'OPERATOR' },
     }),
-    resolve: async (_root, { input }, ctx) =>
-      new SandboxPayload(
-        await ctx.services.sandboxes.create({
-          tenantId: localIdOf(input.tenantId, 'Tenant'),
-          name: input.name,
-          image: input.image,
-          command: input.command,
-          resources: input.resources,
-          labels:
-            input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
-          ttlSeconds: input.ttlSeconds,
-          placement: input.placement
-            ? {
-                region: input.placement.region ?? null,
-                labels: input.placement.workerLabels
-                  ? validateLabels(input.placement.workerLabels, 'input.placement.workerLabels')
-                  : null,
-              }
-            : null,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.sandboxes.create({
+        tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
+        name: input.name,
+        image: input.image,
+        command: input.command,
+        resources: input.resources,
+        labels: input.labels,
+        ttlSeconds: input.ttlSeconds,
+        placement: input.placement,
+      }),
   }),
   stopSandbox: t.field({
-    type: SandboxResult,
+    type: SandboxRef,
+    errors: sandboxResult,
     description: 'Tenant OPERATOR. The worker is told through SANDBOX_STOP_REQUESTED.',
     args: { input: t.arg({ type: SandboxRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) =>
-      new SandboxPayload(await ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox'))),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId')),
   }),
   deleteSandbox: t.field({
-    type: SandboxResult,
+    type: SandboxRef,
+    errors: sandboxResult,
     description: 'Tenant OPERATOR. Soft delete: kept for audit, hidden from lists.',
     args: { input: t.arg({ type: SandboxRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) =>
-      new SandboxPayload(await ctx.services.sandboxes.delete(localIdOf(input.sandboxId, 'Sandbox'))),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.sandboxes.delete(localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId')),
   }),
   reportSandboxStatus: t.field({
-    type: SandboxResult,
+    type: SandboxRef,
+    errors: sandboxResult,
     description: 'Worker (scope sandbox:report) holding the lease, with its current fencing token.',
     args: { input: t.arg({ type: ReportSandboxStatusInput, required: true }) },
     authScopes: { workerScope: 'sandbox:report' },
-    resolve: async (_root, { input }, ctx) =>
-      new SandboxPayload(
-        await ctx.services.sandboxes.reportStatus({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          fencingToken: input.fencingToken,
-          status: input.status,
-          reason: input.reason,
-          exitCode: input.exitCode,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.sandboxes.reportStatus({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        fencingToken: input.fencingToken,
+        status: input.status,
+        reason: input.reason,
+        exitCode: input.exitCode,
+      }),
   }),
   reportAgentStatus: t.field({
-    type: SandboxResult,
+    type: SandboxRef,
+    errors: sandboxResult,
     description: 'Worker (scope sandbox:report) holding the lease, with its current fencing token.',
     args: { input: t.arg({ type: ReportAgentStatusInput, required: true }) },
     authScopes: { workerScope: 'sandbox:report' },
-    resolve: async (_root, { input }, ctx) =>
-      new SandboxPayload(
-        await ctx.services.sandboxes.reportAgentStatus({
-          sandboxId: localIdOf(input.sandboxId, 'Sandbox'),
-          fencingToken: input.fencingToken,
-          phase: input.phase,
-          activity: input.activity,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.sandboxes.reportAgentStatus({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        fencingToken: input.fencingToken,
+        phase: input.phase,
+        activity: input.activity,
+      }),
   }),
 }));

@@ -1,11 +1,10 @@
 import { AuditEntry } from '../src/db/entities/audit-entry.js';
-import type { Member } from '../src/db/entities/member.js';
 import { Tenant } from '../src/db/entities/tenant.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from '../src/domain/errors.js';
-import { builder } from './builder.js';
+import { builder, mutationResult } from './builder.js';
 import { localIdOf } from './ids.js';
 import { MemberRef } from './member.js';
-import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
+import { connection, connectionType, pageArgs } from './pagination.js';
 
 const QuotaType = builder.objectRef<Tenant['quota']>('Quota').implement({
   fields: (t) => ({
@@ -54,26 +53,16 @@ export const TenantRef = builder.loadableNode('Tenant', {
     }),
     members: t.field({
       type: MemberConnection,
-      args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
-      resolve: async (tenant, args, ctx) =>
-        toConnection(
-          await ctx.services.tenants.listMembers(tenant.id, { first: args.first, after: decodeCursor(args.after) }),
-          !!args.after,
-        ),
+      args: pageArgs(t.arg),
+      resolve: (tenant, args, ctx) => connection(args, (page) => ctx.services.tenants.listMembers(tenant.id, page)),
     }),
     auditEntries: t.field({
       type: AuditEntryConnection,
       description: 'Tenant ADMIN only.',
-      args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
+      args: pageArgs(t.arg),
       authScopes: (tenant) => ({ tenantRole: { tenantId: tenant.id, role: 'ADMIN' } }),
-      resolve: async (tenant, args, ctx) =>
-        toConnection(
-          await ctx.services.tenants.listAuditEntries(tenant.id, {
-            first: args.first,
-            after: decodeCursor(args.after),
-          }),
-          !!args.after,
-        ),
+      resolve: (tenant, args, ctx) =>
+        connection(args, (page) => ctx.services.tenants.listAuditEntries(tenant.id, page)),
     }),
   }),
 });
@@ -94,52 +83,28 @@ const AuditEntryRef = builder.node(builder.objectRef<AuditEntry>('AuditEntry'), 
   }),
 });
 
-export const AuditEntryConnection = builder.connectionObject({
-  type: AuditEntryRef,
-  name: 'AuditEntryConnection',
-  fields: (t) => ({
-    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<AuditEntry>).totalCount() }),
-  }),
-});
-
-export const TenantConnection = builder.connectionObject({
-  type: TenantRef,
-  name: 'TenantConnection',
-  fields: (t) => ({
-    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Tenant>).totalCount() }),
-  }),
-});
-
-export const MemberConnection = builder.connectionObject({
-  type: MemberRef,
-  name: 'MemberConnection',
-  fields: (t) => ({
-    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Member>).totalCount() }),
-  }),
-});
+export const AuditEntryConnection = connectionType('AuditEntryConnection', AuditEntryRef);
+export const TenantConnection = connectionType('TenantConnection', TenantRef);
+export const MemberConnection = connectionType('MemberConnection', MemberRef);
 
 builder.queryFields((t) => ({
   tenant: t.field({
     type: TenantRef,
     nullable: true,
     description: 'A tenant by id or by slug (give exactly one). Another tenant reads as null.',
-    args: { id: t.arg.globalID({ required: false, for: [TenantRef] }), slug: t.arg.string({ required: false }) },
+    args: { id: t.arg.id({ required: false }), slug: t.arg.string({ required: false }) },
     resolve: async (_root, args, ctx) => {
       if ((args.id ? 1 : 0) + (args.slug ? 1 : 0) !== 1)
         throw new ValidationError('give exactly one of id and slug', 'id');
-      if (args.id) return args.id.id;
+      if (args.id) return localIdOf(args.id, 'Tenant', 'id');
       return ctx.services.tenants.findBySlug(args.slug as string);
     },
   }),
   tenants: t.field({
     type: TenantConnection,
     description: 'The tenants the caller can see.',
-    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
-    resolve: async (_root, args, ctx) =>
-      toConnection(
-        await ctx.services.tenants.list({ first: args.first, after: decodeCursor(args.after) }),
-        !!args.after,
-      ),
+    args: pageArgs(t.arg),
+    resolve: (_root, args, ctx) => connection(args, (page) => ctx.services.tenants.list(page)),
   }),
 }));
 
@@ -167,26 +132,14 @@ const CreateTenantInput = builder.inputType('CreateTenantInput', {
   }),
 });
 
-class CreateTenantPayload {
-  constructor(readonly tenant: Tenant) {}
-}
-builder.objectType(CreateTenantPayload, {
-  name: 'CreateTenantPayload',
-  isTypeOf: (value) => value instanceof CreateTenantPayload,
-  fields: (t) => ({ tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }) }),
-});
-
-const CreateTenantResult = builder.errorUnion('CreateTenantResult', {
-  types: [CreateTenantPayload, ValidationError, AlreadyExistsError, ForbiddenError],
-});
-
 builder.mutationFields((t) => ({
   createTenant: t.field({
-    type: CreateTenantResult,
+    type: TenantRef,
+    errors: mutationResult('CreateTenant', [ValidationError, AlreadyExistsError, ForbiddenError], { field: 'tenant' }),
     description: 'Platform admins only.',
     args: { input: t.arg({ type: CreateTenantInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const tenant = await ctx.services.tenants.create({
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.tenants.create({
         slug: input.slug,
         name: input.name,
         quota: input.quota ? stripNulls(input.quota) : null,
@@ -196,9 +149,7 @@ builder.mutationFields((t) => ({
               maxSandboxTtlSeconds: input.policy.maxSandboxTtlSeconds,
             }
           : null,
-      });
-      return new CreateTenantPayload(tenant);
-    },
+      }),
   }),
 }));
 
@@ -211,30 +162,18 @@ const UpdateTenantInput = builder.inputType('UpdateTenantInput', {
   }),
 });
 
-class UpdateTenantPayload {
-  constructor(readonly tenant: Tenant) {}
-}
-builder.objectType(UpdateTenantPayload, {
-  name: 'UpdateTenantPayload',
-  isTypeOf: (value) => value instanceof UpdateTenantPayload,
-  fields: (t) => ({ tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }) }),
-});
-
-const UpdateTenantResult = builder.errorUnion('UpdateTenantResult', {
-  types: [UpdateTenantPayload, NotFoundError, ForbiddenError, ValidationError],
-});
-
 builder.mutationFields((t) => ({
   updateTenant: t.field({
-    type: UpdateTenantResult,
+    type: TenantRef,
+    errors: mutationResult('UpdateTenant', [NotFoundError, ForbiddenError, ValidationError], { field: 'tenant' }),
     description: 'Name and policy: tenant ADMIN. Quota: platform admin.',
     args: { input: t.arg({ type: UpdateTenantInput, required: true }) },
     authScopes: (_root, { input }) => ({
-      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' },
+      tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'), role: 'ADMIN' },
     }),
-    resolve: async (_root, { input }, ctx) => {
-      const tenant = await ctx.services.tenants.update({
-        tenantId: localIdOf(input.tenantId, 'Tenant'),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.tenants.update({
+        tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
         name: input.name,
         quota: input.quota ? stripNulls(input.quota) : null,
         policy: input.policy
@@ -245,9 +184,7 @@ builder.mutationFields((t) => ({
                 : {}),
             }
           : null,
-      });
-      return new UpdateTenantPayload(tenant);
-    },
+      }),
   }),
 }));
 

@@ -6,10 +6,10 @@ import {
   NotFoundError,
   ValidationError,
 } from '../src/domain/errors.js';
-import { effectiveWorkerStatus, validateLabels } from '../src/domain/workers.js';
-import { builder } from './builder.js';
-import { localIdOf } from './ids.js';
-import { type ConnectionResult, decodeCursor, toConnection } from './pagination.js';
+import { effectiveWorkerStatus } from '../src/domain/workers.js';
+import { builder, mutationResult } from './builder.js';
+import { localIdOf, optionalLocalIdOf } from './ids.js';
+import { connection, connectionType, pageArgs } from './pagination.js';
 import { TenantRef } from './tenant.js';
 
 export const WorkerStatusEnum = builder.enumType('WorkerStatus', {
@@ -69,24 +69,14 @@ export const WorkerRef = builder.loadableNode('Worker', {
   }),
 });
 
-export const WorkerConnection = builder.connectionObject({
-  type: WorkerRef,
-  name: 'WorkerConnection',
-  fields: (t) => ({
-    totalCount: t.int({ resolve: (conn) => (conn as unknown as ConnectionResult<Worker>).totalCount() }),
-  }),
-});
+export const WorkerConnection = connectionType('WorkerConnection', WorkerRef);
 
 builder.objectField(TenantRef, 'workers', (t) =>
   t.field({
     type: WorkerConnection,
     description: "The tenant's dedicated workers.",
-    args: { first: t.arg.int({ required: false }), after: t.arg.string({ required: false }) },
-    resolve: async (tenant, args, ctx) =>
-      toConnection(
-        await ctx.services.workers.listForTenant(tenant.id, { first: args.first, after: decodeCursor(args.after) }),
-        !!args.after,
-      ),
+    args: pageArgs(t.arg),
+    resolve: (tenant, args, ctx) => connection(args, (page) => ctx.services.workers.listForTenant(tenant.id, page)),
   }),
 );
 
@@ -95,32 +85,18 @@ builder.queryFields((t) => ({
     type: WorkerRef,
     nullable: true,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, args) => localIdOf(args.id, 'Worker'),
+    resolve: (_root, args) => localIdOf(args.id, 'Worker', 'id'),
   }),
   workers: t.field({
     type: WorkerConnection,
     description: 'Shared workers and the dedicated workers of your tenants (platform admins: all).',
-    args: {
-      first: t.arg.int({ required: false }),
-      after: t.arg.string({ required: false }),
-      status: t.arg({ type: [WorkerStatusEnum], required: false }),
-    },
-    resolve: async (_root, args, ctx) =>
-      toConnection(
-        await ctx.services.workers.list({ first: args.first, after: decodeCursor(args.after), status: args.status }),
-        !!args.after,
-      ),
+    args: { ...pageArgs(t.arg), status: t.arg({ type: [WorkerStatusEnum], required: false }) },
+    resolve: (_root, args, ctx) =>
+      connection(args, (page) => ctx.services.workers.list({ ...page, status: args.status })),
   }),
 }));
 
 // ---------------------------------------------------------------- mutations
-
-function observedOf(value: unknown): Record<string, unknown> | null {
-  if (value === undefined || value === null) return null;
-  if (typeof value !== 'object' || Array.isArray(value))
-    throw new ValidationError('observed must be a JSON object', 'input.observed');
-  return value as Record<string, unknown>;
-}
 
 const RegisterWorkerInput = builder.inputType('RegisterWorkerInput', {
   fields: (t) => ({
@@ -147,93 +123,81 @@ const HeartbeatInput = builder.inputType('HeartbeatInput', {
   }),
 });
 
-export class WorkerPayload {
-  constructor(readonly worker: Worker) {}
-}
-builder.objectType(WorkerPayload, {
-  name: 'WorkerPayload',
-  isTypeOf: (value) => value instanceof WorkerPayload,
-  fields: (t) => ({ worker: t.field({ type: WorkerRef, resolve: (p) => p.worker }) }),
-});
-
-class RegisterWorkerPayload {
-  constructor(
-    readonly worker: Worker,
-    readonly token: string,
-  ) {}
-}
-builder.objectType(RegisterWorkerPayload, {
-  name: 'RegisterWorkerPayload',
-  isTypeOf: (value) => value instanceof RegisterWorkerPayload,
+/** A worker with its bearer token, shown once. */
+const RegisterWorkerPayload = builder.objectRef<{ worker: Worker; token: string }>('RegisterWorkerPayload').implement({
   fields: (t) => ({
     worker: t.field({ type: WorkerRef, resolve: (p) => p.worker }),
     token: t.exposeString('token', { description: "The worker's bearer token. Shown once: store it now." }),
   }),
 });
 
-const RegisterWorkerResult = builder.errorUnion('RegisterWorkerResult', {
-  types: [RegisterWorkerPayload, NotFoundError, ForbiddenError, ValidationError, AlreadyExistsError],
-});
-const WorkerResult = builder.errorUnion('WorkerResult', {
-  types: [WorkerPayload, NotFoundError, ForbiddenError, ValidationError, LeaseConflictError],
+const registerWorkerResult = mutationResult('RegisterWorker', [
+  NotFoundError,
+  ForbiddenError,
+  ValidationError,
+  AlreadyExistsError,
+]);
+const workerResult = mutationResult('Worker', [NotFoundError, ForbiddenError, ValidationError, LeaseConflictError], {
+  field: 'worker',
 });
 
 builder.mutationFields((t) => ({
   registerWorker: t.field({
-    type: RegisterWorkerResult,
+    type: RegisterWorkerPayload,
+    errors: registerWorkerResult,
     description: 'Platform admin, or tenant ADMIN for a dedicated worker. The token is shown once.',
     args: { input: t.arg({ type: RegisterWorkerInput, required: true }) },
     authScopes: (_root, { input }) =>
       input.tenantId
-        ? { platformAdmin: true, tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant'), role: 'ADMIN' } }
+        ? {
+            platformAdmin: true,
+            tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'), role: 'ADMIN' },
+          }
         : { platformAdmin: true },
-    resolve: async (_root, { input }, ctx) => {
-      const { worker, token } = await ctx.services.workers.register({
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.workers.register({
         name: input.name,
         region: input.region,
-        labels:
-          input.labels === undefined || input.labels === null ? null : validateLabels(input.labels, 'input.labels'),
+        labels: input.labels,
         capacity: input.capacity,
-        tenantId: input.tenantId ? localIdOf(input.tenantId, 'Tenant') : null,
-      });
-      return new RegisterWorkerPayload(worker, token);
-    },
+        tenantId: optionalLocalIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
+      }),
   }),
   rotateWorkerToken: t.field({
-    type: RegisterWorkerResult,
+    type: RegisterWorkerPayload,
+    errors: registerWorkerResult,
     description: 'Revokes the current token and returns a new one, shown once.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const { worker, token } = await ctx.services.workers.rotateToken(localIdOf(input.workerId, 'Worker'));
-      return new RegisterWorkerPayload(worker, token);
-    },
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.workers.rotateToken(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
   drainWorker: t.field({
-    type: WorkerResult,
+    type: WorkerRef,
+    errors: workerResult,
     description: 'No new placements; running sandboxes stay.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) =>
-      new WorkerPayload(await ctx.services.workers.drain(localIdOf(input.workerId, 'Worker'))),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.workers.drain(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
   deleteWorker: t.field({
-    type: WorkerResult,
+    type: WorkerRef,
+    errors: workerResult,
     description: 'Refused (LeaseConflictError) while the worker holds live leases.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
-    resolve: async (_root, { input }, ctx) =>
-      new WorkerPayload(await ctx.services.workers.delete(localIdOf(input.workerId, 'Worker'))),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.workers.delete(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
   heartbeat: t.field({
-    type: WorkerResult,
+    type: WorkerRef,
+    errors: workerResult,
     description: 'Worker token with scope worker:heartbeat, for its own worker.',
     args: { input: t.arg({ type: HeartbeatInput, required: true }) },
     authScopes: { workerScope: 'worker:heartbeat' },
-    resolve: async (_root, { input }, ctx) =>
-      new WorkerPayload(
-        await ctx.services.workers.heartbeat({
-          workerId: input.workerId ? localIdOf(input.workerId, 'Worker') : null,
-          observed: observedOf(input.observed),
-          version: input.version,
-        }),
-      ),
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.workers.heartbeat({
+        workerId: optionalLocalIdOf(input.workerId, 'Worker', 'input.workerId'),
+        observed: input.observed,
+        version: input.version,
+      }),
   }),
 }));

@@ -1,4 +1,5 @@
 import { type FilterQuery, raw } from '@mikro-orm/core';
+import { z } from 'zod';
 import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { Lease } from '../db/entities/lease.js';
 import { ACTIVE_SANDBOX, type AgentPhase, Sandbox, type SandboxStatus } from '../db/entities/sandbox.js';
@@ -15,14 +16,14 @@ import {
   NotFoundError,
   PolicyViolationError,
   QuotaExceededError,
-  ValidationError,
 } from './errors.js';
+import { labelsInput, parseInput } from './inputs.js';
 import { requireFencingToken } from './leases.js';
 import { applyTransition, isHolding, WORKER_REPORTABLE } from './lifecycle.js';
 import { lockedRead, lockRow } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
-import { anyWorkerCouldFit, type PlacementConstraints, placeSandbox } from './scheduler.js';
+import { anyWorkerCouldFit, placeSandbox } from './scheduler.js';
 import { RESERVING_STATUSES } from './tenants.js';
 import { type Resources, validateLabels, visibleWorkersFilter } from './workers.js';
 
@@ -38,15 +39,58 @@ export interface CreateSandboxInput {
   image: string;
   command?: string[] | null;
   resources: Resources;
-  labels?: Record<string, string> | null;
+  /** Raw from the caller; validated here. */
+  labels?: unknown;
   ttlSeconds?: number | null;
-  placement?: PlacementConstraints | null;
+  /** Worker labels raw from the caller; validated here. */
+  placement?: { region?: string | null; workerLabels?: unknown } | null;
 }
+
+/** The `CreateSandboxInput` model: what a caller sends, checked once, here. */
+export const createSandboxInput = z.object({
+  name: z
+    .string()
+    .trim()
+    .min(1, `name must be 1 to ${SANDBOX_NAME_MAX_LENGTH} characters`)
+    .max(SANDBOX_NAME_MAX_LENGTH, `name must be 1 to ${SANDBOX_NAME_MAX_LENGTH} characters`),
+  image: z
+    .string()
+    .trim()
+    .min(1, `image must be 1 to ${IMAGE_MAX_LENGTH} characters`)
+    .max(IMAGE_MAX_LENGTH, `image must be 1 to ${IMAGE_MAX_LENGTH} characters`),
+  command: z
+    .array(z.string())
+    .max(COMMAND_MAX_ARGS, `command has at most ${COMMAND_MAX_ARGS} arguments`)
+    .nullish()
+    .transform((command) => command ?? []),
+  resources: z.object({
+    cpuMillis: z.number().int().positive('resources.cpuMillis must be a positive whole number'),
+    memoryMb: z.number().int().positive('resources.memoryMb must be a positive whole number'),
+  }),
+  ttlSeconds: z
+    .number()
+    .int('ttlSeconds must be a positive whole number')
+    .positive('ttlSeconds must be a positive whole number')
+    .nullish()
+    .transform((ttl) => ttl ?? null),
+  labels: labelsInput.nullish().transform((labels) => labels ?? {}),
+  placement: z
+    .object({
+      region: z
+        .string()
+        .nullish()
+        .transform((region) => region ?? null),
+      workerLabels: labelsInput.nullish().transform((labels) => labels ?? {}),
+    })
+    .nullish()
+    .transform((placement) => (placement ? { region: placement.region, labels: placement.workerLabels } : null)),
+});
 
 export interface SandboxFilter {
   status?: readonly SandboxStatus[] | null;
   workerId?: string | null;
-  label?: Record<string, string> | null;
+  /** Raw from the caller; validated here. */
+  label?: unknown;
   nameContains?: string | null;
 }
 
@@ -98,30 +142,16 @@ export class SandboxService {
         if (!isUuid(input.tenantId) || !hasTenantRole(this.ctx.identity, input.tenantId, 'OPERATOR')) {
           throw new ForbiddenError('creating sandboxes needs the OPERATOR role in the tenant');
         }
-        const name = input.name.trim();
-        if (name.length === 0 || name.length > SANDBOX_NAME_MAX_LENGTH)
-          throw new ValidationError(`name must be 1 to ${SANDBOX_NAME_MAX_LENGTH} characters`, 'input.name');
-        const image = input.image.trim();
-        if (image.length === 0 || image.length > IMAGE_MAX_LENGTH)
-          throw new ValidationError(`image must be 1 to ${IMAGE_MAX_LENGTH} characters`, 'input.image');
-        const command = input.command ?? [];
-        if (command.length > COMMAND_MAX_ARGS)
-          throw new ValidationError(`command has at most ${COMMAND_MAX_ARGS} arguments`, 'input.command');
-        const { cpuMillis, memoryMb } = input.resources;
-        if (!Number.isInteger(cpuMillis) || cpuMillis <= 0)
-          throw new ValidationError('resources.cpuMillis must be a positive whole number', 'input.resources.cpuMillis');
-        if (!Number.isInteger(memoryMb) || memoryMb <= 0)
-          throw new ValidationError('resources.memoryMb must be a positive whole number', 'input.resources.memoryMb');
-        const ttl = input.ttlSeconds ?? null;
-        if (ttl !== null && (!Number.isInteger(ttl) || ttl <= 0))
-          throw new ValidationError('ttlSeconds must be a positive whole number', 'input.ttlSeconds');
-        const labels = validateLabels(input.labels ?? {}, 'input.labels');
-        const placement = input.placement
-          ? {
-              region: input.placement.region ?? null,
-              labels: validateLabels(input.placement.labels ?? {}, 'input.placement.labels'),
-            }
-          : null;
+        const {
+          name,
+          image,
+          command,
+          resources,
+          ttlSeconds: ttl,
+          labels,
+          placement,
+        } = parseInput(createSandboxInput, input, 'input');
+        const { cpuMillis, memoryMb } = resources;
 
         await lockRow(em, 'tenants', input.tenantId);
         const tenant = await em.findOne(Tenant, input.tenantId, { refresh: true });

@@ -10,6 +10,7 @@ import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
+import { IMAGE_PATTERN_MAX_LENGTH } from './input-limits.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
@@ -296,9 +297,9 @@ function validateQuota(quota: TenantQuota): TenantQuota {
 function validatePolicy(policy: TenantPolicy): TenantPolicy {
   const images = policy.allowedImages ?? [];
   for (const [i, glob] of images.entries()) {
-    if (typeof glob !== 'string' || glob.trim() === '' || glob.length > 500) {
+    if (typeof glob !== 'string' || glob.trim() === '' || glob.length > IMAGE_PATTERN_MAX_LENGTH) {
       throw new ValidationError(
-        'image patterns must be non-empty strings of at most 500 characters',
+        `image patterns must be non-empty strings of at most ${IMAGE_PATTERN_MAX_LENGTH} characters`,
         `input.policy.allowedImages.${i}`,
       );
     }

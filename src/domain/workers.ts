@@ -18,6 +18,8 @@ import {
   UnavailableError,
   ValidationError,
 } from './errors.js';
+import { WORKER_VERSION_MAX_LENGTH } from './input-limits.js';
+import { labelsInput, parseInput } from './inputs.js';
 import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
@@ -39,14 +41,16 @@ export interface Resources {
 export interface RegisterWorkerInput {
   name: string;
   region?: string | null;
-  labels?: Record<string, string> | null;
+  /** Raw from the caller; validated here. */
+  labels?: unknown;
   capacity: Resources;
   tenantId?: string | null;
 }
 
 export interface HeartbeatInput {
   workerId?: string | null;
-  observed?: Record<string, unknown> | null;
+  /** Raw from the caller: a JSON object. */
+  observed?: unknown;
   version?: string | null;
 }
 
@@ -218,8 +222,9 @@ export class WorkerService {
       const now = this.ctx.clock.now();
       const from = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
       worker.lastHeartbeatAt = now;
-      if (input.observed !== undefined && input.observed !== null) worker.observed = input.observed;
-      if (input.version) worker.version = input.version.slice(0, 100);
+      const observed = observedOf(input.observed);
+      if (observed) worker.observed = observed;
+      if (input.version) worker.version = input.version.slice(0, WORKER_VERSION_MAX_LENGTH);
       if (worker.status === 'OFFLINE') worker.status = 'ONLINE';
       await em.flush();
       const to = worker.status;
@@ -340,19 +345,14 @@ function validateCapacity(capacity: Resources): void {
   }
 }
 
-/** Labels are a flat object of short strings. */
+/** Labels are a flat object of short strings (the `labelsInput` model). */
 export function validateLabels(labels: unknown, field: string): Record<string, string> {
-  if (typeof labels !== 'object' || labels === null || Array.isArray(labels))
-    throw new ValidationError('labels must be an object of strings', field);
-  const entries = Object.entries(labels as Record<string, unknown>);
-  if (entries.length > 64) throw new ValidationError('at most 64 labels', field);
-  for (const [key, value] of entries) {
-    if (typeof value !== 'string' || key.length === 0 || key.length > 100 || value.length > 200) {
-      throw new ValidationError(
-        'labels must map keys of 1 to 100 characters to strings of at most 200',
-        `${field}.${key}`,
-      );
-    }
-  }
-  return Object.fromEntries(entries) as Record<string, string>;
+  return parseInput(labelsInput, labels, field);
+}
+
+function observedOf(value: unknown): Record<string, unknown> | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value))
+    throw new ValidationError('observed must be a JSON object', 'input.observed');
+  return value as Record<string, unknown>;
 }

@@ -3,7 +3,7 @@ import type { Logger } from '../server/logger.js';
 import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
 import {
   type EventFilter,
-  encodeCursor,
+  encodeEventCursor,
   type LogEvent,
   latestEventId,
   matchesFilter,
@@ -86,7 +86,7 @@ class Subscriber implements EventSubscription {
     readonly queueLimit: number,
   ) {
     this.position = BigInt(startId);
-    this.lastCursor = encodeCursor(startId);
+    this.lastCursor = encodeEventCursor(startId);
   }
 
   get queued(): number {
@@ -289,7 +289,7 @@ export class EventHub {
   async subscribe(options: SubscribeOptions): Promise<EventSubscription> {
     const head = this.requireHead();
     if (this.closed)
-      throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeCursor(head));
+      throw new SubscriptionEndedError('the server is shutting down', options.after ?? encodeEventCursor(head));
     if (options.after === undefined || options.after === null) {
       const sub = new Subscriber(this, options, head, this.queueLimit);
       this.add(sub);

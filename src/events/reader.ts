@@ -34,12 +34,12 @@ export const LOG_START = '0';
 const CURSOR_PREFIX = 'evt:';
 const MAX_EVENT_ID = 2n ** 63n - 1n;
 
-export function encodeCursor(eventId: string): string {
+export function encodeEventCursor(eventId: string): string {
   return Buffer.from(`${CURSOR_PREFIX}${eventId}`, 'utf8').toString('base64url');
 }
 
 /** The event id inside a cursor; InvalidCursorError(MALFORMED) when it is not one of ours. */
-export function decodeCursor(cursor: string): string {
+export function decodeEventCursor(cursor: string): string {
   const text = /^[A-Za-z0-9_-]{1,64}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
   const id = text.startsWith(CURSOR_PREFIX) ? text.slice(CURSOR_PREFIX.length) : '';
   if (!/^(0|[1-9][0-9]{0,18})$/.test(id) || BigInt(id) > MAX_EVENT_ID)
@@ -64,7 +64,7 @@ export function matchesFilter(event: LogEvent, filter: EventFilter): boolean {
 function toLogEvent(row: Event): LogEvent {
   return Object.freeze({
     id: String(row.id),
-    cursor: encodeCursor(String(row.id)),
+    cursor: encodeEventCursor(String(row.id)),
     type: row.type,
     tenantId: row.tenantId,
     sandboxId: row.sandboxId,
@@ -133,7 +133,7 @@ async function oldestEventId(em: Em): Promise<string | null> {
  * the log, so that is when the oldest remaining event is further than one past the cursor).
  */
 export async function resolveCursor(em: Em, cursor: string): Promise<string> {
-  const id = decodeCursor(cursor);
+  const id = decodeEventCursor(cursor);
   const high = await highWaterId(em);
   if (compareIds(id, high) > 0) throw new InvalidCursorError(cursor, 'UNKNOWN');
   const oldest = await oldestEventId(em);

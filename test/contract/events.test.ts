@@ -5,7 +5,13 @@ import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { InProcessBus } from '../../src/events/bus.js';
 import { InvalidCursorError, SubscriberTooSlowError, SubscriptionEndedError } from '../../src/events/errors.js';
 import { EventHub, type EventHubOptions } from '../../src/events/hub.js';
-import { decodeCursor, encodeCursor, LOG_START, readEventsAfter, resolveCursor } from '../../src/events/reader.js';
+import {
+  decodeEventCursor,
+  encodeEventCursor,
+  LOG_START,
+  readEventsAfter,
+  resolveCursor,
+} from '../../src/events/reader.js';
 import { EventSweeper } from '../../src/events/sweeper.js';
 import { DRIVERS, freshDatabaseUrl } from '../helpers/databases.js';
 import { appendCommitted, ids } from '../helpers/events.js';
@@ -42,22 +48,22 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     ({ type: 'SANDBOX_STATUS_CHANGED', tenantId, sandboxId, data: { n } }) as const;
 
   it('cursors are opaque, round-trip, and reject what is not a cursor', async () => {
-    const cursor = encodeCursor('12345');
+    const cursor = encodeEventCursor('12345');
     expect(cursor).not.toContain('12345');
-    expect(decodeCursor(cursor)).toBe('12345');
+    expect(decodeEventCursor(cursor)).toBe('12345');
     for (const bad of [
       '',
       'abc',
       '12345',
-      encodeCursor('-1'),
-      encodeCursor('1.5'),
-      encodeCursor('99999999999999999999'),
+      encodeEventCursor('-1'),
+      encodeEventCursor('1.5'),
+      encodeEventCursor('99999999999999999999'),
       'ev t',
     ]) {
-      expect(() => decodeCursor(bad), bad).toThrow(InvalidCursorError);
+      expect(() => decodeEventCursor(bad), bad).toThrow(InvalidCursorError);
     }
     try {
-      decodeCursor('nope');
+      decodeEventCursor('nope');
     } catch (err) {
       expect((err as InvalidCursorError).code).toBe('INVALID_CURSOR');
       expect((err as InvalidCursorError).reason).toBe('MALFORMED');
@@ -67,8 +73,8 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
   it('a cursor the log never reached is unknown; the newest one resolves', async () => {
     const tenant = randomUUID();
     const [last] = (await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID())])).slice(-1);
-    await expect(resolveCursor(orm.em.fork(), encodeCursor(last))).resolves.toBe(last);
-    const future = encodeCursor(String(BigInt(last) + 1000n));
+    await expect(resolveCursor(orm.em.fork(), encodeEventCursor(last))).resolves.toBe(last);
+    const future = encodeEventCursor(String(BigInt(last) + 1000n));
     await expect(resolveCursor(orm.em.fork(), future)).rejects.toMatchObject({
       code: 'INVALID_CURSOR',
       reason: 'UNKNOWN',
@@ -165,7 +171,10 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
         }
       }),
     );
-    const sub = await hub.subscribe({ match: { tenantId: tenant, sandboxId: sandbox }, after: encodeCursor(start) });
+    const sub = await hub.subscribe({
+      match: { tenantId: tenant, sandboxId: sandbox },
+      after: encodeEventCursor(start),
+    });
     const got = await take(sub, history.length + writers * perWriter);
     await writing;
     expected.sort((a, b) => Number(BigInt(a) - BigInt(b)));
@@ -173,7 +182,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     // A sentinel written afterwards is the very next event: nothing was duplicated past the end.
     const [sentinel] = await appendCommitted(orm, bus, [sandboxEvent(tenant, sandbox, -1)]);
     expect(ids(await take(sub, 1))).toEqual([sentinel]);
-    expect(sub.lastCursor).toBe(encodeCursor(sentinel));
+    expect(sub.lastCursor).toBe(encodeEventCursor(sentinel));
     await sub.return?.();
   });
 
@@ -243,7 +252,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
         );
         await hub.settle();
       };
-      const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
+      const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeEventCursor(start) });
       expect(sub.live).toBe(false);
       const got: string[] = [];
       // Each replay read returns at least the event committed just before it, so this never waits in vain.
@@ -293,7 +302,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     );
     expect(closed).toBeInstanceOf(SubscriberTooSlowError);
     expect((closed as SubscriberTooSlowError).code).toBe('SUBSCRIBER_TOO_SLOW');
-    expect((closed as SubscriberTooSlowError).lastCursor).toBe(encodeCursor(first[1]));
+    expect((closed as SubscriberTooSlowError).lastCursor).toBe(encodeEventCursor(first[1]));
     expect((await slow.next()).done).toBe(true);
     // Bounded: the slow one is gone from the hub, the fast one remains.
     expect(hub.subscriberCount).toBe(1);
@@ -318,7 +327,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
       bus,
       Array.from({ length: 200 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)),
     );
-    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(start) });
+    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeEventCursor(start) });
     const got: string[] = [];
     const live: string[] = [];
     let maxQueued = 0;
@@ -364,7 +373,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     );
     expect(err).toBeInstanceOf(SubscriptionEndedError);
     expect((err as SubscriptionEndedError).code).toBe('SUBSCRIPTION_ENDED');
-    expect((err as SubscriptionEndedError).lastCursor).toBe(encodeCursor(id));
+    expect((err as SubscriptionEndedError).lastCursor).toBe(encodeEventCursor(id));
     const [later] = await appendCommitted(orm, bus, [sandboxEvent(tenant, randomUUID())]);
     expect(ids(await take(kept, 2))).toEqual([id, later]);
     await kept.return?.();
@@ -397,7 +406,7 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
       code: 'INVALID_CURSOR',
       reason: 'MALFORMED',
     });
-    await expect(hub.subscribe({ match: {}, after: encodeCursor('999999999') })).rejects.toMatchObject({
+    await expect(hub.subscribe({ match: {}, after: encodeEventCursor('999999999') })).rejects.toMatchObject({
       code: 'INVALID_CURSOR',
       reason: 'UNKNOWN',
     });
@@ -430,12 +439,14 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     expect(remaining).toEqual(recent);
 
     const { hub } = await startHub();
-    await expect(hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(old[3]) })).rejects.toMatchObject({
+    await expect(
+      hub.subscribe({ match: { tenantId: tenant }, after: encodeEventCursor(old[3]) }),
+    ).rejects.toMatchObject({
       code: 'INVALID_CURSOR',
       reason: 'EXPIRED',
     });
     // The newest pruned event's cursor still resumes: nothing after it is gone.
-    const resumed = await hub.subscribe({ match: { tenantId: tenant }, after: encodeCursor(old[old.length - 1]) });
+    const resumed = await hub.subscribe({ match: { tenantId: tenant }, after: encodeEventCursor(old[old.length - 1]) });
     expect(ids(await take(resumed, recent.length))).toEqual(recent);
     await resumed.return?.();
 

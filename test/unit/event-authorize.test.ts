@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Identity } from '../../src/auth/identity.js';
 import { eventVisibleTo, principalOf } from '../../src/events/authorize.js';
-import { encodeCursor, type LogEvent } from '../../src/events/reader.js';
+import { encodeEventCursor, type LogEvent } from '../../src/events/reader.js';
 
 const identity = (over: Partial<Identity>): Identity => ({
   subject: 'someone',
@@ -17,7 +17,7 @@ const identity = (over: Partial<Identity>): Identity => ({
 
 const event = (over: Partial<LogEvent>): LogEvent => ({
   id: '1',
-  cursor: encodeCursor('1'),
+  cursor: encodeEventCursor('1'),
   type: 'SANDBOX_ASSIGNED',
   tenantId: null,
   sandboxId: null,
