@@ -1,6 +1,6 @@
 import { GraphQLError } from 'graphql';
-import { AuthenticationError, DomainError, UnavailableError } from '../domain/errors.js';
-import type { Logger } from './logger.js';
+import { AuthenticationError, DomainError, UnavailableError } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
 
 /** HTTP status for domain errors that end a whole request rather than one field. */
 function statusFor(err: DomainError): number | undefined {

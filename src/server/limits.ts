@@ -21,8 +21,8 @@ import {
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { Config } from '../config/index.js';
-import type { Clock } from '../domain/context.js';
 import { DEFAULT_PAGE_SIZE } from '../domain/pagination.js';
+import type { Clock } from '../kernel/clock.js';
 
 /**
  * Limits on hostile input: what reaches the server (size, CSRF), what it parses (tokens),
