@@ -15,9 +15,10 @@ import { type Clock, systemClock } from '../kernel/clock.js';
 import { createLogger, type Logger } from '../kernel/logger.js';
 import { ContextFactory } from './context.js';
 import { DeliveryGate } from './delivery-gate.js';
-import { limitsFromConfig, RateLimiter } from './limits.js';
+import { limitsFromConfig } from './limits.js';
 import { LiveExecution } from './live-execution.js';
 import { Metrics } from './metrics.js';
+import { RateLimiter } from './rate-limit.js';
 import { GRAPHQL_PATH, type RunningServer, startHttpServer } from './server.js';
 import { SessionRegistry } from './sessions.js';
 

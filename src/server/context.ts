@@ -12,7 +12,7 @@ import type { EventHub } from '../events/hub.js';
 import type { Clock } from '../kernel/clock.js';
 import { AuthenticationError, DomainError } from '../kernel/errors.js';
 import { toGraphQLError } from './errors.js';
-import type { RateLimiter } from './limits.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { SessionRegistry } from './sessions.js';
 
 /** Where Pothos keeps a context's caches (its DataLoaders): `context[symbol] || context`. */

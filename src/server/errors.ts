@@ -45,3 +45,15 @@ export function createErrorMasker(logger: Logger) {
     });
   };
 }
+
+/** A refusal by one of the limits, with its code and, for whole-request refusals, the HTTP status. */
+export function limitError(
+  code: string,
+  message: string,
+  status?: number,
+  headers?: Record<string, string>,
+): GraphQLError {
+  return new GraphQLError(message, {
+    extensions: { code, ...(status ? { http: { status, ...(headers ? { headers } : {}) } } : {}) },
+  });
+}
