@@ -11,7 +11,7 @@ import { ApiToken, type TokenKind } from '../db/entities/api-token.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import { newId } from '../db/ids.js';
 import type { Em, Orm } from '../db/orm.js';
-import { AuthenticationError } from '../domain/errors.js';
+import { AuthenticationError } from '../kernel/errors.js';
 import type { ExternalIssuer } from './external.js';
 import type { Identity } from './identity.js';
 import { SIGNING_ALG, type SigningKeys } from './keys.js';
@@ -122,7 +122,7 @@ export class TokenService {
     try {
       payload = await external.verify(token, now);
     } catch (err) {
-      throw new AuthenticationError(describeJoseError(err));
+      throw joseFailure(err);
     }
     return external.identity(this.orm.em.fork(), payload);
   }
@@ -136,9 +136,9 @@ export class TokenService {
     const em = this.orm.em.fork();
     const record = await em.findOne(ApiToken, { id: payload.jti });
     if (!record) throw new AuthenticationError('token is not known to this server');
-    if (record.revokedAt) throw new AuthenticationError('token has been revoked');
+    if (record.revokedAt) throw new AuthenticationError('token has been revoked', 'REVOKED');
     if (record.expiresAt && record.expiresAt.getTime() <= now.getTime())
-      throw new AuthenticationError('token has expired');
+      throw new AuthenticationError('token has expired', 'EXPIRED');
 
     const tenantRoles = new Map<string, TenantRole>();
     if (record.kind === 'API' && record.tenant && record.role) tenantRoles.set(record.tenant.id, record.role);
@@ -184,7 +184,7 @@ export class TokenService {
       });
       return payload;
     } catch (err) {
-      throw new AuthenticationError(describeJoseError(err));
+      throw joseFailure(err);
     }
   }
 }
@@ -206,8 +206,12 @@ function inspect(token: string): { header: ProtectedHeaderParameters; issuer: st
   }
 }
 
+function joseFailure(err: unknown): AuthenticationError {
+  if (err instanceof joseErrors.JWTExpired) return new AuthenticationError('token has expired', 'EXPIRED');
+  return new AuthenticationError(describeJoseError(err));
+}
+
 function describeJoseError(err: unknown): string {
-  if (err instanceof joseErrors.JWTExpired) return 'token has expired';
   if (err instanceof joseErrors.JWTClaimValidationFailed)
     return `token claim "${err.claim}" is not valid: ${err.reason}`;
   if (err instanceof joseErrors.JWKSNoMatchingKey) return 'token was signed by an unknown key';

@@ -1,7 +1,7 @@
 import type { DatabaseTarget } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
-import { UnavailableError } from '../domain/errors.js';
-import type { Logger } from '../server/logger.js';
+import { UnavailableError } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
 import { migrate, type Orm, openOrm, pendingMigrations, prepareConnection } from './orm.js';
 
 /** Retry delays while the database cannot be reached at start (ms). */

@@ -4,11 +4,10 @@ import type { Em } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 
-export interface Clock {
-  now(): Date;
-}
+import type { Clock } from '../kernel/clock.js';
 
-export const systemClock: Clock = { now: () => new Date() };
+// Kept here too: services and resolvers know the clock as part of their context.
+export { type Clock, systemClock } from '../kernel/clock.js';
 
 /** Settings the services read (a slice of the config). */
 export interface DomainSettings {

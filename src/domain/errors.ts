@@ -1,15 +1,13 @@
+import { DomainError } from '../kernel/errors.js';
+
 /**
  * Domain errors: what a caller can act on, each with a stable `code`. Services throw these;
  * the GraphQL layer maps them to the contract's typed errors in one place
  * (resolvers/builder.ts) and to coded GraphQL errors elsewhere (src/server/errors.ts).
+ * The base class and the errors every layer raises live in the kernel; re-exported so domain
+ * code and resolvers import all their errors from here.
  */
-export abstract class DomainError extends Error {
-  abstract readonly code: string;
-  constructor(message: string) {
-    super(message);
-    this.name = new.target.name;
-  }
-}
+export { AuthenticationError, DomainError, UnavailableError } from '../kernel/errors.js';
 
 /** Also what a caller gets for another tenant's object: existence is never revealed. */
 export class NotFoundError extends DomainError {
@@ -97,14 +95,4 @@ export class InvalidTransitionError extends DomainError {
 
 export class NoCapacityError extends DomainError {
   readonly code = 'NO_CAPACITY';
-}
-
-/** Not a typed result: the request as a whole is refused (HTTP 401). */
-export class AuthenticationError extends DomainError {
-  readonly code = 'UNAUTHENTICATED';
-}
-
-/** The store cannot be reached or is not migrated; the request is refused, never half-done. */
-export class UnavailableError extends DomainError {
-  readonly code = 'UNAVAILABLE';
 }

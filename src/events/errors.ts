@@ -1,4 +1,4 @@
-import { DomainError } from '../domain/errors.js';
+import { DomainError } from '../kernel/errors.js';
 
 /**
  * Errors of the event stream. They live beside the event code (not in domain/errors.ts) because

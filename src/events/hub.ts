@@ -1,5 +1,5 @@
 import type { Orm } from '../db/orm.js';
-import type { Logger } from '../server/logger.js';
+import type { Logger } from '../kernel/logger.js';
 import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
 import {
   type EventFilter,

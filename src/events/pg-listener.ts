@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Logger } from '../server/logger.js';
+import type { Logger } from '../kernel/logger.js';
 import { EVENT_CHANNEL } from './log.js';
 
 /** Reconnect delays of the LISTEN connection (ms): doubling from `initial` up to `max`. */

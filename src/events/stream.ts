@@ -1,7 +1,7 @@
 import type { DatabaseTarget } from '../config/index.js';
 import type { Orm } from '../db/orm.js';
-import type { Clock } from '../domain/context.js';
-import type { Logger } from '../server/logger.js';
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
 import type { EventBus } from './bus.js';
 import { EventHub, type EventHubOptions } from './hub.js';
 import { PgListener } from './pg-listener.js';

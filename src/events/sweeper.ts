@@ -1,8 +1,8 @@
 import { Event } from '../db/entities/event.js';
 import type { Em, Orm } from '../db/orm.js';
 import { databaseKind } from '../db/orm.js';
-import type { Clock } from '../domain/context.js';
-import type { Logger } from '../server/logger.js';
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
 
 /** How often the sweeper looks for expired events. */
 export const SWEEP_INTERVAL_MS = 60_000;

@@ -5,13 +5,14 @@ import type { Identity } from '../auth/identity.js';
 import { bearerToken, type TokenService } from '../auth/tokens.js';
 import type { Database } from '../db/database.js';
 import type { Em } from '../db/orm.js';
-import type { Clock, DomainSettings } from '../domain/context.js';
-import { AuthenticationError, DomainError } from '../domain/errors.js';
+import type { DomainSettings } from '../domain/context.js';
 import { createServices, type Services } from '../domain/services.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
+import type { Clock } from '../kernel/clock.js';
+import { AuthenticationError, DomainError } from '../kernel/errors.js';
 import { toGraphQLError } from './errors.js';
-import type { RateLimiter } from './limits.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { SessionRegistry } from './sessions.js';
 
 /** Where Pothos keeps a context's caches (its DataLoaders): `context[symbol] || context`. */
@@ -43,15 +44,24 @@ export class ContextFactory {
   /** Verifies an Authorization header value; throws a coded GraphQLError when it cannot. */
   async authenticate(authorization: string | null | undefined): Promise<Identity> {
     try {
+      return await this.identify(authorization);
+    } catch (err) {
+      throw toGraphQLError(err as DomainError);
+    }
+  }
+
+  /** As `authenticate`, but throws the DomainError itself, for callers that act on its code. */
+  async identify(authorization: string | null | undefined): Promise<Identity> {
+    try {
       const token = bearerToken(authorization);
       if (!token) throw new AuthenticationError('authentication required: send "Authorization: Bearer <token>"');
       // Touch the store first: while it is down, nothing is admitted.
       void this.db.orm;
       return await this.tokens().authenticate(token, this.clock.now());
     } catch (err) {
-      if (err instanceof DomainError) throw toGraphQLError(err);
+      if (err instanceof DomainError) throw err;
       // Fail closed: whatever prevented verification, the request is refused.
-      throw toGraphQLError(new AuthenticationError('token could not be verified'));
+      throw new AuthenticationError('token could not be verified');
     }
   }
 

@@ -1,6 +1,6 @@
 import { GraphQLError } from 'graphql';
-import { AuthenticationError, DomainError, UnavailableError } from '../domain/errors.js';
-import type { Logger } from './logger.js';
+import { AuthenticationError, DomainError, UnavailableError } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
 
 /** HTTP status for domain errors that end a whole request rather than one field. */
 function statusFor(err: DomainError): number | undefined {
@@ -44,4 +44,16 @@ export function createErrorMasker(logger: Logger) {
       extensions: { code: 'INTERNAL_SERVER_ERROR' },
     });
   };
+}
+
+/** A refusal by one of the limits, with its code and, for whole-request refusals, the HTTP status. */
+export function limitError(
+  code: string,
+  message: string,
+  status?: number,
+  headers?: Record<string, string>,
+): GraphQLError {
+  return new GraphQLError(message, {
+    extensions: { code, ...(status ? { http: { status, ...(headers ? { headers } : {}) } } : {}) },
+  });
 }

@@ -1,7 +1,7 @@
 import { type ExecutionResult, GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { Identity } from '../auth/identity.js';
-import type { Clock } from '../domain/context.js';
+import type { Clock } from '../kernel/clock.js';
 
 /** WebSocket close code when the connection's token is refused, expires or is revoked. */
 export const CLOSE_FORBIDDEN = 4403;

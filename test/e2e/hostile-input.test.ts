@@ -24,7 +24,7 @@ import { Event } from '../../src/db/entities/event.js';
 import { Member } from '../../src/db/entities/member.js';
 import { SigningKey } from '../../src/db/entities/signing-key.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
-import { sha256 } from '../../src/server/limits.js';
+import { sha256 } from '../../src/server/persisted-operations.js';
 import { DRIVERS, tempDir } from '../helpers/databases.js';
 import { type GraphQLResponse, localId, startTestServer, type TestServer, wsRequest } from '../helpers/server.js';
 

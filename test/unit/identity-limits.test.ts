@@ -6,7 +6,8 @@ import { buildSchema, parse } from 'graphql';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Identity } from '../../src/auth/identity.js';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
-import { operationComplexity, RateLimiter } from '../../src/server/limits.js';
+import { operationComplexity } from '../../src/server/complexity.js';
+import { RateLimiter } from '../../src/server/rate-limit.js';
 import { CLOSE_FORBIDDEN, type ClosableSocket, endAtExpiry, SessionRegistry } from '../../src/server/sessions.js';
 
 const BASE_ENV = { FLOTILLA_DATABASE_URL: 'sqlite::memory:' };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseStatusLine } from '../../src/worker/agent.js';
+import { parseStatusLine } from '../../src/worker/status-line.js';
 
 describe('the worker status-line protocol', () => {
   it('reads a phase and an optional activity', () => {

@@ -4,7 +4,7 @@ import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Where `npm run build` puts the dashboard (vite build of web/). */
-export const DASHBOARD_DIR = resolve(fileURLToPath(new URL('../../dist/web', import.meta.url)));
+export const DASHBOARD_DIR = resolve(fileURLToPath(new URL('../../../dist/web', import.meta.url)));
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',

@@ -1,0 +1,231 @@
+import {
+  type FlotillaClient,
+  PostAgentMessageDocument,
+  ReleaseLeaseDocument,
+  RenewLeaseDocument,
+  ReportAgentStatusDocument,
+  ReportSandboxStatusDocument,
+  SandboxDocument,
+  type SandboxFieldsFragment,
+} from '../client/index.js';
+import { OutputBatcher } from './output-batcher.js';
+import type { RunningSandbox, SandboxRuntime } from './runtime.js';
+import { parseStatusLine } from './status-line.js';
+import { StdinRelay } from './stdin-relay.js';
+
+/** Errors meaning this worker no longer owns the sandbox: stop it and stop writing. */
+const LOST_LEASE = new Set(['STALE_FENCING_TOKEN', 'LEASE_CONFLICT', 'NOT_FOUND']);
+
+export type WorkerLogLevel = 'info' | 'warn';
+
+/** What one sandbox's run needs from the agent. */
+export interface SandboxRunDeps {
+  client: FlotillaClient;
+  runtime: SandboxRuntime;
+  leaseTtlSeconds: number;
+  stopGraceMs: number;
+  outputFlushMs: number;
+  outputBatchBytes: number;
+  inputPageSize: number;
+  log(level: WorkerLogLevel, msg: string, data?: Record<string, unknown>): void;
+  /** The process started: the agent records its pid in the state file. */
+  onProcessStarted(): void;
+  /** The run is over (ended, lost or never started): the agent forgets it. */
+  onEnded(run: SandboxRun): void;
+}
+
+/**
+ * One sandbox on this worker, from an acquired lease to its release: it renews the lease, runs
+ * the process through the runtime, relays input to it, posts its output and reports its status,
+ * every write with the lease's fencing token and in order. A write refused because the lease
+ * moved on stops the process and every further write.
+ */
+export class SandboxRun {
+  process: RunningSandbox | null = null;
+  lost = false;
+  readonly abort = new AbortController();
+  private stopRequested = false;
+  private readonly renewTimer: NodeJS.Timeout;
+  /** Serialises this sandbox's writes so messages and reports keep their order. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly output: OutputBatcher;
+  readonly input: StdinRelay;
+  /** Settles once the exit was reported and the lease released. */
+  private ended: Promise<void> | null = null;
+
+  constructor(
+    readonly sandbox: SandboxFieldsFragment,
+    private readonly fencingToken: string,
+    private readonly deps: SandboxRunDeps,
+  ) {
+    this.output = new OutputBatcher(() => void this.flush(), deps.outputFlushMs, deps.outputBatchBytes);
+    this.input = new StdinRelay(deps.client, this, deps.inputPageSize, (msg, data) => deps.log('warn', msg, data));
+    this.renewTimer = setInterval(() => void this.renew(), (deps.leaseTtlSeconds * 1000) / 3);
+  }
+
+  /** Starts the process, unless the sandbox was asked to stop meanwhile or cannot be started. */
+  async start(): Promise<void> {
+    const { client, runtime } = this.deps;
+    const sandbox = this.sandbox;
+    // Fresh placements go STARTING → RUNNING; a sandbox this worker ran before a restart is already RUNNING.
+    const current = await client.query(SandboxDocument, { id: sandbox.id });
+    const status = current.ok && current.data.sandbox ? current.data.sandbox.status : sandbox.status;
+    if (status === 'STOPPING') {
+      // Asked to stop before it ran here (e.g. while this agent was down): never start it.
+      await this.report('STOPPED', { reason: 'stopped before it started' });
+      await this.release();
+      this.cleanup();
+      return;
+    }
+    if (status === 'SCHEDULED' && !(await this.report('STARTING'))) {
+      // Not started: let the next reconcile try again from scratch.
+      await this.release();
+      this.cleanup();
+      return;
+    }
+    await this.input.skipHistory();
+    let started: RunningSandbox;
+    try {
+      started = runtime.start(
+        {
+          sandboxId: sandbox.id,
+          name: sandbox.name,
+          image: sandbox.image,
+          command: sandbox.command,
+          cpuMillis: sandbox.resources.cpuMillis,
+          memoryMb: sandbox.resources.memoryMb,
+          env: { FLOTILLA_SANDBOX_ID: sandbox.id, FLOTILLA_SANDBOX_NAME: sandbox.name, FLOTILLA_IMAGE: sandbox.image },
+        },
+        {
+          onLine: (_stream, line) => this.onOutput(line),
+          onExit: (exit) => {
+            this.ended = this.onExit(exit);
+          },
+        },
+      );
+      this.process = started;
+      this.deps.onProcessStarted();
+    } catch (err) {
+      await this.report('FAILED', { reason: (err as Error).message, exitCode: 127 });
+      this.cleanup();
+      await this.release();
+      return;
+    }
+    void this.input.follow();
+    if (status !== 'RUNNING') await this.report('RUNNING');
+    this.deps.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: started.pid });
+    await this.input.catchUp();
+  }
+
+  /** Stops the process and waits until its end is reported. */
+  async stop(): Promise<void> {
+    this.stopRequested = true;
+    if (this.process && !this.process.exited) await this.process.stop(this.deps.stopGraceMs);
+    // An agent shutting down must not exit before the STOPPED report is written.
+    await this.ended;
+  }
+
+  private onOutput(line: string): void {
+    if (this.lost) return;
+    const status = parseStatusLine(line);
+    if (status) {
+      this.enqueue(() =>
+        this.deps.client
+          .mutate(ReportAgentStatusDocument, {
+            input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken, ...status },
+          })
+          .then((r) => this.checkWrite(r.ok ? r.data.reportAgentStatus : null)),
+      );
+      return;
+    }
+    this.output.add(line);
+  }
+
+  /** Posts the buffered output lines as one agent message. */
+  private flush(): Promise<unknown> {
+    this.output.cancelTimer();
+    if (this.output.empty || this.lost) return this.queue;
+    const body = this.output.take();
+    return this.enqueue(() =>
+      this.deps.client
+        .mutate(PostAgentMessageDocument, {
+          input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken, body },
+        })
+        .then((r) => this.checkWrite(r.ok ? r.data.postAgentMessage : null)),
+    );
+  }
+
+  private enqueue(write: () => Promise<unknown>): Promise<unknown> {
+    this.queue = this.queue
+      .then(() => (this.lost ? undefined : write()))
+      .catch((err: Error) => this.deps.log('warn', 'write failed', { error: err.message }));
+    return this.queue;
+  }
+
+  private async onExit(exit: { code: number | null; signal: string | null }): Promise<void> {
+    await this.flush();
+    if (!this.lost) {
+      const ok = this.stopRequested || exit.code === 0;
+      await this.report(ok ? 'STOPPED' : 'FAILED', {
+        exitCode: exit.code ?? undefined,
+        reason: exit.signal ? `ended by ${exit.signal}` : exit.code === 0 ? undefined : `exited with ${exit.code}`,
+      });
+      await this.release();
+    }
+    this.cleanup();
+    this.deps.log('info', 'sandbox ended', { sandboxId: this.sandbox.id, code: exit.code, signal: exit.signal });
+  }
+
+  private async renew(): Promise<void> {
+    if (this.lost) return;
+    const result = await this.deps.client.mutate(RenewLeaseDocument, {
+      input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken, ttlSeconds: this.deps.leaseTtlSeconds },
+    });
+    if (result.ok) this.checkWrite(result.data.renewLease);
+  }
+
+  private async release(): Promise<void> {
+    if (this.lost) return;
+    await this.deps.client.mutate(ReleaseLeaseDocument, {
+      input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken },
+    });
+  }
+
+  private async report(
+    status: 'STARTING' | 'RUNNING' | 'STOPPED' | 'FAILED',
+    extra: { exitCode?: number; reason?: string } = {},
+  ): Promise<boolean> {
+    if (this.lost) return false;
+    const result = (await this.enqueue(() =>
+      this.deps.client.mutate(ReportSandboxStatusDocument, {
+        input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken, status, ...extra },
+      }),
+    )) as Awaited<ReturnType<FlotillaClient['mutate']>> | undefined;
+    if (!result?.ok) return false;
+    return this.checkWrite(
+      (result.data as { reportSandboxStatus: { __typename?: string; code?: string } }).reportSandboxStatus,
+    );
+  }
+
+  /** A refused write because the lease moved on means this worker lost the sandbox: stop it at once. */
+  private checkWrite(outcome: { __typename?: string; code?: string } | null): boolean {
+    if (!outcome || (outcome.__typename ?? '').endsWith('Payload')) return !!outcome;
+    if (outcome.code && LOST_LEASE.has(outcome.code) && !this.lost) {
+      this.lost = true;
+      this.deps.log('warn', 'lease lost; stopping the sandbox and its writes', {
+        sandboxId: this.sandbox.id,
+        code: outcome.code,
+      });
+      void this.process?.stop(0);
+      this.cleanup();
+    }
+    return false;
+  }
+
+  private cleanup(): void {
+    clearInterval(this.renewTimer);
+    this.output.cancelTimer();
+    this.abort.abort();
+    this.deps.onEnded(this);
+  }
+}
