@@ -28,8 +28,10 @@ type Driver = 'sqlite' | 'postgres';
 /** Subscriber counts of the fan-out scenario, and how many share one WebSocket (graphql-ws multiplexes). */
 const FANOUT_SIZES = (process.env.BENCH_FANOUT_SIZES ?? '1000,10000').split(',').map(Number);
 const SUBSCRIPTIONS_PER_SOCKET = Number(process.env.BENCH_SUBSCRIPTIONS_PER_SOCKET ?? 100);
-/** Events fired one at a time at each size, each waited for by every subscriber. */
+/** Events fired one at a time at each size, each waited for by every subscriber (the first is a warm-up). */
 const FANOUT_ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 4);
+/** Further rounds with the latency probe querying meanwhile (kept apart: the probe costs server CPU too). */
+const PROBE_ROUNDS = Number(process.env.BENCH_PROBE_ROUNDS ?? 2);
 /** Subscribers and duration of the sustained scenario; producers = mutations in flight. */
 const SUSTAINED_SUBSCRIBERS = Number(process.env.BENCH_SUSTAINED_SUBSCRIBERS ?? 1_000);
 const SUSTAINED_DURATION_MS = Number(process.env.BENCH_SUSTAINED_DURATION_MS ?? 15_000);
@@ -66,6 +68,12 @@ const SEND = `mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typen
  * untouched), so memory is read without garbage that V8 has not collected yet.
  */
 const GC_ON_SIGNAL = ['--expose-gc', '--import', `data:text/javascript,process.on('SIGUSR2', () => globalThis.gc())`];
+/** BENCH_CPU_PROFILE_DIR=dir: the server writes a V8 CPU profile there when it stops (read it before optimising). */
+const CPU_PROFILE = process.env.BENCH_CPU_PROFILE_DIR
+  ? ['--cpu-prof', '--cpu-prof-dir', resolve(process.env.BENCH_CPU_PROFILE_DIR)]
+  : [];
+/** BENCH_SERVER_NODE_FLAGS: extra Node flags for the server (e.g. --trace-gc), split on spaces. */
+const SERVER_NODE_FLAGS = process.env.BENCH_SERVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
 /** Time for the collection to finish before /metrics is read. */
 const GC_PAUSE_MS = 500;
 
@@ -85,7 +93,7 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 /** Starts `flotilla serve` on loopback; resolves with its URL and, on a fresh database, the admin token it printed. */
 function startServer(databaseUrl: string): Promise<ServerProcess> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [...GC_ON_SIGNAL, resolve('bin/flotilla.js'), 'serve'], {
+    const child = spawn(process.execPath, [...GC_ON_SIGNAL, ...CPU_PROFILE, ...SERVER_NODE_FLAGS, resolve('bin/flotilla.js'), 'serve'], {
       env: cleanEnv({
         FLOTILLA_DATABASE_URL: databaseUrl,
         FLOTILLA_PORT: '0',
@@ -101,6 +109,7 @@ function startServer(databaseUrl: string): Promise<ServerProcess> {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), SERVER_START_MS);
     const onData = (d: Buffer) => {
       out += d.toString();
+      if (process.env.BENCH_SERVER_OUTPUT) process.stderr.write(d);
       const url = /serving GraphiQL at (http:\/\/\S+)/.exec(out)?.[1];
       // The token line follows the URL line when one was minted; the last line says so either way.
       const done = /Bearer (\S+)"\}/.exec(out) ?? /Authenticate with a token/.exec(out);
@@ -208,6 +217,8 @@ async function scrape(graphqlUrl: string): Promise<{
   cpuSeconds: number;
   statements: number;
   executions: number;
+  eventLoopLagMaxMs: number;
+  eventLoopLagP99Ms: number;
 }> {
   const text = await fetchText(new URL('/metrics', graphqlUrl));
   const value = (name: string): number => {
@@ -223,6 +234,9 @@ async function scrape(graphqlUrl: string): Promise<{
     cpuSeconds: value('flotilla_process_cpu_seconds_total'),
     statements: value('flotilla_db_statements_total'),
     executions: value('flotilla_live_executions'),
+    // prom-client's event-loop delay histogram is reset at every scrape: these cover the time since the last one.
+    eventLoopLagMaxMs: value('flotilla_nodejs_eventloop_lag_max_seconds') * 1000,
+    eventLoopLagP99Ms: value('flotilla_nodejs_eventloop_lag_p99_seconds') * 1000,
   };
 }
 
@@ -344,7 +358,7 @@ async function subscribe(
 /** Starts the latency probe (bench/probe.ts) in its own process; lines are `<epoch ms> <latency ms>`. */
 function startProbe(url: string, token: string, tenantId: string) {
   const child = spawn(process.execPath, ['--import', 'tsx', resolve('bench/probe.ts'), url, token, tenantId], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
   const samples: { at: number; ms: number }[] = [];
   let buffer = '';
@@ -360,6 +374,8 @@ function startProbe(url: string, token: string, tenantId: string) {
   return {
     /** Latencies of the probe queries started within [from, to] (epoch ms). */
     between: (from: number, to: number) => samples.filter((s) => s.at >= from && s.at <= to).map((s) => s.ms),
+    pause: () => child.stdin?.write('pause\n'),
+    resume: () => child.stdin?.write('resume\n'),
     stop: () => child.kill('SIGTERM'),
   };
 }
@@ -395,6 +411,7 @@ async function fanOutRound(
     .map((a) => a - t0);
   const p = percentiles(latencies);
   const during = percentiles(probe.between(epoch0, epoch0 + p.maxMs));
+  // Probe queries started just before the event and still running count too: they waited on it.
   const after = await scrape(url);
   const serverCpuMs = (after.cpuSeconds - before.cpuSeconds) * 1000;
   return {
@@ -409,6 +426,10 @@ async function fanOutRound(
     statements: after.statements - before.statements,
     executions: after.executions - before.executions,
     probeDuring: { p50Ms: during.p50Ms, p99Ms: during.p99Ms, maxMs: during.maxMs, count: during.count },
+    probeSamples: probe.between(epoch0, epoch0 + p.maxMs),
+    // The server's own event-loop delay from just before the mutation to the end of the round.
+    eventLoopLagMaxMs: round(after.eventLoopLagMaxMs),
+    eventLoopLagP99Ms: round(after.eventLoopLagP99Ms),
   };
 }
 
@@ -426,6 +447,17 @@ async function fanOut(server: ServerProcess, token: string) {
   const idleProbeFrom = epochNow();
   await sleep(3_000);
   const probeIdle = percentiles(probe.between(idleProbeFrom, epochNow()));
+  probe.pause();
+  // What one sendMessage costs with nobody subscribed: the part of statements/event that is not delivery.
+  const mutationOnly: number[] = [];
+  for (let n = 0; n < 3; n++) {
+    await sleep(300);
+    const before = (await scrape(url)).statements;
+    await send(url, token, sandboxId, `alone ${n}`);
+    await sleep(300);
+    mutationOnly.push((await scrape(url)).statements - before);
+  }
+  const mutationStatements = median(mutationOnly);
   const largest = Math.max(...FANOUT_SIZES);
   const sockets = Math.ceil(largest / SUBSCRIPTIONS_PER_SOCKET);
   const baseline = await memory(server);
@@ -433,7 +465,9 @@ async function fanOut(server: ServerProcess, token: string) {
   const memoryAt: { subscriptions: number; rss: number; heapUsed: number }[] = [];
   let dashboardPayload = '';
   try {
+    const only = process.env.BENCH_SELECTIONS?.split(',');
     for (const [selection, query] of Object.entries(SELECTIONS)) {
+      if (only && !only.includes(selection)) continue;
       const clients = await openSockets(url, token, sockets);
       const parts: Subscribers[] = [];
       let opened = 0;
@@ -457,11 +491,18 @@ async function fanOut(server: ServerProcess, token: string) {
           last: () => parts[0].last(),
         };
         const rounds: Awaited<ReturnType<typeof fanOutRound>>[] = [];
-        for (let n = 0; n < FANOUT_ROUNDS; n++) {
-          console.error(`  ${selection} × ${size}, round ${n + 1}`);
-          rounds.push(await fanOutRound(url, token, sandboxId, subs, size, probe, `${selection} ${size} ${n}`));
+        const probed: Awaited<ReturnType<typeof fanOutRound>>[] = [];
+        for (let n = 0; n < FANOUT_ROUNDS + PROBE_ROUNDS; n++) {
+          const withProbe = n >= FANOUT_ROUNDS;
+          console.error(`  ${selection} × ${size}, round ${n + 1}${withProbe ? ' (probe)' : ''}`);
+          if (withProbe) probe.resume();
+          else probe.pause();
+          await sleep(withProbe ? 500 : 200);
+          const r = await fanOutRound(url, token, sandboxId, subs, size, probe, `${selection} ${size} ${n}`);
+          (withProbe ? probed : rounds).push(r);
           await sleep(500);
         }
+        probe.pause();
         if (selection === 'dashboard') dashboardPayload = JSON.stringify(subs.last());
         // The first round after subscribing pays first-execution costs; the steady figure is the median of the rest.
         const steady = rounds.length > 1 ? rounds.slice(1) : rounds;
@@ -479,7 +520,13 @@ async function fanOut(server: ServerProcess, token: string) {
             statements: med((r) => r.statements),
             executions: med((r) => r.executions),
             mutationMs: med((r) => r.mutationMs),
-            probeP99Ms: med((r) => r.probeDuring.p99Ms),
+            eventLoopLagMaxMs: med((r) => r.eventLoopLagMaxMs),
+          },
+          probed: {
+            rounds: probed,
+            lastMs: round(median(probed.map((r) => r.lastMs))),
+            mutationMs: round(median(probed.map((r) => r.mutationMs))),
+            probe: percentiles(probed.flatMap((r) => r.probeSamples)),
           },
           subscriptionErrors: subs.errors(),
         });
@@ -499,6 +546,7 @@ async function fanOut(server: ServerProcess, token: string) {
   return {
     fanOut: results,
     probeIdle,
+    mutationStatements,
     dashboardPayload,
     memory: {
       baseline,
@@ -754,7 +802,12 @@ try {
       statements: number;
       executions: number;
       mutationMs: number;
-      probeP99Ms: number;
+      eventLoopLagMaxMs: number;
+    };
+    probed: {
+      lastMs: number;
+      mutationMs: number;
+      probe: { p50Ms: number; p99Ms: number; maxMs: number; count: number };
     };
   };
   const rows = fan.fanOut as FanRow[];
@@ -774,7 +827,11 @@ try {
     ),
     statementsPerEvent: Object.fromEntries(rows.map((r) => [`${r.selection}@${r.subscribers}`, r.steady.statements])),
     heapBytesPerIdleSubscription: fan.memory.heapBytesPerSubscription,
-    probeP99DuringLargestDashboardMs: dashLarge?.probeP99Ms ?? NaN,
+    probeP99DuringLargestDashboardMs: rows.find((r) => r.selection === 'dashboard' && r.subscribers === largest)?.probed
+      .probe.p99Ms,
+    deliveryStatementsPerEvent: Object.fromEntries(
+      rows.map((r) => [`${r.selection}@${r.subscribers}`, r.steady.statements - fan.mutationStatements]),
+    ),
   };
   const result = {
     ...meta,
@@ -791,13 +848,13 @@ try {
   const lines = [
     `### subscriptions, ${driver} (load average ${meta.loadAverage1mAtStart} → ${meta.loadAverage1mAtEnd} on ${meta.machine.cpus} CPUs)`,
     '',
-    `Fan-out: tenantEvents subscribers, ${SUBSCRIPTIONS_PER_SOCKET} per graphql-ws socket; one sendMessage per round (${FANOUT_ROUNDS} rounds, steady = median of rounds 2–${FANOUT_ROUNDS}); the floor is a bare \`ws\` server sending the same ${floor.payloadBytes}-byte dashboard payload as the same number of frames over the same number of sockets. Statements include the mutation's own. Probe: one \`tenant(id)\` query at a time from another process during the round (idle: p50 ${fan.probeIdle.p50Ms} ms, p99 ${fan.probeIdle.p99Ms} ms).`,
+    `Fan-out: tenantEvents subscribers, ${SUBSCRIPTIONS_PER_SOCKET} per graphql-ws socket; one sendMessage per round; ${FANOUT_ROUNDS} quiet rounds (steady = median of rounds 2–${FANOUT_ROUNDS}), then ${PROBE_ROUNDS} with the probe (one \`tenant(id)\` query at a time from another process; idle p50 ${fan.probeIdle.p50Ms} ms, p99 ${fan.probeIdle.p99Ms} ms). The floor is a bare \`ws\` server (own process) sending the same ${floor.payloadBytes}-byte dashboard payload as the same number of frames over the same number of sockets. Delivery statements = statements per event minus the ${fan.mutationStatements} of the sendMessage itself (measured with nobody subscribed).`,
     '',
-    '| selection | subscribers | last ms | floor last ms | ratio | server CPU µs/delivery | floor µs/delivery | statements/event | executions/event | mutation ms | probe p99 ms |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| selection | subscribers | last ms | floor last ms | ratio | server CPU µs/delivery | floor µs/delivery | delivery statements/event | executions/event | mutation ms | event-loop delay max ms | with probe: last ms | probe p50 / p99 ms |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map((r) => {
       const f = floorAt(r.subscribers);
-      return `| ${r.selection} | ${r.subscribers} | ${r.steady.lastMs} | ${f?.lastMs ?? ''} | ${f ? round(r.steady.lastMs / f.lastMs) : ''} | ${r.steady.serverCpuUsPerDelivery} | ${f?.serverCpuUsPerDelivery ?? ''} | ${r.steady.statements} | ${r.steady.executions} | ${r.steady.mutationMs} | ${r.steady.probeP99Ms} |`;
+      return `| ${r.selection} | ${r.subscribers} | ${r.steady.lastMs} | ${f?.lastMs ?? ''} | ${f ? round(r.steady.lastMs / f.lastMs) : ''} | ${r.steady.serverCpuUsPerDelivery} | ${f?.serverCpuUsPerDelivery ?? ''} | ${r.steady.statements - fan.mutationStatements} | ${r.steady.executions} | ${r.steady.mutationMs} | ${r.steady.eventLoopLagMaxMs} | ${r.probed.lastMs} | ${r.probed.probe.p50Ms} / ${r.probed.probe.p99Ms} |`;
     }),
     '',
     `Memory (server process, median of ${MEMORY_SAMPLES} scrapes of /metrics, each after a forced full GC, scalar selection): baseline heap ${mb(fan.memory.baseline.heapUsed)}; ` +

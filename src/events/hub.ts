@@ -21,6 +21,12 @@ export const REPLAY_PAGE_SIZE = 250;
 export const HUB_POLL_INTERVAL_MS = 2000;
 /** After a failed read (database down), try again this soon. */
 export const HUB_RETRY_DELAY_MS = 250;
+/**
+ * Waiting consumers woken per turn of the event loop. Each wake-up runs that subscriber's whole
+ * delivery (execution result, frame, socket write) as microtasks; a few hundred keep a turn to
+ * a few milliseconds, so requests are served between turns of a large fan-out.
+ */
+export const HAND_OVER_PER_TURN = 200;
 
 export interface EventHubOptions {
   queueLimit?: number;
@@ -80,7 +86,7 @@ class Subscriber implements EventSubscription {
   }
 
   constructor(
-    private readonly hub: Pick<EventHub, 'remove'>,
+    private readonly hub: Pick<EventHub, 'remove' | 'ready'>,
     readonly options: SubscribeOptions,
     startId: string,
     readonly queueLimit: number,
@@ -103,18 +109,33 @@ class Subscriber implements EventSubscription {
     }
   }
 
-  /** Hands an event to the consumer, or queues it; overflowing the queue closes the subscriber. */
+  /**
+   * Queues an event; overflowing the queue closes the subscriber. A consumer already waiting is
+   * woken by the hub's paced hand-over, not here: waking 10,000 at once would run all their
+   * deliveries in one uninterruptible burst.
+   */
   push(event: LogEvent): void {
     if (this.finished) return;
     this.position = BigInt(event.id);
-    const waiter = this.waiters.shift();
-    if (waiter) {
-      this.lastCursor = event.cursor;
-      waiter.resolve({ value: event, done: false });
+    this.queue.push(event);
+    if (this.queue.length > this.queueLimit) {
+      this.fail(new SubscriberTooSlowError(this.lastCursor, this.queueLimit));
       return;
     }
-    this.queue.push(event);
-    if (this.queue.length > this.queueLimit) this.fail(new SubscriberTooSlowError(this.lastCursor, this.queueLimit));
+    if (this.waiters.length > 0) this.hub.ready(this);
+  }
+
+  /** Set while the hub has this subscriber in its hand-over queue. */
+  awaitingHandOver = false;
+
+  /** Gives queued events to the consumers waiting in next() (the hub calls this, a few hundred per turn). */
+  handOver(): void {
+    while (this.waiters.length > 0 && this.queue.length > 0) {
+      const event = this.queue.shift() as LogEvent;
+      this.lastCursor = event.cursor;
+      this.waiters.shift()?.resolve({ value: event, done: false });
+    }
+    if (this.spaceWaiter && this.queue.length + this.roomWanted <= this.queueLimit) this.wakeReplay();
   }
 
   /** Resolves once `room` more events fit in the queue (replay paces itself to the consumer). */
@@ -204,6 +225,9 @@ export class EventHub {
   /** Subscribers without a tenant filter (platform-wide or worker streams): they see every event. */
   private readonly anyTenant = new Set<Subscriber>();
   private head: string | null = null;
+  /** Subscribers with events for a waiting consumer, woken HAND_OVER_PER_TURN at a time (see `ready`). */
+  private readonly handOverQueue: Subscriber[] = [];
+  private handOverScheduled = false;
   private pumping: Promise<void> | null = null;
   private dirty = false;
   private closed = false;
@@ -326,6 +350,30 @@ export class EventHub {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.endWhere(() => true, 'the server is shutting down');
     await this.pumping?.catch(() => undefined);
+  }
+
+  /** Called by a subscriber that has events queued and a consumer waiting: wakes it on a coming turn. */
+  ready(sub: Subscriber): void {
+    if (sub.awaitingHandOver) return;
+    sub.awaitingHandOver = true;
+    this.handOverQueue.push(sub);
+    if (!this.handOverScheduled) {
+      this.handOverScheduled = true;
+      setImmediate(() => this.handOver());
+    }
+  }
+
+  private handOver(): void {
+    this.handOverScheduled = false;
+    const turn = this.handOverQueue.splice(0, HAND_OVER_PER_TURN);
+    for (const sub of turn) {
+      sub.awaitingHandOver = false;
+      sub.handOver();
+    }
+    if (this.handOverQueue.length > 0) {
+      this.handOverScheduled = true;
+      setImmediate(() => this.handOver());
+    }
   }
 
   /** Called by a subscriber when it ends. */

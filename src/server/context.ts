@@ -115,6 +115,9 @@ export class ContextFactory {
       [POTHOS_CONTEXT_CACHE]: {},
       // `this`, not `context`: the server hands resolvers a copy of this object merged into its own.
       renew(this: Context & { [POTHOS_CONTEXT_CACHE]: object }) {
+        // Called per event for every live subscriber: free when nothing read through the services
+        // since the last time (DataLoaders load through them, so their cache is still empty).
+        if (this.services instanceof LazyServices && !this.services.isBound) return;
         this.services = bind();
         this[POTHOS_CONTEXT_CACHE] = {};
       },
@@ -132,6 +135,9 @@ export class ContextFactory {
 class LazyServices implements Services {
   private bound: Services | null = null;
   constructor(private readonly create: () => Services) {}
+  get isBound(): boolean {
+    return this.bound !== null;
+  }
   private get all(): Services {
     this.bound ??= this.create();
     return this.bound;

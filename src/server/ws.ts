@@ -71,6 +71,7 @@ export function serveGraphqlWs<P extends ConnectionInitMessage['payload'], E ext
         send: (data) =>
           new Promise<void>((resolve, reject) => {
             if (socket.readyState !== socket.OPEN) return resolve();
+            corkUntilTicksEnd(socket);
             socket.send(splice(data, sharedFrames), (err) => (err ? reject(err) : resolve()));
           }),
         close: (code, reason) => socket.close(code, reason),
@@ -92,6 +93,26 @@ export function serveGraphqlWs<P extends ConnectionInitMessage['payload'], E ext
       sharedFrames.clear();
       void closed(code, String(reason));
     });
+  });
+}
+
+/** The TCP socket under a `ws` WebSocket (`ws` keeps it in `_socket`; it has no public accessor). */
+type WithTcpSocket = { _socket?: { cork(): void; uncork(): void } };
+const corked = new WeakSet<WebSocket>();
+
+/**
+ * Holds a socket's frames until the current batch of ticks and microtasks has run, then writes
+ * them in one system call: a fan-out sends a socket many frames in a row, and one write per
+ * frame was the largest cost of a delivery.
+ */
+function corkUntilTicksEnd(socket: WebSocket): void {
+  const tcp = (socket as unknown as WithTcpSocket)._socket;
+  if (!tcp || corked.has(socket)) return;
+  corked.add(socket);
+  tcp.cork();
+  process.nextTick(() => {
+    corked.delete(socket);
+    tcp.uncork();
   });
 }
 
