@@ -93,17 +93,21 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 /** Starts `flotilla serve` on loopback; resolves with its URL and, on a fresh database, the admin token it printed. */
 function startServer(databaseUrl: string): Promise<ServerProcess> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [...GC_ON_SIGNAL, ...CPU_PROFILE, ...SERVER_NODE_FLAGS, resolve('bin/flotilla.js'), 'serve'], {
-      env: cleanEnv({
-        FLOTILLA_DATABASE_URL: databaseUrl,
-        FLOTILLA_PORT: '0',
-        FLOTILLA_HOST: '127.0.0.1',
-        FLOTILLA_DATA_DIR: tempDir('flotilla-bench-'),
-        FLOTILLA_LOG_LEVEL: 'warn',
-        FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE,
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...GC_ON_SIGNAL, ...CPU_PROFILE, ...SERVER_NODE_FLAGS, resolve('bin/flotilla.js'), 'serve'],
+      {
+        env: cleanEnv({
+          FLOTILLA_DATABASE_URL: databaseUrl,
+          FLOTILLA_PORT: '0',
+          FLOTILLA_HOST: '127.0.0.1',
+          FLOTILLA_DATA_DIR: tempDir('flotilla-bench-'),
+          FLOTILLA_LOG_LEVEL: 'warn',
+          FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE,
+        }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     let stopping = false;
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), SERVER_START_MS);

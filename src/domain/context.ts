@@ -5,6 +5,7 @@ import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 
 import type { Clock } from '../kernel/clock.js';
+import type { SharedReads } from './shared-reads.js';
 
 // Kept here too: services and resolvers know the clock as part of their context.
 export { type Clock, systemClock } from '../kernel/clock.js';
@@ -26,4 +27,6 @@ export interface ServiceContext {
   tokens?: TokenAuthority;
   /** This process's subscription hub; null until the event stream is running. */
   events?: () => EventHub | null;
+  /** Shared execution of live subscriptions: rows by id read once per event batch for every caller. */
+  sharedReads?: SharedReads;
 }

@@ -11,7 +11,7 @@ import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
-import { visibleSandboxesFilter } from './sandboxes.js';
+import { sandboxVisibleTo, visibleSandboxesFilter } from './sandboxes.js';
 
 /** The largest message body, in bytes of UTF-8. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -157,6 +157,14 @@ export class MessageService {
   async findVisibleByIds(ids: readonly string[]): Promise<Message[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
+    const { sharedReads, identity } = this.ctx;
+    if (sharedReads) {
+      const messages = await sharedReads.byIds(Message, wanted);
+      // The sandbox must be live (not deleted: the shared read applies the soft-delete filter) and visible.
+      const sandboxes = await sharedReads.byIds(Sandbox, [...new Set(messages.map((m) => m.sandbox.id))]);
+      const visible = new Set(sandboxes.filter((s) => sandboxVisibleTo(identity, s)).map((s) => s.id));
+      return messages.filter((m) => visible.has(m.sandbox.id));
+    }
     return this.ctx.em.find(Message, {
       id: { $in: wanted },
       sandbox: { $and: [ACTIVE_SANDBOX, visibleSandboxesFilter(this.ctx.identity)] },

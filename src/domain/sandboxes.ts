@@ -125,6 +125,13 @@ export function visibleSandboxesFilter(identity: Identity): FilterQuery<Sandbox>
   return { tenant: { $in: visibleTenantIds(identity) ?? [] } };
 }
 
+/** `visibleSandboxesFilter` for a row already read (shared reads of live subscriptions). */
+export function sandboxVisibleTo(identity: Identity, sandbox: Sandbox): boolean {
+  if (identity.platformAdmin) return true;
+  if (identity.workerId) return sandbox.worker?.id === identity.workerId;
+  return (visibleTenantIds(identity) ?? []).includes(sandbox.tenant.id);
+}
+
 export class SandboxService {
   constructor(private readonly ctx: ServiceContext) {}
 
@@ -301,8 +308,10 @@ export class SandboxService {
   async findVisibleByIds(ids: readonly string[]): Promise<Sandbox[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
+    const { sharedReads, identity } = this.ctx;
+    if (sharedReads) return (await sharedReads.byIds(Sandbox, wanted)).filter((s) => sandboxVisibleTo(identity, s));
     return this.ctx.em.find(Sandbox, {
-      $and: [{ id: { $in: wanted } }, visibleSandboxesFilter(this.ctx.identity)],
+      $and: [{ id: { $in: wanted } }, visibleSandboxesFilter(identity)],
     });
   }
 

@@ -213,6 +213,7 @@ export class TenantService {
     const visible = visibleTenantIds(this.ctx.identity);
     const allowed = visible === null ? wanted : wanted.filter((id) => visible.includes(id));
     if (allowed.length === 0) return [];
+    if (this.ctx.sharedReads) return this.ctx.sharedReads.byIds(Tenant, allowed);
     return this.ctx.em.find(Tenant, { id: { $in: allowed } });
   }
 

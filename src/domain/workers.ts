@@ -74,6 +74,13 @@ export function visibleWorkersFilter(identity: Identity): FilterQuery<Worker> {
   return { $or: [{ tenant: null }, { tenant: { $in: tenants } }] };
 }
 
+/** `visibleWorkersFilter` for a row already read (shared reads of live subscriptions). */
+export function workerVisibleTo(identity: Identity, worker: Worker): boolean {
+  if (identity.platformAdmin) return true;
+  if (identity.workerId) return worker.id === identity.workerId;
+  return !worker.tenant || (visibleTenantIds(identity) ?? []).includes(worker.tenant.id);
+}
+
 export class WorkerService {
   constructor(private readonly ctx: ServiceContext) {}
 
@@ -242,7 +249,9 @@ export class WorkerService {
   async findVisibleByIds(ids: readonly string[]): Promise<Worker[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
-    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(this.ctx.identity)] });
+    const { sharedReads, identity } = this.ctx;
+    if (sharedReads) return (await sharedReads.byIds(Worker, wanted)).filter((w) => workerVisibleTo(identity, w));
+    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(identity)] });
   }
 
   /** Like findVisibleByIds, deleted workers included: a lease keeps naming its last holder. */

@@ -144,7 +144,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   });
   const liveExecution = config.sharedSubscriptionExecution
     ? new LiveExecution({
-        sharedContext: (identity, em) => contexts.createShared(identity, em),
+        sharedContext: (identity, em, reads) => contexts.createShared(identity, em, reads),
         fork: () => db.orm.em.fork(),
         batchOf: (event) => events?.hub.batchOf(event),
         gate: new DeliveryGate(),

@@ -7,6 +7,7 @@ import type { Database } from '../db/database.js';
 import type { Em } from '../db/orm.js';
 import type { DomainSettings } from '../domain/context.js';
 import { createServices, type Services } from '../domain/services.js';
+import type { SharedReads } from '../domain/shared-reads.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 import type { Clock } from '../kernel/clock.js';
@@ -90,11 +91,17 @@ export class ContextFactory {
    * subscriber's own were done when it subscribed), and services on the given EntityManager,
    * which every group executing the same event batch shares.
    */
-  createShared(identity: Identity, em: Em): Context {
-    return this.contextOf(identity, randomUUID(), READ_ONLY_TOKENS, () => em);
+  createShared(identity: Identity, em: Em, sharedReads: SharedReads): Context {
+    return this.contextOf(identity, randomUUID(), READ_ONLY_TOKENS, () => em, sharedReads);
   }
 
-  private contextOf(identity: Identity, requestId: string, tokens: TokenAuthority, em: () => Em): Context {
+  private contextOf(
+    identity: Identity,
+    requestId: string,
+    tokens: TokenAuthority,
+    em: () => Em,
+    sharedReads?: SharedReads,
+  ): Context {
     const bind = () =>
       new LazyServices(() =>
         createServices({
@@ -105,6 +112,7 @@ export class ContextFactory {
           bus: this.bus,
           tokens,
           events: this.options.events,
+          sharedReads,
         }),
       );
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {

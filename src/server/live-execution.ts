@@ -10,6 +10,7 @@ import type { Plugin } from 'graphql-yoga';
 import type { Context } from '../../resolvers/builder.js';
 import type { Identity } from '../auth/identity.js';
 import type { Em } from '../db/orm.js';
+import { SharedReads } from '../domain/shared-reads.js';
 import type { LogEvent } from '../events/reader.js';
 import type { DeliveryGate } from './delivery-gate.js';
 
@@ -19,8 +20,8 @@ export const GROUP_RESULTS_KEPT = 256;
 export const BATCH_SOURCES_KEPT = 4;
 
 export interface LiveExecutionDeps {
-  /** A read-only context for a group, on the batch's EntityManager. */
-  sharedContext: (identity: Identity, em: Em) => Context;
+  /** A read-only context for a group, on the batch's EntityManager and shared reads. */
+  sharedContext: (identity: Identity, em: Em, reads: SharedReads) => Context;
   /** A fresh EntityManager fork (one per event batch). */
   fork: () => Em;
   /** Which hub read an event came from (events of one batch share a data source). */
@@ -162,12 +163,13 @@ export class LiveExecution {
     return result;
   }
 
-  /** One EntityManager fork per event batch, shared by every group; one context (DataLoaders) per group in it. */
+  /** One EntityManager fork and one set of shared reads per event batch; one context (DataLoaders) per group in it. */
   private contextFor(group: LiveGroup, event: LogEvent): Context {
     const batch = this.deps.batchOf(event);
     let source = batch === undefined ? undefined : this.sources.get(batch);
     if (!source) {
-      source = { em: this.deps.fork(), contexts: new Map() };
+      const em = this.deps.fork();
+      source = { em, reads: new SharedReads(em), contexts: new Map() };
       if (batch !== undefined) {
         this.sources.set(batch, source);
         if (this.sources.size > BATCH_SOURCES_KEPT) {
@@ -178,7 +180,7 @@ export class LiveExecution {
     }
     let context = source.contexts.get(group.key);
     if (!context) {
-      context = this.deps.sharedContext(group.identity, source.em);
+      context = this.deps.sharedContext(group.identity, source.em, source.reads);
       source.contexts.set(group.key, context);
     }
     return context;
@@ -187,6 +189,8 @@ export class LiveExecution {
 
 interface BatchSource {
   em: Em;
+  /** Rows by id read once for all groups of the batch; each group's services filter them for its caller. */
+  reads: SharedReads;
   contexts: Map<string, Context>;
 }
 

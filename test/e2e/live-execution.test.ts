@@ -80,6 +80,7 @@ describe.each(DRIVERS)('shared execution of live subscriptions on %s', (kind) =>
   let alone: TestServer;
   let tenantId: string;
   let sandboxId: string;
+  let worker: { id: string; token: string };
   const statements: string[] = [];
 
   const apiToken = async (role: 'VIEWER' | 'ADMIN') => {
@@ -105,7 +106,7 @@ describe.each(DRIVERS)('shared execution of live subscriptions on %s', (kind) =>
     tenantId = await createTenant(shared, uniqueName('live'), {
       quota: { maxSandboxes: 10, maxCpuMillis: 100_000, maxMemoryMb: 100_000 },
     });
-    await registerWorker(shared, uniqueName('w'));
+    worker = await registerWorker(shared, uniqueName('w'));
     const created = await createSandbox(shared, tenantId, { name: 'watched' });
     sandboxId = created.sandbox.id;
   });
@@ -161,10 +162,35 @@ describe.each(DRIVERS)('shared execution of live subscriptions on %s', (kind) =>
     expect(await liveMetric(shared, 'flotilla_live_groups')).toBe(0);
   });
 
+  it('gives a worker token exactly its own assignments, with what it may see of them', async () => {
+    const query = `subscription($w: ID!) { workerAssignments(workerId: $w) {
+      cursor type sandbox { id name status tenant { slug } worker { id name } } worker { id name }
+    } }`;
+    const onShared = [collect(shared.ws(worker.token), query, { w: worker.id })];
+    const onAlone = [collect(alone.ws(worker.token), query, { w: worker.id })];
+    // The platform admin may follow the worker too: a second group, same event.
+    onShared.push(collect(shared.ws(shared.adminToken), query, { w: worker.id }));
+    onAlone.push(collect(alone.ws(shared.adminToken), query, { w: worker.id }));
+    await subscribersReach(shared, 2);
+    await subscribersReach(alone, 2);
+    const created = await createSandbox(shared, tenantId, { name: 'assigned' });
+    expect(created.sandbox.status).toBe('SCHEDULED');
+    await alone.app.events().settle();
+    for (const [i, stream] of onShared.entries()) {
+      const got = await stream.until(1);
+      expect(got).toHaveLength(1);
+      expect(got).toEqual(await onAlone[i].until(1));
+    }
+    expect(JSON.stringify(onShared[0].results[0])).toContain('"name":"assigned"');
+    for (const c of [...onShared, ...onAlone]) c.dispose();
+    await subscribersReach(shared, 0);
+    await subscribersReach(alone, 0);
+  });
+
   it('reads the database a fixed number of times per event, however many subscribe', async () => {
     const viewer = (await apiToken('VIEWER')).token;
-    const statementsFor = async (subscribers: number) => {
-      const sockets = [shared.ws(viewer), shared.ws(shared.adminToken)];
+    const statementsFor = async (subscribers: number, tokens = [viewer, shared.adminToken]) => {
+      const sockets = tokens.map((token) => shared.ws(token));
       const streams = Array.from({ length: subscribers }, (_, i) =>
         collect(sockets[i % sockets.length], DASHBOARD, { t: tenantId }),
       );
@@ -192,6 +218,9 @@ describe.each(DRIVERS)('shared execution of live subscriptions on %s', (kind) =>
     const many = await statementsFor(40);
     expect(few).toBeGreaterThan(0);
     expect(many).toBe(few);
+    // The viewer's and the admin's groups share the batch's reads: one group reads as much as two.
+    const oneGroup = await statementsFor(20, [shared.adminToken]);
+    expect(few).toBe(oneGroup);
   });
 
   it('ends a revoked member of a group at once; the rest of the group goes on', async () => {
