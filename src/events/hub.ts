@@ -23,10 +23,12 @@ export const HUB_POLL_INTERVAL_MS = 2000;
 export const HUB_RETRY_DELAY_MS = 250;
 /**
  * Waiting consumers woken per turn of the event loop. Each wake-up runs that subscriber's whole
- * delivery (execution result, frame, socket write) as microtasks; a few hundred keep a turn to
- * a few milliseconds, so requests are served between turns of a large fan-out.
+ * delivery (execution result, frame, socket write) as microtasks; 50 keep a turn near a
+ * millisecond, so a request (several turns: parse, auth, reads) is not held up by a large
+ * fan-out. Measured at 10,000 subscribers (bench/RESULTS.md): 200 per turn delivered ~20% sooner
+ * but let a concurrent query's p99 reach ~150 ms; 50 keeps it near 50 ms.
  */
-export const HAND_OVER_PER_TURN = 200;
+export const HAND_OVER_PER_TURN = 50;
 
 export interface EventHubOptions {
   queueLimit?: number;

@@ -1,5 +1,5 @@
-/** How long one turn of the event loop may spend delivering before it yields to I/O (requests). */
-export const DELIVERY_SLICE_MS = 4;
+/** How long one turn of the event loop may spend delivering before it yields to I/O (requests); see HAND_OVER_PER_TURN. */
+export const DELIVERY_SLICE_MS = 1;
 
 /**
  * Paces a large fan-out: deliveries run until the current slice of time is used up, then the
