@@ -8,8 +8,8 @@ import { isUuid, newId } from '../db/ids.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, UnavailableError, ValidationError } from './errors.js';
-import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { revokeToken } from './revocation.js';
 
 /** The shortest lifetime an API token may be given (shorter ones expire before they are copied). */
 export const MIN_API_TOKEN_TTL_SECONDS = 60;
@@ -101,9 +101,10 @@ export class ApiTokenService {
         }
         if (!this.canManage(record)) throw new ForbiddenError('only a tenant ADMIN may revoke its API tokens');
         if (!record.revokedAt) {
-          record.revokedAt = this.ctx.clock.now();
-          await em.flush();
-          recordEvent(em, { type: 'TOKEN_REVOKED', tenantId, data: { tokenId: record.id } }, this.ctx.clock.now());
+          const now = this.ctx.clock.now();
+          await revokeToken(em, record.id, tenantId, now);
+          // The row was updated in SQL; the answer shows the same.
+          record.revokedAt = now;
         }
         return record;
       },

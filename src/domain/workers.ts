@@ -1,6 +1,5 @@
 import { type FilterQuery, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
-import { ApiToken } from '../db/entities/api-token.js';
 import { WITH_DELETED } from '../db/entities/base.js';
 import { Lease } from '../db/entities/lease.js';
 import { Sandbox } from '../db/entities/sandbox.js';
@@ -24,6 +23,7 @@ import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { revokeToken } from './revocation.js';
 import { heartbeatHorizon } from './scheduler.js';
 
 /** What a worker token may do, and nothing else. */
@@ -135,13 +135,22 @@ export class WorkerService {
 
   /** Revokes the worker's current token and mints a new one, shown once. */
   async rotateToken(workerId: string): Promise<WorkerWithToken> {
-    return audited(this.ctx, 'rotateWorkerToken', { targetId: workerId }, async (em) => {
+    let revoked: string | null = null;
+    const rotated = await audited(this.ctx, 'rotateWorkerToken', { targetId: workerId }, async (em) => {
       const worker = await this.manageable(em, workerId);
       const now = this.ctx.clock.now();
-      if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
+      revoked = worker.tokenId;
+      if (worker.tokenId) await revokeToken(em, worker.tokenId, worker.tenant?.id ?? null, now);
       const token = await this.mintFor(em, worker, now);
       return { worker, token };
     });
+    this.endSessionsOf(revoked);
+    return rotated;
+  }
+
+  /** After a commit that revoked a worker token: this process's sockets close now (other replicas' streams end from the log). */
+  private endSessionsOf(tokenId: string | null): void {
+    if (tokenId) this.ctx.tokens?.endSessions({ tokenIds: [tokenId] });
   }
 
   /** DRAINING: keeps its sandboxes, takes no new placements. */
@@ -170,7 +179,8 @@ export class WorkerService {
 
   /** Refused while the worker holds a live lease; its other placed sandboxes go LOST and are placed again. */
   async delete(workerId: string): Promise<Worker> {
-    return audited(this.ctx, 'deleteWorker', { targetId: workerId }, async (em) => {
+    let revoked: string | null = null;
+    const deleted = await audited(this.ctx, 'deleteWorker', { targetId: workerId }, async (em) => {
       // Lock order everywhere is sandbox before worker: read the worker unlocked here.
       await this.manageable(em, workerId, false);
       const now = this.ctx.clock.now();
@@ -200,7 +210,8 @@ export class WorkerService {
       const from = worker.status;
       worker.deletedAt = now;
       worker.status = 'OFFLINE';
-      if (worker.tokenId) await em.nativeUpdate(ApiToken, { id: worker.tokenId, revokedAt: null }, { revokedAt: now });
+      revoked = worker.tokenId;
+      if (worker.tokenId) await revokeToken(em, worker.tokenId, worker.tenant?.id ?? null, now);
       await em.flush();
       recordEvent(
         em,
@@ -214,6 +225,8 @@ export class WorkerService {
       );
       return worker;
     });
+    this.endSessionsOf(revoked);
+    return deleted;
   }
 
   /** A worker's own heartbeat: proves it is alive, reports what it observes and its version. */

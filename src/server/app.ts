@@ -95,7 +95,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       orm.em
         .getConnection()
         .getKnex()
-        .on('query', () => metrics.dbStatements.inc());
+        .on('query', (query: { sql?: string }) => {
+          metrics.dbStatements.inc();
+          // FLOTILLA_LOG_LEVEL=trace logs every statement (what runs when, e.g. while profiling).
+          if (logger.isLevelEnabled('trace')) logger.trace({ sql: query.sql }, 'statement');
+        });
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
       const service = new TokenService(
