@@ -19,6 +19,7 @@ export const HUB_BATCH_SIZE = 500;
 export const REPLAY_PAGE_SIZE = 250;
 /** Safety net for lost wake-ups (e.g. a NOTIFY missed between reconnects): read the log this often anyway. */
 export const HUB_POLL_INTERVAL_MS = 2000;
+const MEMBERSHIP_REMOVED = 'your membership of this tenant was removed';
 /** After a failed read (database down), try again this soon. */
 export const HUB_RETRY_DELAY_MS = 250;
 /**
@@ -125,6 +126,14 @@ class Subscriber implements EventSubscription {
       return;
     }
     if (this.waiters.length > 0) this.hub.ready(this);
+  }
+
+  /** Tenants whose membership the subscriber's principal lost while this stream was open. */
+  lostTenants: Set<string> | null = null;
+
+  loseTenant(tenantId: string): void {
+    this.lostTenants ??= new Set();
+    this.lostTenants.add(tenantId);
   }
 
   /** Set while the hub has this subscriber in its hand-over queue. */
@@ -459,18 +468,32 @@ export class EventHub {
     if (event.type === 'MEMBER_REMOVED' && event.tenantId !== null && typeof event.data.subject === 'string') {
       const { subject } = event.data;
       const tenantId = event.tenantId;
-      this.endWhere(
-        (p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId),
-        'your membership of this tenant was removed',
-      );
+      // Only what depended on that membership ends: the subject's streams of that tenant now, and
+      // its tenant-agnostic streams (a sandbox's, a worker's) at their next event of that tenant.
+      // Its streams of other tenants go on.
+      for (const sub of [...this.subscribers]) {
+        const p = sub.options.principal;
+        if (p?.subject !== subject || !(p.tenantIds ?? []).includes(tenantId)) continue;
+        if (sub.options.match.tenantId === tenantId)
+          sub.fail(new SubscriptionEndedError(MEMBERSHIP_REMOVED, sub.lastCursor));
+        else if (sub.options.match.tenantId === undefined) sub.loseTenant(tenantId);
+      }
     } else if (event.type === 'TOKEN_REVOKED' && typeof event.data.tokenId === 'string') {
       const { tokenId } = event.data;
       this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
     }
   }
 
+  /** Whether the subscriber gets the event; one of a tenant whose membership it lost ends it instead. */
+  private admits(sub: Subscriber, event: LogEvent): boolean {
+    if (!sub.accepts(event)) return false;
+    if (event.tenantId === null || !sub.lostTenants?.has(event.tenantId)) return true;
+    sub.fail(new SubscriptionEndedError(MEMBERSHIP_REMOVED, sub.lastCursor));
+    return false;
+  }
+
   private offer(sub: Subscriber, event: LogEvent, position: bigint): void {
-    if (sub.finished || position <= sub.position || !sub.accepts(event)) return;
+    if (sub.finished || position <= sub.position || !this.admits(sub, event)) return;
     if (sub.pending) {
       const pending = sub.pending;
       if (pending.overflowed) return;
@@ -507,7 +530,7 @@ export class EventHub {
       if (sub.finished) return;
       this.tagBatch(page);
       for (const event of page) {
-        if (sub.accepts(event)) sub.push(event);
+        if (this.admits(sub, event)) sub.push(event);
         else sub.position = BigInt(event.id);
       }
       if (page.length === this.replayPageSize) continue;
