@@ -120,3 +120,12 @@ export async function releaseCapacity(em: Em, workerId: string, cpuMillis: numbe
     [cpuMillis, cpuMillis, memoryMb, memoryMb, workerId],
   );
 }
+
+/**
+ * The one rule for "the worker holding this sandbox is gone" (swept offline, lease expired with
+ * it, or deleted): a sandbox that was stopping is done (STOPPED); any other may run again
+ * elsewhere (LOST, placed again by the scheduler). In the caller's transaction.
+ */
+export async function releaseFromGoneWorker(em: Em, sandbox: Sandbox, now: Date, reason: string): Promise<void> {
+  await applyTransition(em, sandbox, sandbox.status === 'STOPPING' ? 'STOPPED' : 'LOST', now, { reason });
+}

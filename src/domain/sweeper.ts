@@ -5,7 +5,7 @@ import { Worker } from '../db/entities/worker.js';
 import { databaseKind, type Orm } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 import type { Clock } from './context.js';
-import { applyTransition, HOLDING_STATUSES, isHolding } from './lifecycle.js';
+import { applyTransition, HOLDING_STATUSES, isHolding, releaseFromGoneWorker } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { inTransaction, recordEvent } from './outbox.js';
 import { heartbeatHorizon, schedulePending } from './scheduler.js';
@@ -173,10 +173,7 @@ export class DomainSweeper {
             : null;
           if (worker && worker.status !== 'OFFLINE' && !worker.deletedAt) return false;
         }
-        // A sandbox that was stopping is done once its worker is gone; others may run again elsewhere.
-        await applyTransition(em, sandbox, sandbox.status === 'STOPPING' ? 'STOPPED' : 'LOST', now, {
-          reason: lease ? 'lease expired' : 'worker offline',
-        });
+        await releaseFromGoneWorker(em, sandbox, now, lease ? 'lease expired' : 'worker offline');
         return true;
       });
       if (done) changed += 1;

@@ -19,7 +19,7 @@ import {
 } from './errors.js';
 import { WORKER_VERSION_MAX_LENGTH } from './input-limits.js';
 import { labelsInput, parseInput } from './inputs.js';
-import { applyTransition, HOLDING_STATUSES } from './lifecycle.js';
+import { HOLDING_STATUSES, releaseFromGoneWorker } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
@@ -203,7 +203,7 @@ export class WorkerService {
       for (const { id } of placed) locked.push(await em.findOneOrFail(Sandbox, id, lockedRead(em)));
       for (const sandbox of locked) {
         if (HOLDING_STATUSES.includes(sandbox.status) && sandbox.worker?.id === workerId) {
-          await applyTransition(em, sandbox, 'LOST', now, { reason: 'worker deleted' });
+          await releaseFromGoneWorker(em, sandbox, now, 'worker deleted');
         }
       }
       const worker = await em.findOneOrFail(Worker, workerId, lockedRead(em));

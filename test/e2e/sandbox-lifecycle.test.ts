@@ -208,4 +208,27 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
       statusReason: 'ttl expired',
     });
   });
+  it('one rule when a worker is gone: a stopping sandbox on a deleted worker is STOPPED, never placed again', async () => {
+    const tenantId = await createTenant(server, uniqueName('gone'));
+    const a = await registerWorker(server, uniqueName('wa'), { tenantId, cpuMillis: 1000, memoryMb: 1024 });
+    const created = await createSandbox(server, tenantId, { name: 'stopping' });
+    expect(created.sandbox).toMatchObject({ status: 'SCHEDULED', worker: { id: a.id } });
+    const id = created.sandbox.id;
+    const stop = (mutation: string, input: Record<string, string>) =>
+      server.gql<Record<string, { __typename: string }>>(
+        `mutation($i: ${mutation === 'stopSandbox' ? 'SandboxRefInput' : 'WorkerRefInput'}!) { ${mutation}(input: $i) { __typename } }`,
+        { i: input },
+      );
+    await stop('stopSandbox', { sandboxId: id });
+    expect((await getSandbox(server, id))?.status).toBe('STOPPING');
+
+    // Another worker with room is online: a LOST sandbox would be placed on it.
+    const b = await registerWorker(server, uniqueName('wb'), { tenantId, cpuMillis: 1000, memoryMb: 1024 });
+    await heartbeat(server, b);
+    expect(dataOf(await stop('deleteWorker', { workerId: a.id })).deleteWorker.__typename).not.toMatch(/Error$/);
+    expect(await getSandbox(server, id)).toMatchObject({ status: 'STOPPED', statusReason: 'worker deleted' });
+    const sweep = await server.app.sweeper.runOnce();
+    expect(sweep?.sandboxesPlaced).toBe(0);
+    expect(await getSandbox(server, id)).toMatchObject({ status: 'STOPPED', worker: null });
+  });
 });
