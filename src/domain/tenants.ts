@@ -22,8 +22,11 @@ export const TENANT_NAME_MAX_LENGTH = 200;
 export const DEFAULT_QUOTA: TenantQuota = { maxSandboxes: 10, maxCpuMillis: 8_000, maxMemoryMb: 16_384 };
 export const DEFAULT_POLICY: TenantPolicy = { allowedImages: [], maxSandboxTtlSeconds: null };
 
-/** Sandbox states that hold reserved capacity. */
-export const RESERVING_STATUSES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING'] as const;
+/**
+ * Sandbox states that count against the tenant's quota. LOST is one: it waits to be placed
+ * again, like PENDING, so its slot cannot be taken by a new sandbox meanwhile.
+ */
+export const RESERVING_STATUSES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'LOST'] as const;
 
 export interface CreateTenantInput {
   slug: string;

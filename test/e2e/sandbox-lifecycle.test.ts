@@ -231,4 +231,41 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
     expect(sweep?.sandboxesPlaced).toBe(0);
     expect(await getSandbox(server, id)).toMatchObject({ status: 'STOPPED', worker: null });
   });
+  it('a LOST sandbox keeps its quota slot, so placing it again never takes the tenant over quota', async () => {
+    const tenantId = await createTenant(server, uniqueName('quota-lost'), {
+      quota: { maxSandboxes: 2, maxCpuMillis: 100_000, maxMemoryMb: 100_000 },
+    });
+    const a = await registerWorker(server, uniqueName('qa'), { tenantId, cpuMillis: 500, memoryMb: 512 });
+    await registerWorker(server, uniqueName('qb'), { tenantId, cpuMillis: 500, memoryMb: 512 });
+    const s1 = await createSandbox(server, tenantId, { name: 's1' });
+    const s2 = await createSandbox(server, tenantId, { name: 's2' });
+    const onA = [s1, s2].find((s) => s.sandbox.worker?.id === a.id);
+    if (!onA) throw new Error('one of the two sandboxes should be on worker a');
+    const usage = async () =>
+      dataOf(
+        await server.gql<{ tenant: { usage: { sandboxes: number } } }>(
+          'query($t: ID!) { tenant(id: $t) { usage { sandboxes } } }',
+          { t: tenantId },
+        ),
+      ).tenant.usage.sandboxes;
+
+    const deleted = await server.gql<{ deleteWorker: { __typename: string } }>(
+      'mutation($i: WorkerRefInput!) { deleteWorker(input: $i) { __typename } }',
+      { i: { workerId: a.id } },
+    );
+    expect(dataOf(deleted).deleteWorker.__typename).not.toMatch(/Error$/);
+    expect((await getSandbox(server, onA.sandbox.id))?.status).toBe('LOST');
+    expect(await usage()).toBe(2);
+    expect(await createSandbox(server, tenantId, { name: 's3' })).toMatchObject({
+      __typename: 'QuotaExceededError',
+      code: 'QUOTA_EXCEEDED',
+    });
+
+    // Room again: the LOST sandbox is placed, and the tenant is still within its quota.
+    const c = await registerWorker(server, uniqueName('qc'), { tenantId, cpuMillis: 500, memoryMb: 512 });
+    await heartbeat(server, c);
+    await server.app.sweeper.runOnce();
+    expect(await getSandbox(server, onA.sandbox.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: c.id } });
+    expect(await usage()).toBe(2);
+  });
 });
