@@ -179,6 +179,15 @@ builder.mutationFields((t) => ({
     resolve: (_root, { input }, ctx) =>
       ctx.services.workers.drain(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
+  undrainWorker: t.field({
+    type: WorkerRef,
+    errors: workerResult,
+    description:
+      'Lifts a drain: the worker takes new placements again. A drain otherwise outlasts the worker going offline.',
+    args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.workers.undrain(localIdOf(input.workerId, 'Worker', 'input.workerId')),
+  }),
   deleteWorker: t.field({
     type: WorkerRef,
     errors: workerResult,

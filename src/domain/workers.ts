@@ -158,6 +158,7 @@ export class WorkerService {
     return audited(this.ctx, 'drainWorker', { targetId: workerId }, async (em) => {
       const worker = await this.manageable(em, workerId);
       const now = this.ctx.clock.now();
+      worker.drainRequestedAt ??= now;
       if (worker.status !== 'DRAINING') {
         const from = worker.status;
         worker.status = 'DRAINING';
@@ -169,6 +170,30 @@ export class WorkerService {
             tenantId: worker.tenant?.id ?? null,
             workerId: worker.id,
             data: { from, to: 'DRAINING' },
+          },
+          now,
+        );
+      }
+      return worker;
+    });
+  }
+
+  /** Lifts a drain: the worker takes new placements again (once it is online). */
+  async undrain(workerId: string): Promise<Worker> {
+    return audited(this.ctx, 'undrainWorker', { targetId: workerId }, async (em) => {
+      const worker = await this.manageable(em, workerId);
+      const now = this.ctx.clock.now();
+      worker.drainRequestedAt = null;
+      if (worker.status === 'DRAINING') {
+        worker.status = 'ONLINE';
+        await em.flush();
+        recordEvent(
+          em,
+          {
+            type: 'WORKER_STATUS_CHANGED',
+            tenantId: worker.tenant?.id ?? null,
+            workerId: worker.id,
+            data: { from: 'DRAINING', to: 'ONLINE' },
           },
           now,
         );
@@ -245,9 +270,10 @@ export class WorkerService {
       const observed = observedOf(input.observed);
       if (observed) worker.observed = observed;
       if (input.version) worker.version = input.version.slice(0, WORKER_VERSION_MAX_LENGTH);
-      if (worker.status === 'OFFLINE') worker.status = 'ONLINE';
+      // Back from offline: still draining if a drain was asked for and not lifted.
+      if (worker.status === 'OFFLINE') worker.status = worker.drainRequestedAt ? 'DRAINING' : 'ONLINE';
       await em.flush();
-      const to = worker.status;
+      const to = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
       if (from !== to) {
         recordEvent(
           em,

@@ -268,4 +268,41 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
     expect(await getSandbox(server, onA.sandbox.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: c.id } });
     expect(await usage()).toBe(2);
   });
+  it('keeps a drain through the worker going offline and back, until undrainWorker lifts it', async () => {
+    const tenantId = await createTenant(server, uniqueName('drain'));
+    const w = await registerWorker(server, uniqueName('wd'), { tenantId, cpuMillis: 1000, memoryMb: 1024 });
+    const call = async (mutation: 'drainWorker' | 'undrainWorker') =>
+      dataOf(
+        await server.gql<Record<string, { __typename: string; status?: string }>>(
+          `mutation($i: WorkerRefInput!) { ${mutation}(input: $i) { __typename ... on WorkerPayload { worker { status } } } }`,
+          { i: { workerId: w.id } },
+        ),
+      )[mutation];
+    const statusOf = async () =>
+      dataOf(
+        await server.gql<{ node: { status: string } }>(
+          'query($id: ID!) { node(id: $id) { ... on Worker { status } } }',
+          {
+            id: w.id,
+          },
+        ),
+      ).node.status;
+    expect((await call('drainWorker')).__typename).toBe('WorkerPayload');
+    expect(await statusOf()).toBe('DRAINING');
+
+    // Silent past its heartbeat TTL: swept offline. Its next heartbeat does not end the drain.
+    clock.advance(31);
+    await server.app.sweeper.runOnce();
+    expect(await statusOf()).toBe('OFFLINE');
+    await heartbeat(server, w);
+    expect(await statusOf()).toBe('DRAINING');
+    const pending = await createSandbox(server, tenantId, { name: 'waits' });
+    expect(pending.sandbox).toMatchObject({ status: 'PENDING', worker: null });
+
+    // Lifted: it is ONLINE and takes placements again.
+    expect((await call('undrainWorker')).__typename).toBe('WorkerPayload');
+    expect(await statusOf()).toBe('ONLINE');
+    await server.app.sweeper.runOnce();
+    expect(await getSandbox(server, pending.sandbox.id)).toMatchObject({ status: 'SCHEDULED', worker: { id: w.id } });
+  });
 });

@@ -17,6 +17,7 @@ export class Worker extends BaseEntity<
   | 'version'
   | 'tokenId'
   | 'deletedAt'
+  | 'drainRequestedAt'
 > {
   name!: string;
   /** null = a shared platform worker; otherwise dedicated to this tenant. */
@@ -35,6 +36,8 @@ export class Worker extends BaseEntity<
   /** The id of the worker's current token; rotation replaces it. */
   tokenId: string | null = null;
   deletedAt: Date | null = null;
+  /** Set by drainWorker, cleared by undrainWorker: a drain outlives the worker going offline and back. */
+  drainRequestedAt: Date | null = null;
 }
 
 /** Not soft-deleted; like ACTIVE_SANDBOX, only for a condition on a relation that may not join. */
@@ -60,5 +63,6 @@ export const WorkerSchema = new EntitySchema<Worker, BaseEntity<string>>({
     observed: { type: 'json', nullable: true },
     tokenId: { type: 'string', length: 64, nullable: true },
     deletedAt: { ...TIMESTAMP, nullable: true },
+    drainRequestedAt: { ...TIMESTAMP, nullable: true },
   },
 });

@@ -1,0 +1,7 @@
+import { Migration } from '@mikro-orm/migrations';
+
+export class Migration20261130062747_worker_drain extends Migration {
+  override async up(): Promise<void> {
+    this.addSql('alter table `workers` add column `drain_requested_at` datetime null;');
+  }
+}
