@@ -31,14 +31,18 @@ export function pageSize(first: number | null | undefined): number {
 
 /**
  * A page ordered by id (ids are time-ordered UUIDs, so this is creation order). The
- * filter always applies, so a hand-made `after` only moves the starting point.
+ * filter always applies, so a hand-made `after` only moves the starting point. A filter with
+ * raw SQL fragments is given as a function: each fragment may be used in one query only.
  */
 export async function keysetPage<T extends { id: string }>(
   em: Em,
   entity: new (...args: never[]) => T,
-  where: FilterQuery<T>,
+  filterOf: FilterQuery<T> | (() => FilterQuery<T>),
   args: PageArgs,
 ): Promise<Page<T>> {
+  const whereOf = (): FilterQuery<T> =>
+    typeof filterOf === 'function' ? (filterOf as () => FilterQuery<T>)() : filterOf;
+  const where = whereOf();
   const size = pageSize(args.first);
   if (args.after !== null && args.after !== undefined && !isUuid(args.after)) {
     throw new ValidationError('after is not a valid cursor', 'after');
@@ -48,6 +52,6 @@ export async function keysetPage<T extends { id: string }>(
   return {
     items: rows.slice(0, size),
     hasNextPage: rows.length > size,
-    totalCount: () => em.count(entity, where),
+    totalCount: () => em.count(entity, whereOf()),
   };
 }

@@ -322,7 +322,7 @@ export class SandboxService {
     return keysetPage(
       this.ctx.em,
       Sandbox,
-      { $and: [{ tenant: tenantId }, ...filterClauses(this.ctx.em, filter)] },
+      () => ({ $and: [{ tenant: tenantId }, ...filterClauses(this.ctx.em, filter)] }),
       args,
     );
   }
@@ -421,9 +421,12 @@ function filterClauses(em: Em, filter: SandboxFilter | null): FilterQuery<Sandbo
   // An id that cannot exist matches nothing (and never reaches a uuid column).
   if (filter.workerId) clauses.push(isUuid(filter.workerId) ? { worker: filter.workerId } : { id: { $in: [] } });
   if (filter.nameContains) {
-    // Case-insensitive on both: SQLite's LIKE already is (for ASCII) and has no ILIKE.
-    const pattern = `%${filter.nameContains}%`;
-    clauses.push({ name: databaseKindOf(em) === 'postgres' ? { $ilike: pattern } : { $like: pattern } });
+    // A plain substring, case-insensitive: no LIKE, so `%` and `_` in the search are characters.
+    const position = databaseKindOf(em) === 'postgres' ? 'strpos' : 'instr';
+    const needle = filter.nameContains.toLowerCase();
+    clauses.push({
+      [raw((alias: string) => `${position}(lower(${alias}.name), ?)`, [needle])]: { $gt: 0 },
+    } as FilterQuery<Sandbox>);
   }
   if (filter.label) {
     // Labels are matched exactly, key by key, in JSON (both drivers support this path syntax).

@@ -486,6 +486,14 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
         }),
       );
       expect(onWorker.sandboxes.edges.map((e) => e.node.name)).toEqual(['alpha-1']);
+      // nameContains is a plain, case-insensitive substring: `_` and `%` are characters, not wildcards.
+      const containing = async (needle: string) =>
+        dataOf(
+          await server.gql<Page>(q.replace('first: 2', 'first: 10'), { t: tenantId, f: { nameContains: needle } }),
+        ).sandboxes.edges.map((e) => e.node.name);
+      expect(await containing('a_1')).toEqual([]);
+      expect(await containing('%')).toEqual([]);
+      expect(await containing('HA-3')).toEqual(['alpha-3']);
       const noWorker = await server.gql<Page>(q, { t: tenantId, f: { workerId: 'bogus' } });
       expect(noWorker.body.errors?.[0].extensions?.code).toBe('VALIDATION_FAILED');
       const tooMany = await server.gql(q.replace('first: 2', 'first: 101'), { t: tenantId });
