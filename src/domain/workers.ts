@@ -81,6 +81,18 @@ export function workerVisibleTo(identity: Identity, worker: Worker): boolean {
   return !worker.tenant || (visibleTenantIds(identity) ?? []).includes(worker.tenant.id);
 }
 
+/** Stores a worker's new status and appends WORKER_STATUS_CHANGED, in the caller's transaction. */
+async function changeStatus(em: Em, worker: Worker, to: WorkerStatus, now: Date): Promise<void> {
+  const from = worker.status;
+  worker.status = to;
+  await em.flush();
+  recordEvent(
+    em,
+    { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId: worker.id, data: { from, to } },
+    now,
+  );
+}
+
 export class WorkerService {
   constructor(private readonly ctx: ServiceContext) {}
 
@@ -159,21 +171,7 @@ export class WorkerService {
       const worker = await this.manageable(em, workerId);
       const now = this.ctx.clock.now();
       worker.drainRequestedAt ??= now;
-      if (worker.status !== 'DRAINING') {
-        const from = worker.status;
-        worker.status = 'DRAINING';
-        await em.flush();
-        recordEvent(
-          em,
-          {
-            type: 'WORKER_STATUS_CHANGED',
-            tenantId: worker.tenant?.id ?? null,
-            workerId: worker.id,
-            data: { from, to: 'DRAINING' },
-          },
-          now,
-        );
-      }
+      if (worker.status !== 'DRAINING') await changeStatus(em, worker, 'DRAINING', now);
       return worker;
     });
   }
@@ -184,20 +182,7 @@ export class WorkerService {
       const worker = await this.manageable(em, workerId);
       const now = this.ctx.clock.now();
       worker.drainRequestedAt = null;
-      if (worker.status === 'DRAINING') {
-        worker.status = 'ONLINE';
-        await em.flush();
-        recordEvent(
-          em,
-          {
-            type: 'WORKER_STATUS_CHANGED',
-            tenantId: worker.tenant?.id ?? null,
-            workerId: worker.id,
-            data: { from: 'DRAINING', to: 'ONLINE' },
-          },
-          now,
-        );
-      }
+      if (worker.status === 'DRAINING') await changeStatus(em, worker, 'ONLINE', now);
       return worker;
     });
   }

@@ -41,39 +41,46 @@ export class Metrics {
   });
 
   private eventStats: (() => EventStreamStats) | null = null;
-  readonly eventListenerReady = this.eventGauge(
+  readonly eventListenerReady = this.scrapedGauge(
+    () => this.eventStats?.() ?? null,
     'flotilla_event_listener_ready',
     '1 while the event stream is fed: the Postgres LISTEN connection is up (always 1 on SQLite once started)',
     (stats) => (stats.listenerReady ? 1 : 0),
   );
-  readonly eventListenerReconnects = this.eventGauge(
+  readonly eventListenerReconnects = this.scrapedGauge(
+    () => this.eventStats?.() ?? null,
     'flotilla_event_listener_reconnects',
     'Times the Postgres LISTEN connection was lost and a reconnect attempted since start',
     (stats) => stats.listenerReconnects,
   );
-  readonly eventSubscribers = this.eventGauge(
+  readonly eventSubscribers = this.scrapedGauge(
+    () => this.eventStats?.() ?? null,
     'flotilla_event_subscribers',
     'Open event subscriptions in this process',
     (stats) => stats.subscribers,
   );
-  readonly eventSubscribersClosedSlow = this.eventGauge(
+  readonly eventSubscribersClosedSlow = this.scrapedGauge(
+    () => this.eventStats?.() ?? null,
     'flotilla_event_subscribers_closed_slow',
     'Event subscriptions closed since start because their client fell too far behind',
     (stats) => stats.slowClosed,
   );
 
   private liveStats: (() => LiveExecutionStats) | null = null;
-  readonly liveGroups = this.liveGauge(
+  readonly liveGroups = this.scrapedGauge(
+    () => this.liveStats?.() ?? null,
     'flotilla_live_groups',
     'Groups of live subscriptions that share one execution per event',
     (stats) => stats.groups,
   );
-  readonly liveExecutions = this.liveGauge(
+  readonly liveExecutions = this.scrapedGauge(
+    () => this.liveStats?.() ?? null,
     'flotilla_live_executions',
     'Selections executed for live subscriptions since start (once per event per group)',
     (stats) => stats.executions,
   );
-  readonly liveDeliveries = this.liveGauge(
+  readonly liveDeliveries = this.scrapedGauge(
+    () => this.liveStats?.() ?? null,
     'flotilla_live_deliveries',
     'Results handed to live subscribers since start',
     (stats) => stats.deliveries,
@@ -84,27 +91,13 @@ export class Metrics {
     this.liveStats = stats;
   }
 
-  private liveGauge(name: string, help: string, pick: (stats: LiveExecutionStats) => number): Gauge {
-    const source = (): LiveExecutionStats | null => this.liveStats?.() ?? null;
-    return new Gauge({
-      name,
-      help,
-      registers: [this.registry],
-      collect(this: Gauge) {
-        const stats = source();
-        this.set(stats ? pick(stats) : 0);
-      },
-    });
-  }
-
   /** Reads the event stream's figures at scrape time. */
   watchEvents(stats: () => EventStreamStats): void {
     this.eventStats = stats;
   }
 
-  /** A gauge read from the event stream at scrape time (0 until the stream is started). */
-  private eventGauge(name: string, help: string, pick: (stats: EventStreamStats) => number): Gauge {
-    const source = (): EventStreamStats | null => this.eventStats?.() ?? null;
+  /** A gauge read at scrape time from a source that may not be running yet (0 until it is). */
+  private scrapedGauge<S>(source: () => S | null, name: string, help: string, pick: (stats: S) => number): Gauge {
     return new Gauge({
       name,
       help,
