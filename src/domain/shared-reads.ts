@@ -24,6 +24,9 @@ export class SharedReads {
       this.loaders.set(entity, loader);
     }
     const rows = await loader.loadMany(ids);
-    return rows.filter((row): row is T => row !== null && !(row instanceof Error));
+    // A failed read is a failure for every group of the batch, never "not found".
+    const failed = rows.find((row) => row instanceof Error);
+    if (failed) throw failed;
+    return rows.filter((row): row is T => row !== null);
   }
 }

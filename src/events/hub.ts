@@ -19,7 +19,6 @@ export const HUB_BATCH_SIZE = 500;
 export const REPLAY_PAGE_SIZE = 250;
 /** Safety net for lost wake-ups (e.g. a NOTIFY missed between reconnects): read the log this often anyway. */
 export const HUB_POLL_INTERVAL_MS = 2000;
-const MEMBERSHIP_REMOVED = 'your membership of this tenant was removed';
 /** After a failed read (database down), try again this soon. */
 export const HUB_RETRY_DELAY_MS = 250;
 /**
@@ -128,14 +127,6 @@ class Subscriber implements EventSubscription {
     if (this.waiters.length > 0) this.hub.ready(this);
   }
 
-  /** Tenants whose membership the subscriber's principal lost while this stream was open. */
-  lostTenants: Set<string> | null = null;
-
-  loseTenant(tenantId: string): void {
-    this.lostTenants ??= new Set();
-    this.lostTenants.add(tenantId);
-  }
-
   /** Set while the hub has this subscriber in its hand-over queue. */
   awaitingHandOver = false;
 
@@ -165,7 +156,8 @@ class Subscriber implements EventSubscription {
   }
 
   next(): Promise<IteratorResult<LogEvent>> {
-    const event = this.queue.shift();
+    // Earlier callers still waiting for the hand-over come first: events go out in order.
+    const event = this.waiters.length === 0 ? this.queue.shift() : undefined;
     if (event) {
       this.lastCursor = event.cursor;
       if (this.spaceWaiter && this.queue.length + this.roomWanted <= this.queueLimit) this.wakeReplay();
@@ -179,6 +171,7 @@ class Subscriber implements EventSubscription {
     if (this.finished) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
+      if (this.queue.length > 0) this.hub.ready(this);
       // Replay waits for room; the consumer asking for more is room.
       this.wakeReplay();
     });
@@ -468,32 +461,21 @@ export class EventHub {
     if (event.type === 'MEMBER_REMOVED' && event.tenantId !== null && typeof event.data.subject === 'string') {
       const { subject } = event.data;
       const tenantId = event.tenantId;
-      // Only what depended on that membership ends: the subject's streams of that tenant now, and
-      // its tenant-agnostic streams (a sandbox's, a worker's) at their next event of that tenant.
-      // Its streams of other tenants go on.
-      for (const sub of [...this.subscribers]) {
-        const p = sub.options.principal;
-        if (p?.subject !== subject || !(p.tenantIds ?? []).includes(tenantId)) continue;
-        if (sub.options.match.tenantId === tenantId)
-          sub.fail(new SubscriptionEndedError(MEMBERSHIP_REMOVED, sub.lastCursor));
-        else if (sub.options.match.tenantId === undefined) sub.loseTenant(tenantId);
-      }
+      // Every stream of the subject that held the tenant ends, whatever it follows: each executes
+      // with the identity it subscribed with, whose role in that tenant could still reach its
+      // data (e.g. through a shared worker's sandboxes). The client resubscribes with its new roles.
+      this.endWhere(
+        (p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId),
+        'your membership of a tenant was removed; subscribe again',
+      );
     } else if (event.type === 'TOKEN_REVOKED' && typeof event.data.tokenId === 'string') {
       const { tokenId } = event.data;
       this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
     }
   }
 
-  /** Whether the subscriber gets the event; one of a tenant whose membership it lost ends it instead. */
-  private admits(sub: Subscriber, event: LogEvent): boolean {
-    if (!sub.accepts(event)) return false;
-    if (event.tenantId === null || !sub.lostTenants?.has(event.tenantId)) return true;
-    sub.fail(new SubscriptionEndedError(MEMBERSHIP_REMOVED, sub.lastCursor));
-    return false;
-  }
-
   private offer(sub: Subscriber, event: LogEvent, position: bigint): void {
-    if (sub.finished || position <= sub.position || !this.admits(sub, event)) return;
+    if (sub.finished || position <= sub.position || !sub.accepts(event)) return;
     if (sub.pending) {
       const pending = sub.pending;
       if (pending.overflowed) return;
@@ -530,7 +512,7 @@ export class EventHub {
       if (sub.finished) return;
       this.tagBatch(page);
       for (const event of page) {
-        if (this.admits(sub, event)) sub.push(event);
+        if (sub.accepts(event)) sub.push(event);
         else sub.position = BigInt(event.id);
       }
       if (page.length === this.replayPageSize) continue;

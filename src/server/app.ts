@@ -151,6 +151,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         sharedContext: (identity, em, reads) => contexts.createShared(identity, em, reads),
         fork: () => db.orm.em.fork(),
         batchOf: (event) => events?.hub.batchOf(event),
+        position: () => BigInt(events?.hub.position ?? '0'),
         gate: new DeliveryGate(),
       })
     : null;

@@ -26,6 +26,8 @@ export interface LiveExecutionDeps {
   fork: () => Em;
   /** Which hub read an event came from (events of one batch share a data source). */
   batchOf: (event: LogEvent) => number | undefined;
+  /** The hub's position: the newest event it has fanned out (a new live subscriber starts after it). */
+  position: () => bigint;
   gate: DeliveryGate;
 }
 
@@ -83,13 +85,16 @@ export class LiveExecution {
       group = new LiveGroup(key, args, identity);
       this.groups.set(key, group);
     }
-    group.members++;
-    return this.stream(group, source[Symbol.asyncIterator](), args);
+    // A live member gets only events after the hub's position now; a replaying one gets older ones too.
+    const member: Member = { from: this.deps.position(), taken: -1n };
+    group.members.add(member);
+    return this.stream(group, member, source[Symbol.asyncIterator](), args);
   }
 
   /** One member's stream: its own events (already authorized by the hub), the group's results. */
   private stream(
     group: LiveGroup,
+    member: Member,
     source: AsyncIterator<unknown>,
     args: ExecutionArgs,
   ): AsyncIterableIterator<ExecutionResult> {
@@ -97,23 +102,30 @@ export class LiveExecution {
     const leave = () => {
       if (left) return;
       left = true;
-      group.members--;
-      if (group.members === 0 && this.groups.get(group.key) === group) this.groups.delete(group.key);
+      group.leave(member);
+      if (group.members.size === 0 && this.groups.get(group.key) === group) this.groups.delete(group.key);
     };
     const iterator: AsyncIterableIterator<ExecutionResult> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
-        const step = await source.next();
-        if (step.done) {
+        try {
+          const step = await source.next();
+          if (step.done) {
+            leave();
+            return { done: true, value: undefined };
+          }
+          const value = isLogEvent(step.value)
+            ? await this.resultFor(group, member, step.value)
+            : await execute({ ...args, rootValue: step.value });
+          await this.deps.gate.turn();
+          this.deliveries++;
+          return { done: false, value };
+        } catch (error) {
+          // The hub ends streams by rejecting next() (too slow, revoked, shutting down); nobody
+          // calls return() after that, so the member leaves here.
           leave();
-          return { done: true, value: undefined };
+          throw error;
         }
-        const value = isLogEvent(step.value)
-          ? await this.resultFor(group, step.value)
-          : await execute({ ...args, rootValue: step.value });
-        await this.deps.gate.turn();
-        this.deliveries++;
-        return { done: false, value };
       },
       return: async () => {
         leave();
@@ -129,16 +141,18 @@ export class LiveExecution {
     return iterator;
   }
 
-  private resultFor(group: LiveGroup, event: LogEvent): Promise<ExecutionResult> {
+  private resultFor(group: LiveGroup, member: Member, event: LogEvent): Promise<ExecutionResult> {
+    const position = BigInt(event.id);
     let entry = group.results.get(event.id);
     if (!entry) {
-      entry = { result: this.execute(group, event), waiting: group.members };
+      entry = { result: this.execute(group, event), position, waiting: group.expecting(position) };
       group.results.set(event.id, entry);
       if (group.results.size > GROUP_RESULTS_KEPT) {
         const oldest = group.results.keys().next().value;
         if (oldest !== undefined) group.results.delete(oldest);
       }
     }
+    member.taken = position;
     entry.waiting--;
     if (entry.waiting <= 0) group.results.delete(event.id);
     return entry.result;
@@ -194,10 +208,23 @@ interface BatchSource {
   contexts: Map<string, Context>;
 }
 
+/** A group member: where its live stream started and the last event it took. */
+interface Member {
+  from: bigint;
+  taken: bigint;
+}
+
+interface SharedResult {
+  result: Promise<ExecutionResult>;
+  position: bigint;
+  /** Members that may still take it: kept exact, so the entry goes as soon as the last one has it. */
+  waiting: number;
+}
+
 class LiveGroup {
-  members = 0;
-  /** Results by event id, with how many members may still take each. Insertion order is event order. */
-  readonly results = new Map<string, { result: Promise<ExecutionResult>; waiting: number }>();
+  readonly members = new Set<Member>();
+  /** Results by event id. Insertion order is event order. */
+  readonly results = new Map<string, SharedResult>();
   readonly args: ExecutionArgs;
 
   constructor(
@@ -213,6 +240,23 @@ class LiveGroup {
       operationName: args.operationName,
       variableValues: args.variableValues,
     };
+  }
+
+  /** Members that will take the event at `position`: joined before it, not past it yet. */
+  expecting(position: bigint): number {
+    let count = 0;
+    for (const m of this.members) if (m.from < position && m.taken < position) count++;
+    return count;
+  }
+
+  /** A leaving member will not take what it had not taken yet. */
+  leave(member: Member): void {
+    this.members.delete(member);
+    for (const [id, entry] of this.results) {
+      if (entry.position <= member.taken || entry.position <= member.from) continue;
+      entry.waiting--;
+      if (entry.waiting <= 0) this.results.delete(id);
+    }
   }
 }
 

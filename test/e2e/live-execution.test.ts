@@ -247,4 +247,26 @@ describe.each(DRIVERS)('shared execution of live subscriptions on %s', (kind) =>
     expect(JSON.stringify(revokedStream.results)).not.toContain('after');
     keptStream.dispose();
   });
+
+  it('lets a member whose stream the hub ends (revoked on another replica) leave its group', async () => {
+    const other = await startTestServer(kind, { databaseUrl: shared.databaseUrl, adminToken: shared.adminToken });
+    try {
+      const revoked = await apiToken('VIEWER');
+      // On the other replica the socket stays open: the hub ends the stream itself, by an error.
+      const stream = collect(other.ws(revoked.token), DASHBOARD, { t: tenantId });
+      await subscribersReach(other, 1);
+      expect(await liveMetric(other, 'flotilla_live_groups')).toBe(1);
+      const res = await shared.gql<{ revokeToken: { __typename: string } }>(
+        'mutation($i: RevokeTokenInput!) { revokeToken(input: $i) { __typename } }',
+        { i: { tokenId: revoked.apiToken.id } },
+      );
+      expect(dataOf(res).revokeToken.__typename).toBe('RevokeTokenPayload');
+      await other.app.events().settle();
+      expect(await stream.ended).toBe('error');
+      await subscribersReach(other, 0);
+      expect(await liveMetric(other, 'flotilla_live_groups')).toBe(0);
+    } finally {
+      await other.close();
+    }
+  });
 });
