@@ -130,7 +130,7 @@ class Subscriber implements EventSubscription {
   /** Set while the hub has this subscriber in its hand-over queue. */
   awaitingHandOver = false;
 
-  /** Gives queued events to the consumers waiting in next() (the hub calls this, a few hundred per turn). */
+  /** Gives queued events to the consumers waiting in next() (the hub calls this, HAND_OVER_PER_TURN per turn). */
   handOver(): void {
     while (this.waiters.length > 0 && this.queue.length > 0) {
       const event = this.queue.shift() as LogEvent;
