@@ -178,6 +178,11 @@ const configSchema = z
     migrateOnStart: boolFrom.default(true),
     /** How long SIGTERM waits for in-flight requests before closing the rest. */
     shutdownTimeoutMs: intFrom(0, 10 * 60 * 1000).default(10_000),
+    /**
+     * On SIGTERM, readiness turns false this long before sockets close and new requests are
+     * refused, so a load balancer stops sending work first (the preStop pattern). 0: at once.
+     */
+    shutdownDrainMs: intFrom(0, 10 * 60 * 1000).default(0),
     /** Keep the server's signing keys in this JSON file instead of the database. */
     signingKeyFile: z.string().min(1).optional(),
     /** Issuer and audience of the tokens this server mints. */
@@ -252,6 +257,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
   shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',
+  shutdownDrainMs: 'FLOTILLA_SHUTDOWN_DRAIN_MS',
   signingKeyFile: 'FLOTILLA_SIGNING_KEY_FILE',
   tokenIssuer: 'FLOTILLA_TOKEN_ISSUER',
   tokenAudience: 'FLOTILLA_TOKEN_AUDIENCE',

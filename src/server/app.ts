@@ -167,6 +167,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         logger,
         metrics,
         shutdownTimeoutMs: config.shutdownTimeoutMs,
+        shutdownDrainMs: config.shutdownDrainMs,
         readiness: () => events?.readiness() ?? { ok: false, reason: 'event stream starting' },
         limits,
         sessions,

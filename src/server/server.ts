@@ -31,6 +31,8 @@ export interface HttpServerDeps {
   logger: Logger;
   metrics: Metrics;
   shutdownTimeoutMs: number;
+  /** How long readiness reads false before the server stops taking work (see config). */
+  shutdownDrainMs?: number;
   readiness?: ReadinessCheck;
   limits: Limits;
   sessions: SessionRegistry;
@@ -57,11 +59,14 @@ export async function startHttpServer(
 ): Promise<RunningServer> {
   const { logger, metrics } = deps;
   let stopping = false;
+  let draining = false;
+  const readiness: ReadinessCheck = () =>
+    draining ? { ok: false, reason: 'shutting down' } : (deps.readiness?.() ?? { ok: true });
 
   const yoga = createGraphQLYoga(deps);
   const routes: ReadonlyMap<string, Route> = new Map([
     ['/healthz', healthRoute],
-    ['/readyz', readinessRoute(deps.db, metrics, deps.readiness)],
+    ['/readyz', readinessRoute(deps.db, metrics, readiness)],
     ['/metrics', metricsRoute(metrics)],
     [JWKS_PATH, jwksRoute(deps.keys)],
     [GRAPHQL_PATH, graphqlRoute(yoga, deps.limits)],
@@ -119,8 +124,20 @@ export async function startHttpServer(
   const displayHost = listen.host === '0.0.0.0' || listen.host === '::' ? 'localhost' : listen.host;
   const url = `http://${displayHost}:${address.port}`;
 
-  async function close(): Promise<void> {
-    if (stopping) return;
+  // Every caller waits for the same shutdown (SIGTERM and a test's teardown may both ask).
+  let closing: Promise<void> | null = null;
+  function close(): Promise<void> {
+    closing ??= shutDown();
+    return closing;
+  }
+
+  async function shutDown(): Promise<void> {
+    // Not ready first, still serving: the load balancer takes this replica out before it goes.
+    draining = true;
+    if (deps.shutdownDrainMs) {
+      logger.info({ ms: deps.shutdownDrainMs }, 'shutting down: readiness is false while requests drain');
+      await new Promise((r) => setTimeout(r, deps.shutdownDrainMs));
+    }
     stopping = true;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const client of wss.clients) client.close(CLOSE_GOING_AWAY, 'server shutting down');
