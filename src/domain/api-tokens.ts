@@ -100,12 +100,7 @@ export class ApiTokenService {
           throw new NotFoundError('ApiToken', tokenId);
         }
         if (!this.canManage(record)) throw new ForbiddenError('only a tenant ADMIN may revoke its API tokens');
-        if (!record.revokedAt) {
-          const now = this.ctx.clock.now();
-          await revokeToken(em, record.id, tenantId, now);
-          // The row was updated in SQL; the answer shows the same.
-          record.revokedAt = now;
-        }
+        await revokeToken(em, record, tenantId, this.ctx.clock.now());
         return record;
       },
       (record) => ({ tenantId: record.tenant?.id ?? null }),

@@ -258,7 +258,7 @@ export class WorkerService {
       // Back from offline: still draining if a drain was asked for and not lifted.
       if (worker.status === 'OFFLINE') worker.status = worker.drainRequestedAt ? 'DRAINING' : 'ONLINE';
       await em.flush();
-      const to = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
+      const to = worker.status;
       if (from !== to) {
         recordEvent(
           em,

@@ -38,12 +38,13 @@ export interface LiveExecutionStats {
   deliveries: number;
 }
 
-/** What each group member's stream hands to the transport: the same object (and bytes) for every member. */
-const sharedJson = new WeakMap<ExecutionResult, string>();
+/** A result executed once for a whole group carries its JSON, made once (graphql-yoga's SSE writer calls it too). */
+type SharedResult = ExecutionResult & { stringify: () => string };
 
 /** The serialised form of a result executed once for a whole group, if it is one. */
 export function sharedJsonOf(result: unknown): string | undefined {
-  return typeof result === 'object' && result !== null ? sharedJson.get(result as ExecutionResult) : undefined;
+  const stringify = typeof result === 'object' && result !== null ? (result as SharedResult).stringify : undefined;
+  return typeof stringify === 'function' ? stringify() : undefined;
 }
 
 /**
@@ -170,8 +171,7 @@ export class LiveExecution {
     });
     if (!result.errors?.length) {
       const json = JSON.stringify(result);
-      sharedJson.set(result, json);
-      // graphql-yoga's SSE writer serialises with a result's own `stringify` when it has one.
+      // Not enumerable: the result itself still serialises as a plain GraphQL result.
       Object.defineProperty(result, 'stringify', { value: () => json, enumerable: false });
     }
     return result;
@@ -214,7 +214,7 @@ interface Member {
   taken: bigint;
 }
 
-interface SharedResult {
+interface MemoEntry {
   result: Promise<ExecutionResult>;
   position: bigint;
   /** Members that may still take it: kept exact, so the entry goes as soon as the last one has it. */
@@ -224,7 +224,7 @@ interface SharedResult {
 class LiveGroup {
   readonly members = new Set<Member>();
   /** Results by event id. Insertion order is event order. */
-  readonly results = new Map<string, SharedResult>();
+  readonly results = new Map<string, MemoEntry>();
   readonly args: ExecutionArgs;
 
   constructor(

@@ -2,7 +2,7 @@ import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DRIVERS } from '../helpers/databases.js';
 import { createSandbox, createTenant, dataOf, registerWorker, uniqueName } from '../helpers/fleet.js';
-import { isRequestStatement, startTestServer, type TestServer } from '../helpers/server.js';
+import { isRequestStatement, startTestServer, subscribersReach, type TestServer } from '../helpers/server.js';
 
 /**
  * Shared execution of live subscriptions: subscribers with the same operation, variables and
@@ -65,14 +65,6 @@ async function liveMetric(server: TestServer, name: string): Promise<number> {
   const text = await (await fetch(`${server.app.url}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return Number(line?.split(' ')[1] ?? Number.NaN);
-}
-
-/** Waits until the hub holds exactly this many subscribers (subscribing and ending are asynchronous). */
-async function subscribersReach(server: TestServer, count: number): Promise<void> {
-  const deadline = Date.now() + DELIVERY_TIMEOUT_MS;
-  while (server.app.events().subscriberCount !== count && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 20));
-  expect(server.app.events().subscriberCount).toBe(count);
 }
 
 describe.each(DRIVERS)('shared execution of live subscriptions on %s', (kind) => {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readServerSentEvents } from '../../src/client/sse.js';
 import { DRIVERS } from '../helpers/databases.js';
 import { dataOf, registerWorker, uniqueName } from '../helpers/fleet.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, subscribersReach, type TestServer } from '../helpers/server.js';
 
 /**
  * Every way a token is revoked ends its live streams, through the event log (so on every
@@ -48,17 +48,11 @@ describe.each(DRIVERS)('token revocation ends live streams on %s', (kind) => {
     await server?.close();
   });
 
-  const untilSubscribed = async (count: number) => {
-    const deadline = Date.now() + END_TIMEOUT_MS;
-    while (server.app.events().subscriberCount < count && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
-  };
-
   for (const mutation of ['rotateWorkerToken', 'deleteWorker'] as const) {
     it(`${mutation} ends the old worker token's streams and logs TOKEN_REVOKED`, async () => {
       const worker = await registerWorker(server, uniqueName('w'));
       const stream = await sseStream(server, worker.token, worker.id);
-      await untilSubscribed(1);
+      await subscribersReach(server, 1);
       const res = await server.gql<Record<string, { __typename: string }>>(
         `mutation($i: WorkerRefInput!) { ${mutation}(input: $i) { __typename } }`,
         { i: { workerId: worker.id } },

@@ -135,3 +135,12 @@ export function localId(globalId: string): string {
 export function isRequestStatement(sql: string): boolean {
   return !/["`](events|signing_keys)["`]/.test(sql) && !/update ["`]api_tokens["`]/i.test(sql);
 }
+
+/** Waits until the server's hub holds exactly this many subscribers (subscribing and ending are asynchronous). */
+export async function subscribersReach(server: TestServer, count: number, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (server.app.events().subscriberCount !== count && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20));
+  if (server.app.events().subscriberCount !== count)
+    throw new Error(`expected ${count} subscribers, the hub holds ${server.app.events().subscriberCount}`);
+}
