@@ -10,6 +10,11 @@ export interface TokenAuthority {
    * in this process. Other replicas find out on their sockets' next check (see docs/security.md).
    */
   endSessions(target: { tokenIds?: readonly string[]; subject?: string }): void;
+  /**
+   * After a membership change has committed: this process forgets the subject's verified tokens
+   * at once, so its next request is judged on the new roles (other replicas hear it from the log).
+   */
+  membershipChanged(subject: string): void;
   /** The longest lifetime an API token may be given. */
   readonly maxApiTokenTtlSeconds: number;
 }

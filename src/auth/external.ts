@@ -60,12 +60,14 @@ abstract class ExternalIssuerBase implements ExternalIssuer {
       const held = tenantRoles.get(tenantId);
       if (!held || ROLE_RANK[role] > ROLE_RANK[held]) tenantRoles.set(tenantId, role);
     };
+    let provisional = false;
     if (tenantGrants.length > 0) {
       const tenants = await em.find(Tenant, { slug: { $in: [...new Set(tenantGrants.map((g) => g.tenant))] } });
       const bySlug = new Map(tenants.map((t) => [t.slug, t.id]));
       for (const grant of tenantGrants) {
         const id = bySlug.get(grant.tenant);
         if (id) raise(id, grant.role);
+        else provisional = true;
       }
     }
     for (const m of await em.find(Member, { subject })) {
@@ -82,6 +84,7 @@ abstract class ExternalIssuerBase implements ExternalIssuer {
       workerId: null,
       scopes: new Set(),
       expiresAt: new Date(exp * 1000),
+      ...(provisional ? { provisional } : {}),
     };
   }
 }

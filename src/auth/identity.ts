@@ -16,6 +16,11 @@ export interface Identity {
   workerId: string | null;
   scopes: ReadonlySet<string>;
   expiresAt: Date | null;
+  /**
+   * Set when a group grant names a tenant that does not exist yet: such an identity is not
+   * remembered between requests, so the tenant is granted as soon as it is created.
+   */
+  provisional?: boolean;
 }
 
 export const ROLE_RANK: Record<TenantRole, number> = { VIEWER: 1, OPERATOR: 2, ADMIN: 3 };

@@ -14,6 +14,7 @@ import type { Em, Orm } from '../db/orm.js';
 import { AuthenticationError } from '../kernel/errors.js';
 import type { ExternalIssuer } from './external.js';
 import type { Identity } from './identity.js';
+import type { IdentityCache } from './identity-cache.js';
 import { SIGNING_ALG, type SigningKeys } from './keys.js';
 
 /** How stale `lastUsedAt` may get before a request refreshes it (avoids a write per request). */
@@ -66,6 +67,9 @@ export class TokenService {
     private readonly keys: SigningKeys,
     private readonly settings: TokenSettings,
     external: readonly ExternalIssuer[] = [],
+    private readonly cache: IdentityCache | null = null,
+    /** Whether the cache may answer now: only while access changes reach it (the event log is followed). */
+    private readonly cacheTrusted: () => boolean = () => true,
   ) {
     this.external = new Map(external.map((e) => [e.issuer, e]));
   }
@@ -111,6 +115,29 @@ export class TokenService {
    * everything (signature with its own algorithms, iss, aud, exp, nbf).
    */
   async authenticate(token: string, now: Date = new Date()): Promise<Identity> {
+    const cache = this.cache && this.cacheTrusted() ? this.cache : null;
+    if (!cache) return (await this.verify(token, now)).identity;
+    const cached = cache.get(token, now.getTime());
+    if (cached) {
+      if (isOwn(cached) && cache.claimLastUsedWrite(token, now.getTime(), LAST_USED_RESOLUTION_MS))
+        this.touchLastUsed(cached.tokenId, now);
+      return cached;
+    }
+    const generation = cache.generation;
+    const { identity, lastUsedAt } = await this.verify(token, now);
+    if (!identity.provisional) cache.set(token, identity, generation, now.getTime(), lastUsedAt?.getTime() ?? null);
+    return identity;
+  }
+
+  /** Off the request's path: last use is tracked to the minute, and a failed write loses nothing else. */
+  private touchLastUsed(tokenId: string, now: Date): void {
+    void this.orm.em
+      .fork()
+      .nativeUpdate(ApiToken, { id: tokenId }, { lastUsedAt: now })
+      .catch(() => undefined);
+  }
+
+  private async verify(token: string, now: Date): Promise<{ identity: Identity; lastUsedAt: Date | null }> {
     const { header, issuer } = inspect(token);
     if (issuer === this.settings.issuer) return this.authenticateOwn(token, header, now);
     const external = issuer === undefined ? undefined : this.external.get(issuer);
@@ -124,10 +151,14 @@ export class TokenService {
     } catch (err) {
       throw joseFailure(err);
     }
-    return external.identity(this.orm.em.fork(), payload);
+    return { identity: await external.identity(this.orm.em.fork(), payload), lastUsedAt: null };
   }
 
-  private async authenticateOwn(token: string, header: ProtectedHeaderParameters, now: Date): Promise<Identity> {
+  private async authenticateOwn(
+    token: string,
+    header: ProtectedHeaderParameters,
+    now: Date,
+  ): Promise<{ identity: Identity; lastUsedAt: Date | null }> {
     const payload = await this.verifySignature(token, header, now);
     const claim = payload[CLAIM] as FlotillaClaim | undefined;
     if (!payload.jti || !payload.sub || !claim || typeof claim !== 'object') {
@@ -151,11 +182,13 @@ export class TokenService {
       }
     }
 
-    if (!record.lastUsedAt || now.getTime() - record.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
+    let lastUsedAt = record.lastUsedAt;
+    if (!lastUsedAt || now.getTime() - lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
       await em.nativeUpdate(ApiToken, { id: record.id }, { lastUsedAt: now });
+      lastUsedAt = now;
     }
 
-    return {
+    const identity: Identity = {
       subject: record.subject,
       tokenId: record.id,
       source: record.kind,
@@ -166,6 +199,7 @@ export class TokenService {
       // The JWT's exp is whole seconds, so it may fall before the record's expiry: the earlier wins.
       expiresAt: earliest(record.expiresAt, payload.exp === undefined ? null : new Date(payload.exp * 1000)),
     };
+    return { identity, lastUsedAt };
   }
 
   private async verifySignature(token: string, header: ProtectedHeaderParameters, now: Date): Promise<JWTPayload> {
@@ -187,6 +221,11 @@ export class TokenService {
       throw joseFailure(err);
     }
   }
+}
+
+/** Tokens this server minted (each has an api_tokens row with its last use). */
+function isOwn(identity: Identity): boolean {
+  return identity.source === 'ADMIN' || identity.source === 'API' || identity.source === 'WORKER';
 }
 
 function earliest(a: Date | null, b: Date | null): Date | null {

@@ -211,6 +211,7 @@ const configSchema = z
     sharedSubscriptionExecution: boolFrom.default(true),
     /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
     rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
+    identityCacheSize: intFrom(0, 1_000_000).default(10_000),
     /** A JSON object {"<sha256 hex>": "<query>"} of persisted operations. */
     persistedOperationsFile: z.string().min(1).optional(),
     /** Refuse any operation that is not in the persisted-operations file. */
@@ -273,6 +274,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   introspection: 'FLOTILLA_INTROSPECTION',
   csrfPrevention: 'FLOTILLA_CSRF_PREVENTION',
   rateLimitPerMinute: 'FLOTILLA_RATE_LIMIT_PER_MINUTE',
+  identityCacheSize: 'FLOTILLA_IDENTITY_CACHE_SIZE',
   sharedSubscriptionExecution: 'FLOTILLA_SHARED_SUBSCRIPTION_EXECUTION',
   persistedOperationsFile: 'FLOTILLA_PERSISTED_OPERATIONS_FILE',
   persistedOperationsOnly: 'FLOTILLA_PERSISTED_OPERATIONS_ONLY',

@@ -1,5 +1,5 @@
 import { type FilterQuery, raw, UniqueConstraintViolationException } from '@mikro-orm/core';
-import { hasTenantRole, visibleTenantIds } from '../auth/identity.js';
+import { hasTenantRole, ROLE_RANK, visibleTenantIds } from '../auth/identity.js';
 import { AuditEntry } from '../db/entities/audit-entry.js';
 import { WITH_DELETED } from '../db/entities/base.js';
 import { Member, TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
@@ -110,7 +110,7 @@ export class TenantService {
 
   /** Adds a member, or changes the role of an existing one (tenant ADMIN). */
   async addMember(input: AddMemberInput): Promise<Member> {
-    return audited(
+    const member = await audited(
       this.ctx,
       'addMember',
       { tenantId: input.tenantId },
@@ -126,8 +126,11 @@ export class TenantService {
         const now = this.ctx.clock.now();
         const existing = await em.findOne(Member, { tenant: tenant.id, subject });
         if (existing) {
+          const previousRole = existing.role;
+          if (previousRole === input.role) return existing;
           existing.role = input.role;
           await em.flush();
+          recordMemberChange(em, existing, previousRole, now);
           return existing;
         }
         const member = em.create(Member, {
@@ -143,14 +146,17 @@ export class TenantService {
             throw new AlreadyExistsError('Member', 'subject', subject);
           throw err;
         }
+        recordMemberChange(em, member, null, now);
         return member;
       },
       (m) => ({ targetId: m.id }),
     );
+    this.ctx.tokens?.membershipChanged(member.subject);
+    return member;
   }
 
   async removeMember(memberId: string): Promise<Member> {
-    return audited(
+    const removed = await audited(
       this.ctx,
       'removeMember',
       { targetId: memberId },
@@ -171,6 +177,8 @@ export class TenantService {
       },
       (m) => ({ tenantId: m.tenant.id }),
     );
+    this.ctx.tokens?.membershipChanged(removed.subject);
+    return removed;
   }
 
   /** Members among `ids` whose tenant the caller may see (for node lookups). */
@@ -316,4 +324,26 @@ function validatePolicy(policy: TenantPolicy): TenantPolicy {
     );
   }
   return { allowedImages: images.map((g) => g.trim()), maxSandboxTtlSeconds: ttl };
+}
+
+/**
+ * An access change travels through the log, so every replica's cache of verified tokens drops
+ * the subject's identities at once (a new role is seen on the next request) and, when the role
+ * was lowered, its open streams of the tenant end (src/events/hub.ts).
+ */
+function recordMemberChange(em: Em, member: Member, previousRole: TenantRole | null, now: Date): void {
+  recordEvent(
+    em,
+    {
+      type: 'MEMBER_CHANGED',
+      tenantId: member.tenant.id,
+      data: {
+        subject: member.subject,
+        role: member.role,
+        previousRole,
+        lowered: previousRole !== null && ROLE_RANK[member.role] < ROLE_RANK[previousRole],
+      },
+    },
+    now,
+  );
 }

@@ -37,6 +37,19 @@ export interface EventHubOptions {
   /** 0 disables the periodic read (tests that drive wake-ups themselves). */
   pollIntervalMs?: number;
   logger?: Logger;
+  /**
+   * Told of every access change (TOKEN_REVOKED, MEMBER_REMOVED, MEMBER_CHANGED) as the hub reads it,
+   * before later events go out: e.g. the process's cache of verified tokens drops what it no longer grants.
+   */
+  onAccessChange?: (event: LogEvent) => void;
+}
+
+const ACCESS_CHANGES: ReadonlySet<string> = new Set(['TOKEN_REVOKED', 'MEMBER_REMOVED', 'MEMBER_CHANGED']);
+
+/** A removal always; a role change when it lowers the role (a raise leaves open streams as they are). */
+function losesAccess(event: LogEvent): boolean {
+  if (event.type === 'MEMBER_REMOVED') return true;
+  return event.type === 'MEMBER_CHANGED' && event.data.lowered === true;
 }
 
 /** Who holds a subscription, so the server can end a subject's streams (revoked token, removed member). */
@@ -458,19 +471,22 @@ export class EventHub {
    * streams of that tenant and a revoked token's streams end here, before later events go out.
    */
   private applyAccessChange(event: LogEvent): void {
-    if (event.type === 'MEMBER_REMOVED' && event.tenantId !== null && typeof event.data.subject === 'string') {
-      const { subject } = event.data;
+    if (!ACCESS_CHANGES.has(event.type)) return;
+    this.options.onAccessChange?.(event);
+    const { subject, tokenId } = event.data;
+    if (event.type === 'TOKEN_REVOKED' && typeof tokenId === 'string') {
+      this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
+    } else if (event.tenantId !== null && typeof subject === 'string' && losesAccess(event)) {
       const tenantId = event.tenantId;
       // Every stream of the subject that held the tenant ends, whatever it follows: each executes
       // with the identity it subscribed with, whose role in that tenant could still reach its
       // data (e.g. through a shared worker's sandboxes). The client resubscribes with its new roles.
       this.endWhere(
         (p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId),
-        'your membership of a tenant was removed; subscribe again',
+        event.type === 'MEMBER_REMOVED'
+          ? 'your membership of a tenant was removed; subscribe again'
+          : 'your role in a tenant was lowered; subscribe again',
       );
-    } else if (event.type === 'TOKEN_REVOKED' && typeof event.data.tokenId === 'string') {
-      const { tokenId } = event.data;
-      this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
     }
   }
 

@@ -1,6 +1,7 @@
 import { schema } from '../../resolvers/index.js';
 import { ensureAdminToken, mintAdminToken } from '../auth/bootstrap.js';
 import { type ExternalIssuer, Hs256Issuer, OidcIssuer } from '../auth/external.js';
+import { IdentityCache } from '../auth/identity-cache.js';
 import { SigningKeys } from '../auth/keys.js';
 import { TokenService } from '../auth/tokens.js';
 import type { Config } from '../config/index.js';
@@ -10,6 +11,7 @@ import type { Orm } from '../db/orm.js';
 import { DomainSweeper } from '../domain/sweeper.js';
 import { type EventBus, InProcessBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
+import type { LogEvent } from '../events/reader.js';
 import { EventStream } from '../events/stream.js';
 import { type Clock, systemClock } from '../kernel/clock.js';
 import { createLogger, type Logger } from '../kernel/logger.js';
@@ -78,6 +80,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let keyReload: NodeJS.Timeout | null = null;
 
   const bus = new InProcessBus();
+  const identities = new IdentityCache(config.identityCacheSize);
   const stopEvents = async (): Promise<void> => {
     closing = true;
     await events?.close();
@@ -107,6 +110,9 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         loaded,
         { issuer: config.tokenIssuer, audience: config.tokenAudience },
         externalIssuers(config),
+        identities,
+        // Only while the event log is followed do access changes reach the cache.
+        () => events?.readiness().ok === true,
       );
       adminToken = await ensureAdminToken(orm, service, {
         dataDir: config.dataDir,
@@ -122,11 +128,17 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         clock,
         retentionSeconds: config.eventRetentionSeconds,
         logger,
+        hub: { onAccessChange: (event) => forgetAccess(identities, event) },
       });
       if (closing) await stream.close();
       else events = stream;
       keyReload = setInterval(() => {
-        loaded.reload().catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
+        const before = loaded.list().map((k) => k.kid);
+        loaded
+          .reload()
+          // A removed key stops verifying: the tokens it signed must be verified again, and refused.
+          .then(() => (before.some((kid) => !loaded.hasKid(kid)) ? identities.clear() : undefined))
+          .catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
       }, KEY_RELOAD_INTERVAL_MS);
       keyReload.unref();
     },
@@ -145,6 +157,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     sessions,
     rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),
     maxApiTokenTtlSeconds: config.apiTokenMaxTtlSeconds,
+    identities,
   });
   const liveExecution = config.sharedSubscriptionExecution
     ? new LiveExecution({
@@ -236,4 +249,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
 /** The external token sources the config names (OIDC issuers, HS256 shared secrets). */
 function externalIssuers(config: Config): ExternalIssuer[] {
   return [...config.oidcIssuers.map((c) => new OidcIssuer(c)), ...config.hs256Issuers.map((c) => new Hs256Issuer(c))];
+}
+
+/** An access change read from the log (any replica's): the cached tokens it affects are verified again. */
+function forgetAccess(identities: IdentityCache, event: LogEvent): void {
+  const { tokenId, subject } = event.data;
+  if (event.type === 'TOKEN_REVOKED' && typeof tokenId === 'string') identities.dropToken(tokenId);
+  else if (typeof subject === 'string') identities.dropSubject(subject);
 }

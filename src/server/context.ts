@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Context } from '../../resolvers/builder.js';
 import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
+import type { IdentityCache } from '../auth/identity-cache.js';
 import { bearerToken, type TokenService } from '../auth/tokens.js';
 import type { Database } from '../db/database.js';
 import type { Em } from '../db/orm.js';
@@ -26,6 +27,8 @@ export interface ContextOptions {
   sessions: SessionRegistry;
   rateLimiter: RateLimiter;
   maxApiTokenTtlSeconds: number;
+  /** The process's verified tokens: revocations and membership changes committed here drop theirs at once. */
+  identities?: IdentityCache | null;
 }
 
 /**
@@ -78,9 +81,12 @@ export class ContextFactory {
     const tokens: TokenAuthority = {
       mint: (tx, mintOptions, now) => this.tokens().mint(tx, mintOptions, now),
       endSessions: ({ tokenIds, subject }) => {
+        for (const tokenId of tokenIds ?? []) this.options.identities?.dropToken(tokenId);
+        if (subject) this.options.identities?.dropSubject(subject);
         if (tokenIds?.length) this.options.sessions.endTokens(tokenIds);
         if (subject) this.options.sessions.endSubject(subject);
       },
+      membershipChanged: (subject) => this.options.identities?.dropSubject(subject),
       maxApiTokenTtlSeconds: this.options.maxApiTokenTtlSeconds,
     };
     return this.contextOf(identity, requestId, tokens, () => this.db.orm.em.fork());
@@ -186,6 +192,9 @@ const READ_ONLY_TOKENS: TokenAuthority = {
   },
   endSessions: () => {
     throw new Error('shared subscription execution cannot end sessions');
+  },
+  membershipChanged: () => {
+    throw new Error('shared subscription execution cannot change memberships');
   },
   maxApiTokenTtlSeconds: 0,
 };

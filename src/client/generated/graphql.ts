@@ -41,6 +41,7 @@ export type CreateTenantInput = {
 export type EventType =
   | 'AGENT_STATUS_CHANGED'
   | 'LEASE_CHANGED'
+  | 'MEMBER_CHANGED'
   | 'MEMBER_REMOVED'
   | 'MESSAGE_POSTED'
   | 'SANDBOX_ASSIGNED'

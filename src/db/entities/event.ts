@@ -12,6 +12,8 @@ export const EVENT_TYPES = [
   // Access changes: they end the affected live streams on every replica.
   'MEMBER_REMOVED',
   'TOKEN_REVOKED',
+  // A member added, or a member's role changed (data: subject, role, previousRole, lowered).
+  'MEMBER_CHANGED',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
