@@ -32,6 +32,7 @@ export class SigningKeys {
   private keySet: VerifyKeySet = createLocalJWKSet({ keys: [] });
   private signer: { kid: string; key: PrivateKey } | null = null;
   private lastUnknownKidReloadAt = 0;
+  private readonly removedListeners: (() => void)[] = [];
 
   constructor(
     private readonly orm: Orm,
@@ -120,9 +121,16 @@ export class SigningKeys {
     }));
   }
 
+  /** Called after a re-read found a key gone (`flotilla keys remove`): what it signed must be refused. */
+  onRemoved(listener: () => void): void {
+    this.removedListeners.push(listener);
+  }
+
   /** Re-reads the keys (another replica may have rotated). */
   async reload(): Promise<void> {
+    const before = this.keys.map((k) => k.kid);
     this.keys = this.file ? this.readFile() : await this.readDatabase();
+    if (before.some((kid) => !this.hasKid(kid))) for (const listener of this.removedListeners) listener();
     this.keySet = createLocalJWKSet(this.jwks());
     const active = this.keys
       .filter((k) => !k.retiredAt)

@@ -105,6 +105,8 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         });
       const loaded = new SigningKeys(orm, config.signingKeyFile);
       await loaded.init();
+      // A removed key stops verifying: the tokens it signed must be verified again, and refused.
+      loaded.onRemoved(() => identities.clear());
       const service = new TokenService(
         orm,
         loaded,
@@ -133,12 +135,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       if (closing) await stream.close();
       else events = stream;
       keyReload = setInterval(() => {
-        const before = loaded.list().map((k) => k.kid);
-        loaded
-          .reload()
-          // A removed key stops verifying: the tokens it signed must be verified again, and refused.
-          .then(() => (before.some((kid) => !loaded.hasKid(kid)) ? identities.clear() : undefined))
-          .catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
+        loaded.reload().catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
       }, KEY_RELOAD_INTERVAL_MS);
       keyReload.unref();
     },

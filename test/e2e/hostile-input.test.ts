@@ -24,6 +24,8 @@ import { Event } from '../../src/db/entities/event.js';
 import { Member } from '../../src/db/entities/member.js';
 import { SigningKey } from '../../src/db/entities/signing-key.js';
 import { Tenant } from '../../src/db/entities/tenant.js';
+import { inTransaction } from '../../src/domain/outbox.js';
+import { revokeToken } from '../../src/domain/revocation.js';
 import { sha256 } from '../../src/server/persisted-operations.js';
 import { DRIVERS, tempDir } from '../helpers/databases.js';
 import { type GraphQLResponse, localId, startTestServer, type TestServer, wsRequest } from '../helpers/server.js';
@@ -537,9 +539,11 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
     const nobody = await idpToken(rsaKey, { sub: 'dave', groups: ['unrelated'] });
     const none = await server.gql<{ tenants: { totalCount: number } }>('{ tenants { totalCount } }', undefined, nobody);
     expect(none.body.data?.tenants.totalCount).toBe(0);
-    const em = server.app.db.orm.em.fork();
-    em.persist(em.create(Member, { tenant: localId(otherId), subject: 'idp|dave', role: 'VIEWER' }));
-    await em.flush();
+    const added = await server.gql<{ addMember: { __typename: string } }>(
+      'mutation($i: AddMemberInput!) { addMember(input: $i) { __typename } }',
+      { i: { tenantId: otherId, subject: 'idp|dave', role: 'VIEWER' } },
+    );
+    expect(added.body.data?.addMember.__typename).toBe('AddMemberPayload');
     const member = await server.gql<{ tenants: { edges: { node: { slug: string } }[] } }>(
       '{ tenants { edges { node { slug } } } }',
       undefined,
@@ -764,9 +768,11 @@ describe.each(DRIVERS)('hostile input on %s', (kind) => {
         if ((JSON.parse(data.toString()) as { type: string }).type === 'connection_ack') resolve();
       });
     });
-    await server.app.db.orm.em
-      .fork()
-      .nativeUpdate(ApiToken, { id: decodeJwt(elsewhere).jti as string }, { revokedAt: new Date() });
+    // As another replica revokes: the row and TOKEN_REVOKED in one transaction, no local session ended.
+    await inTransaction(server.app.db.orm.em.fork(), (em) =>
+      revokeToken(em, decodeJwt(elsewhere).jti as string, null, new Date()),
+    );
+    await server.app.events().settle();
     socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: VIEWER_QUERY } }));
     expect(await closed).toEqual({ code: 4403, reason: 'token revoked' });
     expect(server.app.sessions.size).toBe(0);
