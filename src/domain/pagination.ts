@@ -1,6 +1,7 @@
 import type { FilterQuery } from '@mikro-orm/core';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
+import { findRows } from '../db/rows.js';
 import { ValidationError } from './errors.js';
 
 /** Page size when the caller gives none. */
@@ -48,7 +49,9 @@ export async function keysetPage<T extends { id: string }>(
     throw new ValidationError('after is not a valid cursor', 'after');
   }
   const filter = (args.after ? { $and: [where, { id: { $gt: args.after } }] } : where) as FilterQuery<T>;
-  const rows = size === 0 ? [] : await em.find(entity, filter, { orderBy: { id: 'asc' } as never, limit: size + 1 });
+  // A page is a read-only answer: rows without the unit of work (see findRows).
+  const rows =
+    size === 0 ? [] : await findRows(em, entity, filter, { orderBy: { id: 'asc' } as never, limit: size + 1 });
   return {
     items: rows.slice(0, size),
     hasNextPage: rows.length > size,
