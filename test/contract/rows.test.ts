@@ -100,7 +100,7 @@ describe.each(DRIVERS)('read-only rows on %s', (kind) => {
   ] as const) {
     it(`reads ${name} rows as the ORM does`, async () => {
       const where = name === 'Worker' || name === 'Tenant' ? {} : { tenant: tenant.id };
-      const loaded = await orm.em.fork().find(entity as never, where, { orderBy: { id: 'asc' } });
+      const loaded = await orm.em.fork().find(entity as never, where, { orderBy: { id: 'asc' } } as never);
       const rows = await findRows(orm.em.fork(), entity as never, where, { orderBy: { id: 'asc' } });
       expect(rows.length).toBeGreaterThan(0);
       expect(rows.map((r) => visible(r as object))).toEqual(loaded.map((e) => visible(e as object)));
