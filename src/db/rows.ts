@@ -66,7 +66,9 @@ function converterOf<T>(em: Em, meta: EntityMetadata<T>): Converter {
   const prototype = meta.prototype as object;
   const converter: Converter = (row) => {
     for (const step of steps) step(row);
-    return Object.assign(Object.create(prototype), row);
+    // Own data properties first, then the prototype: assigning onto an entity instance would run
+    // the ORM's tracking setters (they build its change-tracking state, the cost this avoids).
+    return Object.setPrototypeOf(row, prototype);
   };
   converters.set(meta as EntityMetadata, converter);
   return converter;

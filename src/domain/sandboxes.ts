@@ -7,6 +7,7 @@ import { Tenant } from '../db/entities/tenant.js';
 import { ACTIVE_WORKER } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
+import { findRows } from '../db/rows.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import {
@@ -310,9 +311,7 @@ export class SandboxService {
     if (wanted.length === 0) return [];
     const { sharedReads, identity } = this.ctx;
     if (sharedReads) return (await sharedReads.byIds(Sandbox, wanted)).filter((s) => sandboxVisibleTo(identity, s));
-    return this.ctx.em.find(Sandbox, {
-      $and: [{ id: { $in: wanted } }, visibleSandboxesFilter(identity)],
-    });
+    return findRows(this.ctx.em, Sandbox, { $and: [{ id: { $in: wanted } }, visibleSandboxesFilter(identity)] });
   }
 
   /** A tenant's sandboxes, oldest first; another tenant's reads like a missing one. */

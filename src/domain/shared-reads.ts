@@ -1,6 +1,7 @@
 import type { EntityClass } from '@mikro-orm/core';
 import DataLoader from 'dataloader';
 import type { Em } from '../db/orm.js';
+import { findRows } from '../db/rows.js';
 
 /**
  * Rows by id, read once for everyone executing one event batch of live subscriptions: groups
@@ -17,7 +18,7 @@ export class SharedReads {
     let loader = this.loaders.get(entity);
     if (!loader) {
       loader = new DataLoader(async (keys: readonly string[]) => {
-        const rows = await this.em.find(entity, { id: { $in: [...keys] } } as never);
+        const rows = await findRows(this.em, entity as new () => T, { id: { $in: [...keys] } } as never);
         const byId = new Map(rows.map((row) => [row.id, row]));
         return keys.map((key) => byId.get(key) ?? null);
       });

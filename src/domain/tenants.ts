@@ -7,6 +7,7 @@ import { Sandbox } from '../db/entities/sandbox.js';
 import { Tenant, type TenantPolicy, type TenantQuota } from '../db/entities/tenant.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
+import { findRows } from '../db/rows.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
@@ -219,13 +220,13 @@ export class TenantService {
       // A worker sees the tenants whose sandboxes are placed on it.
       const served = await this.tenantsServedBy(workerId);
       const allowed = wanted.filter((id) => served.includes(id));
-      return allowed.length === 0 ? [] : this.ctx.em.find(Tenant, { id: { $in: allowed } });
+      return allowed.length === 0 ? [] : findRows(this.ctx.em, Tenant, { id: { $in: allowed } });
     }
     const visible = visibleTenantIds(this.ctx.identity);
     const allowed = visible === null ? wanted : wanted.filter((id) => visible.includes(id));
     if (allowed.length === 0) return [];
     if (this.ctx.sharedReads) return this.ctx.sharedReads.byIds(Tenant, allowed);
-    return this.ctx.em.find(Tenant, { id: { $in: allowed } });
+    return findRows(this.ctx.em, Tenant, { id: { $in: allowed } });
   }
 
   private async tenantsServedBy(workerId: string): Promise<string[]> {

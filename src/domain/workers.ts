@@ -7,6 +7,7 @@ import { Tenant } from '../db/entities/tenant.js';
 import { Worker, type WorkerStatus } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
+import { findRows } from '../db/rows.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import {
@@ -275,7 +276,7 @@ export class WorkerService {
     if (wanted.length === 0) return [];
     const { sharedReads, identity } = this.ctx;
     if (sharedReads) return (await sharedReads.byIds(Worker, wanted)).filter((w) => workerVisibleTo(identity, w));
-    return this.ctx.em.find(Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(identity)] });
+    return findRows(this.ctx.em, Worker, { $and: [{ id: { $in: wanted } }, visibleWorkersFilter(identity)] });
   }
 
   /** Like findVisibleByIds, deleted workers included: a lease keeps naming its last holder. */

@@ -918,12 +918,20 @@ describe('database down (postgres)', () => {
     const database = new URL(server.databaseUrl).pathname.slice(1);
     try {
       expect((await server.gql(VIEWER_QUERY)).status).toBe(200);
+      // Never presented before, so not among the verified tokens this process remembers.
+      const unseen = (
+        await server.app.db.orm.em
+          .fork()
+          .transactional((em) =>
+            server.app.tokens().mint(em, { kind: 'ADMIN', subject: 'platform-admin', ttlSeconds: 600 }),
+          )
+      ).token;
       await admin.query(`alter database "${database}" allow_connections false`);
       await admin.query(
         'select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()',
         [database],
       );
-      const denied = await server.gql(VIEWER_QUERY);
+      const denied = await server.gql(VIEWER_QUERY, undefined, unseen);
       expect({ status: denied.status, code: codeOf(denied) }).toEqual({ status: 401, code: 'UNAUTHENTICATED' });
       expect(denied.body.data ?? null).toBeNull();
       await admin.query(`alter database "${database}" allow_connections true`);
