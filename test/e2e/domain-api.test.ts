@@ -794,6 +794,59 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
     expect((await server.gql(q, { t: tenantId }, stranger)).body.errors?.[0].extensions?.code).toBe('FORBIDDEN');
   });
 
+  it('gates people’s mutations at the field, while a member’s refusal in a tenant stays the service’s, audited', async () => {
+    const tenantId = await createTenant(server, uniqueName('gate'));
+    const pool = uniqueName('pool');
+    const worker = await registerWorker(server, uniqueName('gw'), { tenantId, labels: { pool } });
+    const sandboxId = (await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } })).sandbox.id;
+    const memberId = (
+      await mutate(
+        'addMember',
+        'AddMemberInput',
+        { tenantId, subject: uniqueName('m'), role: 'VIEWER' },
+        undefined,
+        '... on AddMemberPayload { member { id } }',
+      )
+    ).member as { id: string };
+    const calls: [string, string, Record<string, unknown>][] = [
+      ['createTenant', 'CreateTenantInput', { slug: uniqueName('w'), name: 'w' }],
+      ['stopSandbox', 'SandboxRefInput', { sandboxId }],
+      ['deleteSandbox', 'SandboxRefInput', { sandboxId }],
+      ['sendMessage', 'SendMessageInput', { sandboxId, body: 'hi' }],
+      ['markMessagesRead', 'MarkMessagesReadInput', { sandboxId }],
+      ['removeMember', 'RemoveMemberInput', { memberId: memberId.id }],
+      ['createApiToken', 'CreateApiTokenInput', { tenantId, role: 'VIEWER', ttlSeconds: 3600 }],
+      ['drainWorker', 'WorkerRefInput', { workerId: worker.id }],
+      ['undrainWorker', 'WorkerRefInput', { workerId: worker.id }],
+      ['rotateWorkerToken', 'WorkerRefInput', { workerId: worker.id }],
+      ['deleteWorker', 'WorkerRefInput', { workerId: worker.id }],
+    ];
+    // A worker token can never pass these: the field's gate refuses it before any service runs.
+    for (const [field, inputType, input] of calls) {
+      expect(await mutate(field, inputType, input, worker.token), field).toMatchObject({
+        __typename: 'ForbiddenError',
+        code: 'FORBIDDEN',
+      });
+    }
+    expect(await getSandbox(server, sandboxId)).toMatchObject({ status: 'SCHEDULED', stateVersion: 1 });
+    expect(
+      (await heartbeat(server, worker)).__typename,
+      'the worker token still works: it was not rotated, the worker not deleted',
+    ).toBe('WorkerPayload');
+
+    // A VIEWER passes the gate (a member of some tenant); the service refuses it for this tenant and audits that.
+    const viewerSubject = uniqueName('gv');
+    const viewer = await server.apiToken(localId(tenantId), 'VIEWER', viewerSubject);
+    expect(await mutate('stopSandbox', 'SandboxRefInput', { sandboxId }, viewer)).toMatchObject({
+      __typename: 'ForbiddenError',
+      message: 'stopSandbox needs the OPERATOR role in the tenant',
+    });
+    const [entry] = await server.app.db.orm.em
+      .fork()
+      .find(AuditEntry, { action: 'stopSandbox', targetId: localId(sandboxId) }, { orderBy: { id: 'desc' }, limit: 1 });
+    expect(entry).toMatchObject({ outcome: 'FORBIDDEN', actor: viewerSubject });
+  });
+
   it('writes an audit entry for every mutation, refused ones included', async () => {
     const before = await server.app.db.orm.em.fork().count(AuditEntry, {});
     const tenantId = await createTenant(server, uniqueName('aud'));
