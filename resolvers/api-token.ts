@@ -81,6 +81,7 @@ builder.mutationFields((t) => ({
     errors: mutationResult('CreateApiToken', [ValidationError, NotFoundError, ForbiddenError]),
     description: 'Tenant ADMIN only. The token is in the result once and never again.',
     args: { input: t.arg({ type: CreateApiTokenInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.apiTokens.create({
         tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
@@ -94,6 +95,7 @@ builder.mutationFields((t) => ({
     description:
       "A tenant ADMIN revokes its tenant's API tokens; a platform admin any token. Live sockets of the token close (4403).",
     args: { input: t.arg({ type: RevokeTokenInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.apiTokens.revoke(localIdOf(input.tokenId, 'ApiToken', 'input.tokenId')),
   }),

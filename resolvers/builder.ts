@@ -44,12 +44,23 @@ export const builder = new SchemaBuilder<{
     DateTime: { Input: Date; Output: Date };
     JSON: { Input: unknown; Output: unknown };
   };
+  /**
+   * Every Query, Mutation and Subscription field declares one of these (test/unit/auth-scopes.test.ts).
+   * Where the field names no tenant, the gate is coarse and the service decides (and audits) the
+   * tenant-specific refusal.
+   */
   AuthScopes: {
     platformAdmin: boolean;
     /** At least this role in the tenant (platform admins pass). */
     tenantRole: { tenantId: string; role: TenantRole };
+    /** A person (not a worker token) with a role in some tenant, or a platform admin. */
+    tenantMember: boolean;
     /** A worker token carrying this scope. */
     workerScope: string;
+    /** Any worker token (it acts for its own worker only). */
+    worker: boolean;
+    /** Any verified caller: what it may see is decided object by object (others read as missing). */
+    authenticated: boolean;
   };
 }>({
   // Errors wrap scope-auth so that a refused mutation becomes a typed ForbiddenError result.
@@ -60,6 +71,9 @@ export const builder = new SchemaBuilder<{
     cursorType: 'String',
     decodeGlobalID: (globalID) => decodeGlobalId(globalID),
     encodeGlobalID: (typename, id) => encodeGlobalId(typename, String(id)),
+    // Each node's loader returns only what the caller may see; the rest reads as null.
+    nodeQueryOptions: { authScopes: { authenticated: true } },
+    nodesQueryOptions: { authScopes: { authenticated: true } },
   },
   scopeAuth: {
     authorizeOnSubscribe: true,
@@ -67,7 +81,11 @@ export const builder = new SchemaBuilder<{
     authScopes: (ctx) => ({
       platformAdmin: ctx.identity.platformAdmin,
       tenantRole: ({ tenantId, role }) => hasTenantRole(ctx.identity, tenantId, role),
+      tenantMember: ctx.identity.platformAdmin || (ctx.identity.workerId === null && ctx.identity.tenantRoles.size > 0),
       workerScope: (scope) => ctx.identity.workerId !== null && ctx.identity.scopes.has(scope),
+      worker: ctx.identity.workerId !== null,
+      // Operations only run for a verified token: the server refuses anything else before execution.
+      authenticated: true,
     }),
   },
   errors: {

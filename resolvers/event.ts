@@ -77,6 +77,7 @@ builder.subscriptionFields((t) => ({
     description:
       'Everything that happens to one sandbox: status, agent status, messages, lease. With `after`, replays first.',
     args: { sandboxId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
+    authScopes: { authenticated: true },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
         ctx.services.subscriptions.sandboxEvents(localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'), args.after),
@@ -91,6 +92,7 @@ builder.subscriptionFields((t) => ({
       after: t.arg.string({ required: false }),
       types: t.arg({ type: [EventTypeEnum], required: false }),
     },
+    authScopes: { tenantMember: true },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
         ctx.services.subscriptions.tenantEvents(localIdOf(args.tenantId, 'Tenant', 'tenantId'), args.after, args.types),
@@ -101,6 +103,7 @@ builder.subscriptionFields((t) => ({
     type: EventRef,
     description: "A worker's own work queue: SANDBOX_ASSIGNED and SANDBOX_STOP_REQUESTED. With `after`, replays first.",
     args: { workerId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
+    authScopes: { worker: true, tenantMember: true },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
         ctx.services.subscriptions.workerAssignments(localIdOf(args.workerId, 'Worker', 'workerId'), args.after),

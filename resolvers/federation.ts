@@ -5,6 +5,7 @@
 
 import type { ObjectRef } from '@pothos/core';
 import type DataLoader from 'dataloader';
+import type { GraphQLSchema } from 'graphql';
 import { builder, type Context } from './builder.js';
 import { parseGlobalId } from './ids.js';
 import { MessageRef } from './message.js';
@@ -44,3 +45,22 @@ nodeEntity(TenantRef);
 nodeEntity(WorkerRef);
 nodeEntity(SandboxRef);
 nodeEntity(MessageRef);
+
+/** The federation fields' declaration, in the shape of a Pothos field's `authScopes`. */
+export const FEDERATION_FIELD_SCOPES = { authenticated: true } as const;
+
+/**
+ * `_entities` and `_service` are added by the federation plugin after Pothos has built the
+ * schema, so they cannot carry Pothos options: their declaration goes into their extensions
+ * (`authScopes`). Like every `authenticated` field they need nothing beyond the verified token
+ * the server requires before any execution: `_entities` answers through each type's
+ * visibility-filtered loader (`nodeEntity`), and `_service` is the published SDL.
+ */
+export function declareFederationFieldScopes(schema: GraphQLSchema): GraphQLSchema {
+  const fields = schema.getQueryType()?.getFields() ?? {};
+  for (const name of ['_entities', '_service']) {
+    const field = fields[name];
+    if (field) field.extensions = { ...field.extensions, authScopes: FEDERATION_FIELD_SCOPES };
+  }
+  return schema;
+}

@@ -9,9 +9,11 @@ import './sandbox.js';
 import './lease.js';
 import './message.js';
 import './event.js';
-import './federation.js';
+import { declareFederationFieldScopes } from './federation.js';
 
-export const schema = builder.toSubGraphSchema({
-  linkUrl: 'https://specs.apollo.dev/federation/v2.6',
-  federationDirectives: ['@key', '@shareable', '@external'],
-});
+export const schema = declareFederationFieldScopes(
+  builder.toSubGraphSchema({
+    linkUrl: 'https://specs.apollo.dev/federation/v2.6',
+    federationDirectives: ['@key', '@shareable', '@external'],
+  }),
+);

@@ -59,6 +59,7 @@ builder.mutationFields((t) => ({
     errors: mutationResult('RemoveMember', [NotFoundError, ForbiddenError]),
     description: 'Tenant ADMIN.',
     args: { input: t.arg({ type: RemoveMemberInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.tenants.removeMember(localIdOf(input.memberId, 'Member', 'input.memberId')),
   }),

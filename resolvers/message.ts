@@ -67,6 +67,7 @@ builder.queryField('messages', (t) =>
       threadId: t.arg.string({ required: false }),
       ...pageArgs(t.arg),
     },
+    authScopes: { authenticated: true },
     resolve: (_root, args, ctx) =>
       connection(args, (page) =>
         ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'), args.threadId, page),
@@ -127,6 +128,7 @@ builder.mutationFields((t) => ({
     errors: messageResult,
     description: 'A person (tenant OPERATOR) writes to the agent.',
     args: { input: t.arg({ type: SendMessageInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.messages.send({
         sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
@@ -153,6 +155,7 @@ builder.mutationFields((t) => ({
     type: MarkMessagesReadPayload,
     errors: mutationResult('MarkMessagesRead', [NotFoundError, ForbiddenError, ValidationError]),
     args: { input: t.arg({ type: MarkMessagesReadInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.messages.markRead({
         sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
@@ -172,6 +175,7 @@ builder.subscriptionField('messageAdded', (t) =>
       threadId: t.arg.string({ required: false }),
       after: t.arg.string({ required: false }),
     },
+    authScopes: { authenticated: true },
     subscribe: (_root, args, ctx) =>
       eventStream(ctx, () =>
         ctx.services.subscriptions.messageAdded(

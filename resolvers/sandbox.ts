@@ -128,6 +128,7 @@ builder.queryFields((t) => ({
     type: SandboxRef,
     nullable: true,
     args: { id: t.arg.id({ required: true }) },
+    authScopes: { authenticated: true },
     resolve: (_root, args) => localIdOf(args.id, 'Sandbox', 'id'),
   }),
   sandboxes: t.field({
@@ -239,6 +240,7 @@ builder.mutationFields((t) => ({
     errors: sandboxResult,
     description: 'Tenant OPERATOR. The worker is told through SANDBOX_STOP_REQUESTED.',
     args: { input: t.arg({ type: SandboxRefInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId')),
   }),
@@ -247,6 +249,7 @@ builder.mutationFields((t) => ({
     errors: sandboxResult,
     description: 'Tenant OPERATOR. Soft delete: kept for audit, hidden from lists.',
     args: { input: t.arg({ type: SandboxRefInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.sandboxes.delete(localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId')),
   }),

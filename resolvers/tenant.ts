@@ -93,6 +93,7 @@ builder.queryFields((t) => ({
     nullable: true,
     description: 'A tenant by id or by slug (give exactly one). Another tenant reads as null.',
     args: { id: t.arg.id({ required: false }), slug: t.arg.string({ required: false }) },
+    authScopes: { authenticated: true },
     resolve: async (_root, args, ctx) => {
       if ((args.id ? 1 : 0) + (args.slug ? 1 : 0) !== 1)
         throw new ValidationError('give exactly one of id and slug', 'id');
@@ -104,6 +105,7 @@ builder.queryFields((t) => ({
     type: TenantConnection,
     description: 'The tenants the caller can see.',
     args: pageArgs(t.arg),
+    authScopes: { authenticated: true },
     resolve: (_root, args, ctx) => connection(args, (page) => ctx.services.tenants.list(page)),
   }),
 }));
@@ -138,6 +140,7 @@ builder.mutationFields((t) => ({
     errors: mutationResult('CreateTenant', [ValidationError, AlreadyExistsError, ForbiddenError], { field: 'tenant' }),
     description: 'Platform admins only.',
     args: { input: t.arg({ type: CreateTenantInput, required: true }) },
+    authScopes: { platformAdmin: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.tenants.create({
         slug: input.slug,

@@ -22,6 +22,7 @@ const ViewerRef = builder.objectRef<Identity>('Viewer').implement({
 builder.queryField('viewer', (t) =>
   t.field({
     type: ViewerRef,
+    authScopes: { authenticated: true },
     resolve: (_root, _args, ctx) => ctx.identity,
   }),
 );

@@ -85,12 +85,14 @@ builder.queryFields((t) => ({
     type: WorkerRef,
     nullable: true,
     args: { id: t.arg.id({ required: true }) },
+    authScopes: { authenticated: true },
     resolve: (_root, args) => localIdOf(args.id, 'Worker', 'id'),
   }),
   workers: t.field({
     type: WorkerConnection,
     description: 'Shared workers and the dedicated workers of your tenants (platform admins: all).',
     args: { ...pageArgs(t.arg), status: t.arg({ type: [WorkerStatusEnum], required: false }) },
+    authScopes: { authenticated: true },
     resolve: (_root, args, ctx) =>
       connection(args, (page) => ctx.services.workers.list({ ...page, status: args.status })),
   }),
@@ -168,6 +170,7 @@ builder.mutationFields((t) => ({
     errors: registerWorkerResult,
     description: 'Revokes the current token and returns a new one, shown once.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.workers.rotateToken(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
@@ -176,6 +179,7 @@ builder.mutationFields((t) => ({
     errors: workerResult,
     description: 'No new placements; running sandboxes stay.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.workers.drain(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
@@ -185,6 +189,7 @@ builder.mutationFields((t) => ({
     description:
       'Lifts a drain: the worker takes new placements again. A drain otherwise outlasts the worker going offline.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.workers.undrain(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),
@@ -193,6 +198,7 @@ builder.mutationFields((t) => ({
     errors: workerResult,
     description: 'Refused (LeaseConflictError) while the worker holds live leases.',
     args: { input: t.arg({ type: WorkerRefInput, required: true }) },
+    authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.workers.delete(localIdOf(input.workerId, 'Worker', 'input.workerId')),
   }),

@@ -5,7 +5,7 @@ import { Worker } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
-import type { ServiceContext } from './context.js';
+import type { Clock, ServiceContext } from './context.js';
 import {
   ForbiddenError,
   LeaseConflictError,
@@ -13,9 +13,10 @@ import {
   StaleFencingTokenError,
   ValidationError,
 } from './errors.js';
-import { LEASABLE_STATUSES } from './lifecycle.js';
+import { LEASABLE_STATUSES, UNPLACED_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
+import { transactionNow } from './time.js';
 
 /** Lease lifetimes a worker may ask for. */
 export const MIN_LEASE_TTL_SECONDS = 1;
@@ -59,18 +60,29 @@ function workerOf(identity: Identity, scope: string): string {
   return identity.workerId;
 }
 
+/** A sandbox as the calling worker sees it, with its lease row (if any). */
+interface WorkerView {
+  sandbox: Sandbox;
+  lease: Lease | null;
+}
+
 /**
- * Locks the sandbox row (Postgres: FOR UPDATE, first, so every lease operation and fenced
- * write on one sandbox is serialised) and checks that the calling worker may serve it.
+ * Locks the sandbox row (Postgres: FOR UPDATE, first, so every lease operation and fenced write
+ * on one sandbox is serialised) and reads its lease. A worker sees a sandbox placed on it or
+ * whose lease it holds; any other answers exactly like a missing id, so a worker never learns
+ * whether another worker's (or another tenant's) sandbox exists.
  */
-async function lockSandboxFor(em: Em, workerId: string, sandboxId: string): Promise<Sandbox> {
+async function lockSandboxFor(em: Em, workerId: string, sandboxId: string): Promise<WorkerView> {
   const sandbox = isUuid(sandboxId) ? await em.findOne(Sandbox, sandboxId, lockedRead(em)) : null;
-  if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
-  const worker = await em.findOne(Worker, workerId);
-  // A dedicated worker of another tenant never learns the sandbox exists.
-  if (!worker || (worker.tenant && worker.tenant.id !== sandbox.tenant.id))
+  const lease = sandbox ? await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true }) : null;
+  if (!sandbox || (sandbox.worker?.id !== workerId && lease?.holder.id !== workerId))
     throw new NotFoundError('Sandbox', sandboxId);
-  return sandbox;
+  return { sandbox, lease };
+}
+
+/** True when the sandbox is placed on the worker now: only then may the worker acquire its lease. */
+function placedOn(sandbox: Sandbox, workerId: string): boolean {
+  return sandbox.worker?.id === workerId && !UNPLACED_STATUSES.includes(sandbox.status);
 }
 
 /**
@@ -83,20 +95,19 @@ export async function requireFencingToken(
   scope: string,
   sandboxId: string,
   token: string,
-  now: Date,
+  clock: Clock,
 ): Promise<Sandbox> {
   const workerId = workerOf(identity, scope);
   const presented = parseToken(token);
-  const sandbox = await lockSandboxFor(em, workerId, sandboxId);
-  const lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
-  const current = lease ? lease.fencingToken : null;
+  const { sandbox, lease } = await lockSandboxFor(em, workerId, sandboxId);
+  const now = await transactionNow(em, clock);
   if (
     !lease ||
     BigInt(lease.fencingToken) !== presented ||
     lease.holder.id !== workerId ||
     lease.expiresAt.getTime() <= now.getTime()
   ) {
-    throw new StaleFencingTokenError(presented.toString(), current);
+    throw new StaleFencingTokenError(presented.toString(), lease ? lease.fencingToken : null);
   }
   return sandbox;
 }
@@ -105,9 +116,10 @@ export class LeaseService {
   constructor(private readonly ctx: ServiceContext) {}
 
   /**
-   * Acquires the sandbox's lease: when there is none, when it expired (a takeover) or when
-   * the caller holds it. The fencing token grows by one every time, and the row is never
-   * deleted, so a released-then-reacquired lease still grows.
+   * Acquires the sandbox's lease for the worker it is placed on (anyone else, and anyone for a
+   * sandbox waiting to be placed, gets NotFoundError as for a missing id): when there is none,
+   * when it expired (a takeover) or when the caller holds it. The fencing token grows by one
+   * every time, and the row is never deleted, so a released-then-reacquired lease still grows.
    */
   async acquire(input: AcquireLeaseInput): Promise<Lease> {
     return audited(
@@ -117,12 +129,14 @@ export class LeaseService {
       async (em) => {
         const workerId = workerOf(this.ctx.identity, 'worker:lease');
         const ttl = leaseTtl(input.ttlSeconds);
-        const sandbox = await lockSandboxFor(em, workerId, input.sandboxId);
+        const view = await lockSandboxFor(em, workerId, input.sandboxId);
+        const sandbox = view.sandbox;
+        if (!placedOn(sandbox, workerId)) throw new NotFoundError('Sandbox', input.sandboxId);
         if (!LEASABLE_STATUSES.includes(sandbox.status))
           throw new LeaseConflictError(`a ${sandbox.status} sandbox cannot be leased`);
-        const now = this.ctx.clock.now();
+        const now = await transactionNow(em, this.ctx.clock);
         const expiresAt = new Date(now.getTime() + ttl * 1000);
-        let lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
+        let lease = view.lease;
         let previousHolder: string | null = null;
         if (!lease) {
           lease = em.create(Lease, {
@@ -175,7 +189,7 @@ export class LeaseService {
     return audited(this.ctx, 'renewLease', { targetId: input.sandboxId }, async (em) => {
       const ttl = leaseTtl(input.ttlSeconds);
       const lease = await this.held(em, input.sandboxId, input.fencingToken);
-      const now = this.ctx.clock.now();
+      const now = await transactionNow(em, this.ctx.clock);
       lease.renewedAt = now;
       lease.expiresAt = new Date(now.getTime() + ttl * 1000);
       await em.flush();
@@ -187,7 +201,7 @@ export class LeaseService {
   async release(input: ReleaseLeaseInput): Promise<Lease> {
     return audited(this.ctx, 'releaseLease', { targetId: input.sandboxId }, async (em) => {
       const lease = await this.held(em, input.sandboxId, input.fencingToken);
-      const now = this.ctx.clock.now();
+      const now = await transactionNow(em, this.ctx.clock);
       lease.expiresAt = now;
       await em.flush();
       const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
@@ -211,9 +225,8 @@ export class LeaseService {
   private async held(em: Em, sandboxId: string, token: string): Promise<Lease> {
     const workerId = workerOf(this.ctx.identity, 'worker:lease');
     const presented = parseToken(token);
-    const sandbox = await lockSandboxFor(em, workerId, sandboxId);
-    const lease = await em.findOne(Lease, { sandbox: sandbox.id }, { refresh: true });
-    const now = this.ctx.clock.now();
+    const { lease } = await lockSandboxFor(em, workerId, sandboxId);
+    const now = await transactionNow(em, this.ctx.clock);
     if (!lease || lease.holder.id !== workerId) throw new LeaseConflictError('the caller does not hold this lease');
     if (BigInt(lease.fencingToken) !== presented)
       throw new StaleFencingTokenError(presented.toString(), lease.fencingToken);

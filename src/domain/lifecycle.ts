@@ -23,8 +23,8 @@ const TRANSITIONS: Record<SandboxStatus, readonly SandboxStatus[]> = {
 
 /** States in which the sandbox holds capacity on its worker. */
 export const HOLDING_STATUSES: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING'];
-/** States a worker may be working on (a lease makes sense). */
-export const LEASABLE_STATUSES: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING', 'LOST'];
+/** States a worker may be working on (a lease makes sense): placed on it. A LOST sandbox waits to be placed again. */
+export const LEASABLE_STATUSES: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING'];
 /** States a worker may report about a sandbox it holds the lease of. */
 export const WORKER_REPORTABLE: readonly SandboxStatus[] = ['STARTING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'];
 /** Waiting for a worker. */

@@ -105,7 +105,7 @@ export class MessageService {
           'message:post',
           input.sandboxId,
           input.fencingToken,
-          this.ctx.clock.now(),
+          this.ctx.clock,
         );
         return this.post(em, sandbox, {
           threadId,

@@ -26,6 +26,7 @@ import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { anyWorkerCouldFit, placeSandbox } from './scheduler.js';
 import { RESERVING_STATUSES } from './tenants.js';
+import { transactionNow } from './time.js';
 import { type Resources, validateLabels, visibleWorkersFilter } from './workers.js';
 
 export const SANDBOX_NAME_MAX_LENGTH = 200;
@@ -188,7 +189,8 @@ export class SandboxService {
           throw new NoCapacityError(`no worker available to this tenant has ${cpuMillis} mCPU and ${memoryMb} MB`);
         }
 
-        const now = this.ctx.clock.now();
+        // The placement judges workers' heartbeat age: on the one time source (time.ts).
+        const now = await transactionNow(em, this.ctx.clock);
         const sandbox = em.create(Sandbox, {
           tenant: tenant.id,
           name,
@@ -254,7 +256,7 @@ export class SandboxService {
           'sandbox:report',
           input.sandboxId,
           input.fencingToken,
-          this.ctx.clock.now(),
+          this.ctx.clock,
         );
         if (!WORKER_REPORTABLE.includes(input.status)) throw new InvalidTransitionError(sandbox.status, input.status);
         if (input.status === sandbox.status) return sandbox;
@@ -282,7 +284,7 @@ export class SandboxService {
           'sandbox:report',
           input.sandboxId,
           input.fencingToken,
-          now,
+          this.ctx.clock,
         );
         const from = sandbox.agentPhase;
         sandbox.agentPhase = input.phase;

@@ -9,6 +9,7 @@ import { applyTransition, HOLDING_STATUSES, isHolding, releaseFromGoneWorker } f
 import { lockedRead } from './locks.js';
 import { inTransaction, recordEvent } from './outbox.js';
 import { heartbeatHorizon, schedulePending } from './scheduler.js';
+import { transactionNow } from './time.js';
 
 /** How often the domain sweeper runs. */
 export const DOMAIN_SWEEP_INTERVAL_MS = 1_000;
@@ -84,14 +85,14 @@ export class DomainSweeper {
             tx.getTransactionContext(),
           )) as { ok: boolean }[];
         if (!row?.ok) return null;
-        return this.steps(orm);
+        return this.steps(orm, await transactionNow(tx, this.clock));
       });
     }
-    return this.steps(orm);
+    return this.steps(orm, await transactionNow(em, this.clock));
   }
 
-  private async steps(orm: Orm): Promise<SweepResult> {
-    const now = this.clock.now();
+  /** `now` is read once, on the one time source (time.ts), when the pass starts: never ahead of any step. */
+  private async steps(orm: Orm, now: Date): Promise<SweepResult> {
     const result: SweepResult = {
       workersOffline: await this.markWorkersOffline(orm, now),
       sandboxesLost: await this.markSandboxesLost(orm, now),

@@ -26,6 +26,7 @@ import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { revokeToken } from './revocation.js';
 import { heartbeatHorizon } from './scheduler.js';
+import { transactionNow } from './time.js';
 
 /** What a worker token may do, and nothing else. */
 export const WORKER_SCOPES = ['worker:heartbeat', 'worker:lease', 'sandbox:report', 'message:post'] as const;
@@ -126,7 +127,8 @@ export class WorkerService {
           capacityCpuMillis: input.capacity.cpuMillis,
           capacityMemoryMb: input.capacity.memoryMb,
           status: 'ONLINE',
-          createdAt: now,
+          // Heartbeat age counts from here until the first heartbeat: on the one time source.
+          createdAt: await transactionNow(em, this.ctx.clock),
         });
         try {
           await em.flush();
@@ -197,7 +199,7 @@ export class WorkerService {
       const now = this.ctx.clock.now();
       const held = await em.count(Lease, {
         holder: workerId,
-        expiresAt: { $gt: now },
+        expiresAt: { $gt: await transactionNow(em, this.ctx.clock) },
         sandbox: { status: { $in: [...HOLDING_STATUSES] } },
       });
       if (held > 0)
@@ -250,7 +252,7 @@ export class WorkerService {
         throw new ForbiddenError('a worker may only heartbeat for itself');
       const worker = await em.findOne(Worker, workerId, lockedRead(em));
       if (!worker) throw new NotFoundError('Worker', workerId);
-      const now = this.ctx.clock.now();
+      const now = await transactionNow(em, this.ctx.clock);
       const from = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
       worker.lastHeartbeatAt = now;
       const observed = observedOf(input.observed);

@@ -531,15 +531,14 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       const tenantId = await createTenant(server, uniqueName('lease'));
       const pool = uniqueName('pool');
       const a = await registerWorker(server, uniqueName('la'), { labels: { pool } });
-      const b = await registerWorker(server, uniqueName('lb'), { labels: { pool } });
       const id = (await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } })).sandbox.id;
-      const held = await acquireLease(server, a, id, 30);
-      expect(held.lease).toMatchObject({ fencingToken: '1', transitions: 0, holder: { id: a.id } });
-      expect(await acquireLease(server, b, id)).toMatchObject({
+      // Placed on A, which holds no lease yet.
+      expect(await renewLease(server, a, id, '1')).toMatchObject({
         __typename: 'LeaseConflictError',
         code: 'LEASE_CONFLICT',
       });
-      expect(await renewLease(server, b, id, '1')).toMatchObject({ __typename: 'LeaseConflictError' });
+      const held = await acquireLease(server, a, id, 30);
+      expect(held.lease).toMatchObject({ fencingToken: '1', transitions: 0, holder: { id: a.id } });
       expect(await renewLease(server, a, id, '7')).toMatchObject({
         __typename: 'StaleFencingTokenError',
         presented: '7',
@@ -552,13 +551,13 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       expect(new Date(renewed.lease.expiresAt).getTime()).toBe(clock.now().getTime() + 30_000);
       // Re-acquiring a lease one already holds still moves the token on.
       expect((await acquireLease(server, a, id)).lease.fencingToken).toBe('2');
-      expect(await releaseLease(server, b, id, '2')).toMatchObject({ __typename: 'LeaseConflictError' });
       expect((await releaseLease(server, a, id, '2')).__typename).toBe('LeasePayload');
       expect(await renewLease(server, a, id, '2')).toMatchObject({ __typename: 'LeaseConflictError' });
-      expect((await acquireLease(server, b, id)).lease).toMatchObject({
+      expect(await releaseLease(server, a, id, '2')).toMatchObject({ __typename: 'LeaseConflictError' });
+      expect((await acquireLease(server, a, id)).lease).toMatchObject({
         fencingToken: '3',
-        transitions: 1,
-        holder: { id: b.id },
+        transitions: 0,
+        holder: { id: a.id },
       });
 
       const personal = await server.gql<{ acquireLease: Typed }>(
@@ -570,14 +569,65 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       expect(await acquireLease(server, a, missing)).toMatchObject({ __typename: 'NotFoundError' });
     });
 
-    it('keeps dedicated workers of other tenants away from a sandbox', async () => {
-      const t1 = await createTenant(server, uniqueName('t1'));
-      const t2 = await createTenant(server, uniqueName('t2'));
-      const w2 = await registerWorker(server, uniqueName('w2'), { tenantId: t2 });
+    it('lets only the worker a sandbox is placed on acquire its lease; to any other it reads as missing', async () => {
+      const tenantId = await createTenant(server, uniqueName('bound'));
+      const otherTenant = await createTenant(server, uniqueName('bound-other'));
       const pool = uniqueName('pool');
-      await registerWorker(server, uniqueName('w1'), { labels: { pool } });
-      const id = (await createSandbox(server, t1, { placement: { workerLabels: { pool } } })).sandbox.id;
-      expect(await acquireLease(server, w2, id)).toMatchObject({ __typename: 'NotFoundError' });
+      const placed = await registerWorker(server, uniqueName('placed'), { tenantId, labels: { pool } });
+      const sameTenant = await registerWorker(server, uniqueName('sibling'), { tenantId });
+      const shared = await registerWorker(server, uniqueName('shared'));
+      const foreign = await registerWorker(server, uniqueName('foreign'), { tenantId: otherTenant });
+      const created = await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } });
+      const id = created.sandbox.id;
+      expect(created.sandbox.worker?.id).toBe(placed.id);
+
+      const missing = Buffer.from('Sandbox:00000000-0000-7000-8000-0000000000ff').toString('base64url');
+      /** The answer with the id asked about taken out: a present sandbox must answer like a missing one. */
+      const shapeOf = (result: Typed, asked: string) => ({
+        __typename: result.__typename,
+        code: result.code,
+        message: result.message?.replace(localId(asked), '<id>'),
+      });
+      const asMissing = shapeOf(await acquireLease(server, sameTenant, missing), missing);
+      expect(asMissing).toEqual({ __typename: 'NotFoundError', code: 'NOT_FOUND', message: 'Sandbox <id> not found' });
+      const strangers = [sameTenant, shared, foreign];
+      for (const worker of strangers) {
+        expect(shapeOf(await acquireLease(server, worker, id), id)).toEqual(asMissing);
+        expect(shapeOf(await renewLease(server, worker, id, '1'), id)).toEqual(asMissing);
+        expect(shapeOf(await releaseLease(server, worker, id, '1'), id)).toEqual(asMissing);
+        expect(shapeOf(await reportStatus(server, worker, id, '1', 'RUNNING'), id)).toEqual(asMissing);
+      }
+      // Nothing moved: no lease, the same placement.
+      expect(await getSandbox(server, id)).toMatchObject({ lease: null, worker: { id: placed.id }, stateVersion: 1 });
+
+      const lease = await acquireLease(server, placed, id, 1);
+      expect(lease.lease).toMatchObject({ fencingToken: '1', holder: { id: placed.id } });
+      for (const worker of strangers) {
+        expect(shapeOf(await acquireLease(server, worker, id), id)).toEqual(asMissing);
+        expect(shapeOf(await reportStatus(server, worker, id, '1', 'RUNNING'), id)).toEqual(asMissing);
+      }
+
+      // Its lease runs out while it is drained: the sandbox is LOST and waits, placed nowhere.
+      expect((await mutate('drainWorker', 'WorkerRefInput', { workerId: placed.id })).__typename).toBe('WorkerPayload');
+      clock.advance(2);
+      await heartbeat(server, placed);
+      await server.app.sweeper.runOnce();
+      expect(await getSandbox(server, id)).toMatchObject({ status: 'LOST' });
+      for (const worker of [placed, ...strangers]) {
+        expect(shapeOf(await acquireLease(server, worker, id), id)).toEqual(asMissing);
+      }
+
+      // Placed again, the worker it is placed on takes the lease over with the next token.
+      expect((await mutate('undrainWorker', 'WorkerRefInput', { workerId: placed.id })).__typename).toBe(
+        'WorkerPayload',
+      );
+      await server.app.sweeper.runOnce();
+      expect(await getSandbox(server, id)).toMatchObject({ status: 'SCHEDULED', worker: { id: placed.id } });
+      expect(shapeOf(await acquireLease(server, shared, id), id)).toEqual(asMissing);
+      expect((await acquireLease(server, placed, id)).lease).toMatchObject({
+        fencingToken: '2',
+        holder: { id: placed.id },
+      });
     });
   });
 
@@ -742,6 +792,59 @@ describe.each(DRIVERS)('domain API on %s', (kind) => {
       uniqueName('evs'),
     );
     expect((await server.gql(q, { t: tenantId }, stranger)).body.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+  });
+
+  it('gates people’s mutations at the field, while a member’s refusal in a tenant stays the service’s, audited', async () => {
+    const tenantId = await createTenant(server, uniqueName('gate'));
+    const pool = uniqueName('pool');
+    const worker = await registerWorker(server, uniqueName('gw'), { tenantId, labels: { pool } });
+    const sandboxId = (await createSandbox(server, tenantId, { placement: { workerLabels: { pool } } })).sandbox.id;
+    const memberId = (
+      await mutate(
+        'addMember',
+        'AddMemberInput',
+        { tenantId, subject: uniqueName('m'), role: 'VIEWER' },
+        undefined,
+        '... on AddMemberPayload { member { id } }',
+      )
+    ).member as { id: string };
+    const calls: [string, string, Record<string, unknown>][] = [
+      ['createTenant', 'CreateTenantInput', { slug: uniqueName('w'), name: 'w' }],
+      ['stopSandbox', 'SandboxRefInput', { sandboxId }],
+      ['deleteSandbox', 'SandboxRefInput', { sandboxId }],
+      ['sendMessage', 'SendMessageInput', { sandboxId, body: 'hi' }],
+      ['markMessagesRead', 'MarkMessagesReadInput', { sandboxId }],
+      ['removeMember', 'RemoveMemberInput', { memberId: memberId.id }],
+      ['createApiToken', 'CreateApiTokenInput', { tenantId, role: 'VIEWER', ttlSeconds: 3600 }],
+      ['drainWorker', 'WorkerRefInput', { workerId: worker.id }],
+      ['undrainWorker', 'WorkerRefInput', { workerId: worker.id }],
+      ['rotateWorkerToken', 'WorkerRefInput', { workerId: worker.id }],
+      ['deleteWorker', 'WorkerRefInput', { workerId: worker.id }],
+    ];
+    // A worker token can never pass these: the field's gate refuses it before any service runs.
+    for (const [field, inputType, input] of calls) {
+      expect(await mutate(field, inputType, input, worker.token), field).toMatchObject({
+        __typename: 'ForbiddenError',
+        code: 'FORBIDDEN',
+      });
+    }
+    expect(await getSandbox(server, sandboxId)).toMatchObject({ status: 'SCHEDULED', stateVersion: 1 });
+    expect(
+      (await heartbeat(server, worker)).__typename,
+      'the worker token still works: it was not rotated, the worker not deleted',
+    ).toBe('WorkerPayload');
+
+    // A VIEWER passes the gate (a member of some tenant); the service refuses it for this tenant and audits that.
+    const viewerSubject = uniqueName('gv');
+    const viewer = await server.apiToken(localId(tenantId), 'VIEWER', viewerSubject);
+    expect(await mutate('stopSandbox', 'SandboxRefInput', { sandboxId }, viewer)).toMatchObject({
+      __typename: 'ForbiddenError',
+      message: 'stopSandbox needs the OPERATOR role in the tenant',
+    });
+    const [entry] = await server.app.db.orm.em
+      .fork()
+      .find(AuditEntry, { action: 'stopSandbox', targetId: localId(sandboxId) }, { orderBy: { id: 'desc' }, limit: 1 });
+    expect(entry).toMatchObject({ outcome: 'FORBIDDEN', actor: viewerSubject });
   });
 
   it('writes an audit entry for every mutation, refused ones included', async () => {

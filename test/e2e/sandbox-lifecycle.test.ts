@@ -66,12 +66,17 @@ describe.each(DRIVERS)('sandbox lifecycle on %s', (kind) => {
     expect(workers.find((w) => w.id === a.id)).toMatchObject({ status: 'OFFLINE', allocated: { cpuMillis: 0 } });
     expect(workers.find((w) => w.id === b.id)).toMatchObject({ status: 'ONLINE', allocated: { cpuMillis: 500 } });
 
-    // B takes over with a higher token; A's late write is refused and changes nothing.
-    const takeover = await acquireLease(server, b, id);
-    expect(takeover.lease).toMatchObject({ fencingToken: '2', transitions: 1, holder: { id: b.id } });
+    // A's late write is refused and changes nothing: while A's expired lease is the last one, as
+    // stale; once B, where the sandbox is placed now, took over with a higher token, A no longer
+    // sees the sandbox at all.
     const late = await reportStatus(server, a, id, token, 'FAILED', { reason: 'late' });
     expect(late).toMatchObject({ __typename: 'StaleFencingTokenError', code: 'STALE_FENCING_TOKEN' });
-    expect((await getSandbox(server, id))?.status).toBe('SCHEDULED');
+    const takeover = await acquireLease(server, b, id);
+    expect(takeover.lease).toMatchObject({ fencingToken: '2', transitions: 1, holder: { id: b.id } });
+    const later = await reportStatus(server, a, id, token, 'FAILED', { reason: 'late' });
+    expect(later).toMatchObject({ __typename: 'NotFoundError', code: 'NOT_FOUND' });
+    expect(await acquireLease(server, a, id)).toMatchObject({ __typename: 'NotFoundError', code: 'NOT_FOUND' });
+    expect(await getSandbox(server, id)).toMatchObject({ status: 'SCHEDULED', stateVersion: 5 });
 
     await reportStatus(server, b, id, '2', 'RUNNING');
     const stop = dataOf(

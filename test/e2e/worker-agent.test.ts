@@ -365,9 +365,10 @@ describe('the worker agent runs sandboxes as real processes', () => {
     });
     expect(onB).toMatchObject({ worker: { id: b.id }, lease: { fencingToken: '2', holder: { id: b.id } } });
 
-    // The old agent's fencing token is refused and changes nothing.
+    // The old agent's write is refused and changes nothing: the sandbox is neither placed on A nor
+    // leased by it any more, so to A it reads as missing.
     const late = await reportStatus(server, a, created.id, '1', 'FAILED', { reason: 'late' });
-    expect(late).toMatchObject({ __typename: 'StaleFencingTokenError', code: 'STALE_FENCING_TOKEN' });
+    expect(late).toMatchObject({ __typename: 'NotFoundError', code: 'NOT_FOUND' });
 
     // The old agent comes back on the same machine: it ends the process it left behind (its
     // output cannot be followed any more, and B runs the sandbox now) and leaves B's sandbox alone.

@@ -2,8 +2,12 @@ import { expect } from 'vitest';
 import type { Clock } from '../../src/domain/context.js';
 import type { GraphQLResponse, TestServer } from './server.js';
 
-/** A clock the test moves by hand; starts at the real now so minted tokens are valid. */
+/**
+ * A clock the test moves by hand; starts at the real now so minted tokens are valid. It is
+ * authoritative: lease expiry and heartbeat age follow it on Postgres too (not the database's clock).
+ */
 export class TestClock implements Clock {
+  readonly authoritative = true;
   private current = Date.now();
   now(): Date {
     return new Date(this.current);
