@@ -131,7 +131,10 @@ export class DomainSweeper implements SweepSignals {
     }
   }
 
-  /** A full pass: every check, and placement of every waiting sandbox. Null when another replica holds the sweeper lock or the store is not ready. */
+  /**
+   * A full pass: every check, and placement of every waiting sandbox. Null when the store is not
+   * ready, or when another replica holds the sweeper lock (placement still runs: it needs no election).
+   */
   async runOnce(): Promise<SweepResult | null> {
     return this.exclusive(() => this.sweep(true));
   }
@@ -168,10 +171,13 @@ export class DomainSweeper implements SweepSignals {
       sandboxesPlaced: 0,
       auditPruned: 0,
     };
-    if (checks && !(await this.elected(orm, () => this.checks(orm, now, force, result)))) return null;
+    // Not elected: another replica is sweeping now; the checks stay due and are tried next tick.
+    const elected = !checks || (await this.elected(orm, () => this.checks(orm, now, force, result)));
     const changed = result.workersOffline + result.sandboxesLost + result.sandboxesExpired > 0;
-    if (triggered || changed || retry) {
-      const wholeBacklog = triggered || changed;
+    // Sandboxes that went LOST wait to be placed again; stopped ones released capacity.
+    const released = result.sandboxesLost + result.sandboxesExpired > 0;
+    if (triggered || released || retry) {
+      const wholeBacklog = triggered || released;
       if (wholeBacklog) this.placementWanted = false;
       const pass = await placeWaiting(
         () => orm.em.fork(),
@@ -182,9 +188,9 @@ export class DomainSweeper implements SweepSignals {
       result.sandboxesPlaced = pass.placed;
       this.noWorkerUntil = pass.anyWorker ? 0 : t + PLACEMENT_BACKOFF_MAX_MS;
     }
-    await this.readDueTimes(orm, now);
+    if (elected) await this.readDueTimes(orm, now);
     if (changed || result.sandboxesPlaced > 0) this.bus.committed();
-    return result;
+    return elected ? result : null;
   }
 
   /** Runs `work` on the one elected replica (Postgres); false when another replica holds the lock. */
