@@ -215,7 +215,9 @@ async function backOff(em: Em, sandboxes: readonly Waiting[], now: Date): Promis
   const byAttempts = new Map<number, string[]>();
   for (const s of sandboxes) {
     const attempts = Math.min(s.placementAttempts + 1, MAX_COUNTED_ATTEMPTS);
-    byAttempts.set(attempts, [...(byAttempts.get(attempts) ?? []), s.id]);
+    const ids = byAttempts.get(attempts);
+    if (ids) ids.push(s.id);
+    else byAttempts.set(attempts, [s.id]);
   }
   for (const [attempts, ids] of byAttempts) {
     await em.nativeUpdate(

@@ -280,9 +280,10 @@ export class WorkerService {
             { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } },
             now,
           );
-          // Back online with room: waiting sandboxes may fit now (a routine heartbeat frees nothing:
-          // capacity is only released by sandbox transitions, which say so themselves).
+          // Back online: waiting sandboxes may fit now (a routine heartbeat frees nothing: capacity
+          // is only released by sandbox transitions, which say so themselves).
           if (to === 'ONLINE') this.cameOnline(em, now);
+          else dueBy(em, this.heartbeatDeadline(now));
         }
         return worker;
       },
@@ -293,7 +294,12 @@ export class WorkerService {
   /** In the transaction that made a worker ONLINE: placement may succeed now, and its heartbeat TTL starts. */
   private cameOnline(em: Em, now: Date): void {
     wantPlacement(em);
-    dueBy(em, new Date(now.getTime() + this.ctx.settings.heartbeatTtlSeconds * 1000 + 1));
+    dueBy(em, this.heartbeatDeadline(now));
+  }
+
+  /** When a worker last heard from at `now` turns OFFLINE unless it heartbeats again. */
+  private heartbeatDeadline(now: Date): Date {
+    return new Date(now.getTime() + this.ctx.settings.heartbeatTtlSeconds * 1000 + 1);
   }
 
   async findVisibleByIds(ids: readonly string[]): Promise<Worker[]> {
