@@ -172,6 +172,8 @@ const configSchema = z
       }),
     /** How long events stay in the log before the sweeper prunes them. */
     eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
+    /** How long audit entries are kept before the domain sweeper prunes them. */
+    auditRetentionSeconds: intFrom(60, 100 * 365 * 24 * 3600).default(90 * 24 * 3600),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** Apply pending migrations when `serve` starts; when false, refuse to start with pending ones. */
@@ -255,6 +257,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   dataDir: 'FLOTILLA_DATA_DIR',
   eventListenUrl: 'FLOTILLA_EVENT_LISTEN_URL',
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
+  auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
   shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',

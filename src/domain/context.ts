@@ -5,7 +5,9 @@ import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 
 import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
 import type { SharedReads } from './shared-reads.js';
+import type { SweepSignals } from './sweep-signals.js';
 
 // Kept here too: services and resolvers know the clock as part of their context.
 export { type Clock, systemClock } from '../kernel/clock.js';
@@ -29,4 +31,8 @@ export interface ServiceContext {
   events?: () => EventHub | null;
   /** Shared execution of live subscriptions: rows by id read once per event batch for every caller. */
   sharedReads?: SharedReads;
+  /** This process's domain sweeper, told after commit what may let it place or sweep (sweep-signals.ts). */
+  sweep?: SweepSignals;
+  /** Where services log what they swallow (a refused attempt they could not audit). */
+  logger?: Logger;
 }

@@ -16,6 +16,7 @@ import {
 import { LEASABLE_STATUSES, UNPLACED_STATUSES } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
+import { dueBy } from './sweep-signals.js';
 import { transactionNow } from './time.js';
 
 /** Lease lifetimes a worker may ask for. */
@@ -161,6 +162,7 @@ export class LeaseService {
           lease.expiresAt = expiresAt;
         }
         await em.flush();
+        dueBy(em, expiresAt);
         recordEvent(
           em,
           {
@@ -184,17 +186,27 @@ export class LeaseService {
     );
   }
 
-  /** Extends the holder's live lease; renewals append no event (they would flood the log). */
+  /**
+   * Extends the holder's live lease. Renewals append no event and no audit entry (they would
+   * flood both; the acquire and the release or takeover are recorded); refused ones are audited.
+   */
   async renew(input: RenewLeaseInput): Promise<Lease> {
-    return audited(this.ctx, 'renewLease', { targetId: input.sandboxId }, async (em) => {
-      const ttl = leaseTtl(input.ttlSeconds);
-      const lease = await this.held(em, input.sandboxId, input.fencingToken);
-      const now = await transactionNow(em, this.ctx.clock);
-      lease.renewedAt = now;
-      lease.expiresAt = new Date(now.getTime() + ttl * 1000);
-      await em.flush();
-      return lease;
-    });
+    return audited(
+      this.ctx,
+      'renewLease',
+      { targetId: input.sandboxId },
+      async (em) => {
+        const ttl = leaseTtl(input.ttlSeconds);
+        const lease = await this.held(em, input.sandboxId, input.fencingToken);
+        const now = await transactionNow(em, this.ctx.clock);
+        lease.renewedAt = now;
+        lease.expiresAt = new Date(now.getTime() + ttl * 1000);
+        await em.flush();
+        dueBy(em, lease.expiresAt);
+        return lease;
+      },
+      () => null,
+    );
   }
 
   /** Ends the holder's lease now; the row (and its token counter) stays. */
@@ -204,6 +216,8 @@ export class LeaseService {
       const now = await transactionNow(em, this.ctx.clock);
       lease.expiresAt = now;
       await em.flush();
+      // Its sandbox is now without a live lease: the sweeper settles it (LOST or STOPPED).
+      dueBy(em, now);
       const sandbox = await em.findOneOrFail(Sandbox, lease.sandbox.id);
       recordEvent(
         em,

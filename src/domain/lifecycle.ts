@@ -3,6 +3,7 @@ import type { Em } from '../db/orm.js';
 import { InvalidTransitionError } from './errors.js';
 import { runUpdate } from './locks.js';
 import { recordEvent } from './outbox.js';
+import { wantPlacement } from './sweep-signals.js';
 
 /**
  * The sandbox state machine (architecture.md): PENDING → SCHEDULED → STARTING → RUNNING →
@@ -29,6 +30,25 @@ export const LEASABLE_STATUSES: readonly SandboxStatus[] = ['SCHEDULED', 'STARTI
 export const WORKER_REPORTABLE: readonly SandboxStatus[] = ['STARTING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'];
 /** Waiting for a worker. */
 export const UNPLACED_STATUSES: readonly SandboxStatus[] = ['PENDING', 'LOST'];
+
+/**
+ * The backoff retry of a waiting sandbox (the scheduler's safety net: placement is otherwise
+ * driven by what can make it succeed): the first retry after this, then twice as long each
+ * time, up to the cap.
+ */
+export const PLACEMENT_BACKOFF_BASE_MS = 5_000;
+export const PLACEMENT_BACKOFF_MAX_MS = 60_000;
+
+/** The delay before the retry that follows `attempts` retries. */
+export function placementBackoffMs(attempts: number): number {
+  return Math.min(PLACEMENT_BACKOFF_MAX_MS, PLACEMENT_BACKOFF_BASE_MS * 2 ** Math.min(attempts, 20));
+}
+
+/** Stamps a sandbox that starts waiting for a worker with its first backoff retry. */
+export function startWaiting(sandbox: Sandbox, now: Date): void {
+  sandbox.placementAttempts = 0;
+  sandbox.nextPlacementAt = new Date(now.getTime() + placementBackoffMs(0));
+}
 
 export function canTransition(from: SandboxStatus, to: SandboxStatus): boolean {
   return TRANSITIONS[from].includes(to);
@@ -73,8 +93,17 @@ export async function applyTransition(
 ): Promise<void> {
   const from = sandbox.status;
   assertTransition(from, to);
-  if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker)
+  if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker) {
     await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
+    wantPlacement(em);
+  }
+  if (UNPLACED_STATUSES.includes(to)) {
+    startWaiting(sandbox, now);
+    wantPlacement(em);
+  } else {
+    sandbox.nextPlacementAt = null;
+    sandbox.placementAttempts = 0;
+  }
   sandbox.status = to;
   sandbox.stateVersion += 1;
   if (details.reason !== undefined) sandbox.statusReason = details.reason;

@@ -20,11 +20,12 @@ import {
 } from './errors.js';
 import { labelsInput, parseInput } from './inputs.js';
 import { requireFencingToken } from './leases.js';
-import { applyTransition, isHolding, WORKER_REPORTABLE } from './lifecycle.js';
+import { applyTransition, isHolding, startWaiting, WORKER_REPORTABLE } from './lifecycle.js';
 import { lockedRead, lockRow } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { anyWorkerCouldFit, placeSandbox } from './scheduler.js';
+import { dueBy } from './sweep-signals.js';
 import { RESERVING_STATUSES } from './tenants.js';
 import { transactionNow } from './time.js';
 import { type Resources, validateLabels, visibleWorkersFilter } from './workers.js';
@@ -205,6 +206,8 @@ export class SandboxService {
           expiresAt: ttl === null ? null : new Date(now.getTime() + ttl * 1000),
           createdAt: now,
         });
+        startWaiting(sandbox, now);
+        if (sandbox.expiresAt) dueBy(em, sandbox.expiresAt);
         await em.flush();
         recordEvent(
           em,
@@ -216,7 +219,7 @@ export class SandboxService {
           },
           now,
         );
-        // No room now: it stays PENDING and the scheduler loop places it later.
+        // No room now: it stays PENDING until a trigger (capacity released, a worker online…) or its backoff retry.
         await placeSandbox(em, sandbox, now, this.ctx.settings.heartbeatTtlSeconds);
         return sandbox;
       },

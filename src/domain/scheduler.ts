@@ -1,7 +1,14 @@
 import { Sandbox } from '../db/entities/sandbox.js';
 import { Worker } from '../db/entities/worker.js';
 import type { Em } from '../db/orm.js';
-import { applyTransition, reserveCapacity, UNPLACED_STATUSES } from './lifecycle.js';
+import {
+  applyTransition,
+  PLACEMENT_BACKOFF_BASE_MS,
+  PLACEMENT_BACKOFF_MAX_MS,
+  placementBackoffMs,
+  reserveCapacity,
+  UNPLACED_STATUSES,
+} from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { inTransaction, recordEvent } from './outbox.js';
 
@@ -11,8 +18,8 @@ export interface PlacementConstraints {
   labels?: Record<string, string> | null;
 }
 
-/** How many unplaced sandboxes one scheduler pass tries to place. */
-export const SCHEDULE_BATCH = 100;
+/** How many waiting sandboxes one read of a placement pass takes (it pages through all of them). */
+export const SCHEDULE_BATCH = 500;
 
 /** The moment before which a worker's last sign of life makes it OFFLINE. */
 export function heartbeatHorizon(now: Date, heartbeatTtlSeconds: number): Date {
@@ -28,6 +35,28 @@ export function matchesConstraints(worker: Worker, constraints: PlacementConstra
   return true;
 }
 
+/** Whether the worker could hold the sandbox: its tenant's or shared, room enough, region and labels. */
+export function fitsOn(
+  worker: Worker,
+  sandbox: Pick<Sandbox, 'tenant' | 'cpuMillis' | 'memoryMb' | 'placement'>,
+): boolean {
+  return (
+    (!worker.tenant || worker.tenant.id === sandbox.tenant.id) &&
+    worker.capacityCpuMillis - worker.allocatedCpuMillis >= sandbox.cpuMillis &&
+    worker.capacityMemoryMb - worker.allocatedMemoryMb >= sandbox.memoryMb &&
+    matchesConstraints(worker, sandbox.placement)
+  );
+}
+
+/** ONLINE with a fresh heartbeat (the status a reader sees, see effectiveWorkerStatus). */
+function liveWorkers(now: Date, heartbeatTtlSeconds: number) {
+  const horizon = heartbeatHorizon(now, heartbeatTtlSeconds);
+  return {
+    status: 'ONLINE' as const,
+    $or: [{ lastHeartbeatAt: { $gte: horizon } }, { lastHeartbeatAt: null, createdAt: { $gte: horizon } }],
+  };
+}
+
 /**
  * Workers that could take the sandbox now, best first: ONLINE with a fresh heartbeat, free
  * capacity, matching region and labels; the tenant's dedicated workers before shared ones,
@@ -39,24 +68,12 @@ export async function placementCandidates(
   now: Date,
   heartbeatTtlSeconds: number,
 ): Promise<Worker[]> {
-  const horizon = heartbeatHorizon(now, heartbeatTtlSeconds);
   const workers = await em.find(
     Worker,
-    {
-      status: 'ONLINE',
-      $and: [
-        { $or: [{ tenant: null }, { tenant: sandbox.tenant.id }] },
-        { $or: [{ lastHeartbeatAt: { $gte: horizon } }, { lastHeartbeatAt: null, createdAt: { $gte: horizon } }] },
-      ],
-    },
+    { $and: [liveWorkers(now, heartbeatTtlSeconds), { $or: [{ tenant: null }, { tenant: sandbox.tenant.id }] }] },
     { disableIdentityMap: true, orderBy: { id: 'asc' } },
   );
-  const fits = workers.filter(
-    (w) =>
-      w.capacityCpuMillis - w.allocatedCpuMillis >= sandbox.cpuMillis &&
-      w.capacityMemoryMb - w.allocatedMemoryMb >= sandbox.memoryMb &&
-      matchesConstraints(w, sandbox.placement),
-  );
+  const fits = workers.filter((w) => fitsOn(w, sandbox));
   const load = (w: Worker) =>
     Math.max(
       w.allocatedCpuMillis / Math.max(w.capacityCpuMillis, 1),
@@ -111,23 +128,102 @@ export async function placeSandbox(
   return null;
 }
 
-/** One scheduler pass: tries to place waiting sandboxes, oldest first, each in its own transaction. */
-export async function schedulePending(em: Em, now: Date, heartbeatTtlSeconds: number): Promise<number> {
-  const waiting = await em
-    .fork()
-    .find(
-      Sandbox,
-      { status: { $in: [...UNPLACED_STATUSES] } },
-      { orderBy: { id: 'asc' }, limit: SCHEDULE_BATCH, fields: ['id'] },
-    );
+/** Which waiting sandboxes a placement pass tries. */
+export type PlacementScope =
+  /** Every waiting sandbox: something happened that can let any of them be placed (a trigger). */
+  | 'all'
+  /** Those whose backoff retry is due by the given moment; the ones still unplaced back off further. */
+  | { dueBy: Date };
+
+export interface PlacementPass {
+  placed: number;
+  /** False when no live worker had any free capacity: nothing could be placed at all. */
+  anyWorker: boolean;
+}
+
+/** What a placement pass reads of a waiting sandbox. */
+type Waiting = Pick<Sandbox, 'id' | 'tenant' | 'cpuMillis' | 'memoryMb' | 'placement' | 'placementAttempts'>;
+
+/** Backoff retries are counted up to the one whose delay reaches the cap. */
+const MAX_COUNTED_ATTEMPTS = Math.ceil(Math.log2(PLACEMENT_BACKOFF_MAX_MS / PLACEMENT_BACKOFF_BASE_MS));
+
+/**
+ * One placement pass, oldest first. The live workers with room are read once and matched in
+ * memory, so a sandbox nothing can hold costs no statement of its own; each one that fits is
+ * placed in its own transaction (row-locked, re-checked, capacity reserved: safe beside other
+ * replicas and concurrent creates). With no live worker with room, it reads nothing else.
+ */
+export async function placeWaiting(
+  fork: () => Em,
+  now: Date,
+  heartbeatTtlSeconds: number,
+  scope: PlacementScope,
+): Promise<PlacementPass> {
+  const read = fork();
+  const workers = (
+    await read.find(Worker, liveWorkers(now, heartbeatTtlSeconds), {
+      disableIdentityMap: true,
+      orderBy: { id: 'asc' },
+    })
+  ).filter((w) => w.allocatedCpuMillis < w.capacityCpuMillis && w.allocatedMemoryMb < w.capacityMemoryMb);
+  if (workers.length === 0) return { placed: 0, anyWorker: false };
   let placed = 0;
-  for (const { id } of waiting) {
-    const ok = await inTransaction(em.fork(), async (tx) => {
-      const sandbox = await tx.findOne(Sandbox, id, lockedRead(tx));
-      if (!sandbox || !UNPLACED_STATUSES.includes(sandbox.status)) return false;
-      return (await placeSandbox(tx, sandbox, now, heartbeatTtlSeconds)) !== null;
-    });
-    if (ok) placed += 1;
+  let after: string | null = null;
+  for (;;) {
+    const batch: Waiting[] = await read.find(
+      Sandbox,
+      {
+        status: { $in: [...UNPLACED_STATUSES] },
+        ...(scope === 'all' ? {} : { nextPlacementAt: { $lte: scope.dueBy } }),
+        ...(after ? { id: { $gt: after } } : {}),
+      },
+      {
+        fields: ['id', 'tenant', 'cpuMillis', 'memoryMb', 'placement', 'placementAttempts'],
+        orderBy: { id: 'asc' },
+        limit: SCHEDULE_BATCH,
+        disableIdentityMap: true,
+      },
+    );
+    const unplaced: Waiting[] = [];
+    for (const waiting of batch) {
+      if (!workers.some((w) => fitsOn(w, waiting))) {
+        unplaced.push(waiting);
+        continue;
+      }
+      const workerId = await inTransaction(fork(), async (tx) => {
+        const sandbox = await tx.findOne(Sandbox, waiting.id, lockedRead(tx));
+        if (!sandbox || !UNPLACED_STATUSES.includes(sandbox.status)) return undefined;
+        return placeSandbox(tx, sandbox, now, heartbeatTtlSeconds);
+      });
+      if (workerId === null) unplaced.push(waiting);
+      const worker = workerId ? workers.find((w) => w.id === workerId) : undefined;
+      if (worker) {
+        placed += 1;
+        worker.allocatedCpuMillis += waiting.cpuMillis;
+        worker.allocatedMemoryMb += waiting.memoryMb;
+      }
+    }
+    if (scope !== 'all') await backOff(read, unplaced, now);
+    if (batch.length < SCHEDULE_BATCH) break;
+    after = batch[batch.length - 1].id;
   }
-  return placed;
+  return { placed, anyWorker: true };
+}
+
+/** Moves the next retry of sandboxes that are still waiting further out: one statement per backoff step. */
+async function backOff(em: Em, sandboxes: readonly Waiting[], now: Date): Promise<void> {
+  const byAttempts = new Map<number, string[]>();
+  for (const s of sandboxes) {
+    const attempts = Math.min(s.placementAttempts + 1, MAX_COUNTED_ATTEMPTS);
+    const ids = byAttempts.get(attempts);
+    if (ids) ids.push(s.id);
+    else byAttempts.set(attempts, [s.id]);
+  }
+  for (const [attempts, ids] of byAttempts) {
+    await em.nativeUpdate(
+      Sandbox,
+      { id: { $in: ids }, status: { $in: [...UNPLACED_STATUSES] } },
+      { placementAttempts: attempts, nextPlacementAt: new Date(now.getTime() + placementBackoffMs(attempts)) },
+    );
+  }
 }

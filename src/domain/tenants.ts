@@ -15,6 +15,7 @@ import { IMAGE_PATTERN_MAX_LENGTH } from './input-limits.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { wantPlacement } from './sweep-signals.js';
 
 export const TENANT_SLUG_PATTERN = /^[a-z0-9-]{3,40}$/;
 export const TENANT_NAME_MAX_LENGTH = 200;
@@ -102,7 +103,10 @@ export class TenantService {
       if (input.quota && !this.ctx.identity.platformAdmin)
         throw new ForbiddenError('only a platform admin may change quotas');
       if (input.name !== undefined && input.name !== null) tenant.name = validateName(input.name);
-      if (input.quota) tenant.quota = validateQuota({ ...tenant.quota, ...input.quota });
+      if (input.quota) {
+        tenant.quota = validateQuota({ ...tenant.quota, ...input.quota });
+        wantPlacement(em);
+      }
       if (input.policy) tenant.policy = validatePolicy({ ...tenant.policy, ...input.policy });
       await em.flush();
       return tenant;

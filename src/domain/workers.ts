@@ -26,6 +26,7 @@ import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { revokeToken } from './revocation.js';
 import { heartbeatHorizon } from './scheduler.js';
+import { dueBy, wantPlacement } from './sweep-signals.js';
 import { transactionNow } from './time.js';
 
 /** What a worker token may do, and nothing else. */
@@ -142,6 +143,7 @@ export class WorkerService {
           { type: 'WORKER_STATUS_CHANGED', tenantId, workerId: worker.id, data: { from: null, to: 'ONLINE' } },
           now,
         );
+        this.cameOnline(em, now);
         return { worker, token };
       },
       (r) => ({ targetId: r.worker.id }),
@@ -185,7 +187,10 @@ export class WorkerService {
       const worker = await this.manageable(em, workerId);
       const now = this.ctx.clock.now();
       worker.drainRequestedAt = null;
-      if (worker.status === 'DRAINING') await changeStatus(em, worker, 'ONLINE', now);
+      if (worker.status === 'DRAINING') {
+        await changeStatus(em, worker, 'ONLINE', now);
+        this.cameOnline(em, now);
+      }
       return worker;
     });
   }
@@ -242,35 +247,62 @@ export class WorkerService {
     return deleted;
   }
 
-  /** A worker's own heartbeat: proves it is alive, reports what it observes and its version. */
+  /**
+   * A worker's own heartbeat: proves it is alive, reports what it observes and its version. Only
+   * a heartbeat that changes the worker's status (back from OFFLINE) is audited; routine ones
+   * change no state worth an entry (docs/security.md).
+   */
   async heartbeat(input: HeartbeatInput): Promise<Worker> {
     const workerId = this.ctx.identity.workerId;
-    return audited(this.ctx, 'heartbeat', { targetId: workerId }, async (em) => {
-      if (!workerId || !this.ctx.identity.scopes.has('worker:heartbeat'))
-        throw new ForbiddenError('only a worker token may send heartbeats');
-      if (input.workerId && input.workerId !== workerId)
-        throw new ForbiddenError('a worker may only heartbeat for itself');
-      const worker = await em.findOne(Worker, workerId, lockedRead(em));
-      if (!worker) throw new NotFoundError('Worker', workerId);
-      const now = await transactionNow(em, this.ctx.clock);
-      const from = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
-      worker.lastHeartbeatAt = now;
-      const observed = observedOf(input.observed);
-      if (observed) worker.observed = observed;
-      if (input.version) worker.version = input.version.slice(0, WORKER_VERSION_MAX_LENGTH);
-      // Back from offline: still draining if a drain was asked for and not lifted.
-      if (worker.status === 'OFFLINE') worker.status = worker.drainRequestedAt ? 'DRAINING' : 'ONLINE';
-      await em.flush();
-      const to = worker.status;
-      if (from !== to) {
-        recordEvent(
-          em,
-          { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } },
-          now,
-        );
-      }
-      return worker;
-    });
+    let statusChanged = false;
+    return audited(
+      this.ctx,
+      'heartbeat',
+      { targetId: workerId },
+      async (em) => {
+        if (!workerId || !this.ctx.identity.scopes.has('worker:heartbeat'))
+          throw new ForbiddenError('only a worker token may send heartbeats');
+        if (input.workerId && input.workerId !== workerId)
+          throw new ForbiddenError('a worker may only heartbeat for itself');
+        const worker = await em.findOne(Worker, workerId, lockedRead(em));
+        if (!worker) throw new NotFoundError('Worker', workerId);
+        const now = await transactionNow(em, this.ctx.clock);
+        const from = effectiveWorkerStatus(worker, now, this.ctx.settings.heartbeatTtlSeconds);
+        worker.lastHeartbeatAt = now;
+        const observed = observedOf(input.observed);
+        if (observed) worker.observed = observed;
+        if (input.version) worker.version = input.version.slice(0, WORKER_VERSION_MAX_LENGTH);
+        // Back from offline: still draining if a drain was asked for and not lifted.
+        if (worker.status === 'OFFLINE') worker.status = worker.drainRequestedAt ? 'DRAINING' : 'ONLINE';
+        await em.flush();
+        const to = worker.status;
+        if (from !== to) {
+          statusChanged = true;
+          recordEvent(
+            em,
+            { type: 'WORKER_STATUS_CHANGED', tenantId: worker.tenant?.id ?? null, workerId, data: { from, to } },
+            now,
+          );
+          // Back online: waiting sandboxes may fit now (a routine heartbeat frees nothing: capacity
+          // is only released by sandbox transitions, which say so themselves).
+          if (to === 'ONLINE') this.cameOnline(em, now);
+          else dueBy(em, this.heartbeatDeadline(now));
+        }
+        return worker;
+      },
+      () => (statusChanged ? {} : null),
+    );
+  }
+
+  /** In the transaction that made a worker ONLINE: placement may succeed now, and its heartbeat TTL starts. */
+  private cameOnline(em: Em, now: Date): void {
+    wantPlacement(em);
+    dueBy(em, this.heartbeatDeadline(now));
+  }
+
+  /** When a worker last heard from at `now` turns OFFLINE unless it heartbeats again. */
+  private heartbeatDeadline(now: Date): Date {
+    return new Date(now.getTime() + this.ctx.settings.heartbeatTtlSeconds * 1000 + 1);
   }
 
   async findVisibleByIds(ids: readonly string[]): Promise<Worker[]> {

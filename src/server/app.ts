@@ -43,7 +43,7 @@ export interface Flotilla {
   bus: EventBus;
   /** The subscription hub (throws until the database is ready). */
   events: () => EventHub;
-  /** Time-driven state (heartbeat TTL, lease expiry, sandbox TTL, placing PENDING sandboxes). */
+  /** Time-driven state (heartbeat TTL, lease expiry, sandbox TTL, audit retention) and placing waiting sandboxes. */
   sweeper: DomainSweeper;
   /** The signing keys, once the database is ready. */
   keys: () => SigningKeys | null;
@@ -149,12 +149,22 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   };
   const limits = limitsFromConfig(config);
   const sessions = new SessionRegistry(clock);
+  const sweeper = new DomainSweeper(
+    () => (db.isStarted() ? db.orm : null),
+    clock,
+    config.heartbeatTtlSeconds,
+    bus,
+    (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
+    { auditRetentionSeconds: config.auditRetentionSeconds },
+  );
   const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
     events: () => events?.hub ?? null,
     sessions,
     rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),
     maxApiTokenTtlSeconds: config.apiTokenMaxTtlSeconds,
     identities,
+    sweep: sweeper,
+    logger,
   });
   const liveExecution = config.sharedSubscriptionExecution
     ? new LiveExecution({
@@ -192,13 +202,6 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   }
   logger.info({ url: `${http.url}${GRAPHQL_PATH}` }, 'listening');
 
-  const sweeper = new DomainSweeper(
-    () => (db.isStarted() ? db.orm : null),
-    clock,
-    config.heartbeatTtlSeconds,
-    bus,
-    (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
-  );
   if (options.sweep !== false) sweeper.start();
 
   const ready = db.whenReady();

@@ -9,10 +9,12 @@ import type { Em } from '../db/orm.js';
 import type { DomainSettings } from '../domain/context.js';
 import { createServices, type Services } from '../domain/services.js';
 import type { SharedReads } from '../domain/shared-reads.js';
+import type { SweepSignals } from '../domain/sweep-signals.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
 import type { Clock } from '../kernel/clock.js';
 import { AuthenticationError, DomainError } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
 import { toGraphQLError } from './errors.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { SessionRegistry } from './sessions.js';
@@ -29,6 +31,9 @@ export interface ContextOptions {
   maxApiTokenTtlSeconds: number;
   /** The process's verified tokens: revocations and membership changes committed here drop theirs at once. */
   identities?: IdentityCache | null;
+  /** The domain sweeper, told after each commit what may let it place or sweep. */
+  sweep?: SweepSignals;
+  logger?: Logger;
 }
 
 /**
@@ -119,6 +124,8 @@ export class ContextFactory {
           tokens,
           events: this.options.events,
           sharedReads,
+          sweep: this.options.sweep,
+          logger: this.options.logger,
         }),
       );
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {

@@ -15,7 +15,11 @@ export const AuditEntrySchema = new EntitySchema<AuditEntry, BaseEntity<string>>
   class: AuditEntry,
   tableName: 'audit_entries',
   extends: BaseEntitySchema,
-  indexes: [{ name: 'audit_entries_tenant_index', properties: ['tenantId', 'id'] }],
+  indexes: [
+    { name: 'audit_entries_tenant_index', properties: ['tenantId', 'id'] },
+    // The retention sweep deletes the oldest first.
+    { name: 'audit_entries_created_at_index', properties: ['createdAt'] },
+  ],
   properties: {
     tenantId: { type: 'uuid', nullable: true },
     actor: { type: 'string', length: 300 },

@@ -36,6 +36,8 @@ export class Sandbox extends BaseEntity<
   | 'expiresAt'
   | 'deletedAt'
   | 'placement'
+  | 'nextPlacementAt'
+  | 'placementAttempts'
 > {
   tenant!: Tenant;
   worker: Worker | null = null;
@@ -61,6 +63,10 @@ export class Sandbox extends BaseEntity<
   expiresAt: Date | null = null;
   /** Set when soft-deleted (status DELETED); the soft-delete filter hides such rows. */
   deletedAt: Date | null = null;
+  /** While waiting (PENDING, LOST): when the scheduler's backoff retry tries it next; null otherwise. */
+  nextPlacementAt: Date | null = null;
+  /** Backoff retries since it started waiting (the delay doubles with each, up to a cap). */
+  placementAttempts = 0;
 }
 
 export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
@@ -71,6 +77,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
   indexes: [
     { name: 'sandboxes_tenant_status_index', properties: ['tenant', 'status'] },
     { name: 'sandboxes_worker_index', properties: ['worker'] },
+    { name: 'sandboxes_next_placement_index', properties: ['nextPlacementAt'] },
   ],
   properties: {
     tenant: { kind: 'm:1', entity: () => Tenant, deleteRule: 'cascade' },
@@ -94,6 +101,8 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     stoppedAt: { ...TIMESTAMP, nullable: true },
     expiresAt: { ...TIMESTAMP, nullable: true },
     deletedAt: { ...TIMESTAMP, nullable: true },
+    nextPlacementAt: { ...TIMESTAMP, nullable: true },
+    placementAttempts: { type: 'integer', default: 0 },
   },
 });
 
