@@ -238,13 +238,13 @@ export class DomainSweeper implements SweepSignals {
         (select min(coalesce(w.last_heartbeat_at, w.created_at)) from workers w
           where w.status <> 'OFFLINE' and w.deleted_at is null) as worker_sign,
         (select min(l.expires_at) from leases l join sandboxes s on s.id = l.sandbox_id
-          where s.status in (${holding}) and s.deleted_at is null) as lease_expiry,
+          where s.status in (${holding}) and s.deleted_at is null and not (${STALE_LEASE_SQL})) as lease_expiry,
         (select min(s.expires_at) from sandboxes s
           where s.status in (${expiring}) and s.deleted_at is null) as sandbox_expiry,
         (select count(*) from sandboxes s join workers w on w.id = s.worker_id
           where s.status in (${holding}) and s.deleted_at is null
             and (w.status = 'OFFLINE' or w.deleted_at is not null)
-            and not exists (select 1 from leases l where l.sandbox_id = s.id)) as orphaned,
+            and not exists (select 1 from leases l where l.sandbox_id = s.id and not (${STALE_LEASE_SQL}))) as orphaned,
         (select min(a.created_at) from audit_entries a) as oldest_audit,
         (select min(s.next_placement_at) from sandboxes s
           where s.status in (${waiting}) and s.deleted_at is null) as next_retry`,
@@ -327,7 +327,8 @@ export class DomainSweeper implements SweepSignals {
       const done = await inTransaction(orm.em.fork(), async (em) => {
         const sandbox = await em.findOne(Sandbox, id, lockedRead(em));
         if (!sandbox || !isHolding(sandbox.status)) return false;
-        const lease = await em.findOne(Lease, { sandbox: id }, { refresh: true });
+        const found = await em.findOne(Lease, { sandbox: id }, { refresh: true });
+        const lease = found && !staleLease(sandbox, found) ? found : null;
         if (lease && lease.expiresAt.getTime() > now.getTime()) return false;
         if (!lease) {
           const worker = sandbox.worker
@@ -392,3 +393,14 @@ function epochMs(value: unknown): number | null {
   const text = String(value);
   return /^\d+$/.test(text) ? Number(text) : Date.parse(text);
 }
+
+/**
+ * A lease that ended before the sandbox's current placement (it went LOST and was placed again,
+ * on the same worker or another) says nothing about that placement: until the placed worker
+ * acquires, only the worker's liveness counts. Placement leaves a sandbox SCHEDULED and stamps
+ * its updatedAt, and nothing else changes a SCHEDULED sandbox before its worker acquires.
+ */
+function staleLease(sandbox: Sandbox, lease: Lease): boolean {
+  return sandbox.status === 'SCHEDULED' && lease.expiresAt.getTime() <= sandbox.updatedAt.getTime();
+}
+const STALE_LEASE_SQL = `s.status = 'SCHEDULED' and l.expires_at <= s.updated_at`;

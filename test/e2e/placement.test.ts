@@ -177,7 +177,12 @@ describe.each(DRIVERS)('event-driven placement on %s', (kind) => {
     const again = await getSandbox(server, s.id);
     expect(again?.status).toBe('SCHEDULED');
     expect(again?.stateVersion).toBe(4); // SCHEDULED → RUNNING → LOST → SCHEDULED
-    // Its new worker takes the lease over (until then the old, expired lease would make it LOST again).
+    // The old, expired lease says nothing about the new placement: it stays placed until its worker acquires.
+    clock.advance(1);
+    await heartbeat(server, a);
+    await heartbeat(server, b);
+    expect(await sweeper().runOnce()).toMatchObject({ sandboxesLost: 0 });
+    expect(await getSandbox(server, s.id)).toMatchObject({ status: 'SCHEDULED', stateVersion: 4 });
     const taker = [a, b].find((w) => w.id === again?.worker?.id);
     if (!taker) throw new Error('placed on one of the two workers');
     expect((await acquireLease(server, taker, s.id)).lease.fencingToken).toBe('2');
