@@ -112,11 +112,20 @@ function toLogEvent(row: Event): LogEvent {
 }
 
 /**
- * SQL for the oldest transaction id still running anywhere in the cluster, as of the statement's
- * own snapshot: every transaction below it has ended, so the set of committed events below it is
- * final. Postgres only; SQLite's single writer needs no horizon.
+ * SQL for the horizon: the oldest transaction id that may still commit events of this database,
+ * as of the statement's own snapshot. It is the smallest id the snapshot lists as running, except
+ * those seen running in another database (pg_stat_activity; they never write here), or the next
+ * id when none is left. Every transaction below it has ended, so the set of committed events
+ * below it is final. A running transaction whose database cannot be told (it ended meanwhile, or
+ * its row is not visible to us) counts: that can only hold delivery back, never skip an event.
+ * Postgres only; SQLite's single writer needs no horizon.
  */
-export const POSTGRES_HORIZON_SQL = 'pg_snapshot_xmin(pg_current_snapshot())::text::bigint';
+export const POSTGRES_HORIZON_SQL = `(select coalesce(
+  (select min(x::text::bigint) from pg_snapshot_xip(pg_current_snapshot()) as x
+   where x::text::bigint % 4294967296 not in (
+     select a.backend_xid::text::bigint from pg_stat_activity a
+     where a.backend_xid is not null and a.datname <> current_database())),
+  pg_snapshot_xmax(pg_current_snapshot())::text::bigint))`;
 
 /** A bigint as a statement parameter: a string for Postgres, a number for SQLite (ids stay below 2^53 there). */
 export function sqlInteger(em: Em, value: bigint): string | number {

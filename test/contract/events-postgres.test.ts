@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { parseDatabaseUrl } from '../../src/config/index.js';
 import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { EventHub } from '../../src/events/hub.js';
@@ -82,6 +82,69 @@ describe('event log on postgres', () => {
     expect(new Set(seen).size).toBe(seen.length);
     expect(seen).toEqual([...seen].sort(byPosition));
     expect(seen).toEqual([...committed].sort(byPosition));
+  });
+
+  it('lets two writers be inside event-writing transactions at once: B commits while A, which appended first, is still open', async () => {
+    const tenant = randomUUID();
+    let appended!: () => void;
+    const aAppended = new Promise<void>((resolve) => {
+      appended = resolve;
+    });
+    let release!: () => void;
+    const aReleased = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const a = orm.em.fork().transactional(async (tx) => {
+      await appendEvent(tx, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { writer: 'A' } }, new Date());
+      appended();
+      await aReleased;
+    });
+    await aAppended;
+    let bDone = false;
+    const b = appendCommitted(orm, null, [
+      { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { writer: 'B' } },
+    ]).then((positions) => {
+      bDone = true;
+      return positions;
+    });
+    // B must commit on its own; if it waits on a lock held by A (the old global append lock), that shows here.
+    const waitingOnLocks = async () =>
+      Number(
+        (
+          await admin.query(
+            `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+          )
+        ).rows[0].n,
+      );
+    while (!bDone) {
+      expect(await waitingOnLocks()).toBe(0);
+      await pause(5);
+    }
+    const [bPosition] = await b;
+    // B is committed but held back: A, older and still open, may yet commit before it in log order.
+    expect(await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant })).toEqual([]);
+    release();
+    await a;
+    const events = await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant });
+    expect(events.map((e) => e.data.writer)).toEqual(['A', 'B']);
+    expect(events[1].position).toBe(bPosition);
+  });
+
+  it('is not held back by a transaction running in another database on the same server', async () => {
+    const tenant = randomUUID();
+    const elsewhere = new pg.Client({ connectionString: inject('pgAdminUrl') });
+    await elsewhere.connect();
+    try {
+      await elsewhere.query('begin');
+      await elsewhere.query('select pg_current_xact_id()');
+      const [position] = await appendCommitted(orm, null, [{ type: 'LEASE_CHANGED', tenantId: tenant }]);
+      expect(
+        (await readEventsAfter(orm.em.fork(), LOG_START, 10, { tenantId: tenant })).map((e) => e.position),
+      ).toEqual([position]);
+    } finally {
+      await elsewhere.query('rollback');
+      await elsewhere.end();
+    }
   });
 
   it('keeps every subscriber complete and in order while its LISTEN connection is killed repeatedly during a burst', async () => {

@@ -5,6 +5,7 @@ import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { InProcessBus } from '../../src/events/bus.js';
 import { InvalidCursorError, SubscriberTooSlowError, SubscriptionEndedError } from '../../src/events/errors.js';
 import { EventHub, type EventHubOptions } from '../../src/events/hub.js';
+import { appendEvent } from '../../src/events/log.js';
 import {
   decodeEventCursor,
   encodeEventCursor,
@@ -482,5 +483,70 @@ describe.each(DRIVERS)('event log and hub on %s', (kind) => {
     expect(positions(await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant }))).toEqual(fresh);
     expect((await sweeper.sweepOnce()).deleted).toBe(0);
     await sweeper.stop();
+  });
+  it('never calls a cursor expired because ids were burned by rolled-back writes: only a prune past it expires it', async () => {
+    const retentionSeconds = 3600;
+    const now = new Date('2032-01-01T00:00:00Z');
+    const tenant = randomUUID();
+    await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID())], new Date(now.getTime() - 7200_000));
+    // Rolled-back writes burn the ids right after it.
+    for (let i = 0; i < 3; i++)
+      await orm.em
+        .fork()
+        .transactional(async (tx) => {
+          await appendEvent(tx, sandboxEvent(tenant, randomUUID(), i), now);
+          throw new Error('roll back');
+        })
+        .catch(() => undefined);
+    await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 1)], now);
+    const [old, recent] = await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant });
+    const sweeper = new EventSweeper(orm, { retentionSeconds, clock: { now: () => now } });
+    expect((await sweeper.sweepOnce()).deleted).toBeGreaterThanOrEqual(1);
+    await sweeper.stop();
+
+    // The pruned event's own cursor lost nothing after it: the burned ids never held events.
+    const { hub } = await startHub();
+    const resumed = await hub.subscribe({ match: { tenantId: tenant }, after: old.cursor });
+    expect(positions(await take(resumed, 1))).toEqual([recent.position]);
+    await resumed.return?.();
+  });
+
+  it('ends a replay with EXPIRED when the sweeper prunes past it between pages, instead of skipping', async () => {
+    const retentionSeconds = 3600;
+    const now = new Date('2033-01-01T00:00:00Z');
+    const clock = { now: () => now };
+    const tenant = randomUUID();
+    const old = await appendCommitted(
+      orm,
+      null,
+      Array.from({ length: 20 }, (_, i) => sandboxEvent(tenant, randomUUID(), i)),
+      new Date(now.getTime() - 7200_000),
+    );
+    const recent = await appendCommitted(orm, null, [sandboxEvent(tenant, randomUUID(), 99)], now);
+    // Pages of 3 into a queue of 6: the replay reads ahead two pages at most, then waits for the consumer.
+    const { hub } = await startHub({ replayPageSize: 3, queueLimit: 6 });
+    const sub = await hub.subscribe({ match: { tenantId: tenant }, after: encodeEventCursor(old[0]) });
+    const got = positions(await take(sub, 2));
+    const sweeper = new EventSweeper(orm, { retentionSeconds, clock });
+    expect((await sweeper.sweepOnce()).deleted).toBeGreaterThanOrEqual(old.length);
+    await sweeper.stop();
+
+    let ended: unknown = null;
+    try {
+      for (;;) {
+        const step = await sub.next();
+        if (step.done) break;
+        got.push(step.value.position);
+        // Reaching the recent event means the pruned ones were skipped over.
+        if (step.value.position === recent[0]) break;
+      }
+    } catch (err) {
+      ended = err;
+    }
+    expect(ended).toBeInstanceOf(InvalidCursorError);
+    expect(ended).toMatchObject({ code: 'INVALID_CURSOR', reason: 'EXPIRED' });
+    // Whatever it delivered is a gap-free run from the start: nothing pruned was skipped over.
+    expect(got).toEqual(old.slice(1, 1 + got.length));
+    expect(got).not.toContain(recent[0]);
   });
 });
