@@ -1,5 +1,5 @@
 import { EVENT_TYPES, type Event } from '../src/db/entities/event.js';
-import { encodeEventCursor } from '../src/events/reader.js';
+import { cursorOfEvent, type LogPosition } from '../src/events/reader.js';
 import { builder } from './builder.js';
 import { eventStream } from './event-stream.js';
 import { localIdOf } from './ids.js';
@@ -12,19 +12,22 @@ import { WorkerRef } from './worker.js';
 
 export const EventTypeEnum = builder.enumType('EventType', { values: EVENT_TYPES });
 
-/** An event as the log stores it or as the hub delivers it; both carry these fields. */
+/** An event as the log stores it or as the hub delivers it (which carries its cursor already). */
 type EventShape = Pick<
   Event,
   'id' | 'type' | 'tenantId' | 'sandboxId' | 'workerId' | 'messageId' | 'leaseId' | 'createdAt'
 > & {
   data: Readonly<Record<string, unknown>>;
-};
+} & ({ txId: string } | { cursor: string });
 
 export const EventRef = builder.objectRef<EventShape>('Event').implement({
   description: 'One entry of the event log.',
   fields: (t) => ({
     // The same opaque cursor the subscriptions take as `after` (src/events/reader.ts).
-    cursor: t.string({ description: 'Opaque, ordered, resumable.', resolve: (e) => encodeEventCursor(String(e.id)) }),
+    cursor: t.string({
+      description: 'Opaque, ordered, resumable.',
+      resolve: (e) => ('cursor' in e ? e.cursor : cursorOfEvent(e)),
+    }),
     type: t.field({ type: EventTypeEnum, resolve: (e) => e.type }),
     occurredAt: t.field({ type: 'DateTime', resolve: (e) => e.createdAt }),
     tenant: t.field({ type: TenantRef, nullable: true, resolve: (e) => e.tenantId }),
@@ -57,7 +60,7 @@ builder.queryField('events', (t) => {
       tenantRole: { tenantId: localIdOf(args.tenantId, 'Tenant', 'tenantId'), role: 'VIEWER' },
     }),
     resolve: (_root, args, ctx) =>
-      connection(
+      connection<Event, LogPosition>(
         args,
         (page) =>
           ctx.services.events.listForTenant(localIdOf(args.tenantId, 'Tenant', 'tenantId'), {

@@ -1,10 +1,11 @@
 import { Message, SENDER_KINDS } from '../src/db/entities/message.js';
 import type { Sandbox } from '../src/db/entities/sandbox.js';
 import { ForbiddenError, NotFoundError, StaleFencingTokenError, ValidationError } from '../src/domain/errors.js';
+import type { LogPosition } from '../src/events/reader.js';
 import { builder, mutationResult } from './builder.js';
 import { eventStream } from './event-stream.js';
 import { localIdOf, optionalLocalIdOf } from './ids.js';
-import { connection, connectionType, pageArgs } from './pagination.js';
+import { type CursorCodec, connection, connectionType, eventCursor, pageArgs } from './pagination.js';
 import { SandboxRef } from './sandbox.js';
 
 export const SenderKindEnum = builder.enumType('SenderKind', { values: SENDER_KINDS });
@@ -26,14 +27,17 @@ export const MessageRef = builder.loadableNode('Message', {
     eventCursor: t.string({
       nullable: true,
       description:
-        'Set on messages delivered by messageAdded: the event cursor to pass as `after` to resume after this message.',
-      resolve: (m) => deliveredWith.get(m) ?? null,
+        'The cursor of the event that posted it (also its cursor in `messages`): pass it as `after` to messageAdded or messages to continue right after this message.',
+      resolve: (m) => messageCursor.encode(m),
     }),
   }),
 });
 
-/** The event cursor each message delivered by messageAdded came with (entities are fresh per event). */
-const deliveredWith = new WeakMap<Message, string>();
+/** Messages are paged in commit order: a message's cursor is its MESSAGE_POSTED event's. */
+const messageCursor: CursorCodec<Message, LogPosition> = {
+  encode: (m) => eventCursor.encode({ txId: m.eventTxId, id: m.eventId }),
+  decode: eventCursor.decode,
+};
 
 export const MessageConnection = connectionType('MessageConnection', MessageRef);
 
@@ -43,7 +47,7 @@ builder.objectFields(SandboxRef, (t) => ({
     description: 'Oldest first, so the newest is last.',
     args: { ...pageArgs(t.arg), threadId: t.arg.string({ required: false }) },
     resolve: (sandbox: Sandbox, args, ctx) =>
-      connection(args, (page) => ctx.services.messages.list(sandbox.id, args.threadId, page)),
+      connection(args, (page) => ctx.services.messages.list(sandbox.id, args.threadId, page), messageCursor),
   }),
   lastMessage: t.loadable({
     type: MessageRef,
@@ -69,8 +73,10 @@ builder.queryField('messages', (t) =>
     },
     authScopes: { authenticated: true },
     resolve: (_root, args, ctx) =>
-      connection(args, (page) =>
-        ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'), args.threadId, page),
+      connection(
+        args,
+        (page) => ctx.services.messages.list(localIdOf(args.sandboxId, 'Sandbox', 'sandboxId'), args.threadId, page),
+        messageCursor,
       ),
   }),
 );
@@ -187,7 +193,6 @@ builder.subscriptionField('messageAdded', (t) =>
     resolve: async (event, _args, ctx) => {
       const message = event.messageId ? await MessageRef.getDataloader(ctx).load(event.messageId) : null;
       if (!message) throw new NotFoundError('Message', event.messageId ?? undefined);
-      deliveredWith.set(message, event.cursor);
       return message;
     },
   }),

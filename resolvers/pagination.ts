@@ -1,15 +1,15 @@
 import type { ArgBuilder, ObjectRef } from '@pothos/core';
 import { ValidationError } from '../src/domain/errors.js';
-import type { Page, PageArgs } from '../src/domain/pagination.js';
-import { decodeEventCursor, encodeEventCursor } from '../src/events/reader.js';
+import type { Page } from '../src/domain/pagination.js';
+import { cursorOfEvent, decodeEventCursor, type LogPosition } from '../src/events/reader.js';
 import { builder } from './builder.js';
 
 type Types = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T : never;
 
-/** How a kind of cursor maps to the key of the item it points at. */
-export interface CursorCodec {
-  encode(key: string): string;
-  decode(cursor: string): string;
+/** How a kind of cursor is made from an item, and which key (where a page continues) it decodes to. */
+export interface CursorCodec<T, Key> {
+  encode(node: T): string;
+  decode(cursor: string): Key;
 }
 
 /** Connection cursors are opaque to clients: base64url of "c:" and the item's id. */
@@ -23,9 +23,18 @@ export function decodeConnectionCursor(cursor: string): string {
   return decoded.slice(2);
 }
 
-export const connectionCursor: CursorCodec = { encode: encodeConnectionCursor, decode: decodeConnectionCursor };
-/** The event log's own cursor (src/events/reader.ts), which subscriptions also take as `after`. */
-export const eventCursor: CursorCodec = { encode: encodeEventCursor, decode: decodeEventCursor };
+export const connectionCursor: CursorCodec<{ id: string }, string> = {
+  encode: (node) => encodeConnectionCursor(node.id),
+  decode: decodeConnectionCursor,
+};
+/**
+ * The event log's own cursor (src/events/reader.ts), which subscriptions also take as `after`:
+ * for events, and for messages (the position of the event that posted each).
+ */
+export const eventCursor: CursorCodec<{ txId: string; id: string }, LogPosition> = {
+  encode: cursorOfEvent,
+  decode: decodeEventCursor,
+};
 
 export interface ConnectionResult<T> {
   edges: { cursor: string; node: T }[];
@@ -42,14 +51,14 @@ export function pageArgs(arg: ArgBuilder<Types>) {
  * The one way a paged field answers: decodes `after` with the field's kind of cursor, asks the
  * service for that page and shapes it as a connection.
  */
-export async function connection<T extends { id: string }>(
+export async function connection<T extends { id: string }, Key = string>(
   args: { first?: number | null; after?: string | null },
-  load: (page: PageArgs) => Promise<Page<T>>,
-  cursor: CursorCodec = connectionCursor,
+  load: (page: { first?: number | null; after: Key | null }) => Promise<Page<T>>,
+  cursor: CursorCodec<T, Key> = connectionCursor as unknown as CursorCodec<T, Key>,
 ): Promise<ConnectionResult<T>> {
   const hadCursor = args.after !== null && args.after !== undefined;
   const page = await load({ first: args.first, after: hadCursor ? cursor.decode(args.after as string) : null });
-  const edges = page.items.map((node) => ({ cursor: cursor.encode(node.id), node }));
+  const edges = page.items.map((node) => ({ cursor: cursor.encode(node), node }));
   return {
     edges,
     pageInfo: {

@@ -32,9 +32,17 @@ export async function findRows<T extends object>(
   if (query.orderBy) qb.orderBy(query.orderBy);
   if (query.limit !== undefined) qb.limit(query.limit);
   if (query.filters !== false) await qb.applyFilters();
+  return rowsOf(em, entity, qb);
+}
+
+/** As `findRows`, for a query built by hand (e.g. with SQL fragments): `select *` of the entity's table. */
+export async function rowsOf<T extends object>(
+  em: Em,
+  entity: new (...args: never[]) => T,
+  qb: { execute(method: 'all', mapResults: boolean): Promise<unknown> },
+): Promise<T[]> {
   const rows = (await qb.execute('all', true)) as Record<string, unknown>[];
-  const meta = em.getMetadata().get<T>(entity.name);
-  const convert = converterOf(em, meta);
+  const convert = converterOf(em, em.getMetadata().get<T>(entity.name));
   return rows.map((row) => convert(row) as T);
 }
 

@@ -2,15 +2,15 @@ import { raw } from '@mikro-orm/core';
 import { hasTenantRole } from '../auth/identity.js';
 import { Message } from '../db/entities/message.js';
 import { ACTIVE_SANDBOX, Sandbox } from '../db/entities/sandbox.js';
-import { isUuid } from '../db/ids.js';
+import { isUuid, newId } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
+import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';
-import { recordEvent } from './outbox.js';
-import { keysetPage, type Page, type PageArgs } from './pagination.js';
+import { type Page, type PositionPageArgs, positionPage } from './pagination.js';
 import { sandboxVisibleTo, visibleSandboxesFilter } from './sandboxes.js';
 
 /** The largest message body, in bytes of UTF-8. */
@@ -19,6 +19,13 @@ export const DEFAULT_THREAD_ID = 'main';
 export const DEFAULT_CHANNEL = 'api';
 const THREAD_PATTERN = /^[A-Za-z0-9._:-]{1,200}$/;
 const CHANNEL_PATTERN = /^[a-z0-9_-]{1,50}$/;
+/** The columns of a message's log position: its MESSAGE_POSTED event's. */
+export const MESSAGE_POSITION = {
+  txColumn: 'event_tx_id',
+  idColumn: 'event_id',
+  txProperty: 'eventTxId',
+  idProperty: 'eventId',
+};
 
 export interface SendMessageInput {
   sandboxId: string;
@@ -132,26 +139,34 @@ export class MessageService {
           throw new NotFoundError('Message', input.upToMessageId);
         }
         const now = this.ctx.clock.now();
-        const count = await em.nativeUpdate(
-          Message,
-          {
-            sandbox: sandbox.id,
-            threadId,
-            readAt: null,
-            ...(input.upToMessageId ? { id: { $lte: input.upToMessageId } } : {}),
-          },
-          { readAt: now, updatedAt: now },
-        );
+        const unread = { sandbox: sandbox.id, threadId, readAt: null };
+        let upTo = {};
+        if (input.upToMessageId) {
+          // Up to it in the order the thread is read (commit order), not by id.
+          const last = await em.findOne(Message, { id: input.upToMessageId, sandbox: sandbox.id });
+          if (!last) throw new NotFoundError('Message', input.upToMessageId);
+          upTo = {
+            $or: [
+              { eventTxId: { $lt: last.eventTxId } },
+              { eventTxId: last.eventTxId, eventId: { $lte: last.eventId } },
+            ],
+          };
+        }
+        const count = await em.nativeUpdate(Message, { ...unread, ...upTo }, { readAt: now, updatedAt: now });
         return { sandbox, count };
       },
       (r) => ({ tenantId: r.sandbox.tenant.id }),
     );
   }
 
-  /** One thread of a sandbox (or all of them), oldest first so the newest is last. */
-  async list(sandboxId: string, threadId: string | null | undefined, args: PageArgs): Promise<Page<Message>> {
+  /**
+   * One thread of a sandbox (or all of them) in commit order, so the newest is last and a reader
+   * paging on never skips a message that committed late (events/reader.ts explains the horizon).
+   */
+  async list(sandboxId: string, threadId: string | null | undefined, args: PositionPageArgs): Promise<Page<Message>> {
     const sandbox = await this.visibleSandbox(this.ctx.em, sandboxId);
-    return keysetPage(this.ctx.em, Message, { sandbox: sandbox.id, ...(threadId ? { threadId } : {}) }, args);
+    const where = { sandbox: sandbox.id, ...(threadId ? { threadId } : {}) };
+    return positionPage(this.ctx.em, Message, where, MESSAGE_POSITION, args);
   }
 
   async findVisibleByIds(ids: readonly string[]): Promise<Message[]> {
@@ -200,25 +215,30 @@ export class MessageService {
     fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'>,
   ): Promise<Message> {
     const now = this.ctx.clock.now();
-    const message = em.create(Message, {
-      ...fields,
-      sandbox: sandbox.id,
-      tenant: sandbox.tenant.id,
-      createdAt: now,
-    });
-    await em.flush();
-    recordEvent(
+    // The event first: the message is stored with the event's log position, its place in commit order.
+    const id = newId();
+    const event = await appendEvent(
       em,
       {
         type: 'MESSAGE_POSTED',
         tenantId: sandbox.tenant.id,
         sandboxId: sandbox.id,
         workerId: sandbox.worker?.id ?? null,
-        messageId: message.id,
+        messageId: id,
         data: { threadId: fields.threadId, senderKind: fields.senderKind },
       },
       now,
     );
+    const message = em.create(Message, {
+      ...fields,
+      id,
+      sandbox: sandbox.id,
+      tenant: sandbox.tenant.id,
+      createdAt: now,
+      eventTxId: event.txId,
+      eventId: event.id,
+    });
+    await em.flush();
     return message;
   }
 }

@@ -3,11 +3,9 @@ import { appendEvent, type NewEvent } from '../events/log.js';
 import { type SweepHints, type SweepSignals, takeHints } from './sweep-signals.js';
 
 /**
- * Events a transaction records as it goes, appended to the log when its work is done. On
- * Postgres appending takes the log's global lock until commit, so every transaction takes it
- * last: no transaction ever waits for a row while holding it (no deadlock between, say, a
- * create that reserves a worker and the scheduler reserving the same worker), and the
- * serialised window stays short.
+ * Events a transaction records as it goes, appended to the log when its work is done, in the
+ * order recorded. Appending takes no lock (the log orders by writing transaction, see
+ * events/log.ts), so where in the transaction it happens only decides the events' order.
  */
 const pending = new WeakMap<Em, { event: NewEvent; at: Date }[]>();
 

@@ -1,7 +1,8 @@
 import type { FilterQuery } from '@mikro-orm/core';
 import { isUuid } from '../db/ids.js';
-import type { Em } from '../db/orm.js';
-import { findRows } from '../db/rows.js';
+import { databaseKindOf, type Em } from '../db/orm.js';
+import { findRows, rowsOf } from '../db/rows.js';
+import { afterPositionSql, type LogPosition, POSTGRES_HORIZON_SQL } from '../events/reader.js';
 import { ValidationError } from './errors.js';
 
 /** Page size when the caller gives none. */
@@ -57,4 +58,60 @@ export async function keysetPage<T extends { id: string }>(
     hasNextPage: rows.length > size,
     totalCount: () => em.count(entity, whereOf()),
   };
+}
+
+/** Forward pagination in event-log order: `after` is the log position of the last item already seen. */
+export interface PositionPageArgs {
+  first?: number | null;
+  after?: LogPosition | null;
+}
+
+/** The two columns (and properties) that hold an entity's log position, e.g. an event's own. */
+export interface PositionColumns {
+  txColumn: string;
+  idColumn: string;
+  txProperty: string;
+  idProperty: string;
+}
+
+/**
+ * A page in event-log order (transaction id, then id), which is commit order: only rows of
+ * transactions below the horizon (every older transaction has ended, see events/reader.ts) are
+ * shown, so a row that commits later always lies after a cursor already handed out and a reader
+ * paging on can never skip it. The cost: a row stays invisible while an older transaction runs.
+ */
+export async function positionPage<T extends object>(
+  em: Em,
+  entity: new (...args: never[]) => T,
+  where: FilterQuery<T>,
+  columns: PositionColumns,
+  args: PositionPageArgs,
+): Promise<Page<T>> {
+  const size = pageSize(args.first);
+  const rows = size === 0 ? [] : await positionRows(em, entity, where, columns, args.after ?? null, size + 1);
+  return {
+    items: rows.slice(0, size),
+    hasNextPage: rows.length > size,
+    totalCount: () => em.count(entity, where),
+  };
+}
+
+async function positionRows<T extends object>(
+  em: Em,
+  entity: new (...args: never[]) => T,
+  where: FilterQuery<T>,
+  columns: PositionColumns,
+  after: LogPosition | null,
+  limit: number,
+): Promise<T[]> {
+  const qb = em.createQueryBuilder(entity, 'p').where(where);
+  const position = `p.${columns.txColumn}, p.${columns.idColumn}`;
+  if (after !== null) {
+    const start = afterPositionSql(em, position, after);
+    qb.andWhere(start.sql, start.params);
+  }
+  if (databaseKindOf(em) === 'postgres') qb.andWhere(`p.${columns.txColumn} < ${POSTGRES_HORIZON_SQL}`);
+  qb.orderBy({ [columns.txProperty]: 'asc', [columns.idProperty]: 'asc' } as never).limit(limit);
+  // A page is a read-only answer: rows without the unit of work (see findRows).
+  return rowsOf(em, entity, qb);
 }

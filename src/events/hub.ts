@@ -1,13 +1,15 @@
 import type { Orm } from '../db/orm.js';
 import type { Logger } from '../kernel/logger.js';
-import { SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
+import { InvalidCursorError, SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
 import {
   type EventFilter,
   encodeEventCursor,
   type LogEvent,
-  latestEventId,
+  type LogPosition,
+  latestPosition,
   matchesFilter,
-  readEventsAfter,
+  prunedThrough,
+  readLog,
   resolveCursor,
 } from './reader.js';
 
@@ -21,6 +23,12 @@ export const REPLAY_PAGE_SIZE = 250;
 export const HUB_POLL_INTERVAL_MS = 2000;
 /** After a failed read (database down), try again this soon. */
 export const HUB_RETRY_DELAY_MS = 250;
+/**
+ * Committed events held back by an older transaction still running (Postgres) are read again
+ * this soon, doubling while they stay held back (up to the poll interval): the transaction that
+ * holds them may end without a NOTIFY (it wrote no event, or it belongs to another application).
+ */
+export const HUB_HORIZON_RECHECK_MS = 10;
 /**
  * Waiting consumers woken per turn of the event loop. Each wake-up runs that subscriber's whole
  * delivery (execution result, frame, socket write) as microtasks; 50 keep a turn near a
@@ -90,8 +98,8 @@ class Subscriber implements EventSubscription {
   private roomWanted = 0;
   private failure: Error | null = null;
   finished = false;
-  /** Every matching event up to this id has been queued (or skipped as unauthorised). A bigint: compared per event per subscriber. */
-  position: bigint;
+  /** Every matching event up to this position has been queued (or skipped as unauthorised). Compared per event per subscriber. */
+  position: LogPosition;
   /** Set while replaying: live events seen by the hub since the current replay query began. */
   pending: Pending | null = null;
   lastCursor: string;
@@ -103,11 +111,11 @@ class Subscriber implements EventSubscription {
   constructor(
     private readonly hub: Pick<EventHub, 'remove' | 'ready'>,
     readonly options: SubscribeOptions,
-    startId: string,
+    start: LogPosition,
     readonly queueLimit: number,
   ) {
-    this.position = BigInt(startId);
-    this.lastCursor = encodeEventCursor(startId);
+    this.position = start;
+    this.lastCursor = encodeEventCursor(start);
   }
 
   get queued(): number {
@@ -131,7 +139,7 @@ class Subscriber implements EventSubscription {
    */
   push(event: LogEvent): void {
     if (this.finished) return;
-    this.position = BigInt(event.id);
+    this.position = event.position;
     this.queue.push(event);
     if (this.queue.length > this.queueLimit) {
       this.fail(new SubscriberTooSlowError(this.lastCursor, this.queueLimit));
@@ -241,7 +249,7 @@ export class EventHub {
   private readonly byTenant = new Map<string, Set<Subscriber>>();
   /** Subscribers without a tenant filter (platform-wide or worker streams): they see every event. */
   private readonly anyTenant = new Set<Subscriber>();
-  private head: string | null = null;
+  private head: LogPosition | null = null;
   /** Subscribers with events for a waiting consumer, woken HAND_OVER_PER_TURN at a time (see `ready`). */
   private readonly handOverQueue: Subscriber[] = [];
   private handOverScheduled = false;
@@ -250,6 +258,10 @@ export class EventHub {
   private closed = false;
   private pollTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  private recheckTimer: NodeJS.Timeout | null = null;
+  private recheckDelayMs = HUB_HORIZON_RECHECK_MS;
+  /** The last live read found committed events held back by an older running transaction. */
+  private heldBack = false;
   readonly queueLimit: number;
   readonly batchSize: number;
   readonly replayPageSize: number;
@@ -258,6 +270,8 @@ export class EventHub {
   slowClosed = 0;
   /** Batches read from the log by the live pump, since start (a metric: one per batch, not per subscriber). */
   batchesRead = 0;
+  /** Reads started by a horizon re-check (held-back events), not by a wake-up, since start (a metric). */
+  horizonRechecks = 0;
   /** Which read (live batch or replay page) each handed-out event came from; see `batchOf`. */
   private readonly batches = new WeakMap<LogEvent, number>();
   private batchSeq = 0;
@@ -277,7 +291,7 @@ export class EventHub {
 
   /** Positions the live stream at the end of the log. Call once before subscribing. */
   async start(): Promise<void> {
-    this.head = await latestEventId(this.orm.em.fork());
+    this.head = await latestPosition(this.orm.em.fork());
     if (this.pollIntervalMs > 0) {
       this.pollTimer = setInterval(() => this.wake(), this.pollIntervalMs);
       this.pollTimer.unref();
@@ -288,8 +302,8 @@ export class EventHub {
     return this.subscribers.size;
   }
 
-  /** The id of the newest event the hub has fanned out. */
-  get position(): string {
+  /** The position of the newest event the hub has fanned out: a stream starting now continues after it. */
+  get position(): LogPosition {
     return this.requireHead();
   }
 
@@ -316,10 +330,18 @@ export class EventHub {
     });
   }
 
-  /** Resolves once everything committed before the call has been fanned out (tests, shutdown). */
+  /**
+   * Resolves once everything committed before the call has been fanned out (tests, shutdown),
+   * including events an older running transaction held back: it waits for that one to end.
+   */
   async settle(): Promise<void> {
     this.wake();
-    while (this.pumping) await this.pumping;
+    for (;;) {
+      while (this.pumping) await this.pumping;
+      if (!this.heldBack || this.closed) return;
+      await new Promise((resolve) => setTimeout(resolve, this.recheckDelayMs));
+      this.wake();
+    }
   }
 
   /**
@@ -336,9 +358,9 @@ export class EventHub {
       this.add(sub);
       return sub;
     }
-    const afterId = await resolveCursor(this.orm.em.fork(), options.after);
+    const after = await resolveCursor(this.orm.em.fork(), options.after);
     if (this.closed) throw new SubscriptionEndedError('the server is shutting down', options.after);
-    const sub = new Subscriber(this, options, afterId, this.queueLimit);
+    const sub = new Subscriber(this, options, after, this.queueLimit);
     sub.pending = { events: [], overflowed: false };
     this.add(sub);
     void this.replay(sub).catch((err: Error) => {
@@ -365,6 +387,7 @@ export class EventHub {
     this.closed = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.recheckTimer) clearTimeout(this.recheckTimer);
     this.endWhere(() => true, 'the server is shutting down');
     await this.pumping?.catch(() => undefined);
   }
@@ -419,7 +442,7 @@ export class EventHub {
     }
   }
 
-  private requireHead(): string {
+  private requireHead(): LogPosition {
     if (this.head === null) throw new Error('EventHub.start() must be awaited before use');
     return this.head;
   }
@@ -429,13 +452,15 @@ export class EventHub {
       while (this.dirty && !this.closed) {
         this.dirty = false;
         for (;;) {
-          const batch = await readEventsAfter(this.orm.em.fork(), this.requireHead(), this.batchSize);
+          const read = await readLog(this.orm.em.fork(), this.requireHead(), this.batchSize);
           this.batchesRead++;
           if (this.closed) return;
-          this.fanOut(batch);
-          if (batch.length < this.batchSize) break;
+          this.fanOut(read.events);
+          this.heldBack = read.heldBack;
+          if (read.events.length < this.batchSize) break;
         }
       }
+      this.scheduleRecheck();
     } catch (err) {
       // The database is unreachable: keep the head and try again; nothing is skipped.
       this.options.logger?.warn({ err: (err as Error).message }, 'reading new events failed; retrying');
@@ -450,6 +475,26 @@ export class EventHub {
   }
 
   /**
+   * Held-back events become readable when the older transaction ends. Its own NOTIFY (if it wrote
+   * events) wakes the hub then; this timer covers a transaction that ends silently.
+   */
+  private scheduleRecheck(): void {
+    if (!this.heldBack) {
+      this.recheckDelayMs = HUB_HORIZON_RECHECK_MS;
+      return;
+    }
+    if (this.recheckTimer || this.closed) return;
+    const delay = this.recheckDelayMs;
+    this.recheckDelayMs = Math.min(delay * 2, this.pollIntervalMs || HUB_POLL_INTERVAL_MS);
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = null;
+      this.horizonRechecks++;
+      this.wake();
+    }, delay);
+    this.recheckTimer.unref();
+  }
+
+  /**
    * Synchronous, so a subscriber registers either wholly before or wholly after a batch. Events
    * go out in order; each visits only the subscribers of its tenant plus the tenant-agnostic ones.
    */
@@ -458,12 +503,12 @@ export class EventHub {
     this.tagBatch(batch);
     for (const event of batch) {
       this.applyAccessChange(event);
-      const position = BigInt(event.id);
+      const position = event.position;
       const tenantSubs = event.tenantId === null ? undefined : this.byTenant.get(event.tenantId);
       if (tenantSubs) for (const sub of tenantSubs) this.offer(sub, event, position);
       for (const sub of this.anyTenant) this.offer(sub, event, position);
     }
-    this.head = batch[batch.length - 1].id;
+    this.head = batch[batch.length - 1].position;
   }
 
   /**
@@ -490,7 +535,7 @@ export class EventHub {
     }
   }
 
-  private offer(sub: Subscriber, event: LogEvent, position: bigint): void {
+  private offer(sub: Subscriber, event: LogEvent, position: LogPosition): void {
     if (sub.finished || position <= sub.position || !sub.accepts(event)) return;
     if (sub.pending) {
       const pending = sub.pending;
@@ -510,7 +555,9 @@ export class EventHub {
    * Replays from the log, then joins the live stream. The hub collects live events in `pending`
    * from the start of each replay query; a short page means the query saw everything committed
    * before it began, and `pending` holds everything the hub read since, so appending `pending`
-   * (minus what the query already returned, by id) and going live at once leaves no gap.
+   * (minus what the query already returned, by position) and going live at once leaves no gap.
+   * After each page it checks the sweeper's pruned-through mark: a replay the sweeper overtook
+   * ends with InvalidCursorError(EXPIRED) rather than skip what was pruned.
    */
   private async replay(sub: Subscriber): Promise<void> {
     let room = this.replayPageSize;
@@ -519,17 +566,20 @@ export class EventHub {
       room = this.replayPageSize;
       if (sub.finished) return;
       sub.pending = { events: [], overflowed: false };
-      const page = await readEventsAfter(
-        this.orm.em.fork(),
-        String(sub.position),
-        this.replayPageSize,
-        sub.options.match,
-      );
+      const from = sub.position;
+      const em = this.orm.em.fork();
+      const { events: page } = await readLog(em, from, this.replayPageSize, sub.options.match);
+      // Checked after the read: a prune that removed events after `from` before it moved the mark first.
+      const pruned = await prunedThrough(em);
       if (sub.finished) return;
+      if (pruned > from) {
+        sub.fail(new InvalidCursorError(encodeEventCursor(from), 'EXPIRED'));
+        return;
+      }
       this.tagBatch(page);
       for (const event of page) {
         if (sub.accepts(event)) sub.push(event);
-        else sub.position = BigInt(event.id);
+        else sub.position = event.position;
       }
       if (page.length === this.replayPageSize) continue;
       const pending: Pending = sub.pending ?? { events: [], overflowed: true };
@@ -539,8 +589,8 @@ export class EventHub {
         continue;
       }
       sub.pending = null;
-      for (const event of pending.events) if (BigInt(event.id) > sub.position) sub.push(event);
-      // Later batches reach this subscriber live; fanOut skips what replay already queued (by id).
+      for (const event of pending.events) if (event.position > sub.position) sub.push(event);
+      // Later batches reach this subscriber live; fanOut skips what replay already queued (by position).
       return;
     }
   }

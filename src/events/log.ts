@@ -4,12 +4,6 @@ import { databaseKindOf } from '../db/orm.js';
 
 /** The Postgres channel the writing transaction notifies; the payload is only a reference. */
 export const EVENT_CHANNEL = 'flotilla_events';
-/**
- * Advisory lock key that serialises event appends on Postgres from insert to commit, so
- * event ids are handed out in commit order and a reader tailing by id never skips one
- * (the cursor-skip bug of hasura/graphql-engine#8632). SQLite serialises writers anyway.
- */
-export const EVENT_APPEND_LOCK = 0x666c6f74; // "flot"
 
 export interface NewEvent {
   type: EventType;
@@ -22,18 +16,25 @@ export interface NewEvent {
   data?: Record<string, unknown>;
 }
 
+/** Where an appended event lies in the log (see LogPosition in reader.ts). */
+export interface AppendedEvent {
+  id: string;
+  /** The writing transaction's id on Postgres; 0 on SQLite. */
+  txId: string;
+}
+
 /**
  * Appends an event inside the caller's transaction: committed change ⇒ exactly one event,
- * rolled-back change ⇒ none. Call it last in the transaction, after the change's own writes,
- * to keep the serialised window short. The caller must run in a transaction (`em.transactional`).
+ * rolled-back change ⇒ none. The caller must run in a transaction (`em.transactional`).
+ *
+ * Nothing is locked: on Postgres the row records its transaction's id (the column default) and
+ * readers order by (transaction id, id) below the oldest running transaction, so concurrent
+ * writers never make a reader skip an event. One statement inserts the row and issues the
+ * NOTIFY, which is transactional (heard only on commit) and carries only the transaction id, so
+ * a transaction's notifications collapse into one.
  */
-export async function appendEvent(em: Em, event: NewEvent, now: Date): Promise<Event> {
-  const postgres = databaseKindOf(em) === 'postgres';
-  if (postgres)
-    await em
-      .getConnection()
-      .execute('select pg_advisory_xact_lock(?)', [EVENT_APPEND_LOCK], 'all', em.getTransactionContext());
-  const row = em.create(Event, {
+export async function appendEvent(em: Em, event: NewEvent, now: Date): Promise<AppendedEvent> {
+  const fields = {
     type: event.type,
     tenantId: event.tenantId ?? null,
     sandboxId: event.sandboxId ?? null,
@@ -41,14 +42,32 @@ export async function appendEvent(em: Em, event: NewEvent, now: Date): Promise<E
     messageId: event.messageId ?? null,
     leaseId: event.leaseId ?? null,
     data: event.data ?? {},
-    createdAt: now,
-  });
-  await em.flush();
-  if (postgres) {
-    // NOTIFY is transactional: listeners hear it only if this transaction commits.
-    await em
-      .getConnection()
-      .execute(`select pg_notify(?, ?)`, [EVENT_CHANNEL, row.id], 'all', em.getTransactionContext());
+  };
+  if (databaseKindOf(em) === 'postgres') {
+    const rows = (await em.getConnection().execute(
+      `with "appended" as (
+         insert into "events" ("created_at", "updated_at", "type", "tenant_id", "sandbox_id", "worker_id", "message_id", "lease_id", "data")
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?) returning "id", "tx_id")
+       select "id", "tx_id", pg_notify(?, "tx_id"::text) from "appended"`,
+      [
+        now,
+        now,
+        fields.type,
+        fields.tenantId,
+        fields.sandboxId,
+        fields.workerId,
+        fields.messageId,
+        fields.leaseId,
+        JSON.stringify(fields.data),
+        EVENT_CHANNEL,
+      ],
+      'all',
+      em.getTransactionContext(),
+    )) as { id: string; tx_id: string }[];
+    return { id: String(rows[0].id), txId: String(rows[0].tx_id) };
   }
-  return row;
+  // SQLite: one writer at a time, so ids are handed out in commit order; the transaction id stays 0.
+  const row = em.create(Event, { ...fields, txId: '0', createdAt: now, updatedAt: now });
+  await em.flush();
+  return { id: String(row.id), txId: '0' };
 }

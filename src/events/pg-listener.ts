@@ -13,7 +13,7 @@ export interface PgListenerOptions {
   /** The Postgres URL. It must reach Postgres directly (or a session-mode pooler): LISTEN needs a session. */
   url: string;
   logger?: Logger;
-  /** A NOTIFY arrived: events up to (at least) the referenced id are committed. */
+  /** A NOTIFY arrived: a transaction that appended events (its id is the payload) has committed. */
   onNotify: () => void;
   /**
    * The connection is listening (again). NOTIFYs sent while it was down are lost, so the hub

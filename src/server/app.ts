@@ -11,7 +11,7 @@ import type { Orm } from '../db/orm.js';
 import { DomainSweeper } from '../domain/sweeper.js';
 import { type EventBus, InProcessBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
-import type { LogEvent } from '../events/reader.js';
+import { LOG_START, type LogEvent } from '../events/reader.js';
 import { EventStream } from '../events/stream.js';
 import { type Clock, systemClock } from '../kernel/clock.js';
 import { createLogger, type Logger } from '../kernel/logger.js';
@@ -171,7 +171,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         sharedContext: (identity, em, reads) => contexts.createShared(identity, em, reads),
         fork: () => db.orm.em.fork(),
         batchOf: (event) => events?.hub.batchOf(event),
-        position: () => BigInt(events?.hub.position ?? '0'),
+        position: () => events?.hub.position ?? LOG_START,
         gate: new DeliveryGate(),
       })
     : null;

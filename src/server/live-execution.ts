@@ -11,7 +11,7 @@ import type { Context } from '../../resolvers/builder.js';
 import type { Identity } from '../auth/identity.js';
 import type { Em } from '../db/orm.js';
 import { SharedReads } from '../domain/shared-reads.js';
-import type { LogEvent } from '../events/reader.js';
+import type { LogEvent, LogPosition } from '../events/reader.js';
 import type { DeliveryGate } from './delivery-gate.js';
 
 /** Results a group keeps for members that have not taken them yet; older ones are executed again if asked. */
@@ -26,8 +26,8 @@ export interface LiveExecutionDeps {
   fork: () => Em;
   /** Which hub read an event came from (events of one batch share a data source). */
   batchOf: (event: LogEvent) => number | undefined;
-  /** The hub's position: the newest event it has fanned out (a new live subscriber starts after it). */
-  position: () => bigint;
+  /** The hub's log position: the newest event it has fanned out (a new live subscriber starts after it). */
+  position: () => LogPosition;
   gate: DeliveryGate;
 }
 
@@ -143,7 +143,7 @@ export class LiveExecution {
   }
 
   private resultFor(group: LiveGroup, member: Member, event: LogEvent): Promise<ExecutionResult> {
-    const position = BigInt(event.id);
+    const position = event.position;
     let entry = group.results.get(event.id);
     if (!entry) {
       entry = { result: this.execute(group, event), position, waiting: group.expecting(position) };

@@ -1,19 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { parseDatabaseUrl } from '../../src/config/index.js';
 import { migrate, type Orm, openOrm } from '../../src/db/orm.js';
 import { EventHub } from '../../src/events/hub.js';
 import { appendEvent } from '../../src/events/log.js';
 import { PgListener } from '../../src/events/pg-listener.js';
-import { LOG_START, readEventsAfter } from '../../src/events/reader.js';
+import { LOG_START, type LogPosition, logPosition, readEventsAfter } from '../../src/events/reader.js';
 import { EventSweeper, SWEEPER_LOCK } from '../../src/events/sweeper.js';
 import { freshDatabaseUrl } from '../helpers/databases.js';
-import { appendCommitted, ids } from '../helpers/events.js';
+import { appendCommitted, byPosition, positions } from '../helpers/events.js';
 import { take } from '../helpers/streams.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const byId = (a: string, b: string) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0);
 
 /** What only Postgres has: concurrent writers in parallel transactions, NOTIFY, and a LISTEN connection to lose. */
 describe('event log on postgres', () => {
@@ -33,38 +32,35 @@ describe('event log on postgres', () => {
     await orm?.close(true);
   });
 
-  it('a reader tailing by id sees every event of concurrent writers exactly once, in order, none skipped', async () => {
+  it('a reader tailing by position sees every event of concurrent writers exactly once, in order, none skipped', async () => {
     const tenant = randomUUID();
     const writers = 12;
     const transactionsPerWriter = 25;
     let writing = true;
-    const committed: string[] = [];
+    const committed: LogPosition[] = [];
 
     const writerRuns = Array.from({ length: writers }, async (_, w) => {
       for (let t = 0; t < transactionsPerWriter; t++) {
         const rows = await orm.em.fork().transactional(async (tx) => {
-          // Transactions of varying length, both before the append and while holding its lock.
+          // Transactions of varying length, both before the append and after it, until commit.
           await pause((w * 7 + t * 3) % 6);
-          const out: string[] = [];
+          const out: LogPosition[] = [];
           for (let n = 0; n <= (w + t) % 3; n++) {
-            out.push(
-              (
-                await appendEvent(
-                  tx,
-                  { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { w, t, n } },
-                  new Date(),
-                )
-              ).id,
+            const { txId, id } = await appendEvent(
+              tx,
+              { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { w, t, n } },
+              new Date(),
             );
+            out.push(logPosition(txId, id));
           }
           await pause((w + t) % 3);
           return out;
         });
-        committed.push(...rows.map(String));
+        committed.push(...rows);
       }
     });
 
-    const seen: string[] = [];
+    const seen: LogPosition[] = [];
     let cursor = LOG_START;
     let reads = 0;
     const reader = (async () => {
@@ -72,8 +68,8 @@ describe('event log on postgres', () => {
         const done = !writing;
         const batch = await readEventsAfter(orm.em.fork(), cursor, 50, { tenantId: tenant });
         reads++;
-        for (const event of batch) seen.push(event.id);
-        if (batch.length > 0) cursor = batch[batch.length - 1].id;
+        for (const event of batch) seen.push(event.position);
+        if (batch.length > 0) cursor = batch[batch.length - 1].position;
         // One more full pass after the writers finished, to read their last commits.
         if (done && batch.length === 0) return;
       }
@@ -84,8 +80,71 @@ describe('event log on postgres', () => {
 
     expect(reads).toBeGreaterThan(writers);
     expect(new Set(seen).size).toBe(seen.length);
-    expect(seen).toEqual([...seen].sort(byId));
-    expect(seen).toEqual([...committed].sort(byId));
+    expect(seen).toEqual([...seen].sort(byPosition));
+    expect(seen).toEqual([...committed].sort(byPosition));
+  });
+
+  it('lets two writers be inside event-writing transactions at once: B commits while A, which appended first, is still open', async () => {
+    const tenant = randomUUID();
+    let appended!: () => void;
+    const aAppended = new Promise<void>((resolve) => {
+      appended = resolve;
+    });
+    let release!: () => void;
+    const aReleased = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const a = orm.em.fork().transactional(async (tx) => {
+      await appendEvent(tx, { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { writer: 'A' } }, new Date());
+      appended();
+      await aReleased;
+    });
+    await aAppended;
+    let bDone = false;
+    const b = appendCommitted(orm, null, [
+      { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { writer: 'B' } },
+    ]).then((positions) => {
+      bDone = true;
+      return positions;
+    });
+    // B must commit on its own; if it waits on a lock held by A (the old global append lock), that shows here.
+    const waitingOnLocks = async () =>
+      Number(
+        (
+          await admin.query(
+            `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+          )
+        ).rows[0].n,
+      );
+    while (!bDone) {
+      expect(await waitingOnLocks()).toBe(0);
+      await pause(5);
+    }
+    const [bPosition] = await b;
+    // B is committed but held back: A, older and still open, may yet commit before it in log order.
+    expect(await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant })).toEqual([]);
+    release();
+    await a;
+    const events = await readEventsAfter(orm.em.fork(), LOG_START, 1000, { tenantId: tenant });
+    expect(events.map((e) => e.data.writer)).toEqual(['A', 'B']);
+    expect(events[1].position).toBe(bPosition);
+  });
+
+  it('is not held back by a transaction running in another database on the same server', async () => {
+    const tenant = randomUUID();
+    const elsewhere = new pg.Client({ connectionString: inject('pgAdminUrl') });
+    await elsewhere.connect();
+    try {
+      await elsewhere.query('begin');
+      await elsewhere.query('select pg_current_xact_id()');
+      const [position] = await appendCommitted(orm, null, [{ type: 'LEASE_CHANGED', tenantId: tenant }]);
+      expect(
+        (await readEventsAfter(orm.em.fork(), LOG_START, 10, { tenantId: tenant })).map((e) => e.position),
+      ).toEqual([position]);
+    } finally {
+      await elsewhere.query('rollback');
+      await elsewhere.end();
+    }
   });
 
   it('keeps every subscriber complete and in order while its LISTEN connection is killed repeatedly during a burst', async () => {
@@ -113,7 +172,7 @@ describe('event log on postgres', () => {
     const total = writers * transactionsPerWriter * eventsPerTransaction;
     // Consumers keep up (as clients do); a stalled one would be closed as too slow, tested elsewhere.
     const receiving = subscribers.map((sub) => take(sub, total, { timeoutMs: 40_000 }));
-    const committed: string[] = [];
+    const committed: LogPosition[] = [];
     let writing = true;
     const writerRuns = Array.from({ length: writers }, async () => {
       for (let t = 0; t < transactionsPerWriter; t++) {
@@ -144,15 +203,15 @@ describe('event log on postgres', () => {
     await killer;
 
     expect(committed.length).toBe(total);
-    const expected = [...committed].sort(byId);
-    for (const received of await Promise.all(receiving)) expect(ids(received)).toEqual(expected);
+    const expected = [...committed].sort(byPosition);
+    for (const received of await Promise.all(receiving)) expect(positions(received)).toEqual(expected);
     expect(kills).toBeGreaterThanOrEqual(3);
     // Each kill is followed by a reconnect; the last one may still be under way.
     expect(listener.reconnects).toBeGreaterThanOrEqual(kills - 1);
 
     // Still listening afterwards, and nothing beyond the burst was delivered twice.
     const [sentinel] = await appendCommitted(orm, null, [{ type: 'MESSAGE_POSTED', tenantId: tenant }]);
-    for (const sub of subscribers) expect(ids(await take(sub, 1))).toEqual([sentinel]);
+    for (const sub of subscribers) expect(positions(await take(sub, 1))).toEqual([sentinel]);
     await vi.waitFor(() => expect(listener.ready).toBe(true));
     await listener.stop();
     await hub.close();
@@ -168,7 +227,7 @@ describe('event log on postgres', () => {
     const body = 'ü'.repeat(50_000);
     const [id] = await appendCommitted(orm, null, [{ type: 'MESSAGE_POSTED', tenantId: tenant, data: { body } }]);
     const [event] = await take(sub, 1);
-    expect(event.id).toBe(id);
+    expect(event.position).toBe(id);
     expect(event.data.body).toBe(body);
     expect(listener.notifications).toBeGreaterThanOrEqual(1);
     await listener.stop();

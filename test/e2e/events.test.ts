@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SubscriptionEndedError } from '../../src/events/errors.js';
 import { DRIVERS } from '../helpers/databases.js';
-import { appendCommitted, ids } from '../helpers/events.js';
+import { appendCommitted, positions } from '../helpers/events.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { take } from '../helpers/streams.js';
 
@@ -24,7 +24,7 @@ describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
       { type: 'SANDBOX_STATUS_CHANGED', tenantId: tenant, data: { to: 'RUNNING' } },
       { type: 'MESSAGE_POSTED', tenantId: tenant },
     ]);
-    expect(ids(await take(sub, 2))).toEqual(written);
+    expect(positions(await take(sub, 2))).toEqual(written);
 
     const metrics = await (await fetch(`${server.app.url}/metrics`)).text();
     expect(metrics).toMatch(/^flotilla_event_listener_ready 1$/m);
@@ -62,7 +62,7 @@ describe.each(DRIVERS)('event stream of a running server on %s', (kind) => {
         // Written by another replica (no local bus): only NOTIFY or the reconnect catch-up can deliver it.
         const written = await appendCommitted(server.app.db.orm, null, [{ type: 'LEASE_CHANGED', tenantId: tenant }]);
         await admin.query(`alter database ${db} with allow_connections true`);
-        expect(ids(await take(sub, 1))).toEqual(written);
+        expect(positions(await take(sub, 1))).toEqual(written);
         await vi.waitFor(async () => expect((await fetch(`${server.app.url}/readyz`)).status).toBe(200), {
           timeout: 10_000,
         });

@@ -17,7 +17,8 @@ const identity = (over: Partial<Identity>): Identity => ({
 
 const event = (over: Partial<LogEvent>): LogEvent => ({
   id: '1',
-  cursor: encodeEventCursor('1'),
+  position: 1n,
+  cursor: encodeEventCursor(1n),
   type: 'SANDBOX_ASSIGNED',
   tenantId: null,
   sandboxId: null,

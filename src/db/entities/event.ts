@@ -18,13 +18,16 @@ export const EVENT_TYPES = [
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /**
- * One row of the event log. Its id is a database sequence (a decimal string of a 64-bit
- * integer); the log is appended in commit order, so the id is the subscription cursor.
- * References are plain ids, not foreign keys: the log outlives what it talks about.
+ * One row of the event log. Its position is (txId, id): the writing transaction's id on Postgres
+ * (0 on SQLite, whose single writer hands out ids in commit order) and a database sequence, both
+ * decimal strings of 64-bit integers. Readers deliver positions in that order, only below the
+ * oldest transaction still running (src/events/reader.ts), so the position is the subscription
+ * cursor. References are plain ids, not foreign keys: the log outlives what it talks about.
  */
 export class Event {
   [OptionalProps]?:
     | 'id'
+    | 'txId'
     | 'createdAt'
     | 'updatedAt'
     | 'tenantId'
@@ -34,6 +37,8 @@ export class Event {
     | 'leaseId'
     | 'data';
   id!: string;
+  /** The writing transaction (Postgres `pg_current_xact_id()`, set by the column default); 0 on SQLite. */
+  txId!: string;
   createdAt: Date = new Date();
   updatedAt: Date = new Date();
   type!: EventType;
@@ -49,9 +54,10 @@ export const EventSchema = new EntitySchema<Event>({
   class: Event,
   tableName: 'events',
   indexes: [
-    { name: 'events_tenant_index', properties: ['tenantId', 'id'] },
-    { name: 'events_sandbox_index', properties: ['sandboxId', 'id'] },
-    { name: 'events_worker_index', properties: ['workerId', 'id'] },
+    { name: 'events_position_index', properties: ['txId', 'id'] },
+    { name: 'events_tenant_index', properties: ['tenantId', 'txId', 'id'] },
+    { name: 'events_sandbox_index', properties: ['sandboxId', 'txId', 'id'] },
+    { name: 'events_worker_index', properties: ['workerId', 'txId', 'id'] },
     { name: 'events_created_at_index', properties: ['createdAt'] },
   ],
   properties: {
@@ -65,5 +71,7 @@ export const EventSchema = new EntitySchema<Event>({
     messageId: { type: 'uuid', nullable: true },
     leaseId: { type: 'uuid', nullable: true },
     data: { type: 'json' },
+    // The Postgres default (pg_current_xact_id()) lives in its migration; an entity default cannot say it.
+    txId: { type: new BigIntType('string'), default: 0, ignoreSchemaChanges: ['default'] },
   },
 });

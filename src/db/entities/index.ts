@@ -2,6 +2,7 @@ import { ApiTokenSchema } from './api-token.js';
 import { AuditEntrySchema } from './audit-entry.js';
 import { BaseEntitySchema } from './base.js';
 import { EventSchema } from './event.js';
+import { EventLogStateSchema } from './event-log-state.js';
 import { LeaseSchema } from './lease.js';
 import { MemberSchema } from './member.js';
 import { MessageSchema } from './message.js';
@@ -20,6 +21,7 @@ export const ENTITY_SCHEMAS = [
   LeaseSchema,
   MessageSchema,
   EventSchema,
+  EventLogStateSchema,
   AuditEntrySchema,
   ApiTokenSchema,
   SigningKeySchema,

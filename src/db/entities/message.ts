@@ -1,4 +1,4 @@
-import { EntitySchema } from '@mikro-orm/core';
+import { BigIntType, EntitySchema } from '@mikro-orm/core';
 import { BaseEntity, BaseEntitySchema, TIMESTAMP } from './base.js';
 import { Sandbox } from './sandbox.js';
 import { Tenant } from './tenant.js';
@@ -6,7 +6,7 @@ import { Tenant } from './tenant.js';
 export const SENDER_KINDS = ['USER', 'AGENT', 'SYSTEM'] as const;
 export type SenderKind = (typeof SENDER_KINDS)[number];
 
-export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt'> {
+export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt' | 'eventTxId' | 'eventId'> {
   sandbox!: Sandbox;
   /** Denormalised from the sandbox so tenant filters need no join. */
   tenant!: Tenant;
@@ -16,13 +16,22 @@ export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt'> {
   senderId!: string;
   body!: string;
   readAt: Date | null = null;
+  /**
+   * The log position (transaction id, event id) of the MESSAGE_POSTED event written in the same
+   * transaction: messages are paged in this commit order, never by their time-ordered id.
+   */
+  eventTxId = '0';
+  eventId = '0';
 }
 
 export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
   class: Message,
   tableName: 'messages',
   extends: BaseEntitySchema,
-  indexes: [{ name: 'messages_sandbox_thread_index', properties: ['sandbox', 'threadId', 'id'] }],
+  indexes: [
+    { name: 'messages_sandbox_position_index', properties: ['sandbox', 'eventTxId', 'eventId'] },
+    { name: 'messages_sandbox_thread_index', properties: ['sandbox', 'threadId', 'eventTxId', 'eventId'] },
+  ],
   properties: {
     sandbox: { kind: 'm:1', entity: () => Sandbox, deleteRule: 'cascade' },
     tenant: { kind: 'm:1', entity: () => Tenant, deleteRule: 'cascade' },
@@ -32,5 +41,7 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
     senderId: { type: 'string', length: 300 },
     body: { type: 'text' },
     readAt: { ...TIMESTAMP, nullable: true },
+    eventTxId: { type: new BigIntType('string'), default: 0 },
+    eventId: { type: new BigIntType('string'), default: 0 },
   },
 });

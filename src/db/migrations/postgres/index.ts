@@ -3,6 +3,7 @@ import type { Migration } from '@mikro-orm/migrations';
 import { Migration20261123065806_initial } from './Migration20261123065806_initial.js';
 import { Migration20261123072000_sandbox_placement } from './Migration20261123072000_sandbox_placement.js';
 import { Migration20261130062747_worker_drain } from './Migration20261130062747_worker_drain.js';
+import { Migration20261130072126_commit_ordered_log } from './Migration20261130072126_commit_ordered_log.js';
 import { Migration20261130072250_placement_backoff } from './Migration20261130072250_placement_backoff.js';
 
 /** Applied in this order; `npm run migration:create` writes a new file, which is appended here. */
@@ -10,5 +11,6 @@ export const POSTGRES_MIGRATIONS: { name: string; class: Constructor<Migration> 
   { name: 'Migration20261123065806_initial', class: Migration20261123065806_initial },
   { name: 'Migration20261123072000_sandbox_placement', class: Migration20261123072000_sandbox_placement },
   { name: 'Migration20261130062747_worker_drain', class: Migration20261130062747_worker_drain },
+  { name: 'Migration20261130072126_commit_ordered_log', class: Migration20261130072126_commit_ordered_log },
   { name: 'Migration20261130072250_placement_backoff', class: Migration20261130072250_placement_backoff },
 ];
