@@ -87,6 +87,8 @@ describe('commit-ordered log over two replicas on postgres', () => {
         timeoutMs: 60_000,
       }),
     );
+    // "From now" is each hub's position: let both read the message before the writes first.
+    await Promise.all([a, b].map((s) => s.app.events().settle()));
     const hubSubs = await Promise.all(
       [a, b].map((s) =>
         s.app.events().subscribe({ match: { tenantId: localId(tenantId), types: ['MESSAGE_POSTED'] } }),
