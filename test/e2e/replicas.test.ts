@@ -3,7 +3,12 @@ import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, MessageAddedDocument, TenantEventsDocument } from '../../src/client/index.js';
+import {
+  createClient,
+  FatalSubscriptionError,
+  MessageAddedDocument,
+  TenantEventsDocument,
+} from '../../src/client/index.js';
 import { tempDir } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -109,7 +114,7 @@ describe('replicas on one Postgres', () => {
     await onB.close();
   });
 
-  it('ends a removed member’s tenant stream on another replica within a second', async () => {
+  it('ends a removed member’s tenant stream on another replica, saying why, and refuses it afterwards', async () => {
     const slug = uniqueName('members');
     const memberTenant = await createTenant(a, slug);
     await a.gql('mutation($i: AddMemberInput!) { addMember(input: $i) { __typename } }', {
@@ -123,15 +128,21 @@ describe('replicas on one Postgres', () => {
       .setIssuedAt()
       .setExpirationTime('10m')
       .sign(new TextEncoder().encode(HS_SECRET));
-    const alice = createClient({ url: b.url, token, webSocketImpl: WebSocket });
+    const alice = createClient({ url: b.url, token, webSocketImpl: WebSocket, backoffMs: 50 });
     const events: string[] = [];
-    let ended: unknown = null;
+    // What ended the live stream (the SDK then tries again), and what ended the SDK stream for good.
+    const endedBy: string[] = [];
+    let refused: unknown = null;
     const watching = (async () => {
       try {
-        for await (const { tenantEvents } of alice.subscribe(TenantEventsDocument, { tenantId: memberTenant }))
-          events.push(tenantEvents.type);
+        const stream = alice.subscribe(
+          TenantEventsDocument,
+          { tenantId: memberTenant },
+          { onReconnect: (_attempt, err) => endedBy.push((err as Error).message) },
+        );
+        for await (const { tenantEvents } of stream) events.push(tenantEvents.type);
       } catch (err) {
-        ended = err;
+        refused = err;
       }
     })();
     await settle();
@@ -141,11 +152,12 @@ describe('replicas on one Postgres', () => {
       { id: memberTenant },
     );
     const memberId = members.body.data?.tenant.members.edges.find((e) => e.node.subject === 'sso:alice')?.node.id;
-    const removedAt = Date.now();
     await a.gql('mutation($i: RemoveMemberInput!) { removeMember(input: $i) { __typename } }', { i: { memberId } });
-    await Promise.race([watching, new Promise((r) => setTimeout(r, 5_000))]);
-    expect(ended).not.toBeNull();
-    expect(Date.now() - removedAt).toBeLessThan(5_000);
+    // Bounded by the test's timeout only: how soon it ends is a benchmark figure, not a test.
+    await watching;
+    expect(endedBy[0]).toMatch(/membership of a tenant was removed/);
+    expect(refused).toBeInstanceOf(FatalSubscriptionError);
+    expect((refused as FatalSubscriptionError).error.code).toBe('NOT_FOUND');
     const countBefore = events.length;
     await createSandbox(a, memberTenant, { name: 'not-seen' });
     await settle();
