@@ -9,9 +9,12 @@ import './sandbox.js';
 import './lease.js';
 import './message.js';
 import './event.js';
-import './federation.js';
+import { guardEntities } from './federation.js';
+import { limitStringInputs } from './input-lengths.js';
 
 export const schema = builder.toSubGraphSchema({
   linkUrl: 'https://specs.apollo.dev/federation/v2.6',
   federationDirectives: ['@key', '@shareable', '@external'],
 });
+guardEntities(schema);
+limitStringInputs(schema);
