@@ -209,6 +209,12 @@ const configSchema = z
      * variables and the caller's access (see docs/subscriptions.md); off: each executes alone.
      */
     sharedSubscriptionExecution: boolFrom.default(true),
+    /** Operations (live subscriptions included) open at once on one graphql-ws socket. */
+    maxSubscriptionsPerSocket: intFrom(1, 100_000).default(100),
+    /** graphql-ws sockets one token may hold open at once, per process. */
+    maxSocketsPerToken: intFrom(1, 100_000).default(20),
+    /** Subscription streams over HTTP (SSE) one token may hold open at once, per process. */
+    maxSseStreamsPerToken: intFrom(1, 100_000).default(20),
     /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
     rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
     /** A JSON object {"<sha256 hex>": "<query>"} of persisted operations. */
@@ -273,6 +279,9 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   introspection: 'FLOTILLA_INTROSPECTION',
   csrfPrevention: 'FLOTILLA_CSRF_PREVENTION',
   rateLimitPerMinute: 'FLOTILLA_RATE_LIMIT_PER_MINUTE',
+  maxSubscriptionsPerSocket: 'FLOTILLA_MAX_SUBSCRIPTIONS_PER_SOCKET',
+  maxSocketsPerToken: 'FLOTILLA_MAX_SOCKETS_PER_TOKEN',
+  maxSseStreamsPerToken: 'FLOTILLA_MAX_SSE_STREAMS_PER_TOKEN',
   sharedSubscriptionExecution: 'FLOTILLA_SHARED_SUBSCRIPTION_EXECUTION',
   persistedOperationsFile: 'FLOTILLA_PERSISTED_OPERATIONS_FILE',
   persistedOperationsOnly: 'FLOTILLA_PERSISTED_OPERATIONS_ONLY',

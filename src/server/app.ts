@@ -21,6 +21,7 @@ import { Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { GRAPHQL_PATH, type RunningServer, startHttpServer } from './server.js';
 import { SessionRegistry } from './sessions.js';
+import { StreamCaps } from './stream-caps.js';
 
 /** How often a server re-reads its signing keys, so a `flotilla keys rotate` elsewhere takes effect. */
 export const KEY_RELOAD_INTERVAL_MS = 60_000;
@@ -47,6 +48,8 @@ export interface Flotilla {
   keys: () => SigningKeys | null;
   /** Live WebSocket sessions of this process (expiry and revocation close them). */
   sessions: SessionRegistry;
+  /** Caps on sockets and streams per token and operations per socket (what each token holds open). */
+  caps: StreamCaps;
   /** Mints another platform-admin token (also written to <dataDir>/admin.token). */
   mintAdminToken(): Promise<string>;
   close(): Promise<void>;
@@ -140,6 +143,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   };
   const limits = limitsFromConfig(config);
   const sessions = new SessionRegistry(clock);
+  const caps = new StreamCaps({
+    maxSubscriptionsPerSocket: config.maxSubscriptionsPerSocket,
+    maxSocketsPerToken: config.maxSocketsPerToken,
+    maxSseStreamsPerToken: config.maxSseStreamsPerToken,
+  });
   const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
     events: () => events?.hub ?? null,
     sessions,
@@ -171,6 +179,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         readiness: () => events?.readiness() ?? { ok: false, reason: 'event stream starting' },
         limits,
         sessions,
+        caps,
         liveExecution: liveExecution?.plugin(),
       },
       { host: config.host, port: config.port },
@@ -214,6 +223,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     sweeper,
     keys: () => keys,
     sessions,
+    caps,
     async mintAdminToken() {
       const minted = await mintAdminToken(await ready, getTokens(), {
         dataDir: config.dataDir,
