@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import {
   createClient,
@@ -57,6 +57,20 @@ function startReplica(databaseUrl: string): Promise<{ child: ChildProcess; url: 
 
 const settle = () => new Promise((r) => setTimeout(r, 400));
 
+/** How many subscribers a replica's hub holds (read from its /metrics). */
+async function subscribersOn(graphqlUrl: string): Promise<number> {
+  const text = await (await fetch(new URL('/metrics', graphqlUrl))).text();
+  return Number(/^flotilla_event_subscribers (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
+/** Waits until a replica's hub holds at least `count` subscribers. */
+async function subscribersReachOn(graphqlUrl: string, count: number): Promise<void> {
+  await vi.waitFor(async () => expect(await subscribersOn(graphqlUrl)).toBeGreaterThanOrEqual(count), {
+    timeout: 20_000,
+    interval: 50,
+  });
+}
+
 describe('replicas on one Postgres', () => {
   let a: TestServer;
   let b: { child: ChildProcess; url: string };
@@ -77,6 +91,7 @@ describe('replicas on one Postgres', () => {
   });
 
   it('delivers a mutation on A to a subscriber on B, over graphql-ws and over SSE', async () => {
+    const base = await subscribersOn(b.url);
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
     const ws = take(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1, {
       close: true,
@@ -85,7 +100,8 @@ describe('replicas on one Postgres', () => {
     const sse = take(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1, {
       close: true,
     });
-    await settle();
+    // Both streams are open on B (each first reads where it starts, then subscribes).
+    await subscribersReachOn(b.url, base + 2);
     const created = await createSandbox(a, tenantId, { name: 'across' });
     const [viaWs] = await ws;
     const [viaSse] = await sse;
@@ -100,8 +116,9 @@ describe('replicas on one Postgres', () => {
     const sandboxId = created.sandbox.id;
     const lease = await acquireLease(a, worker, created.sandbox.id);
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
+    const base = await subscribersOn(b.url);
     const got = take(onB.subscribe(MessageAddedDocument, { sandboxId }), 1, { close: true });
-    await settle();
+    await subscribersReachOn(b.url, base + 1);
     const body = `${'x'.repeat(40_000)}✓`;
     const posted = await a.gql<{ postAgentMessage: { __typename: string } }>(
       'mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }',
@@ -129,6 +146,7 @@ describe('replicas on one Postgres', () => {
       .setExpirationTime('10m')
       .sign(new TextEncoder().encode(HS_SECRET));
     const alice = createClient({ url: b.url, token, webSocketImpl: WebSocket, backoffMs: 50 });
+    const base = await subscribersOn(b.url);
     const events: string[] = [];
     // What ended the live stream (the SDK then tries again), and what ended the SDK stream for good.
     const endedBy: string[] = [];
@@ -145,7 +163,7 @@ describe('replicas on one Postgres', () => {
         refused = err;
       }
     })();
-    await settle();
+    await subscribersReachOn(b.url, base + 1);
     await createSandbox(a, memberTenant, { name: 'seen' });
     const members = await a.gql<{ tenant: { members: { edges: { node: { id: string; subject: string } }[] } } }>(
       'query($id: ID!) { tenant(id: $id) { members { edges { node { id subject } } } } }',
@@ -188,6 +206,7 @@ describe('replicas on one Postgres', () => {
       );
 
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket, retries: 0 });
+    const base = await subscribersOn(b.url);
     const received: { cursor: string; body: string }[] = [];
     const stop = new AbortController();
     const first = (async () => {
@@ -208,7 +227,7 @@ describe('replicas on one Postgres', () => {
         // the replica died; the caller resumes elsewhere below
       }
     })();
-    await settle();
+    await subscribersReachOn(b.url, base + 1);
     const writing = (async () => {
       for (let n = 0; n < total; n++) await post(n);
     })();
