@@ -50,6 +50,8 @@ const MEMORY_SAMPLE_GAP_MS = 1_000;
 const SETTLE_MS = 3_000;
 /** High enough that 10,000 subscribes plus the mutations never hit the per-token limit. */
 const RATE_LIMIT_PER_MINUTE = '1000000';
+/** The whole fan-out is one token on many sockets: lift the per-token and per-socket caps out of the way. */
+const STREAM_CAP = '100000';
 
 /** The two selections the fan-out issue names: scalars only, and what a dashboard shows. */
 const SELECTIONS = {
@@ -104,6 +106,9 @@ function startServer(databaseUrl: string): Promise<ServerProcess> {
           FLOTILLA_DATA_DIR: tempDir('flotilla-bench-'),
           FLOTILLA_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn',
           FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE,
+          FLOTILLA_MAX_SOCKETS_PER_TOKEN: STREAM_CAP,
+          FLOTILLA_MAX_SUBSCRIPTIONS_PER_SOCKET: STREAM_CAP,
+          FLOTILLA_MAX_SSE_STREAMS_PER_TOKEN: STREAM_CAP,
         }),
         stdio: ['ignore', 'pipe', 'pipe'],
       },

@@ -5,7 +5,7 @@ import ErrorsPlugin from '@pothos/plugin-errors';
 import FederationPlugin from '@pothos/plugin-federation';
 import RelayPlugin from '@pothos/plugin-relay';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
-import { GraphQLError, Kind } from 'graphql';
+import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import { hasTenantRole, type Identity } from '../src/auth/identity.js';
 import type { TenantRole } from '../src/db/entities/member.js';
 import {
@@ -21,6 +21,8 @@ import {
   StaleFencingTokenError,
   ValidationError,
 } from '../src/domain/errors.js';
+import { JSON_INPUT_MAX_DEPTH, JSON_INPUT_MAX_LENGTH } from '../src/domain/input-limits.js';
+import { jsonInput, parseInput } from '../src/domain/inputs.js';
 import type { Services } from '../src/domain/services.js';
 import { decodeGlobalId, encodeGlobalId } from './ids.js';
 
@@ -120,28 +122,30 @@ function parseDate(value: unknown): Date {
 }
 
 builder.scalarType('JSON', {
-  description: 'Any JSON value.',
+  description: `Any JSON value (as an input: nested at most ${JSON_INPUT_MAX_DEPTH} deep, at most ${JSON_INPUT_MAX_LENGTH} characters).`,
   serialize: (value) => value,
-  parseValue: (value) => value,
-  parseLiteral: function parseJsonLiteral(ast): unknown {
-    switch (ast.kind) {
-      case Kind.STRING:
-      case Kind.BOOLEAN:
-        return ast.value;
-      case Kind.INT:
-      case Kind.FLOAT:
-        return Number(ast.value);
-      case Kind.NULL:
-        return null;
-      case Kind.LIST:
-        return ast.values.map((v) => parseJsonLiteral(v));
-      case Kind.OBJECT:
-        return Object.fromEntries(ast.fields.map((f) => [f.name.value, parseJsonLiteral(f.value)]));
-      default:
-        throw new GraphQLError('JSON literals cannot contain variables');
-    }
-  },
+  parseValue: (value) => parseInput(jsonInput, value, 'JSON'),
+  parseLiteral: (ast) => parseInput(jsonInput, jsonLiteral(ast), 'JSON'),
 });
+
+function jsonLiteral(ast: ValueNode): unknown {
+  switch (ast.kind) {
+    case Kind.STRING:
+    case Kind.BOOLEAN:
+      return ast.value;
+    case Kind.INT:
+    case Kind.FLOAT:
+      return Number(ast.value);
+    case Kind.NULL:
+      return null;
+    case Kind.LIST:
+      return ast.values.map((v) => jsonLiteral(v));
+    case Kind.OBJECT:
+      return Object.fromEntries(ast.fields.map((f) => [f.name.value, jsonLiteral(f.value)]));
+    default:
+      throw new GraphQLError('JSON literals cannot contain variables');
+  }
+}
 
 // ---------------------------------------------------------------- typed errors
 

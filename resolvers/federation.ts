@@ -5,7 +5,7 @@
 
 import type { ObjectRef } from '@pothos/core';
 import type DataLoader from 'dataloader';
-import type { GraphQLSchema } from 'graphql';
+import { type GraphQLFieldResolver, type GraphQLSchema, isUnionType } from 'graphql';
 import { builder, type Context } from './builder.js';
 import { parseGlobalId } from './ids.js';
 import { MessageRef } from './message.js';
@@ -63,4 +63,31 @@ export function declareFederationFieldScopes(schema: GraphQLSchema): GraphQLSche
     if (field) field.extensions = { ...field.extensions, authScopes: FEDERATION_FIELD_SCOPES };
   }
   return schema;
+}
+
+/**
+ * Makes `_entities` answer null for a representation it cannot resolve: one that is not an
+ * object, or whose `__typename` is missing or names no entity. Apollo's resolver would throw for
+ * the whole list (an internal error); the gateway gets null for that entry, as for a missing one.
+ */
+export function guardEntities(schema: GraphQLSchema): void {
+  const field = schema.getQueryType()?.getFields()._entities;
+  const union = schema.getType('_Entity');
+  if (!field?.resolve || !isUnionType(union)) return;
+  const entityTypes = new Set(union.getTypes().map((t) => t.name));
+  const resolve: GraphQLFieldResolver<unknown, unknown> = field.resolve;
+  const resolvable = (r: unknown): boolean =>
+    typeof r === 'object' &&
+    r !== null &&
+    !Array.isArray(r) &&
+    typeof (r as { __typename?: unknown }).__typename === 'string' &&
+    entityTypes.has((r as { __typename: string }).__typename);
+  field.resolve = async (source, args: { representations: unknown[] }, ctx, info) => {
+    const representations = args.representations;
+    const valid = representations.filter(resolvable);
+    const resolved =
+      valid.length > 0 ? ((await resolve(source, { representations: valid }, ctx, info)) as unknown[]) : [];
+    let next = 0;
+    return representations.map((r) => (resolvable(r) ? resolved[next++] : null));
+  };
 }

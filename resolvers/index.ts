@@ -9,7 +9,8 @@ import './sandbox.js';
 import './lease.js';
 import './message.js';
 import './event.js';
-import { declareFederationFieldScopes } from './federation.js';
+import { declareFederationFieldScopes, guardEntities } from './federation.js';
+import { limitStringInputs } from './input-lengths.js';
 
 export const schema = declareFederationFieldScopes(
   builder.toSubGraphSchema({
@@ -17,3 +18,5 @@ export const schema = declareFederationFieldScopes(
     federationDirectives: ['@key', '@shareable', '@external'],
   }),
 );
+guardEntities(schema);
+limitStringInputs(schema);

@@ -12,6 +12,11 @@ const ViewerRef = builder.objectRef<Identity>('Viewer').implement({
       type: [MemberRef],
       resolve: (identity, _args, ctx) => ctx.services.tenants.membershipsOf(identity.subject),
     }),
+    liveCursor: t.string({
+      description:
+        'Where a subscription without `after` starts if it subscribes now. Keep it when you subscribe without `after`: if the stream is cut before its first event, resubscribing with `after` set to it misses nothing. The SDK does this by itself.',
+      resolve: (_identity, _args, ctx) => ctx.services.subscriptions.startCursor(),
+    }),
     workerId: t.id({
       nullable: true,
       resolve: (identity) => (identity.workerId ? encodeGlobalId('Worker', identity.workerId) : null),

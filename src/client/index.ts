@@ -6,11 +6,20 @@
  *   if (res.ok) console.log(res.data.tenants.totalCount);
  *
  * Results are discriminated (`ok`), never thrown; network failures are retried with backoff;
- * subscriptions reconnect by themselves and resume from the last cursor they delivered.
+ * subscriptions reconnect by themselves and resume from the last cursor they delivered (or, before
+ * their first event, from where the server started them), with no gap and no duplicate.
  */
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
-import { type DocumentNode, print } from 'graphql';
+import {
+  type DocumentNode,
+  type FieldNode,
+  Kind,
+  type OperationDefinitionNode,
+  print,
+  type SelectionSetNode,
+} from 'graphql';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
+import { LiveCursorDocument, type LiveCursorQuery } from './generated/graphql.js';
 import { readServerSentEvents } from './sse.js';
 
 export * from './generated/graphql.js';
@@ -70,9 +79,13 @@ export function unwrapPayload<T extends TypedUnionMember>(
 }
 
 export interface SubscribeOptions<T> {
-  /** Picks the resumable cursor out of each event, so a reconnect resumes right after it. */
+  /**
+   * Picks the resumable cursor out of each event, so a reconnect resumes right after it. By
+   * default the event's own cursor (`cursor`, or a message's `eventCursor`), which the SDK adds
+   * to the selection when the document does not ask for it.
+   */
   cursorOf?: (data: T) => string | null | undefined;
-  /** The variable that carries the cursor (default "after"). */
+  /** The variable that carries the cursor (default: the one the root field's `after` takes, else "after", added when missing). */
   cursorVariable?: string;
   /** Called when the stream reconnects (e.g. to show "reconnecting…"). */
   onReconnect?: (attempt: number, error: unknown) => void;
@@ -97,6 +110,7 @@ export interface FlotillaClient {
 // INVALID_CURSOR: the same cursor is refused again on every retry (see docs/subscriptions.md).
 const FATAL_CODES = new Set([
   'UNAUTHENTICATED',
+  'BAD_USER_INPUT',
   'FORBIDDEN',
   'GRAPHQL_VALIDATION_FAILED',
   'GRAPHQL_PARSE_FAILED',
@@ -196,24 +210,38 @@ export function createClient(options: ClientOptions): FlotillaClient {
     }
   }
 
+  /** Where a subscription without `after` starts if it subscribes now (the server's `viewer.liveCursor`). */
+  async function liveCursor(): Promise<string> {
+    const res = await request<LiveCursorQuery>(LiveCursorDocument, undefined);
+    if (res.ok) return res.data.viewer.liveCursor;
+    throw toFatalIfRefused(res.error.errors ?? [{ message: res.error.message, extensions: { code: res.error.code } }]);
+  }
+
   async function* subscribe<T, V extends Vars>(
     document: TypedDocumentNode<T, V>,
     variables: V,
     opts: SubscribeOptions<T> = {},
   ): AsyncGenerator<T> {
-    const cursorVariable = opts.cursorVariable ?? 'after';
+    const resumable = resumableDocument(document, opts.cursorVariable);
+    const cursorVariable = resumable.cursorVariable;
+    const cursorOf = opts.cursorOf ?? ((data: T) => eventCursorOf(data, resumable.rootKey));
     let cursor = (variables as Vars)[cursorVariable] as string | null | undefined;
+    // A stream without `after` starts "now" on the server. Where that is, fetched before it opens,
+    // is where it resumes if it is cut before its first event: what happened meanwhile is replayed.
+    let start: string | null = null;
     let attempt = 0;
     let reconnecting = false;
     while (!opts.signal?.aborted) {
       try {
-        for await (const data of once<T>(document, { ...variables, [cursorVariable]: cursor ?? null }, opts.signal)) {
+        if (!cursor && start === null) start = await liveCursor();
+        const after = cursor || (reconnecting ? start : null);
+        for await (const data of once<T>(resumable.document, { ...variables, [cursorVariable]: after }, opts.signal)) {
           if (reconnecting) {
             reconnecting = false;
             opts.onResumed?.();
           }
           attempt = 0;
-          const next = opts.cursorOf?.(data);
+          const next = cursorOf(data);
           if (next) cursor = next;
           yield data;
         }
@@ -239,6 +267,89 @@ export function createClient(options: ClientOptions): FlotillaClient {
       await Promise.resolve(current?.dispose()).catch(() => undefined);
     },
   };
+}
+
+/** The field carrying each root field's resumable cursor: an Event's `cursor`, a Message's `eventCursor`. */
+const CURSOR_FIELDS: Readonly<Record<string, string>> = { messageAdded: 'eventCursor' };
+
+interface ResumableDocument {
+  document: DocumentNode;
+  /** The variable the root field's `after` takes. */
+  cursorVariable: string;
+  /** The root field's key in each result (its alias or name). */
+  rootKey: string;
+}
+
+/**
+ * The subscription with what resuming needs: its root field takes `after` from a variable and
+ * selects its cursor. Either is added when the document lacks it, so every stream resumes.
+ */
+function resumableDocument(document: DocumentNode, wanted: string | undefined): ResumableDocument {
+  const index = document.definitions.findIndex(
+    (d) => d.kind === Kind.OPERATION_DEFINITION && d.operation === 'subscription',
+  );
+  const operation = document.definitions[index] as OperationDefinitionNode | undefined;
+  const root = operation?.selectionSet.selections.find((s): s is FieldNode => s.kind === Kind.FIELD);
+  if (!operation || !root) return { document, cursorVariable: wanted ?? 'after', rootKey: '' };
+  const rootKey = root.alias?.value ?? root.name.value;
+  const passed = root.arguments?.find((a) => a.name.value === 'after');
+  if (passed && passed.value.kind !== Kind.VARIABLE) return { document, cursorVariable: wanted ?? 'after', rootKey };
+  const cursorVariable = passed?.value.kind === Kind.VARIABLE ? passed.value.name.value : (wanted ?? 'after');
+  const cursorField = CURSOR_FIELDS[root.name.value] ?? 'cursor';
+  const selections = root.selectionSet?.selections ?? [];
+  const selectsCursor = selections.some(
+    (s) => s.kind === Kind.FIELD && (s.alias?.value ?? s.name.value) === cursorField,
+  );
+  const declared = operation.variableDefinitions?.some((v) => v.variable.name.value === cursorVariable);
+  const newRoot: FieldNode = {
+    ...root,
+    arguments: passed
+      ? root.arguments
+      : [
+          ...(root.arguments ?? []),
+          {
+            kind: Kind.ARGUMENT,
+            name: { kind: Kind.NAME, value: 'after' },
+            value: { kind: Kind.VARIABLE, name: { kind: Kind.NAME, value: cursorVariable } },
+          },
+        ],
+    selectionSet:
+      root.selectionSet && !selectsCursor ? selectionOf([...selections, field(cursorField)]) : root.selectionSet,
+  };
+  const newOperation: OperationDefinitionNode = {
+    ...operation,
+    variableDefinitions: declared
+      ? operation.variableDefinitions
+      : [
+          ...(operation.variableDefinitions ?? []),
+          {
+            kind: Kind.VARIABLE_DEFINITION,
+            variable: { kind: Kind.VARIABLE, name: { kind: Kind.NAME, value: cursorVariable } },
+            type: { kind: Kind.NAMED_TYPE, name: { kind: Kind.NAME, value: 'String' } },
+          },
+        ],
+    selectionSet: {
+      ...operation.selectionSet,
+      selections: operation.selectionSet.selections.map((s) => (s === root ? newRoot : s)),
+    },
+  };
+  const definitions = document.definitions.map((d, i) => (i === index ? newOperation : d));
+  return { document: { ...document, definitions, loc: undefined }, cursorVariable, rootKey };
+}
+
+/** The cursor of one delivered event: the root field's `cursor` or `eventCursor`. */
+function eventCursorOf(data: unknown, rootKey: string): string | null {
+  const value = (data as Record<string, unknown> | null)?.[rootKey] as Record<string, unknown> | null | undefined;
+  const cursor = value?.cursor ?? value?.eventCursor;
+  return typeof cursor === 'string' ? cursor : null;
+}
+
+function field(name: string, selectionSet?: SelectionSetNode): FieldNode {
+  return { kind: Kind.FIELD, name: { kind: Kind.NAME, value: name }, selectionSet };
+}
+
+function selectionOf(selections: SelectionSetNode['selections']): SelectionSetNode {
+  return { kind: Kind.SELECTION_SET, selections };
 }
 
 /** Disposing a client whose connection failed rejects with that failure: nothing to report twice. */

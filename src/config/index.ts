@@ -211,6 +211,12 @@ const configSchema = z
      * variables and the caller's access (see docs/subscriptions.md); off: each executes alone.
      */
     sharedSubscriptionExecution: boolFrom.default(true),
+    /** Operations (live subscriptions included) open at once on one graphql-ws socket. */
+    maxSubscriptionsPerSocket: intFrom(1, 100_000).default(100),
+    /** graphql-ws sockets one token may hold open at once, per process. */
+    maxSocketsPerToken: intFrom(1, 100_000).default(20),
+    /** Subscription streams over HTTP (SSE) one token may hold open at once, per process. */
+    maxSseStreamsPerToken: intFrom(1, 100_000).default(20),
     /** Operations per token per minute (a token bucket refilled continuously); 0 turns it off. */
     rateLimitPerMinute: intFrom(0, 1_000_000).default(600),
     identityCacheSize: intFrom(0, 1_000_000).default(10_000),
@@ -278,6 +284,9 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   csrfPrevention: 'FLOTILLA_CSRF_PREVENTION',
   rateLimitPerMinute: 'FLOTILLA_RATE_LIMIT_PER_MINUTE',
   identityCacheSize: 'FLOTILLA_IDENTITY_CACHE_SIZE',
+  maxSubscriptionsPerSocket: 'FLOTILLA_MAX_SUBSCRIPTIONS_PER_SOCKET',
+  maxSocketsPerToken: 'FLOTILLA_MAX_SOCKETS_PER_TOKEN',
+  maxSseStreamsPerToken: 'FLOTILLA_MAX_SSE_STREAMS_PER_TOKEN',
   sharedSubscriptionExecution: 'FLOTILLA_SHARED_SUBSCRIPTION_EXECUTION',
   persistedOperationsFile: 'FLOTILLA_PERSISTED_OPERATIONS_FILE',
   persistedOperationsOnly: 'FLOTILLA_PERSISTED_OPERATIONS_ONLY',

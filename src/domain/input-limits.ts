@@ -8,3 +8,37 @@ export const LABEL_VALUE_MAX_LENGTH = 200;
 export const IMAGE_PATTERN_MAX_LENGTH = 500;
 /** The version string a worker reports in a heartbeat; longer ones are cut. */
 export const WORKER_VERSION_MAX_LENGTH = 100;
+
+/** A region of a worker or of a sandbox's placement. */
+export const REGION_MAX_LENGTH = 100;
+/** A JSON input (e.g. a heartbeat's `observed`): objects and arrays nested at most this deep… */
+export const JSON_INPUT_MAX_DEPTH = 32;
+/** …and at most this many characters once serialised. */
+export const JSON_INPUT_MAX_LENGTH = 64 * 1024;
+
+/**
+ * Lengths of string inputs that have no rule of their own in a service. Every String and ID input
+ * of the schema has a limit (resolvers/input-lengths.ts refuses longer values before a resolver
+ * runs); these are the ones named nowhere else.
+ */
+/** A global id (`Type:uuid`, base64url) is about 60 characters. */
+export const ID_INPUT_MAX_LENGTH = 200;
+/** An opaque page or event cursor. */
+export const CURSOR_INPUT_MAX_LENGTH = 200;
+/** A lease's fencing token: a decimal number. */
+export const FENCING_TOKEN_MAX_LENGTH = 40;
+/** A message's channel (e.g. "chat", "stdout"). */
+export const MESSAGE_CHANNEL_MAX_LENGTH = 100;
+/** One argument of a sandbox's command. */
+export const COMMAND_ARG_MAX_LENGTH = 4096;
+/** A tenant's slug ([a-z0-9-]{3,40}; the service checks the pattern). */
+export const TENANT_SLUG_MAX_LENGTH = 40;
+/** A thread id of a message (the service checks its pattern). */
+export const THREAD_ID_MAX_LENGTH = 200;
+/** A worker's name (the service checks its pattern). */
+export const WORKER_NAME_MAX_LENGTH = 200;
+/**
+ * Text a service cuts to its own, shorter limit (a status reason, an agent's activity, a
+ * worker's version) is accepted up to this length; longer is refused.
+ */
+export const CUT_TEXT_INPUT_MAX_LENGTH = 64 * 1024;

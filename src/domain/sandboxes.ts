@@ -18,7 +18,7 @@ import {
   PolicyViolationError,
   QuotaExceededError,
 } from './errors.js';
-import { labelsInput, parseInput } from './inputs.js';
+import { labelsInput, parseInput, regionInput } from './inputs.js';
 import { requireFencingToken } from './leases.js';
 import { applyTransition, isHolding, startWaiting, WORKER_REPORTABLE } from './lifecycle.js';
 import { lockedRead, lockRow } from './locks.js';
@@ -79,10 +79,7 @@ export const createSandboxInput = z.object({
   labels: labelsInput.nullish().transform((labels) => labels ?? {}),
   placement: z
     .object({
-      region: z
-        .string()
-        .nullish()
-        .transform((region) => region ?? null),
+      region: regionInput,
       workerLabels: labelsInput.nullish().transform((labels) => labels ?? {}),
     })
     .nullish()

@@ -40,6 +40,14 @@ export class SubscriptionService {
     });
   }
 
+  /**
+   * Where a subscription without `after` starts if it subscribes now: a client that keeps it
+   * resumes a stream that was cut before its first event without missing what came meanwhile.
+   */
+  startCursor(): string {
+    return this.hub().startCursor();
+  }
+
   /** Everything that happens to one sandbox the caller can see. */
   async sandboxEvents(sandboxId: string, after?: string | null): Promise<EventSubscription> {
     await this.requireSandbox(sandboxId);

@@ -19,7 +19,7 @@ import {
   ValidationError,
 } from './errors.js';
 import { WORKER_VERSION_MAX_LENGTH } from './input-limits.js';
-import { labelsInput, parseInput } from './inputs.js';
+import { jsonInput, labelsInput, parseInput, regionInput } from './inputs.js';
 import { HOLDING_STATUSES, releaseFromGoneWorker } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { recordEvent } from './outbox.js';
@@ -116,6 +116,7 @@ export class WorkerService {
             'input.name',
           );
         validateCapacity(input.capacity);
+        const region = parseInput(regionInput, input.region, 'input.region');
         const labels = validateLabels(input.labels ?? {}, 'input.labels');
         // Names stay taken by deleted workers (the unique index covers them).
         if (await em.count(Worker, { name }, WITH_DELETED)) throw new AlreadyExistsError('Worker', 'name', name);
@@ -123,7 +124,7 @@ export class WorkerService {
         const worker = em.create(Worker, {
           name,
           tenant: tenantId,
-          region: input.region?.trim() || null,
+          region,
           labels,
           capacityCpuMillis: input.capacity.cpuMillis,
           capacityMemoryMb: input.capacity.memoryMb,
@@ -422,5 +423,5 @@ function observedOf(value: unknown): Record<string, unknown> | null {
   if (value === undefined || value === null) return null;
   if (typeof value !== 'object' || Array.isArray(value))
     throw new ValidationError('observed must be a JSON object', 'input.observed');
-  return value as Record<string, unknown>;
+  return parseInput(jsonInput, value, 'input.observed') as Record<string, unknown>;
 }

@@ -307,6 +307,11 @@ export class EventHub {
     return this.requireHead();
   }
 
+  /** The cursor a subscription without `after` starts from if it subscribes now. */
+  startCursor(): string {
+    return encodeEventCursor(this.requireHead());
+  }
+
   /**
    * The read an event came from: every event of one live batch (or of one replay page) shares the
    * number, so consumers can share one data source per batch. Undefined for events not from this hub.

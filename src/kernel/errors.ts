@@ -19,7 +19,8 @@ export type ErrorCode =
   | 'UNAVAILABLE'
   | 'INVALID_CURSOR'
   | 'SUBSCRIBER_TOO_SLOW'
-  | 'SUBSCRIPTION_ENDED';
+  | 'SUBSCRIPTION_ENDED'
+  | 'LIMIT_EXCEEDED';
 
 export abstract class DomainError extends Error {
   abstract readonly code: ErrorCode;
@@ -46,4 +47,17 @@ export class AuthenticationError extends DomainError {
 /** The store cannot be reached or is not migrated; the request is refused, never half-done. */
 export class UnavailableError extends DomainError {
   readonly code = 'UNAVAILABLE';
+}
+
+/** A per-caller cap on live resources (sockets, subscriptions, streams) is reached; one must end first. */
+export class LimitExceededError extends DomainError {
+  readonly code = 'LIMIT_EXCEEDED';
+  constructor(
+    /** Which cap, as its setting is named, e.g. "maxSocketsPerToken". */
+    readonly limit: string,
+    readonly max: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }

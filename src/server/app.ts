@@ -23,6 +23,7 @@ import { Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { GRAPHQL_PATH, type RunningServer, startHttpServer } from './server.js';
 import { SessionRegistry } from './sessions.js';
+import { StreamCaps } from './stream-caps.js';
 
 /** How often a server re-reads its signing keys, so a `flotilla keys rotate` elsewhere takes effect. */
 export const KEY_RELOAD_INTERVAL_MS = 60_000;
@@ -49,6 +50,8 @@ export interface Flotilla {
   keys: () => SigningKeys | null;
   /** Live WebSocket sessions of this process (expiry and revocation close them). */
   sessions: SessionRegistry;
+  /** Caps on sockets and streams per token and operations per socket (what each token holds open). */
+  caps: StreamCaps;
   /** Mints another platform-admin token (also written to <dataDir>/admin.token). */
   mintAdminToken(): Promise<string>;
   close(): Promise<void>;
@@ -157,6 +160,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
     { auditRetentionSeconds: config.auditRetentionSeconds },
   );
+  const caps = new StreamCaps({
+    maxSubscriptionsPerSocket: config.maxSubscriptionsPerSocket,
+    maxSocketsPerToken: config.maxSocketsPerToken,
+    maxSseStreamsPerToken: config.maxSseStreamsPerToken,
+  });
   const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
     events: () => events?.hub ?? null,
     sessions,
@@ -191,6 +199,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         readiness: () => events?.readiness() ?? { ok: false, reason: 'event stream starting' },
         limits,
         sessions,
+        caps,
         liveExecution: liveExecution?.plugin(),
       },
       { host: config.host, port: config.port },
@@ -227,6 +236,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     sweeper,
     keys: () => keys,
     sessions,
+    caps,
     async mintAdminToken() {
       const minted = await mintAdminToken(await ready, getTokens(), {
         dataDir: config.dataDir,

@@ -16,6 +16,7 @@ import { JWKS_PATH, jwksRoute } from './routes/jwks.js';
 import { metricsRoute } from './routes/metrics.js';
 import { type Route, sendJson } from './routes/route.js';
 import type { SessionRegistry } from './sessions.js';
+import type { StreamCaps } from './stream-caps.js';
 import { serveGraphQLOverWebSocket } from './websocket.js';
 import { createGraphQLYoga } from './yoga.js';
 
@@ -36,6 +37,7 @@ export interface HttpServerDeps {
   readiness?: ReadinessCheck;
   limits: Limits;
   sessions: SessionRegistry;
+  caps: StreamCaps;
   /** Shared execution of live subscriptions (live-execution.ts); absent: each subscriber executes alone. */
   liveExecution?: Plugin;
 }

@@ -22,7 +22,8 @@ interface Session {
 /**
  * The live WebSocket sessions of this process, by token id and by subject, so that a
  * token's expiry closes its sockets (4403) and a revocation can end them at once. Only
- * this process's sockets: other replicas learn of revocations from the event log (later).
+ * this process's sockets: on other replicas the revocation's event in the log ends the
+ * token's streams, and its sockets are refused at their next operation.
  */
 export class SessionRegistry {
   private readonly sessions = new Set<Session>();

@@ -14,12 +14,14 @@ import type { Metrics } from './metrics.js';
 import { resolvePersisted } from './persisted-operations.js';
 import { GRAPHQL_PATH } from './routes/graphql.js';
 import { CLOSE_FORBIDDEN, type SessionRegistry } from './sessions.js';
+import { CLOSE_TOO_MANY_SOCKETS, type StreamCaps } from './stream-caps.js';
 import { serveGraphqlWs } from './ws.js';
 import type { ServerContext } from './yoga.js';
 
 export interface WebSocketDeps {
   contexts: ContextFactory;
   sessions: SessionRegistry;
+  caps: StreamCaps;
   limits: Limits;
   metrics: Metrics;
   logger: Logger;
@@ -46,6 +48,13 @@ export function serveGraphQLOverWebSocket(
         try {
           const authorization = typeof auth === 'string' ? auth : null;
           const identity = await contexts.authenticate(authorization);
+          // One slot per socket of the token, given back whenever the socket closes (for any reason).
+          const release = deps.caps.admitSocket(identity);
+          if (!release) {
+            ctx.extra.socket.close(CLOSE_TOO_MANY_SOCKETS, deps.caps.socketRefusal());
+            return false;
+          }
+          ctx.extra.socket.once('close', release);
           ctx.extra.identity = identity;
           ctx.extra.authorization = authorization;
           ctx.extra.requestId = randomUUID();
@@ -60,6 +69,9 @@ export function serveGraphQLOverWebSocket(
         }
       },
       onSubscribe: async (ctx, _id, rawPayload) => {
+        // graphql-ws holds an entry per operation from its subscribe message until it ends.
+        const tooMany = deps.caps.checkSocketOperations(Object.keys(ctx.subscriptions).length);
+        if (tooMany) return [toGraphQLError(tooMany)];
         // Every new operation authenticates the socket's token again: a revocation on another
         // replica still bites, and roles follow membership changes made since the socket opened.
         let identity: Identity;

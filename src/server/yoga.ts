@@ -9,6 +9,7 @@ import { exampleOperations, localGraphiQL } from './graphiql.js';
 import { type Limits, limitsPlugin } from './limits.js';
 import { GRAPHQL_PATH } from './routes/graphql.js';
 import type { SessionRegistry } from './sessions.js';
+import type { StreamCaps } from './stream-caps.js';
 
 export interface ServerContext {
   requestId: string;
@@ -24,6 +25,7 @@ export interface YogaDeps {
   logger: Logger;
   limits: Limits;
   sessions: SessionRegistry;
+  caps: StreamCaps;
   liveExecution?: Plugin;
 }
 
@@ -46,6 +48,7 @@ export function createGraphQLYoga(deps: YogaDeps): YogaServerInstance<ServerCont
     plugins: [
       limitsPlugin(deps.limits),
       deps.sessions.expiryPlugin(),
+      deps.caps.ssePlugin(),
       ...(deps.liveExecution ? [deps.liveExecution] : []),
     ],
     context: async (initial): Promise<Context> => {

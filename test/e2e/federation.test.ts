@@ -217,6 +217,29 @@ describe.each(DRIVERS)('Flotilla as a federation subgraph (%s)', (kind) => {
     expect(asAdmin.body.data?._entities.map((e) => e?.id ?? null)).toEqual([mine, theirs, null, null, null]);
   });
 
+  it('answers null, never an error, for a representation that is not an object or names no entity type', async () => {
+    const [mine] = await createTenants((q) => server.gql(q), [`ent-odd-${kind}`]);
+    const representations = [
+      {},
+      { id: mine },
+      { __typename: 'NoSuchType', id: mine },
+      { __typename: 'Query', id: mine },
+      { __typename: 'TenantRole', id: mine },
+      { __typename: 7, id: mine },
+      { __typename: null, id: mine },
+      'Tenant',
+      42,
+      [tenantRef(mine)],
+      tenantRef(mine),
+    ];
+    const res = await server.gql<{ _entities: ({ id: string } | null)[] }>(ENTITIES, { representations });
+    expect(res.body.errors).toBeUndefined();
+    expect(res.body.data?._entities).toEqual([
+      ...representations.slice(0, -1).map(() => null),
+      { id: mine, slug: `ent-odd-${kind}` },
+    ]);
+  });
+
   it(`resolves ${BATCH} representations with the same number of SQL statements as one`, async () => {
     const slugs = Array.from({ length: BATCH }, (_, i) => `batch-${kind}-${String(i).padStart(3, '0')}`);
     const ids = await createTenants((q) => server.gql(q), slugs);

@@ -1,9 +1,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, MessageAddedDocument, TenantEventsDocument } from '../../src/client/index.js';
+import {
+  createClient,
+  FatalSubscriptionError,
+  MessageAddedDocument,
+  TenantEventsDocument,
+} from '../../src/client/index.js';
 import { tempDir } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -52,6 +57,20 @@ function startReplica(databaseUrl: string): Promise<{ child: ChildProcess; url: 
 
 const settle = () => new Promise((r) => setTimeout(r, 400));
 
+/** How many subscribers a replica's hub holds (read from its /metrics). */
+async function subscribersOn(graphqlUrl: string): Promise<number> {
+  const text = await (await fetch(new URL('/metrics', graphqlUrl))).text();
+  return Number(/^flotilla_event_subscribers (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
+/** Waits until a replica's hub holds at least `count` subscribers. */
+async function subscribersReachOn(graphqlUrl: string, count: number): Promise<void> {
+  await vi.waitFor(async () => expect(await subscribersOn(graphqlUrl)).toBeGreaterThanOrEqual(count), {
+    timeout: 20_000,
+    interval: 50,
+  });
+}
+
 describe('replicas on one Postgres', () => {
   let a: TestServer;
   let b: { child: ChildProcess; url: string };
@@ -72,6 +91,7 @@ describe('replicas on one Postgres', () => {
   });
 
   it('delivers a mutation on A to a subscriber on B, over graphql-ws and over SSE', async () => {
+    const base = await subscribersOn(b.url);
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
     const ws = take(onB.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1, {
       close: true,
@@ -80,7 +100,8 @@ describe('replicas on one Postgres', () => {
     const sse = take(sseClient.subscribe(TenantEventsDocument, { tenantId, types: ['SANDBOX_STATUS_CHANGED'] }), 1, {
       close: true,
     });
-    await settle();
+    // Both streams are open on B (each first reads where it starts, then subscribes).
+    await subscribersReachOn(b.url, base + 2);
     const created = await createSandbox(a, tenantId, { name: 'across' });
     const [viaWs] = await ws;
     const [viaSse] = await sse;
@@ -95,8 +116,9 @@ describe('replicas on one Postgres', () => {
     const sandboxId = created.sandbox.id;
     const lease = await acquireLease(a, worker, created.sandbox.id);
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket });
+    const base = await subscribersOn(b.url);
     const got = take(onB.subscribe(MessageAddedDocument, { sandboxId }), 1, { close: true });
-    await settle();
+    await subscribersReachOn(b.url, base + 1);
     const body = `${'x'.repeat(40_000)}✓`;
     const posted = await a.gql<{ postAgentMessage: { __typename: string } }>(
       'mutation($i: PostAgentMessageInput!) { postAgentMessage(input: $i) { __typename } }',
@@ -109,7 +131,7 @@ describe('replicas on one Postgres', () => {
     await onB.close();
   });
 
-  it('ends a removed member’s tenant stream on another replica within a second', async () => {
+  it('ends a removed member’s tenant stream on another replica, saying why, and refuses it afterwards', async () => {
     const slug = uniqueName('members');
     const memberTenant = await createTenant(a, slug);
     await a.gql('mutation($i: AddMemberInput!) { addMember(input: $i) { __typename } }', {
@@ -123,29 +145,37 @@ describe('replicas on one Postgres', () => {
       .setIssuedAt()
       .setExpirationTime('10m')
       .sign(new TextEncoder().encode(HS_SECRET));
-    const alice = createClient({ url: b.url, token, webSocketImpl: WebSocket });
+    const alice = createClient({ url: b.url, token, webSocketImpl: WebSocket, backoffMs: 50 });
+    const base = await subscribersOn(b.url);
     const events: string[] = [];
-    let ended: unknown = null;
+    // What ended the live stream (the SDK then tries again), and what ended the SDK stream for good.
+    const endedBy: string[] = [];
+    let refused: unknown = null;
     const watching = (async () => {
       try {
-        for await (const { tenantEvents } of alice.subscribe(TenantEventsDocument, { tenantId: memberTenant }))
-          events.push(tenantEvents.type);
+        const stream = alice.subscribe(
+          TenantEventsDocument,
+          { tenantId: memberTenant },
+          { onReconnect: (_attempt, err) => endedBy.push((err as Error).message) },
+        );
+        for await (const { tenantEvents } of stream) events.push(tenantEvents.type);
       } catch (err) {
-        ended = err;
+        refused = err;
       }
     })();
-    await settle();
+    await subscribersReachOn(b.url, base + 1);
     await createSandbox(a, memberTenant, { name: 'seen' });
     const members = await a.gql<{ tenant: { members: { edges: { node: { id: string; subject: string } }[] } } }>(
       'query($id: ID!) { tenant(id: $id) { members { edges { node { id subject } } } } }',
       { id: memberTenant },
     );
     const memberId = members.body.data?.tenant.members.edges.find((e) => e.node.subject === 'sso:alice')?.node.id;
-    const removedAt = Date.now();
     await a.gql('mutation($i: RemoveMemberInput!) { removeMember(input: $i) { __typename } }', { i: { memberId } });
-    await Promise.race([watching, new Promise((r) => setTimeout(r, 5_000))]);
-    expect(ended).not.toBeNull();
-    expect(Date.now() - removedAt).toBeLessThan(5_000);
+    // Bounded by the test's timeout only: how soon it ends is a benchmark figure, not a test.
+    await watching;
+    expect(endedBy[0]).toMatch(/membership of a tenant was removed/);
+    expect(refused).toBeInstanceOf(FatalSubscriptionError);
+    expect((refused as FatalSubscriptionError).error.code).toBe('NOT_FOUND');
     const countBefore = events.length;
     await createSandbox(a, memberTenant, { name: 'not-seen' });
     await settle();
@@ -176,6 +206,7 @@ describe('replicas on one Postgres', () => {
       );
 
     const onB = createClient({ url: b.url, token: a.adminToken, webSocketImpl: WebSocket, retries: 0 });
+    const base = await subscribersOn(b.url);
     const received: { cursor: string; body: string }[] = [];
     const stop = new AbortController();
     const first = (async () => {
@@ -196,7 +227,7 @@ describe('replicas on one Postgres', () => {
         // the replica died; the caller resumes elsewhere below
       }
     })();
-    await settle();
+    await subscribersReachOn(b.url, base + 1);
     const writing = (async () => {
       for (let n = 0; n < total; n++) await post(n);
     })();

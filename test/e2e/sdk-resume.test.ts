@@ -1,5 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { parse } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import {
@@ -11,8 +13,9 @@ import {
   type MessageFieldsFragment,
   SendMessageDocument,
 } from '../../src/client/index.js';
+import { DRIVERS } from '../helpers/databases.js';
 import { createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, subscribersReach, type TestServer } from '../helpers/server.js';
 
 const WAIT_MS = 15_000;
 const POLL_MS = 20;
@@ -200,3 +203,81 @@ describe.each(['ws', 'sse'] as const)('an SDK subscription over %s', (transport)
     }
   });
 });
+
+/** Neither selects a cursor nor takes `after`: the SDK adds both, so even this stream resumes. */
+const BARE_MESSAGES = parse('subscription Bare($sandboxId: ID!) { messageAdded(sandboxId: $sandboxId) { body } }');
+
+describe.each(DRIVERS.flatMap((kind) => (['ws', 'sse'] as const).map((transport) => [kind, transport] as const)))(
+  'an SDK subscription cut before its first event on %s over %s',
+  (kind, transport) => {
+    let server: TestServer;
+    let admin: FlotillaClient;
+
+    beforeAll(async () => {
+      server = await startTestServer(kind, { env: { FLOTILLA_RATE_LIMIT_PER_MINUTE: '100000' } });
+      admin = createClient({ url: server.app.graphqlUrl, token: server.adminToken });
+    });
+    afterAll(async () => {
+      await admin?.close();
+      await server?.close();
+    });
+
+    it('resumes from where the server started it: what was written during the gap arrives exactly once', async () => {
+      const tenantId = await createTenant(server, uniqueName('gap'));
+      await registerWorker(server, uniqueName('w'), { tenantId });
+      const sandboxId = (await createSandbox(server, tenantId, { name: 'gap' })).sandbox.id;
+      const send = async (body: string) => {
+        const res = await admin.mutate(SendMessageDocument, { input: { sandboxId, body } });
+        expect(res.ok && res.data.sendMessage.__typename).toBe('MessagePayload');
+      };
+      // Written before the stream starts: never part of it.
+      await send('earlier');
+
+      const proxy = await cuttableProxy(server.app.graphqlUrl);
+      const client = createClient({
+        url: proxy.url,
+        token: server.adminToken,
+        transport,
+        webSocketImpl: WebSocket,
+        backoffMs: BACKOFF_MS,
+        maxBackoffMs: BACKOFF_MS * 4,
+      });
+      const abort = new AbortController();
+      const received: string[] = [];
+      let reconnects = 0;
+      const base = server.app.events().subscriberCount;
+      const consumer = (async () => {
+        const stream = client.subscribe(
+          BARE_MESSAGES as TypedDocumentNode<{ messageAdded: { body: string } }, { sandboxId: string }>,
+          { sandboxId },
+          { signal: abort.signal, onReconnect: () => reconnects++ },
+        );
+        for await (const { messageAdded } of stream) received.push(messageAdded.body);
+      })().catch((err: Error) => {
+        if (!abort.signal.aborted) throw err;
+      });
+
+      try {
+        // The stream is open on the server, and has delivered nothing yet.
+        await subscribersReach(server, base + 1);
+        expect(received).toEqual([]);
+
+        // Cut before its first event; while it is down, messages are committed.
+        proxy.cut();
+        await subscribersReach(server, base);
+        await vi.waitFor(() => expect(reconnects).toBeGreaterThan(0), { timeout: WAIT_MS, interval: POLL_MS });
+        for (const n of [1, 2, 3]) await send(`during ${n}`);
+        proxy.restore();
+        await vi.waitFor(() => expect(received).toContain('during 3'), { timeout: WAIT_MS, interval: POLL_MS });
+        await send('after');
+        await vi.waitFor(() => expect(received).toContain('after'), { timeout: WAIT_MS, interval: POLL_MS });
+        expect(received).toEqual(['during 1', 'during 2', 'during 3', 'after']);
+      } finally {
+        abort.abort();
+        await consumer;
+        await client.close();
+        await proxy.close();
+      }
+    });
+  },
+);
