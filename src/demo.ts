@@ -2,7 +2,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   CreateSandboxDocument,
   CreateTenantDocument,
@@ -12,10 +11,11 @@ import {
   unwrapPayload,
 } from './client/index.js';
 import { loadConfig } from './config/index.js';
+import { packagePath } from './kernel/paths.js';
 import { type Flotilla, startFlotilla } from './server/app.js';
 
-const DEMO_AGENT = fileURLToPath(new URL('../examples/demo-agent.mjs', import.meta.url));
-const BIN = fileURLToPath(new URL('../bin/flotilla.js', import.meta.url));
+const DEMO_AGENT = packagePath('examples', 'demo-agent.mjs');
+const BIN = packagePath('bin', 'flotilla.js');
 const DEMO_SANDBOXES = ['researcher', 'coder', 'reviewer', 'planner'];
 
 export interface Demo {

@@ -1,12 +1,12 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { type DefinitionNode, type FragmentDefinitionNode, Kind, parse, print, visit } from 'graphql';
 import type { GraphiQLOptions } from 'graphql-yoga';
+import { packagePath } from '../kernel/paths.js';
 
 /** The contract's operations (the same documents the SDK is generated from). */
-export const OPERATIONS_DIR = fileURLToPath(new URL('../../schema/operations', import.meta.url));
+export const OPERATIONS_DIR = packagePath('schema', 'operations');
 
 const FIRST_FILE = 'viewer.graphql';
 /** Where GraphiQL keeps its Headers pane (namespace `graphiql`); the dashboard writes it too. */

@@ -1,10 +1,10 @@
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { extname, join, normalize, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { extname, join, normalize, sep } from 'node:path';
+import { packagePath } from '../../kernel/paths.js';
 
 /** Where `npm run build` puts the dashboard (vite build of web/). */
-export const DASHBOARD_DIR = resolve(fileURLToPath(new URL('../../../dist/web', import.meta.url)));
+export const DASHBOARD_DIR = packagePath('dist', 'web');
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
