@@ -175,7 +175,8 @@ describe('replicas on one Postgres', () => {
     await watching;
     expect(endedBy[0]).toMatch(/membership of a tenant was removed/);
     expect(refused).toBeInstanceOf(FatalSubscriptionError);
-    expect((refused as FatalSubscriptionError).error.code).toBe('NOT_FOUND');
+    // Alice now holds no role in any tenant, so the field's declared gate (tenantMember) refuses her.
+    expect((refused as FatalSubscriptionError).error.code).toBe('FORBIDDEN');
     const countBefore = events.length;
     await createSandbox(a, memberTenant, { name: 'not-seen' });
     await settle();
