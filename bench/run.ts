@@ -44,6 +44,9 @@ const TYPENAME_CONNECTIONS = 10;
 const WRITE_CONNECTIONS = 16;
 /** A scenario whose failed responses exceed this share is reported as failed, not measured. */
 const MAX_ERROR_SHARE = 0.01;
+/** Bounds on the wait for requests left in flight when a run stops (see settle). */
+const SETTLE_MAX_MS = 5_000;
+const SETTLE_MARGIN_MS = 100;
 /** autocannon's per-request timeout, seconds. */
 const REQUEST_TIMEOUT_S = 30;
 
@@ -93,6 +96,8 @@ const RENEW = `mutation($i: RenewLeaseInput!) { renewLease(input: $i) { ${LEASE_
 const STATEMENTS = 'flotilla_db_statements_total';
 const CLOCK_TICKS = clockTicksPerSecond();
 
+/** A progress line on stderr, with the seconds since the run started. */
+const progress = (line: string) => console.error(`[${(performance.now() / 1000).toFixed(1)} s] ${line}`);
 const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
 const requestBody = (query: string, variables: Record<string, unknown> = {}) => JSON.stringify({ query, variables });
 
@@ -144,9 +149,12 @@ interface Stats {
   non2xx: number;
   timeouts: number;
   floor: FloorShape;
-  /** The loaded process's CPU time (user + system) per completed request, over the measured interval. */
+  /**
+   * The loaded process's CPU time (user + system) per request, from the start of the interval until
+   * the requests still in flight at its end were served too, over completed requests + connections.
+   */
   serverCpuMsPerRequest: number | null;
-  /** Flotilla's statements (its /metrics) per completed request, background work included. */
+  /** Flotilla's statements (its /metrics) per request, counted the same way, background work included. */
   statementsPerRequest: number | null;
   /** reqPerSec over the floor's req/s for the same shape in this run; null when either failed. */
   ratioToFloor: number | null;
@@ -168,7 +176,7 @@ async function runLoads(scenario: Scenario, durationMs: number): Promise<{ resul
 }
 
 async function measure(scenario: Scenario): Promise<Stats> {
-  console.error(`  ${scenario.name} (c=${scenario.connections})…`);
+  progress(`  ${scenario.name} (c=${scenario.connections})…`);
   const failed = (failure: string): Stats => ({
     scenario: scenario.name,
     connections: scenario.connections,
@@ -188,19 +196,21 @@ async function measure(scenario: Scenario): Promise<Stats> {
   });
   const before = await scenario.check().catch((err: unknown) => String(err));
   if (before) return failed(`before: ${before}`);
-  if (WARMUP_MS > 0) await runLoads(scenario, WARMUP_MS);
+  if (WARMUP_MS > 0) await settle((await runLoads(scenario, WARMUP_MS)).result);
   if (scenario.outcomes) for (const key of Object.keys(scenario.outcomes)) scenario.outcomes[key] = 0;
   const { pid, graphqlUrl } = scenario.target;
   const statements = async () => (graphqlUrl ? (await readMetrics(graphqlUrl))(STATEMENTS) : Number.NaN);
   const statementsBefore = await statements();
   const cpuBefore = cpuSeconds(pid);
   const { result, seconds } = await runLoads(scenario, DURATION_MS);
+  await settle(result);
+  // Work is counted until the requests still in flight when the run stopped (one per connection) are done too.
   const cpu = cpuSeconds(pid) - cpuBefore;
   const statementsDuring = (await statements()) - statementsBefore;
   const after = await scenario.check().catch((err: unknown) => String(err));
   const requests = result.requests.total;
-  const perRequest = (x: number, digits: number) =>
-    Number.isFinite(x) && requests > 0 ? round(x / requests, digits) : null;
+  const served = requests + scenario.connections;
+  const perRequest = (x: number, digits: number) => (Number.isFinite(x) ? round(x / served, digits) : null);
   // A non-2xx body fails the check too, so it is among the mismatches already.
   const errors = result.mismatches + result.errors;
   const good = Math.max(0, requests - result.mismatches);
@@ -228,6 +238,15 @@ async function measure(scenario: Scenario): Promise<Stats> {
     failure,
     ...(scenario.outcomes ? { outcomes: { ...scenario.outcomes } } : {}),
   };
+}
+
+/**
+ * autocannon stops with a request in flight on every connection and does not wait for them; the
+ * server still serves them. Waits about as long as the slowest request of the run took, so the
+ * next interval neither pays for them nor is measured while they finish.
+ */
+async function settle(run: Result): Promise<void> {
+  await sleep(Math.min(SETTLE_MAX_MS, run.latency.max) + SETTLE_MARGIN_MS);
 }
 
 /** A plain fetch of one request body; returns why its answer is wrong, or null. */
@@ -728,14 +747,14 @@ async function benchDriver(
   try {
     if (!server.adminToken) throw new Error('a fresh database should print an admin token');
     const api: Api = { url: server.url, token: server.adminToken, pid: server.pid };
-    console.error(`${driver}: seeding…`);
+    progress(`${driver}: seeding…`);
     const scenarios = [
       ...(await listScenarios(api)),
       ...(await chatScenarios(api)),
       await createScenario(api),
       await leaseScenario(api),
     ];
-    console.error(`${driver}: measuring…`);
+    progress(`${driver}: measuring…`);
     // The floor right before the server's scenarios, on the same machine at about the same load.
     for (const scenario of [...floorScenarios(floor), ...scenarios.filter((s) => wanted(s.name))])
       stats.push(await measure(scenario));
@@ -744,13 +763,14 @@ async function benchDriver(
   }
   let idleResult: Idle | null = null;
   if (wanted('idle')) {
-    console.error(`${driver}: idle with ${IDLE_BACKLOG} unplaceable sandboxes…`);
+    progress(`${driver}: idle with ${IDLE_BACKLOG} unplaceable sandboxes…`);
     idleResult = await idle(await newDatabase());
   }
   const floorRate = (shape: FloorShape) => stats.find((s) => s.scenario.startsWith('floor:') && s.floor === shape);
   for (const s of stats) {
     const f = floorRate(s.floor);
-    s.ratioToFloor = s.ok && f?.ok && f.reqPerSec > 0 ? round(s.reqPerSec / f.reqPerSec) : null;
+    // Two significant digits: a ratio far below 1 still reads as a number, not 0.
+    s.ratioToFloor = s.ok && f?.ok && f.reqPerSec > 0 ? Number((s.reqPerSec / f.reqPerSec).toPrecision(2)) : null;
   }
   return { stats, idle: idleResult };
 }
