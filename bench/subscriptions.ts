@@ -13,7 +13,7 @@
  * Usage: npm run bench:subscriptions [-- sqlite|postgres]   (default: postgres)
  * Writes bench/results/subscriptions-<driver>.json and prints a Markdown summary.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,7 +21,9 @@ import { type Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { tempDir } from '../test/helpers/databases.js';
 import { startTestPostgres } from '../test/helpers/postgres.js';
+import { gql, readMetrics, sleep } from './http.js';
 import { describeMachine } from './machine.js';
+import { RATE_LIMIT_PER_MINUTE, type ServerProcess, startServerProcess } from './server-process.js';
 
 type Driver = 'sqlite' | 'postgres';
 
@@ -43,13 +45,10 @@ const SUBSCRIBE_BATCH = 500;
 /** Bounds on every wait, so a run always ends (the whole run stays within ~5 minutes). */
 const WAIT_SUBSCRIBED_MS = 120_000;
 const WAIT_DELIVERED_MS = 60_000;
-const SERVER_START_MS = 60_000;
 /** Memory is sampled a few times after things settle; the median damps GC noise. */
 const MEMORY_SAMPLES = 5;
 const MEMORY_SAMPLE_GAP_MS = 1_000;
 const SETTLE_MS = 3_000;
-/** High enough that 10,000 subscribes plus the mutations never hit the per-token limit. */
-const RATE_LIMIT_PER_MINUTE = '1000000';
 /** The whole fan-out is one token on many sockets: lift the per-token and per-socket caps out of the way. */
 const STREAM_CAP = '100000';
 
@@ -70,95 +69,19 @@ const SEND = `mutation($i: SendMessageInput!) { sendMessage(input: $i) { __typen
  * untouched), so memory is read without garbage that V8 has not collected yet.
  */
 const GC_ON_SIGNAL = ['--expose-gc', '--import', `data:text/javascript,process.on('SIGUSR2', () => globalThis.gc())`];
-/** BENCH_CPU_PROFILE_DIR=dir: the server writes a V8 CPU profile there when it stops (read it before optimising). */
-const CPU_PROFILE = process.env.BENCH_CPU_PROFILE_DIR
-  ? ['--cpu-prof', '--cpu-prof-dir', resolve(process.env.BENCH_CPU_PROFILE_DIR)]
-  : [];
-/** BENCH_SERVER_NODE_FLAGS: extra Node flags for the server (e.g. --trace-gc), split on spaces. */
-const SERVER_NODE_FLAGS = process.env.BENCH_SERVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
 /** Time for the collection to finish before /metrics is read. */
 const GC_PAUSE_MS = 500;
 
-interface ServerProcess {
-  child: ChildProcess;
-  url: string;
-  adminToken: string | null;
-  stop(): Promise<void>;
-}
-
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('FLOTILLA_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-/** Starts `flotilla serve` on loopback; resolves with its URL and, on a fresh database, the admin token it printed. */
+/** Starts `flotilla serve` with a full GC on SIGUSR2 (see GC_ON_SIGNAL). */
 function startServer(databaseUrl: string): Promise<ServerProcess> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(
-      process.execPath,
-      [...GC_ON_SIGNAL, ...CPU_PROFILE, ...SERVER_NODE_FLAGS, resolve('bin/flotilla.js'), 'serve'],
-      {
-        env: cleanEnv({
-          FLOTILLA_DATABASE_URL: databaseUrl,
-          FLOTILLA_PORT: '0',
-          FLOTILLA_HOST: '127.0.0.1',
-          FLOTILLA_DATA_DIR: tempDir('flotilla-bench-'),
-          FLOTILLA_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn',
-          FLOTILLA_RATE_LIMIT_PER_MINUTE: RATE_LIMIT_PER_MINUTE,
-          FLOTILLA_MAX_SOCKETS_PER_TOKEN: STREAM_CAP,
-          FLOTILLA_MAX_SUBSCRIPTIONS_PER_SOCKET: STREAM_CAP,
-          FLOTILLA_MAX_SSE_STREAMS_PER_TOKEN: STREAM_CAP,
-        }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    let stopping = false;
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), SERVER_START_MS);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (process.env.BENCH_SERVER_OUTPUT) process.stderr.write(d);
-      const url = /serving GraphiQL at (http:\/\/\S+)/.exec(out)?.[1];
-      // The token line follows the URL line when one was minted; the last line says so either way.
-      const done = /Bearer (\S+)"\}/.exec(out) ?? /Authenticate with a token/.exec(out);
-      if (url && done) {
-        clearTimeout(timer);
-        const token = /Bearer ([^"\s]+)"/.exec(out)?.[1] ?? null;
-        resolvePromise({
-          child,
-          url,
-          adminToken: token,
-          stop: () =>
-            new Promise<void>((r) => {
-              if (child.exitCode !== null) return r();
-              stopping = true;
-              child.once('exit', () => r());
-              child.kill('SIGTERM');
-            }),
-        });
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      // Its last output (warnings and errors only, at log level warn) says why it died mid-run.
-      if (!stopping) console.error(`server exited (code ${code}, signal ${signal}): ${out.slice(-2000)}`);
-      reject(new Error(`server exited with ${code}: ${out}`));
-    });
+  return startServerProcess(databaseUrl, {
+    nodeFlags: GC_ON_SIGNAL,
+    env: {
+      FLOTILLA_MAX_SOCKETS_PER_TOKEN: STREAM_CAP,
+      FLOTILLA_MAX_SUBSCRIPTIONS_PER_SOCKET: STREAM_CAP,
+      FLOTILLA_MAX_SSE_STREAMS_PER_TOKEN: STREAM_CAP,
+    },
   });
-}
-
-async function gql<T>(url: string, token: string, query: string, variables: Record<string, unknown>): Promise<T> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await res.json()) as { data?: T; errors?: unknown[] };
-  if (!res.ok || body.errors || !body.data) throw new Error(JSON.stringify(body.errors ?? res.status));
-  return body.data;
 }
 
 /** One tenant with one worker and one sandbox: sendMessage on it appends exactly one MESSAGE_POSTED. */
@@ -204,18 +127,6 @@ async function send(url: string, token: string, sandboxId: string, body: string)
   return data.sendMessage.__typename === 'MessagePayload';
 }
 
-/** GETs a URL, retrying a reset (a kept-alive socket the busy server closed just as it was reused). */
-async function fetchText(url: URL, attempts = 3): Promise<string> {
-  for (let i = 1; ; i++) {
-    try {
-      return await (await fetch(url)).text();
-    } catch (err) {
-      if (i >= attempts) throw err;
-      await sleep(200);
-    }
-  }
-}
-
 /** Reads a few figures of the server process from its Prometheus endpoint. */
 async function scrape(graphqlUrl: string): Promise<{
   rss: number;
@@ -229,11 +140,7 @@ async function scrape(graphqlUrl: string): Promise<{
   eventLoopLagMaxMs: number;
   eventLoopLagP99Ms: number;
 }> {
-  const text = await fetchText(new URL('/metrics', graphqlUrl));
-  const value = (name: string): number => {
-    const match = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-    return match ? Number(match[1]) : NaN;
-  };
+  const value = await readMetrics(graphqlUrl);
   return {
     rss: value('flotilla_process_resident_memory_bytes'),
     heapUsed: value('flotilla_nodejs_heap_size_used_bytes'),
@@ -263,7 +170,6 @@ async function memory(server: ServerProcess): Promise<{ rss: number; heapUsed: n
   return { rss: median(samples.map((s) => s.rss)), heapUsed: median(samples.map((s) => s.heapUsed)) };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
 
