@@ -33,9 +33,10 @@ export interface Context {
   requestId: string;
   /**
    * Starts afresh for the next event of a subscription: a new EntityManager fork, new services
-   * and empty DataLoader caches, so each event reads current rows and memory does not grow.
+   * and empty DataLoader caches, so each event reads current rows and memory does not grow. With
+   * `identity` (the stream's access was narrowed since), the context acts as that one from now on.
    */
-  renew(): void;
+  renew(identity?: Identity): void;
 }
 
 export const builder = new SchemaBuilder<{

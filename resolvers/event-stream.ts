@@ -7,7 +7,8 @@ import type { Context } from './builder.js';
  * subscribe time (not at the first read), so nothing committed after the subscribe call is
  * missed and refusals (not found, forbidden, bad cursor) answer the subscribe request itself.
  * Each event starts a fresh context (current rows, empty DataLoaders) for a subscriber that
- * executes alone; `return()` ends the hub subscription at once, even while waiting for an event.
+ * executes alone, acting as the identity the stream holds now (an access change may have narrowed
+ * it); `return()` ends the hub subscription at once, even while waiting for an event.
  */
 export async function eventStream(
   ctx: Context,
@@ -20,7 +21,8 @@ export async function eventStream(
     [Symbol.asyncIterator]: () => renewing,
     next: async () => {
       const step = await stream.next();
-      if (!step.done) ctx.renew();
+      // An access change may have narrowed the stream's identity since the last event: execute with that.
+      if (!step.done) ctx.renew(stream.principal?.identity);
       return step;
     },
     return: async () => (await stream.return?.()) ?? { done: true, value: undefined },

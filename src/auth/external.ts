@@ -70,6 +70,7 @@ abstract class ExternalIssuerBase implements ExternalIssuer {
         else provisional = true;
       }
     }
+    const claimedRoles = new Map(tenantRoles);
     for (const m of await em.find(Member, { subject })) {
       if (TENANT_ROLES.includes(m.role)) raise(m.tenant.id, m.role);
     }
@@ -81,6 +82,7 @@ abstract class ExternalIssuerBase implements ExternalIssuer {
       source: this.source,
       platformAdmin,
       tenantRoles,
+      ...(claimedRoles.size > 0 ? { claimedRoles } : {}),
       workerId: null,
       scopes: new Set(),
       expiresAt: new Date(exp * 1000),

@@ -12,6 +12,11 @@ export interface Identity {
   platformAdmin: boolean;
   /** Roles per tenant id: from memberships of the subject and from the token itself. */
   tenantRoles: ReadonlyMap<string, TenantRole>;
+  /**
+   * The part of `tenantRoles` the token's own claims grant (an external issuer's group mapping),
+   * which no membership change takes away. Absent: none.
+   */
+  claimedRoles?: ReadonlyMap<string, TenantRole>;
   /** Set for worker tokens: the one worker this token may act for. */
   workerId: string | null;
   scopes: ReadonlySet<string>;
@@ -35,4 +40,28 @@ export function hasTenantRole(identity: Identity, tenantId: string, role: Tenant
 /** Tenants the identity may read; null means all of them. */
 export function visibleTenantIds(identity: Identity): string[] | null {
   return identity.platformAdmin ? null : [...identity.tenantRoles.keys()];
+}
+
+/** Sources whose tenant roles come from the subject's memberships (API tokens carry theirs in the token). */
+const MEMBERSHIP_SOURCES: ReadonlySet<TokenSource> = new Set(['OIDC', 'HS256']);
+
+/**
+ * The identity after the subject's membership of a tenant changed to `role` (null: removed), as
+ * far as it lowers what the identity holds: a new object (identities are shared between requests
+ * and streams, so one is never changed in place), or the same one when nothing is lost. A raise is
+ * not applied: the holder sees it on its next request. Platform admins and identities whose roles
+ * come from the token itself are unaffected.
+ */
+export function withMembershipLowered(identity: Identity, tenantId: string, role: TenantRole | null): Identity {
+  if (identity.platformAdmin || !MEMBERSHIP_SOURCES.has(identity.source)) return identity;
+  const held = identity.tenantRoles.get(tenantId);
+  if (held === undefined) return identity;
+  const claimed = identity.claimedRoles?.get(tenantId);
+  let next: TenantRole | undefined = role ?? undefined;
+  if (claimed !== undefined && (next === undefined || ROLE_RANK[claimed] > ROLE_RANK[next])) next = claimed;
+  if (next !== undefined && ROLE_RANK[next] >= ROLE_RANK[held]) return identity;
+  const tenantRoles = new Map(identity.tenantRoles);
+  if (next === undefined) tenantRoles.delete(tenantId);
+  else tenantRoles.set(tenantId, next);
+  return { ...identity, tenantRoles };
 }

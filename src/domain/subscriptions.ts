@@ -1,7 +1,7 @@
 import { hasTenantRole } from '../auth/identity.js';
 import type { EventType } from '../db/entities/event.js';
 import { isUuid } from '../db/ids.js';
-import { eventVisibleTo, principalOf } from '../events/authorize.js';
+import { StreamAccess, type StreamTarget } from '../events/authorize.js';
 import type { EventHub, EventSubscription } from '../events/hub.js';
 import type { LogEvent } from '../events/reader.js';
 import type { ServiceContext } from './context.js';
@@ -26,17 +26,22 @@ export class SubscriptionService {
     return hub;
   }
 
+  /**
+   * `target` names the tenant whose data the stream follows and the role that takes: losing it
+   * ends the stream; losing a role elsewhere narrows what the stream sees (src/events/hub.ts).
+   */
   private open(
     match: Parameters<EventHub['subscribe']>[0]['match'],
+    target: StreamTarget | null,
     after: string | null | undefined,
     narrow?: (e: LogEvent) => boolean,
   ): Promise<EventSubscription> {
-    const visible = eventVisibleTo(this.ctx.identity);
+    const access = new StreamAccess(this.ctx.identity, target);
     return this.hub().subscribe({
       match,
       after: after ?? null,
-      authorize: narrow ? (e) => visible(e) && narrow(e) : visible,
-      principal: principalOf(this.ctx.identity),
+      authorize: narrow ? (e) => access.sees(e) && narrow(e) : (e) => access.sees(e),
+      principal: access,
     });
   }
 
@@ -50,8 +55,8 @@ export class SubscriptionService {
 
   /** Everything that happens to one sandbox the caller can see. */
   async sandboxEvents(sandboxId: string, after?: string | null): Promise<EventSubscription> {
-    await this.requireSandbox(sandboxId);
-    return this.open({ sandboxId }, after);
+    const tenantId = await this.requireSandbox(sandboxId);
+    return this.open({ sandboxId }, { tenantId, role: 'VIEWER' }, after);
   }
 
   /** Everything in a tenant, optionally only some types. */
@@ -62,12 +67,13 @@ export class SubscriptionService {
   ): Promise<EventSubscription> {
     if (!isUuid(tenantId) || !hasTenantRole(this.ctx.identity, tenantId, 'VIEWER'))
       throw new NotFoundError('Tenant', tenantId);
-    return this.open({ tenantId, ...(types?.length ? { types } : {}) }, after);
+    return this.open({ tenantId, ...(types?.length ? { types } : {}) }, { tenantId, role: 'VIEWER' }, after);
   }
 
   /** A worker's own work queue: assignments and stop requests. */
   async workerAssignments(workerId: string, after?: string | null): Promise<EventSubscription> {
     const identity = this.ctx.identity;
+    let target: StreamTarget | null = null;
     if (identity.workerId !== null) {
       if (identity.workerId !== workerId)
         throw new ForbiddenError('a worker token may only follow its own assignments');
@@ -78,23 +84,28 @@ export class SubscriptionService {
         identity.platformAdmin || (worker.tenant !== null && hasTenantRole(identity, worker.tenant.id, 'ADMIN'));
       if (!managesIt)
         throw new ForbiddenError('only the worker itself or its administrators may follow its assignments');
+      // A dedicated worker's administrators follow it while they hold ADMIN in its tenant.
+      if (worker.tenant !== null) target = { tenantId: worker.tenant.id, role: 'ADMIN' };
     }
-    return this.open({ workerId, types: ASSIGNMENT_EVENT_TYPES }, after);
+    return this.open({ workerId, types: ASSIGNMENT_EVENT_TYPES }, target, after);
   }
 
   /** Messages of one sandbox, optionally of one thread. */
   async messageAdded(sandboxId: string, threadId?: string | null, after?: string | null): Promise<EventSubscription> {
-    await this.requireSandbox(sandboxId);
+    const tenantId = await this.requireSandbox(sandboxId);
     const thread = threadId ?? null;
     return this.open(
       { sandboxId, types: ['MESSAGE_POSTED'] },
+      { tenantId, role: 'VIEWER' },
       after,
       (e) => thread === null || e.data.threadId === thread,
     );
   }
 
-  private async requireSandbox(sandboxId: string): Promise<void> {
+  /** The sandbox's tenant, if the caller may see it. */
+  private async requireSandbox(sandboxId: string): Promise<string> {
     const [sandbox] = await new SandboxService(this.ctx).findVisibleByIds([sandboxId]);
     if (!sandbox) throw new NotFoundError('Sandbox', sandboxId);
+    return sandbox.tenant.id;
   }
 }

@@ -1,3 +1,5 @@
+import type { Identity } from '../auth/identity.js';
+import { TENANT_ROLES, type TenantRole } from '../db/entities/member.js';
 import type { Orm } from '../db/orm.js';
 import type { Logger } from '../kernel/logger.js';
 import { InvalidCursorError, SubscriberTooSlowError, SubscriptionEndedError } from './errors.js';
@@ -54,10 +56,16 @@ export interface EventHubOptions {
 
 const ACCESS_CHANGES: ReadonlySet<string> = new Set(['TOKEN_REVOKED', 'MEMBER_REMOVED', 'MEMBER_CHANGED']);
 
-/** A removal always; a role change when it lowers the role (a raise leaves open streams as they are). */
-function losesAccess(event: LogEvent): boolean {
-  if (event.type === 'MEMBER_REMOVED') return true;
-  return event.type === 'MEMBER_CHANGED' && event.data.lowered === true;
+/**
+ * The subject's role in the event's tenant after a removal (null) or a lowering; undefined when
+ * the event takes nothing away (a raise leaves open streams as they are). A role the hub does not
+ * know counts as none.
+ */
+function roleAfter(event: LogEvent): TenantRole | null | undefined {
+  if (event.type === 'MEMBER_REMOVED') return null;
+  if (event.type !== 'MEMBER_CHANGED' || event.data.lowered !== true) return undefined;
+  const role = event.data.role;
+  return typeof role === 'string' && (TENANT_ROLES as readonly string[]).includes(role) ? (role as TenantRole) : null;
 }
 
 /** Who holds a subscription, so the server can end a subject's streams (revoked token, removed member). */
@@ -65,6 +73,14 @@ export interface SubscriberPrincipal {
   subject: string;
   tokenId?: string | null;
   tenantIds?: readonly string[];
+  /** The identity the stream acts as now: the one it subscribed with, or what an access change narrowed it to. */
+  readonly identity?: Identity;
+  /**
+   * The subject's membership of a tenant was removed (role null) or lowered: narrows what the
+   * stream may see and answers whether it may go on. Without it, a stream whose principal held
+   * the tenant ends.
+   */
+  membershipChanged?(tenantId: string, role: TenantRole | null): boolean;
 }
 
 export interface SubscribeOptions {
@@ -85,6 +101,8 @@ export interface EventSubscription extends AsyncIterableIterator<LogEvent> {
   readonly live: boolean;
   /** Events waiting for the consumer; never more than the hub's queue limit. */
   readonly queued: number;
+  /** Who holds the stream (as given to `subscribe`); an access change may narrow it while it runs. */
+  readonly principal: SubscriberPrincipal | undefined;
 }
 
 type Pending = { events: LogEvent[]; overflowed: boolean };
@@ -120,6 +138,10 @@ class Subscriber implements EventSubscription {
 
   get queued(): number {
     return this.queue.length;
+  }
+
+  get principal(): SubscriberPrincipal | undefined {
+    return this.options.principal;
   }
 
   accepts(event: LogEvent): boolean {
@@ -517,8 +539,9 @@ export class EventHub {
   }
 
   /**
-   * Access changes travel through the log, so every replica hears them: a removed member's
-   * streams of that tenant and a revoked token's streams end here, before later events go out.
+   * Access changes travel through the log, so every replica hears them: a revoked token's streams
+   * and a removed (or lowered) member's streams that lost their access end here, and the member's
+   * other streams are narrowed, before later events go out.
    */
   private applyAccessChange(event: LogEvent): void {
     if (!ACCESS_CHANGES.has(event.type)) return;
@@ -526,13 +549,18 @@ export class EventHub {
     const { subject, tokenId } = event.data;
     if (event.type === 'TOKEN_REVOKED' && typeof tokenId === 'string') {
       this.endWhere((p) => p?.tokenId === tokenId, 'the token was revoked');
-    } else if (event.tenantId !== null && typeof subject === 'string' && losesAccess(event)) {
+    } else if (event.tenantId !== null && typeof subject === 'string') {
+      const role = roleAfter(event);
+      if (role === undefined) return;
       const tenantId = event.tenantId;
-      // Every stream of the subject that held the tenant ends, whatever it follows: each executes
-      // with the identity it subscribed with, whose role in that tenant could still reach its
-      // data (e.g. through a shared worker's sandboxes). The client resubscribes with its new roles.
+      // Only the streams that lost what they follow end. Each other stream of the subject goes on
+      // with the narrowed identity its principal now holds: its next authorization and execution
+      // use that (resolvers/event-stream.ts, src/server/live-execution.ts), so a role it lost can
+      // no longer reach that tenant's data through its selection (e.g. a shared worker's sandboxes).
       this.endWhere(
-        (p) => p?.subject === subject && (p.tenantIds ?? []).includes(tenantId),
+        (p) =>
+          p?.subject === subject &&
+          (p.membershipChanged ? !p.membershipChanged(tenantId, role) : (p.tenantIds ?? []).includes(tenantId)),
         event.type === 'MEMBER_REMOVED'
           ? 'your membership of a tenant was removed; subscribe again'
           : 'your role in a tenant was lowered; subscribe again',

@@ -113,11 +113,11 @@ export class ContextFactory {
     em: () => Em,
     sharedReads?: SharedReads,
   ): Context {
-    const bind = () =>
+    const bind = (as: Identity) =>
       new LazyServices(() =>
         createServices({
           em: em(),
-          identity,
+          identity: as,
           clock: this.clock,
           settings: this.settings,
           bus: this.bus,
@@ -130,16 +130,19 @@ export class ContextFactory {
       );
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {
       identity,
-      services: bind(),
+      services: bind(identity),
       requestId,
       // Pothos keys its per-request DataLoaders by this object; replacing it empties them.
       [POTHOS_CONTEXT_CACHE]: {},
       // `this`, not `context`: the server hands resolvers a copy of this object merged into its own.
-      renew(this: Context & { [POTHOS_CONTEXT_CACHE]: object }) {
+      renew(this: Context & { [POTHOS_CONTEXT_CACHE]: object }, narrowed?: Identity) {
+        const changed = narrowed !== undefined && narrowed !== this.identity;
         // Called per event for every live subscriber: free when nothing read through the services
         // since the last time (DataLoaders load through them, so their cache is still empty).
-        if (this.services instanceof LazyServices && !this.services.isBound) return;
-        this.services = bind();
+        if (!changed && this.services instanceof LazyServices && !this.services.isBound) return;
+        if (changed) this.identity = narrowed;
+        this.services = bind(this.identity);
+        // Also drops what was cached for the old identity (DataLoaders, scope-auth's answers).
         this[POTHOS_CONTEXT_CACHE] = {};
       },
     };

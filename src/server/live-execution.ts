@@ -80,32 +80,44 @@ export class LiveExecution {
     const source = await createSourceEventStream(args);
     if (!isAsyncIterable(source)) return source;
     const identity = (args.contextValue as Context).identity;
-    const key = groupKey(args, identity);
+    // A live member gets only events after the hub's position now; a replaying one gets older ones too.
+    const member: Member = { from: this.deps.position(), taken: -1n, identity };
+    const group = this.join(args, member);
+    return this.stream(group, member, source[Symbol.asyncIterator](), args);
+  }
+
+  /** Adds the member to the group of its operation, variables and access, created if need be. */
+  private join(args: ExecutionArgs, member: Member): LiveGroup {
+    const key = groupKey(args, member.identity);
     let group = this.groups.get(key);
     if (!group) {
-      group = new LiveGroup(key, args, identity);
+      group = new LiveGroup(key, args, member.identity);
       this.groups.set(key, group);
     }
-    // A live member gets only events after the hub's position now; a replaying one gets older ones too.
-    const member: Member = { from: this.deps.position(), taken: -1n };
     group.members.add(member);
-    return this.stream(group, member, source[Symbol.asyncIterator](), args);
+    return group;
+  }
+
+  private release(group: LiveGroup, member: Member): void {
+    group.leave(member);
+    if (group.members.size === 0 && this.groups.get(group.key) === group) this.groups.delete(group.key);
   }
 
   /** One member's stream: its own events (already authorized by the hub), the group's results. */
   private stream(
-    group: LiveGroup,
+    joined: LiveGroup,
     member: Member,
     source: AsyncIterator<unknown>,
     args: ExecutionArgs,
   ): AsyncIterableIterator<ExecutionResult> {
+    let group = joined;
     let left = false;
     const leave = () => {
       if (left) return;
       left = true;
-      group.leave(member);
-      if (group.members.size === 0 && this.groups.get(group.key) === group) this.groups.delete(group.key);
+      this.release(group, member);
     };
+    const context = args.contextValue as Context;
     const iterator: AsyncIterableIterator<ExecutionResult> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
@@ -114,6 +126,14 @@ export class LiveExecution {
           if (step.done) {
             leave();
             return { done: true, value: undefined };
+          }
+          // An access change narrowed this subscriber (its context now holds the narrowed identity,
+          // resolvers/event-stream.ts): it moves to the group of its new access, never executing
+          // with, or sharing the results of, the access it lost.
+          if (context.identity !== member.identity && !left) {
+            this.release(group, member);
+            member.identity = context.identity;
+            group = this.join(args, member);
           }
           const value = isLogEvent(step.value)
             ? await this.resultFor(group, member, step.value)
@@ -208,10 +228,11 @@ interface BatchSource {
   contexts: Map<string, Context>;
 }
 
-/** A group member: where its live stream started and the last event it took. */
+/** A group member: where its live stream started, the last event it took, and the access it is grouped by. */
 interface Member {
   from: bigint;
   taken: bigint;
+  identity: Identity;
 }
 
 interface MemoEntry {
