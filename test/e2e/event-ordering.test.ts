@@ -1,12 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, TenantEventsDocument } from '../../src/client/index.js';
 import type { LogEvent } from '../../src/events/reader.js';
 import { decodeEventCursor } from '../../src/events/reader.js';
-import { tempDir } from '../helpers/databases.js';
 import { createSandbox, createTenant, dataOf, registerWorker, uniqueName } from '../helpers/fleet.js';
+import { type ReplicaProcess, startReplicaProcess } from '../helpers/replica.js';
 import { localId, startTestServer, type TestServer } from '../helpers/server.js';
 import { take } from '../helpers/streams.js';
 
@@ -157,34 +155,10 @@ describe('commit-ordered log over two replicas on postgres', () => {
 });
 
 /** `flotilla serve` as a real process on the same database, with its clock `skewMs` ahead of this one's. */
-function startSkewedReplica(databaseUrl: string, skewMs: number): Promise<{ child: ChildProcess; url: string }> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('FLOTILLA_')) env[k] = v;
+function startSkewedReplica(databaseUrl: string, skewMs: number): Promise<ReplicaProcess> {
   const skew = `const now = Date.now; Date.now = () => now() + ${skewMs};`;
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', `data:text/javascript,${encodeURIComponent(skew)}`, resolve('bin/flotilla.js'), 'serve'],
-      {
-        env: {
-          ...env,
-          FLOTILLA_DATABASE_URL: databaseUrl,
-          FLOTILLA_PORT: '0',
-          FLOTILLA_DATA_DIR: tempDir(),
-          FLOTILLA_LOG_LEVEL: 'warn',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const match = /serving GraphiQL at (http:\/\/\S+)/.exec(out);
-      if (match) resolvePromise({ child, url: match[1] });
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`replica exited with ${code}: ${out}`)));
+  return startReplicaProcess(databaseUrl, {
+    nodeFlags: ['--import', `data:text/javascript,${encodeURIComponent(skew)}`],
   });
 }
 
@@ -195,7 +169,7 @@ function startSkewedReplica(databaseUrl: string, skewMs: number): Promise<{ chil
  */
 describe('message paging across replicas with skewed clocks on postgres', () => {
   let a: TestServer;
-  let ahead: { child: ChildProcess; url: string };
+  let ahead: ReplicaProcess;
   let sandboxId: string;
 
   beforeAll(async () => {

@@ -1,7 +1,7 @@
-import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DRIVERS } from '../helpers/databases.js';
 import { createTenant, dataOf, uniqueName } from '../helpers/fleet.js';
+import { type Hs256Issuer, personToken } from '../helpers/replica.js';
 import { isRequestStatement, localId, startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -9,25 +9,16 @@ import { isRequestStatement, localId, startTestServer, type TestServer } from '.
  * access change (revocation, a member removed, added or given another role) still takes effect
  * on the next request, on the replica that made it and, through the event log, on every other.
  */
-const HS_ISSUER = 'https://sso.identity-cache.invalid';
-const HS_SECRET = 'identity-cache-test-shared-secret-long-enough';
-const AUDIENCE = 'flotilla-identity-cache';
+const SSO: Hs256Issuer = {
+  issuer: 'https://sso.identity-cache.invalid',
+  audience: 'flotilla-identity-cache',
+  secret: 'identity-cache-test-shared-secret-long-enough',
+};
 const ENV = {
-  FLOTILLA_HS256_ISSUERS: JSON.stringify([{ issuer: HS_ISSUER, audience: AUDIENCE, secret: HS_SECRET }]),
+  FLOTILLA_HS256_ISSUERS: JSON.stringify([SSO]),
 };
 
 const TENANT = 'query($t: ID!) { tenant(id: $t) { id slug } }';
-
-function personToken(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256' })
-    .setIssuer(HS_ISSUER)
-    .setAudience(AUDIENCE)
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime('1h')
-    .sign(new TextEncoder().encode(HS_SECRET));
-}
 
 function codeOf(res: { body: { errors?: readonly { extensions?: Record<string, unknown> }[] } }): unknown {
   return res.body.errors?.[0]?.extensions?.code;
@@ -103,7 +94,7 @@ describe.each(DRIVERS)('verified tokens cached per process on %s', (kind) => {
 
   it('sees a membership added, lowered and removed on the next request', async () => {
     const sub = uniqueName('person');
-    const token = await personToken(sub);
+    const token = await personToken(SSO, sub);
     const asPerson = () => server.gql<{ tenant: { id: string } | null }>(TENANT, { t: tenantId }, token);
     // Known to the cache, with no role in the tenant yet.
     expect(dataOf(await asPerson()).tenant).toBeNull();
@@ -166,7 +157,7 @@ describe('verified tokens cached per replica on postgres', () => {
 
   it('drops a removed member on another replica', async () => {
     const sub = uniqueName('person');
-    const token = await personToken(sub);
+    const token = await personToken(SSO, sub);
     const member = dataOf(
       await a.gql<{ addMember: { member: { id: string } } }>(
         'mutation($i: AddMemberInput!) { addMember(input: $i) { ... on AddMemberPayload { member { id } } } }',

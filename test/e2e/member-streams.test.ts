@@ -1,9 +1,9 @@
 import type { Client } from 'graphql-ws';
-import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseKind } from '../../src/config/index.js';
 import { DRIVERS } from '../helpers/databases.js';
 import { createSandbox, createTenant, dataOf, registerWorker, uniqueName } from '../helpers/fleet.js';
+import { type Hs256Issuer, personToken } from '../helpers/replica.js';
 import { startTestServer, subscribersReach, type TestServer } from '../helpers/server.js';
 
 /**
@@ -13,10 +13,12 @@ import { startTestServer, subscribersReach, type TestServer } from '../helpers/s
  * that reaches across tenants (a shared worker's sandboxes) no longer shows the tenant it lost,
  * whether subscribers share executions or each executes alone.
  */
-const HS_ISSUER = 'https://sso.member-streams.invalid';
-const HS_SECRET = 'member-streams-test-shared-secret-long-enough';
-const AUDIENCE = 'flotilla-member-streams';
-const ISSUERS = JSON.stringify([{ issuer: HS_ISSUER, audience: AUDIENCE, secret: HS_SECRET }]);
+const SSO: Hs256Issuer = {
+  issuer: 'https://sso.member-streams.invalid',
+  audience: 'flotilla-member-streams',
+  secret: 'member-streams-test-shared-secret-long-enough',
+};
+const ISSUERS = JSON.stringify([SSO]);
 const DELIVERY_TIMEOUT_MS = 20_000;
 
 /** A tenant's new sandboxes, with every sandbox the caller can see on the (shared) worker each was placed on. */
@@ -93,17 +95,6 @@ async function liveGroups(server: TestServer): Promise<number> {
   return Number(line?.split(' ')[1] ?? Number.NaN);
 }
 
-function personToken(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256' })
-    .setIssuer(HS_ISSUER)
-    .setAudience(AUDIENCE)
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime('1h')
-    .sign(new TextEncoder().encode(HS_SECRET));
-}
-
 /** The names of the sandboxes a result shows on the new sandbox's worker. */
 function namesOnWorker(result: Result | undefined): string[] {
   const sandbox = result?.data?.tenantEvents.sandbox as
@@ -167,8 +158,8 @@ describe.each(MODES)(
       await addMember(b, bob, 'VIEWER');
       const a1 = await sandbox(a, 'a-1');
 
-      const asAlice = server.ws(await personToken(alice));
-      const asBob = server.ws(await personToken(bob));
+      const asAlice = server.ws(await personToken(SSO, alice));
+      const asBob = server.ws(await personToken(SSO, bob));
       const base = server.app.events().subscriberCount;
       const groupsBefore = await liveGroups(server);
       const ofA = collect(asAlice, EVERYTHING, { t: a });
@@ -215,7 +206,7 @@ describe.each(MODES)(
       const carol = uniqueName('sso:carol');
       await addMember(a, carol, 'ADMIN');
       await addMember(b, carol, 'VIEWER');
-      const asCarol = server.ws(await personToken(carol));
+      const asCarol = server.ws(await personToken(SSO, carol));
       const base = server.app.events().subscriberCount;
       const ofA = collect(asCarol, AUDITED, { t: a });
       const ofB = collect(asCarol, ACROSS, { t: b });

@@ -1,5 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { resolve } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
@@ -9,8 +7,8 @@ import {
   MessageAddedDocument,
   TenantEventsDocument,
 } from '../../src/client/index.js';
-import { tempDir } from '../helpers/databases.js';
 import { acquireLease, createSandbox, createTenant, registerWorker, uniqueName } from '../helpers/fleet.js';
+import { type ReplicaProcess, startReplicaProcess } from '../helpers/replica.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { take } from '../helpers/streams.js';
 
@@ -24,35 +22,9 @@ const HS_SECRET = 'replica-test-shared-secret-of-enough-bytes!';
 const AUDIENCE = 'flotilla-replicas';
 const ISSUERS = JSON.stringify([{ issuer: HS_ISSUER, audience: AUDIENCE, secret: HS_SECRET }]);
 
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('FLOTILLA_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
 /** Starts `flotilla serve` as a real process on the same database; resolves with its GraphQL URL. */
-function startReplica(databaseUrl: string): Promise<{ child: ChildProcess; url: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [resolve('bin/flotilla.js'), 'serve'], {
-      env: cleanEnv({
-        FLOTILLA_DATABASE_URL: databaseUrl,
-        FLOTILLA_PORT: '0',
-        FLOTILLA_DATA_DIR: tempDir(),
-        FLOTILLA_LOG_LEVEL: 'warn',
-        FLOTILLA_HS256_ISSUERS: ISSUERS,
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const match = /serving GraphiQL at (http:\/\/\S+)/.exec(out);
-      if (match) resolvePromise({ child, url: match[1] });
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`replica exited with ${code}: ${out}`)));
-  });
+function startReplica(databaseUrl: string): Promise<ReplicaProcess> {
+  return startReplicaProcess(databaseUrl, { env: { FLOTILLA_HS256_ISSUERS: ISSUERS } });
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 400));
@@ -73,7 +45,7 @@ async function subscribersReachOn(graphqlUrl: string, count: number): Promise<vo
 
 describe('replicas on one Postgres', () => {
   let a: TestServer;
-  let b: { child: ChildProcess; url: string };
+  let b: ReplicaProcess;
   let tenantId: string;
 
   beforeAll(async () => {
