@@ -6,7 +6,6 @@ import {
   NotFoundError,
   ValidationError,
 } from '../src/domain/errors.js';
-import { effectiveWorkerStatus } from '../src/domain/workers.js';
 import { builder, mutationResult } from './builder.js';
 import { localIdOf, optionalLocalIdOf } from './ids.js';
 import { connection, connectionType, pageArgs } from './pagination.js';
@@ -40,12 +39,7 @@ export const WorkerRef = builder.loadableNode('Worker', {
     }),
     status: t.field({
       type: WorkerStatusEnum,
-      resolve: (worker, _args, ctx) =>
-        effectiveWorkerStatus(
-          worker,
-          ctx.services.context.clock.now(),
-          ctx.services.context.settings.heartbeatTtlSeconds,
-        ),
+      resolve: (worker, _args, ctx) => ctx.services.workers.statusOf(worker),
     }),
     region: t.exposeString('region', { nullable: true }),
     labels: t.field({ type: 'JSON', resolve: (worker) => worker.labels }),

@@ -19,5 +19,18 @@ export async function transactionNow(em: Em, clock: Clock): Promise<Date> {
   const [row] = await runSql<{ now: Date | string }[]>(em, 'select clock_timestamp() as now', []);
   const now = new Date(row.now);
   readIn.set(em, now);
+  offsets.set(clock, now.getTime() - clock.now().getTime());
   return now;
+}
+
+/** How far the database's clock was from each replica clock at its last read (see `estimatedNow`). */
+const offsets = new WeakMap<Clock, number>();
+
+/**
+ * "Now" on the one time source without a statement, for what is only shown or filtered (a
+ * worker's status as a reader sees it): this replica's clock corrected by the offset its last
+ * read of the database's time measured. Decisions (expiry, sweeping) use `transactionNow`.
+ */
+export function estimatedNow(clock: Clock): Date {
+  return new Date(clock.now().getTime() + (offsets.get(clock) ?? 0));
 }

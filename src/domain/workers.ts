@@ -27,7 +27,7 @@ import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { revokeToken } from './revocation.js';
 import { heartbeatHorizon } from './scheduler.js';
 import { dueBy, wantPlacement } from './sweep-signals.js';
-import { transactionNow } from './time.js';
+import { estimatedNow, transactionNow } from './time.js';
 
 /** What a worker token may do, and nothing else. */
 export const WORKER_SCOPES = ['worker:heartbeat', 'worker:lease', 'sandbox:report', 'message:post'] as const;
@@ -338,9 +338,14 @@ export class WorkerService {
     return keysetPage(this.ctx.em, Worker, { tenant: tenantId }, args);
   }
 
+  /** The status a reader sees: the stored one, OFFLINE once the heartbeat is older than the TTL. */
+  statusOf(worker: Worker): WorkerStatus {
+    return effectiveWorkerStatus(worker, estimatedNow(this.ctx.clock), this.ctx.settings.heartbeatTtlSeconds);
+  }
+
   /** Stored status and heartbeat age together, so the filter agrees with what `status` reads. */
   private statusFilter(statuses: readonly WorkerStatus[]): FilterQuery<Worker> {
-    const horizon = heartbeatHorizon(this.ctx.clock.now(), this.ctx.settings.heartbeatTtlSeconds);
+    const horizon = heartbeatHorizon(estimatedNow(this.ctx.clock), this.ctx.settings.heartbeatTtlSeconds);
     const fresh: FilterQuery<Worker> = {
       $or: [{ lastHeartbeatAt: { $gte: horizon } }, { lastHeartbeatAt: null, createdAt: { $gte: horizon } }],
     };

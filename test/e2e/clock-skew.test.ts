@@ -80,6 +80,13 @@ describe('replicas with skewed clocks on postgres', () => {
     expect(seen.status).toBe('ONLINE');
     expect(new Date(seen.lastHeartbeatAt).getTime()).toBeLessThan(ahead.now().getTime() - SKEW_MS / 2);
     expect(await b.app.sweeper.runOnce()).toMatchObject({ workersOffline: 0, sandboxesLost: 0 });
+    // Read through B, the worker is live too, and B's status filter agrees (B has read the database's time).
+    const throughB = await b.gql<{ worker: { status: string }; workers: { edges: { node: { id: string } }[] } }>(
+      'query($id: ID!) { worker(id: $id) { status } workers(status: [ONLINE], first: 100) { edges { node { id } } } }',
+      { id: holder.id },
+    );
+    expect(dataOf(throughB).worker.status).toBe('ONLINE');
+    expect(dataOf(throughB).workers.edges.map((e) => e.node.id)).toContain(holder.id);
 
     // Expiry still happens on the database's clock: released, the lease is over at once for B too.
     const drained = await b.gql<{ drainWorker: { __typename: string } }>(
