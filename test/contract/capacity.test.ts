@@ -30,7 +30,7 @@ describe.each(DRIVERS)('capacity reservation on %s', (kind) => {
     const outcomes = await Promise.all(
       Array.from({ length: 20 }, () =>
         orm.em.fork().transactional(async (tx) => {
-          const ok = await reserveCapacity(tx, worker.id, 500, 500);
+          const ok = await reserveCapacity(tx, worker.id, { cpuMillis: 500, memoryMb: 500, ports: 0 });
           await new Promise((r) => setTimeout(r, 20));
           return ok;
         }),
@@ -40,7 +40,9 @@ describe.each(DRIVERS)('capacity reservation on %s', (kind) => {
     const after = await orm.em.fork().findOneOrFail(Worker, worker.id);
     expect(after.allocatedCpuMillis).toBe(3000);
 
-    await orm.em.fork().transactional((tx) => releaseCapacity(tx, worker.id, 500, 500));
+    await orm.em
+      .fork()
+      .transactional((tx) => releaseCapacity(tx, worker.id, { cpuMillis: 500, memoryMb: 500, ports: 0 }));
     expect((await orm.em.fork().findOneOrFail(Worker, worker.id)).allocatedCpuMillis).toBe(2500);
   });
 
@@ -54,6 +56,10 @@ describe.each(DRIVERS)('capacity reservation on %s', (kind) => {
       status: 'DRAINING',
     });
     await em.flush();
-    expect(await orm.em.fork().transactional((tx) => reserveCapacity(tx, worker.id, 500, 500))).toBe(false);
+    expect(
+      await orm.em
+        .fork()
+        .transactional((tx) => reserveCapacity(tx, worker.id, { cpuMillis: 500, memoryMb: 500, ports: 0 })),
+    ).toBe(false);
   });
 });
