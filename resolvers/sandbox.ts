@@ -85,6 +85,10 @@ export const SandboxRef = builder.loadableNode('Sandbox', {
     startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
     stoppedAt: t.expose('stoppedAt', { type: 'DateTime', nullable: true }),
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'From ttlSeconds.' }),
+    requestedPorts: t.int({
+      description: 'How many ports it asked for (createSandbox `ports`); `ports` lists those it holds now.',
+      resolve: (s) => s.ports,
+    }),
     ports: t.loadableList({
       type: PortAllocationType,
       description:

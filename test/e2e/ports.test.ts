@@ -27,7 +27,7 @@ interface PlacedView {
   ports: PortView[];
 }
 
-const PLACED = 'id status worker { id } ports { name port url }';
+const PLACED = 'id status requestedPorts worker { id } ports { name port url }';
 const BASE_URL = 'http://10.0.0.7';
 
 /** A range of `size` ports starting at `from`. */
@@ -190,7 +190,7 @@ describe.each(DRIVERS)('the port pool on %s', (kind) => {
     ]);
     // One port is left: a sandbox asking for two waits, holding none.
     const waiting = await placed(tenantId, 2);
-    expect(waiting).toMatchObject({ status: 'PENDING', worker: null, ports: [] });
+    expect(waiting).toMatchObject({ status: 'PENDING', worker: null, requestedPorts: 2, ports: [] });
     // A sandbox asking for none still fits beside them.
     expect(await placed(tenantId, 0)).toMatchObject({ status: 'SCHEDULED', ports: [] });
     expect(await placed(tenantId, 1)).toMatchObject({ status: 'SCHEDULED', ports: [{ name: 'A', port: 21_003 }] });
