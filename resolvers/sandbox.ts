@@ -1,3 +1,4 @@
+import type { PortAllocation } from '../src/db/entities/port-allocation.js';
 import { AGENT_PHASES, SANDBOX_STATUSES, Sandbox } from '../src/db/entities/sandbox.js';
 import {
   ForbiddenError,
@@ -41,6 +42,18 @@ const PlacementType = builder
     }),
   });
 
+const PortAllocationType = builder.objectRef<PortAllocation>('PortAllocation').implement({
+  description: "A port of its worker's range held by the sandbox while it is placed there.",
+  fields: (t) => ({
+    name: t.exposeString('name', { description: 'A, B, … (the process sees FLOTILLA_PORT_A, FLOTILLA_URL_A, …).' }),
+    port: t.exposeInt('port'),
+    url: t.exposeString('url', {
+      nullable: true,
+      description: "The worker's public base URL with the port; null when the worker declared none.",
+    }),
+  }),
+});
+
 export const SandboxRef = builder.loadableNode('Sandbox', {
   id: { resolve: (sandbox: Sandbox) => sandbox.id },
   isTypeOf: (value) => value instanceof Sandbox,
@@ -72,6 +85,20 @@ export const SandboxRef = builder.loadableNode('Sandbox', {
     startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
     stoppedAt: t.expose('stoppedAt', { type: 'DateTime', nullable: true }),
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'From ttlSeconds.' }),
+    requestedPorts: t.int({
+      description: 'How many ports it asked for (createSandbox `ports`); `ports` lists those it holds now.',
+      resolve: (s) => s.ports,
+    }),
+    ports: t.loadableList({
+      type: PortAllocationType,
+      description:
+        'Ports it holds on its worker, A first: allocated at placement, freed when it stops, fails, is lost or deleted. Empty when it asked for none or holds none now.',
+      load: async (sandboxIds: string[], ctx) => {
+        const rows = await ctx.services.sandboxes.portsOf(sandboxIds);
+        return sandboxIds.map((id) => rows.filter((row) => row.sandbox.id === id));
+      },
+      resolve: (sandbox) => sandbox.id,
+    }),
   }),
 });
 
@@ -172,6 +199,10 @@ const CreateSandboxInput = builder.inputType('CreateSandboxInput', {
     labels: t.field({ type: 'JSON', required: false }),
     ttlSeconds: t.int({ required: false }),
     placement: t.field({ type: PlacementInput, required: false }),
+    ports: t.int({
+      required: false,
+      description: "How many ports of its worker's range it needs (default 0; at most FLOTILLA_MAX_PORTS_PER_SANDBOX).",
+    }),
   }),
 });
 
@@ -233,6 +264,7 @@ builder.mutationFields((t) => ({
         labels: input.labels,
         ttlSeconds: input.ttlSeconds,
         placement: input.placement,
+        ports: input.ports,
       }),
   }),
   stopSandbox: t.field({

@@ -24,6 +24,32 @@ export const ResourcesInput = builder.inputType('ResourcesInput', {
   fields: (t) => ({ cpuMillis: t.int({ required: true }), memoryMb: t.int({ required: true }) }),
 });
 
+const WorkerPortsType = builder
+  .objectRef<{ from: number; to: number; publicBaseUrl: string | null; allocated: number }>('WorkerPorts')
+  .implement({
+    description: "A worker's port pool: sandboxes placed on it get ports of this range.",
+    fields: (t) => ({
+      from: t.exposeInt('from'),
+      to: t.exposeInt('to', { description: 'Included.' }),
+      publicBaseUrl: t.exposeString('publicBaseUrl', {
+        nullable: true,
+        description: 'Where its ports are reached; a PortAllocation url is this with the port.',
+      }),
+      allocated: t.exposeInt('allocated', { description: 'Ports held by sandboxes placed on it.' }),
+    }),
+  });
+
+const WorkerPortsInput = builder.inputType('WorkerPortsInput', {
+  fields: (t) => ({
+    from: t.int({ required: true }),
+    to: t.int({ required: true, description: 'Included.' }),
+    publicBaseUrl: t.string({
+      required: false,
+      description: 'http or https URL of the host sandboxes are reached at, without a port (e.g. http://10.0.0.7).',
+    }),
+  }),
+});
+
 export const WorkerRef = builder.loadableNode('Worker', {
   id: { resolve: (worker: Worker) => worker.id },
   isTypeOf: (value) => value instanceof Worker,
@@ -60,6 +86,15 @@ export const WorkerRef = builder.loadableNode('Worker', {
     version: t.exposeString('version', { nullable: true }),
     lastHeartbeatAt: t.expose('lastHeartbeatAt', { type: 'DateTime', nullable: true }),
     registeredAt: t.field({ type: 'DateTime', resolve: (w) => w.createdAt }),
+    ports: t.field({
+      type: WorkerPortsType,
+      nullable: true,
+      description: 'The port range it offers sandboxes; null = none.',
+      resolve: (w) =>
+        w.portsFrom !== null && w.portsTo !== null
+          ? { from: w.portsFrom, to: w.portsTo, publicBaseUrl: w.publicBaseUrl, allocated: w.allocatedPorts }
+          : null,
+    }),
   }),
 });
 
@@ -103,6 +138,11 @@ const RegisterWorkerInput = builder.inputType('RegisterWorkerInput', {
     tenantId: t.id({
       required: false,
       description: 'Dedicated to this tenant (its ADMIN may register it); absent = shared.',
+    }),
+    ports: t.field({
+      type: WorkerPortsInput,
+      required: false,
+      description: 'The ports it offers sandboxes (at most 10000); absent = none.',
     }),
   }),
 });
@@ -157,6 +197,7 @@ builder.mutationFields((t) => ({
         labels: input.labels,
         capacity: input.capacity,
         tenantId: optionalLocalIdOf(input.tenantId, 'Tenant', 'input.tenantId'),
+        ports: input.ports,
       }),
   }),
   rotateWorkerToken: t.field({

@@ -67,6 +67,8 @@ export async function startDemo(
         region: 'local',
         labels: { runtime: 'process' },
         capacity: { cpuMillis: 2000, memoryMb: 2048 },
+        // 50 ports each, so a sandbox asking for ports gets links on the dashboard.
+        ports: { from: 8050 + n * 50, to: 8099 + n * 50, publicBaseUrl: 'http://127.0.0.1' },
       },
     });
     if (!registered.ok) throw new Error(registered.error.message);

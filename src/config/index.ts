@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { TENANT_ROLES } from '../db/entities/member.js';
+import { DEFAULT_MAX_PORTS_PER_SANDBOX, MAX_PORTS_PER_SANDBOX_LIMIT } from '../domain/input-limits.js';
 
 /**
  * Flotilla's configuration: environment variables, optionally layered over a JSON file
@@ -176,6 +177,8 @@ const configSchema = z
     auditRetentionSeconds: intFrom(60, 100 * 365 * 24 * 3600).default(90 * 24 * 3600),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
+    /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
+    maxPortsPerSandbox: intFrom(0, MAX_PORTS_PER_SANDBOX_LIMIT).default(DEFAULT_MAX_PORTS_PER_SANDBOX),
     /** Apply pending migrations when `serve` starts; when false, refuse to start with pending ones. */
     migrateOnStart: boolFrom.default(true),
     /** How long SIGTERM waits for in-flight requests before closing the rest. */
@@ -265,6 +268,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
+  maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
   shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',
   shutdownDrainMs: 'FLOTILLA_SHUTDOWN_DRAIN_MS',

@@ -15,6 +15,8 @@ export { type Clock, systemClock } from '../kernel/clock.js';
 /** Settings the services read (a slice of the config). */
 export interface DomainSettings {
   heartbeatTtlSeconds: number;
+  /** How many ports one sandbox may ask for (DEFAULT_MAX_PORTS_PER_SANDBOX when absent). */
+  maxPortsPerSandbox?: number;
 }
 
 /** What every service of one request shares: its own EntityManager fork and the caller. */

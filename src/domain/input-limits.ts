@@ -42,3 +42,12 @@ export const WORKER_NAME_MAX_LENGTH = 200;
  * worker's version) is accepted up to this length; longer is refused.
  */
 export const CUT_TEXT_INPUT_MAX_LENGTH = 64 * 1024;
+
+/** A worker's port range: at most this many ports (e.g. 8000–8999 is 1000). */
+export const WORKER_PORT_RANGE_MAX_SIZE = 10_000;
+/** A worker's public base URL (http or https, without a port). */
+export const PUBLIC_BASE_URL_MAX_LENGTH = 500;
+/** Ports a sandbox may ask for unless FLOTILLA_MAX_PORTS_PER_SANDBOX says otherwise. */
+export const DEFAULT_MAX_PORTS_PER_SANDBOX = 8;
+/** The most FLOTILLA_MAX_PORTS_PER_SANDBOX may allow: ports are named A to Z. */
+export const MAX_PORTS_PER_SANDBOX_LIMIT = 26;

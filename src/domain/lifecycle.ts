@@ -3,6 +3,7 @@ import type { Em } from '../db/orm.js';
 import { InvalidTransitionError } from './errors.js';
 import { runUpdate } from './locks.js';
 import { recordEvent } from './outbox.js';
+import { releasePorts } from './ports.js';
 import { wantPlacement } from './sweep-signals.js';
 
 /**
@@ -82,7 +83,7 @@ export interface TransitionDetails {
 /**
  * Moves a (row-locked) sandbox to `to`: checks the state machine, releases its worker's
  * capacity when it stops reserving it (stop requests included), stamps times, bumps stateVersion and appends
- * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes.
+ * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed with the capacity.
  */
 export async function applyTransition(
   em: Em,
@@ -94,7 +95,8 @@ export async function applyTransition(
   const from = sandbox.status;
   assertTransition(from, to);
   if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker) {
-    await releaseCapacity(em, sandbox.worker.id, sandbox.cpuMillis, sandbox.memoryMb);
+    await releaseCapacity(em, sandbox.worker.id, sandbox);
+    await releasePorts(em, sandbox);
     wantPlacement(em);
   }
   if (UNPLACED_STATUSES.includes(to)) {
@@ -125,28 +127,37 @@ export async function applyTransition(
   );
 }
 
+/** What a sandbox reserves on its worker: CPU, memory and a number of ports of its range. */
+export type Reservation = Pick<Sandbox, 'cpuMillis' | 'memoryMb' | 'ports'>;
+
 /**
- * Reserves capacity on a worker with one conditional UPDATE: concurrent reservations can
- * never over-commit it (Postgres re-checks the condition on the row it waited for).
+ * Reserves capacity (the port count included) on a worker with one conditional UPDATE:
+ * concurrent reservations can never over-commit it (Postgres re-checks the condition on the
+ * row it waited for, and holds the row lock until commit).
  */
-export async function reserveCapacity(em: Em, workerId: string, cpuMillis: number, memoryMb: number): Promise<boolean> {
+export async function reserveCapacity(em: Em, workerId: string, wanted: Reservation): Promise<boolean> {
+  const { cpuMillis, memoryMb, ports } = wanted;
   const changed = await runUpdate(
     em,
-    `update workers set allocated_cpu_millis = allocated_cpu_millis + ?, allocated_memory_mb = allocated_memory_mb + ?
+    `update workers set allocated_cpu_millis = allocated_cpu_millis + ?, allocated_memory_mb = allocated_memory_mb + ?,
+        allocated_ports = allocated_ports + ?
       where id = ? and deleted_at is null and status = 'ONLINE'
-        and allocated_cpu_millis + ? <= capacity_cpu_millis and allocated_memory_mb + ? <= capacity_memory_mb`,
-    [cpuMillis, memoryMb, workerId, cpuMillis, memoryMb],
+        and allocated_cpu_millis + ? <= capacity_cpu_millis and allocated_memory_mb + ? <= capacity_memory_mb
+        and (? = 0 or allocated_ports + ? <= coalesce(ports_to - ports_from + 1, 0))`,
+    [cpuMillis, memoryMb, ports, workerId, cpuMillis, memoryMb, ports, ports],
   );
   return changed === 1;
 }
 
-export async function releaseCapacity(em: Em, workerId: string, cpuMillis: number, memoryMb: number): Promise<void> {
+export async function releaseCapacity(em: Em, workerId: string, held: Reservation): Promise<void> {
+  const { cpuMillis, memoryMb, ports } = held;
   await runUpdate(
     em,
     `update workers set allocated_cpu_millis = case when allocated_cpu_millis >= ? then allocated_cpu_millis - ? else 0 end,
-        allocated_memory_mb = case when allocated_memory_mb >= ? then allocated_memory_mb - ? else 0 end
+        allocated_memory_mb = case when allocated_memory_mb >= ? then allocated_memory_mb - ? else 0 end,
+        allocated_ports = case when allocated_ports >= ? then allocated_ports - ? else 0 end
       where id = ?`,
-    [cpuMillis, cpuMillis, memoryMb, memoryMb, workerId],
+    [cpuMillis, cpuMillis, memoryMb, memoryMb, ports, ports, workerId],
   );
 }
 

@@ -2,6 +2,7 @@ import { type FilterQuery, raw } from '@mikro-orm/core';
 import { z } from 'zod';
 import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { Lease } from '../db/entities/lease.js';
+import { PortAllocation } from '../db/entities/port-allocation.js';
 import { ACTIVE_SANDBOX, type AgentPhase, Sandbox, type SandboxStatus } from '../db/entities/sandbox.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { ACTIVE_WORKER } from '../db/entities/worker.js';
@@ -17,14 +18,16 @@ import {
   NotFoundError,
   PolicyViolationError,
   QuotaExceededError,
+  ValidationError,
 } from './errors.js';
+import { DEFAULT_MAX_PORTS_PER_SANDBOX } from './input-limits.js';
 import { labelsInput, parseInput, regionInput } from './inputs.js';
 import { requireFencingToken } from './leases.js';
 import { applyTransition, isHolding, startWaiting, WORKER_REPORTABLE } from './lifecycle.js';
 import { lockedRead, lockRow } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
-import { anyWorkerCouldFit, placeSandbox } from './scheduler.js';
+import { placeSandbox, whyNoWorkerCouldFit } from './scheduler.js';
 import { dueBy } from './sweep-signals.js';
 import { RESERVING_STATUSES } from './tenants.js';
 import { transactionNow } from './time.js';
@@ -47,6 +50,8 @@ export interface CreateSandboxInput {
   ttlSeconds?: number | null;
   /** Worker labels raw from the caller; validated here. */
   placement?: { region?: string | null; workerLabels?: unknown } | null;
+  /** How many ports of its worker's range it needs (default 0). */
+  ports?: number | null;
 }
 
 /** The `CreateSandboxInput` model: what a caller sends, checked once, here. */
@@ -84,6 +89,12 @@ export const createSandboxInput = z.object({
     })
     .nullish()
     .transform((placement) => (placement ? { region: placement.region, labels: placement.workerLabels } : null)),
+  ports: z
+    .number()
+    .int('ports must be a whole number, 0 or more')
+    .min(0, 'ports must be a whole number, 0 or more')
+    .nullish()
+    .transform((ports) => ports ?? 0),
 });
 
 export interface SandboxFilter {
@@ -157,8 +168,11 @@ export class SandboxService {
           ttlSeconds: ttl,
           labels,
           placement,
+          ports,
         } = parseInput(createSandboxInput, input, 'input');
         const { cpuMillis, memoryMb } = resources;
+        const maxPorts = this.ctx.settings.maxPortsPerSandbox ?? DEFAULT_MAX_PORTS_PER_SANDBOX;
+        if (ports > maxPorts) throw new ValidationError(`ports must be at most ${maxPorts}`, 'input.ports');
 
         await lockRow(em, 'tenants', input.tenantId);
         const tenant = await em.findOne(Tenant, input.tenantId, { refresh: true });
@@ -183,9 +197,8 @@ export class SandboxService {
           throw new QuotaExceededError('cpuMillis', quota.maxCpuMillis, usage.cpuMillis + cpuMillis);
         if (usage.memoryMb + memoryMb > quota.maxMemoryMb)
           throw new QuotaExceededError('memoryMb', quota.maxMemoryMb, usage.memoryMb + memoryMb);
-        if (!(await anyWorkerCouldFit(em, tenant.id, cpuMillis, memoryMb))) {
-          throw new NoCapacityError(`no worker available to this tenant has ${cpuMillis} mCPU and ${memoryMb} MB`);
-        }
+        const unfit = await whyNoWorkerCouldFit(em, tenant.id, { cpuMillis, memoryMb, ports });
+        if (unfit) throw new NoCapacityError(unfit);
 
         // The placement judges workers' heartbeat age: on the one time source (time.ts).
         const now = await transactionNow(em, this.ctx.clock);
@@ -196,6 +209,7 @@ export class SandboxService {
           command,
           cpuMillis,
           memoryMb,
+          ports,
           labels,
           placement,
           status: 'PENDING',
@@ -347,6 +361,12 @@ export class SandboxService {
       sandbox: { $in: [...sandboxIds] },
       holder: { $and: [ACTIVE_WORKER, visibleWorkersFilter(this.ctx.identity)] },
     });
+  }
+
+  /** Ports held by the given sandboxes, for the per-request loader (rows: no unit of work). */
+  async portsOf(sandboxIds: readonly string[]): Promise<PortAllocation[]> {
+    if (sandboxIds.length === 0) return [];
+    return findRows(this.ctx.em, PortAllocation, { sandbox: { $in: [...sandboxIds] } }, { orderBy: { name: 'asc' } });
   }
 
   async leasesByIds(ids: readonly string[]): Promise<Lease[]> {

@@ -1,5 +1,5 @@
 import { Sandbox } from '../db/entities/sandbox.js';
-import { Worker } from '../db/entities/worker.js';
+import { freePorts, Worker } from '../db/entities/worker.js';
 import type { Em } from '../db/orm.js';
 import {
   applyTransition,
@@ -11,6 +11,7 @@ import {
 } from './lifecycle.js';
 import { lockedRead } from './locks.js';
 import { inTransaction, recordEvent } from './outbox.js';
+import { allocatePorts } from './ports.js';
 
 /** Where a sandbox may run: a region and labels its worker must carry. */
 export interface PlacementConstraints {
@@ -35,15 +36,16 @@ export function matchesConstraints(worker: Worker, constraints: PlacementConstra
   return true;
 }
 
-/** Whether the worker could hold the sandbox: its tenant's or shared, room enough, region and labels. */
+/** Whether the worker could hold the sandbox: its tenant's or shared, room and free ports enough, region and labels. */
 export function fitsOn(
   worker: Worker,
-  sandbox: Pick<Sandbox, 'tenant' | 'cpuMillis' | 'memoryMb' | 'placement'>,
+  sandbox: Pick<Sandbox, 'tenant' | 'cpuMillis' | 'memoryMb' | 'ports' | 'placement'>,
 ): boolean {
   return (
     (!worker.tenant || worker.tenant.id === sandbox.tenant.id) &&
     worker.capacityCpuMillis - worker.allocatedCpuMillis >= sandbox.cpuMillis &&
     worker.capacityMemoryMb - worker.allocatedMemoryMb >= sandbox.memoryMb &&
+    (sandbox.ports === 0 || freePorts(worker) >= sandbox.ports) &&
     matchesConstraints(worker, sandbox.placement)
   );
 }
@@ -82,24 +84,39 @@ export async function placementCandidates(
   return fits.sort((a, b) => Number(a.tenant === null) - Number(b.tenant === null) || load(a) - load(b));
 }
 
-/** True when some live worker eligible for the tenant is big enough for the sandbox at all. */
-export async function anyWorkerCouldFit(
+/**
+ * Why no worker eligible for the tenant could ever hold the sandbox (too little CPU and memory,
+ * or a port range too small), or null when one is big enough for it at all.
+ */
+export async function whyNoWorkerCouldFit(
   em: Em,
   tenantId: string,
-  cpuMillis: number,
-  memoryMb: number,
-): Promise<boolean> {
-  const count = await em.count(Worker, {
+  wanted: Pick<Sandbox, 'cpuMillis' | 'memoryMb' | 'ports'>,
+): Promise<string | null> {
+  const { cpuMillis, memoryMb, ports } = wanted;
+  const big = {
     $or: [{ tenant: null }, { tenant: tenantId }],
     capacityCpuMillis: { $gte: cpuMillis },
     capacityMemoryMb: { $gte: memoryMb },
-  });
-  return count > 0;
+  };
+  if (ports === 0) {
+    return (await em.count(Worker, big)) > 0
+      ? null
+      : `no worker available to this tenant has ${cpuMillis} mCPU and ${memoryMb} MB`;
+  }
+  const workers = await em.find(Worker, big, { fields: ['portsFrom', 'portsTo'], disableIdentityMap: true });
+  if (workers.length === 0) return `no worker available to this tenant has ${cpuMillis} mCPU and ${memoryMb} MB`;
+  const widest = Math.max(
+    ...workers.map((w) => freePorts({ portsFrom: w.portsFrom, portsTo: w.portsTo, allocatedPorts: 0 })),
+  );
+  return widest >= ports
+    ? null
+    : `no worker available to this tenant with ${cpuMillis} mCPU and ${memoryMb} MB offers ${ports} ports (the largest port range has ${widest})`;
 }
 
 /**
  * Places a row-locked PENDING or LOST sandbox on the best worker that still has room,
- * reserving the capacity in the same transaction; emits SANDBOX_STATUS_CHANGED and
+ * reserving the capacity and allocating its ports in the same transaction; emits SANDBOX_STATUS_CHANGED and
  * SANDBOX_ASSIGNED. Returns the worker id, or null when nothing fits (the sandbox waits).
  */
 export async function placeSandbox(
@@ -109,7 +126,8 @@ export async function placeSandbox(
   heartbeatTtlSeconds: number,
 ): Promise<string | null> {
   for (const candidate of await placementCandidates(em, sandbox, now, heartbeatTtlSeconds)) {
-    if (!(await reserveCapacity(em, candidate.id, sandbox.cpuMillis, sandbox.memoryMb))) continue;
+    if (!(await reserveCapacity(em, candidate.id, sandbox))) continue;
+    await allocatePorts(em, sandbox, candidate, now);
     sandbox.worker = em.getReference(Worker, candidate.id);
     await applyTransition(em, sandbox, 'SCHEDULED', now, { reason: null });
     recordEvent(
@@ -142,7 +160,7 @@ export interface PlacementPass {
 }
 
 /** What a placement pass reads of a waiting sandbox. */
-type Waiting = Pick<Sandbox, 'id' | 'tenant' | 'cpuMillis' | 'memoryMb' | 'placement' | 'placementAttempts'>;
+type Waiting = Pick<Sandbox, 'id' | 'tenant' | 'cpuMillis' | 'memoryMb' | 'ports' | 'placement' | 'placementAttempts'>;
 
 /** Backoff retries are counted up to the one whose delay reaches the cap. */
 const MAX_COUNTED_ATTEMPTS = Math.ceil(Math.log2(PLACEMENT_BACKOFF_MAX_MS / PLACEMENT_BACKOFF_BASE_MS));
@@ -178,7 +196,7 @@ export async function placeWaiting(
         ...(after ? { id: { $gt: after } } : {}),
       },
       {
-        fields: ['id', 'tenant', 'cpuMillis', 'memoryMb', 'placement', 'placementAttempts'],
+        fields: ['id', 'tenant', 'cpuMillis', 'memoryMb', 'ports', 'placement', 'placementAttempts'],
         orderBy: { id: 'asc' },
         limit: SCHEDULE_BATCH,
         disableIdentityMap: true,
@@ -201,6 +219,7 @@ export async function placeWaiting(
         placed += 1;
         worker.allocatedCpuMillis += waiting.cpuMillis;
         worker.allocatedMemoryMb += waiting.memoryMb;
+        worker.allocatedPorts += waiting.ports;
       }
     }
     if (scope !== 'all') await backOff(read, unplaced, now);

@@ -1,4 +1,5 @@
 import { type FilterQuery, UniqueConstraintViolationException } from '@mikro-orm/core';
+import { z } from 'zod';
 import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { WITH_DELETED } from '../db/entities/base.js';
 import { Lease } from '../db/entities/lease.js';
@@ -18,7 +19,7 @@ import {
   UnavailableError,
   ValidationError,
 } from './errors.js';
-import { WORKER_VERSION_MAX_LENGTH } from './input-limits.js';
+import { PUBLIC_BASE_URL_MAX_LENGTH, WORKER_PORT_RANGE_MAX_SIZE, WORKER_VERSION_MAX_LENGTH } from './input-limits.js';
 import { jsonInput, labelsInput, parseInput, regionInput } from './inputs.js';
 import { HOLDING_STATUSES, releaseFromGoneWorker } from './lifecycle.js';
 import { lockedRead } from './locks.js';
@@ -48,7 +49,58 @@ export interface RegisterWorkerInput {
   labels?: unknown;
   capacity: Resources;
   tenantId?: string | null;
+  /** The ports it offers sandboxes, and where they are reached; absent = no ports. Validated here. */
+  ports?: { from: number; to: number; publicBaseUrl?: string | null } | null;
 }
+
+const PORT_RANGE = 'ports must satisfy 1 ≤ from ≤ to ≤ 65535';
+
+/** The `WorkerPortsInput` model: a port range of at most WORKER_PORT_RANGE_MAX_SIZE ports and an http(s) base URL. */
+export const workerPortsInput = z
+  .object({
+    from: z.number().int(PORT_RANGE).min(1, PORT_RANGE).max(65_535, PORT_RANGE),
+    to: z.number().int(PORT_RANGE).min(1, PORT_RANGE).max(65_535, PORT_RANGE),
+    publicBaseUrl: z
+      .string()
+      .trim()
+      .max(PUBLIC_BASE_URL_MAX_LENGTH, `publicBaseUrl must be at most ${PUBLIC_BASE_URL_MAX_LENGTH} characters`)
+      .nullish()
+      .transform((url, ctx) => {
+        if (!url) return null;
+        const parsed = URL.canParse(url) ? new URL(url) : null;
+        if (
+          !parsed ||
+          (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') ||
+          parsed.port !== '' ||
+          (parsed.pathname !== '/' && parsed.pathname !== '') ||
+          parsed.search !== '' ||
+          parsed.hash !== '' ||
+          parsed.username !== '' ||
+          parsed.password !== ''
+        ) {
+          ctx.addIssue({
+            code: 'custom',
+            message:
+              'publicBaseUrl must be an http or https URL of a host alone, e.g. http://10.0.0.7 (no port or path)',
+          });
+          return z.NEVER;
+        }
+        return `${parsed.protocol}//${parsed.host}`;
+      }),
+  })
+  .check((ctx) => {
+    const { from, to } = ctx.value;
+    if (from > to) ctx.issues.push({ code: 'custom', message: PORT_RANGE, path: ['to'], input: ctx.value });
+    else if (to - from + 1 > WORKER_PORT_RANGE_MAX_SIZE)
+      ctx.issues.push({
+        code: 'custom',
+        message: `a port range has at most ${WORKER_PORT_RANGE_MAX_SIZE} ports`,
+        path: ['to'],
+        input: ctx.value,
+      });
+  })
+  .nullish()
+  .transform((ports) => ports ?? null);
 
 export interface HeartbeatInput {
   workerId?: string | null;
@@ -118,6 +170,7 @@ export class WorkerService {
         validateCapacity(input.capacity);
         const region = parseInput(regionInput, input.region, 'input.region');
         const labels = validateLabels(input.labels ?? {}, 'input.labels');
+        const ports = parseInput(workerPortsInput, input.ports, 'input.ports');
         // Names stay taken by deleted workers (the unique index covers them).
         if (await em.count(Worker, { name }, WITH_DELETED)) throw new AlreadyExistsError('Worker', 'name', name);
         const now = this.ctx.clock.now();
@@ -128,6 +181,9 @@ export class WorkerService {
           labels,
           capacityCpuMillis: input.capacity.cpuMillis,
           capacityMemoryMb: input.capacity.memoryMb,
+          portsFrom: ports?.from ?? null,
+          portsTo: ports?.to ?? null,
+          publicBaseUrl: ports?.publicBaseUrl ?? null,
           status: 'ONLINE',
           // Heartbeat age counts from here until the first heartbeat: on the one time source.
           createdAt: await transactionNow(em, this.ctx.clock),

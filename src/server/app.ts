@@ -165,7 +165,8 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     maxSocketsPerToken: config.maxSocketsPerToken,
     maxSseStreamsPerToken: config.maxSseStreamsPerToken,
   });
-  const contexts = new ContextFactory(db, getTokens, clock, { heartbeatTtlSeconds: config.heartbeatTtlSeconds }, bus, {
+  const settings = { heartbeatTtlSeconds: config.heartbeatTtlSeconds, maxPortsPerSandbox: config.maxPortsPerSandbox };
+  const contexts = new ContextFactory(db, getTokens, clock, settings, bus, {
     events: () => events?.hub ?? null,
     sessions,
     rateLimiter: new RateLimiter(config.rateLimitPerMinute, clock),

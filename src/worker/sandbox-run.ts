@@ -13,6 +13,19 @@ import type { RunningSandbox, SandboxRuntime } from './runtime.js';
 import { parseStatusLine } from './status-line.js';
 import { StdinRelay } from './stdin-relay.js';
 
+/**
+ * The sandbox's ports as the process sees them: FLOTILLA_PORT_A=8000, FLOTILLA_URL_A=http://host:8000
+ * (the URL only when the worker declared a public base URL), and so on for B, C, …
+ */
+export function portEnvironment(ports: readonly { name: string; port: number; url?: string | null }[]) {
+  const env: Record<string, string> = {};
+  for (const { name, port, url } of ports) {
+    env[`FLOTILLA_PORT_${name}`] = String(port);
+    if (url) env[`FLOTILLA_URL_${name}`] = url;
+  }
+  return env;
+}
+
 /** Errors meaning this worker no longer owns the sandbox: stop it and stop writing. */
 const LOST_LEASE = new Set(['STALE_FENCING_TOKEN', 'LEASE_CONFLICT', 'NOT_FOUND']);
 
@@ -70,6 +83,7 @@ export class SandboxRun {
     // Fresh placements go STARTING → RUNNING; a sandbox this worker ran before a restart is already RUNNING.
     const current = await client.query(SandboxDocument, { id: sandbox.id });
     const status = current.ok && current.data.sandbox ? current.data.sandbox.status : sandbox.status;
+    const ports = current.ok && current.data.sandbox ? current.data.sandbox.ports : sandbox.ports;
     if (status === 'STOPPING') {
       // Asked to stop before it ran here (e.g. while this agent was down): never start it.
       await this.report('STOPPED', { reason: 'stopped before it started' });
@@ -94,7 +108,12 @@ export class SandboxRun {
           command: sandbox.command,
           cpuMillis: sandbox.resources.cpuMillis,
           memoryMb: sandbox.resources.memoryMb,
-          env: { FLOTILLA_SANDBOX_ID: sandbox.id, FLOTILLA_SANDBOX_NAME: sandbox.name, FLOTILLA_IMAGE: sandbox.image },
+          env: {
+            FLOTILLA_SANDBOX_ID: sandbox.id,
+            FLOTILLA_SANDBOX_NAME: sandbox.name,
+            FLOTILLA_IMAGE: sandbox.image,
+            ...portEnvironment(ports),
+          },
         },
         {
           onLine: (_stream, line) => this.onOutput(line),

@@ -153,6 +153,7 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
         image: 'demo/agent:latest',
         command: [process.execPath, join(process.cwd(), 'examples/demo-agent.mjs')],
         resources: { cpuMillis: 250, memoryMb: 256 },
+        ports: 1,
       },
     });
     expect(created.ok && created.data.createSandbox.__typename).toBe('SandboxPayload');
@@ -202,6 +203,8 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
       .locator('#thread li[data-sender="AGENT"]', { hasText: 'you said "count the files"' })
       .waitFor({ timeout: LIVE_TIMEOUT_MS });
     await expect.poll(() => page.locator('#agent').innerText()).not.toBe('—');
+    // Its allocated port is a link to the worker's public base URL (the demo workers' ranges start at 8100).
+    expect(await page.locator('#ports a').getAttribute('href')).toMatch(/^http:\/\/127\.0\.0\.1:81\d\d$/);
     await shot('sandbox');
   });
 

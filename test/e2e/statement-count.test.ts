@@ -13,6 +13,7 @@ const LIST = /* GraphQL */ `
           worker { id name status tenant { id } }
           lease { fencingToken holder { id name } sandbox { id } }
           lastMessage { body sandbox { id } }
+          ports { name port url }
         }
       }
     }
@@ -38,15 +39,24 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
       quota: { maxSandboxes: 500, maxCpuMillis: 1_000_000, maxMemoryMb: 1_000_000 },
     });
     const workers = await Promise.all(
-      [0, 1, 2].map(() =>
-        registerWorker(server, uniqueName('n1w'), { tenantId, cpuMillis: 100_000, memoryMb: 100_000 }),
+      [0, 1, 2].map((i) =>
+        registerWorker(server, uniqueName('n1w'), {
+          tenantId,
+          cpuMillis: 100_000,
+          memoryMb: 100_000,
+          ports: { from: 30_000 + i * 1000, to: 30_999 + i * 1000, publicBaseUrl: 'http://10.0.0.7' },
+        }),
       ),
     );
     const ids: string[] = [];
     for (let i = 0; i < count; i += 10) {
       const batch = await Promise.all(
         Array.from({ length: Math.min(10, count - i) }, (_, j) =>
-          createSandbox(server, tenantId, { name: `s${i + j}`, resources: { cpuMillis: 10, memoryMb: 10 } }),
+          createSandbox(server, tenantId, {
+            name: `s${i + j}`,
+            resources: { cpuMillis: 10, memoryMb: 10 },
+            ports: (i + j) % 3,
+          }),
         ),
       );
       ids.push(...batch.map((b) => b.sandbox.id));
@@ -86,7 +96,7 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
     return { count, edges: data.sandboxes.edges.length, data };
   }
 
-  it('lists 100 sandboxes with tenant, worker, lease and last message in as many statements as 10', async () => {
+  it('lists 100 sandboxes with tenant, worker, lease, last message and ports in as many statements as 10', async () => {
     const small = await seed(10);
     const large = await seed(100);
     // Warm up: the first request of a token may refresh its lastUsedAt.
@@ -96,14 +106,17 @@ describe.each(DRIVERS)('SQL statements per request on %s', (kind) => {
     expect(few.edges).toBe(10);
     expect(many.edges).toBe(100);
     const nodes = (
-      many.data as { sandboxes: { edges: { node: { lastMessage: { body: string } | null; lease: unknown } }[] } }
+      many.data as {
+        sandboxes: { edges: { node: { lastMessage: { body: string } | null; lease: unknown; ports: unknown[] } }[] };
+      }
     ).sandboxes.edges.map((e) => e.node);
     expect(nodes.filter((n) => n.lease !== null)).toHaveLength(50);
     expect(nodes.filter((n) => n.lastMessage?.body === 'last')).toHaveLength(34);
+    expect(nodes.flatMap((n) => n.ports)).toHaveLength(33 + 33 * 2);
     console.log(`${kind}: ${many.count} statements for 100 sandboxes, ${few.count} for 10`);
     expect(many.count).toBe(few.count);
-    // Token check, then one statement per loader and level (page, tenants, usage, workers, leases, messages…), never per row.
-    expect(many.count).toBeGreaterThanOrEqual(8);
-    expect(many.count).toBeLessThanOrEqual(12);
+    // Token check, then one statement per loader and level (page, tenants, usage, workers, leases, messages, ports…), never per row.
+    expect(many.count).toBeGreaterThanOrEqual(9);
+    expect(many.count).toBeLessThanOrEqual(13);
   });
 });

@@ -1,4 +1,5 @@
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -43,6 +44,20 @@ const STOP_GRACE_MS = 600;
 const SILENCE_SECONDS = 31;
 
 const sh = (script: string) => ['/bin/sh', '-c', script];
+
+/** A TCP port nothing listens on now (the kernel picks it). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() =>
+        address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
 
 describe('the worker agent runs sandboxes as real processes', () => {
   let server: TestServer;
@@ -252,6 +267,52 @@ describe('the worker agent runs sandboxes as real processes', () => {
     } finally {
       delete process.env.FLOTILLA_TEST_WORKER_SECRET;
     }
+  });
+
+  it('gives the process its ports as FLOTILLA_PORT_A and FLOTILLA_URL_A: it serves HTTP there, reachable through the allocated URL', async () => {
+    const port = await freePort();
+    const tenantId = await createTenant(server, uniqueName('ports'));
+    const worker = await registerWorker(server, uniqueName('w'), {
+      tenantId,
+      cpuMillis: 4000,
+      memoryMb: 8192,
+      ports: { from: port, to: port, publicBaseUrl: 'http://127.0.0.1' },
+    });
+    await startAgent(worker);
+    const serve = [
+      "require('node:http')",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: JavaScript for the sandbox's process, not a template here
+      ".createServer((_req, res) => res.end(`port=${process.env.FLOTILLA_PORT_A} url=${process.env.FLOTILLA_URL_A} b=${process.env.FLOTILLA_PORT_B ?? 'none'}`))",
+      ".listen(Number(process.env.FLOTILLA_PORT_A), '127.0.0.1', () => console.log('listening'));",
+    ].join('');
+    const res = await sdk.mutate(CreateSandboxDocument, {
+      input: {
+        tenantId,
+        name: 'web',
+        image: 'local/process',
+        command: [process.execPath, '-e', serve],
+        // Node reserves far more address space than it uses; the limit follows memory (see the test above).
+        resources: { cpuMillis: 250, memoryMb: 4096 },
+        ports: 1,
+      },
+    });
+    if (!res.ok) throw new Error(res.error.message);
+    const created = res.data.createSandbox;
+    if (created.__typename !== 'SandboxPayload') throw new Error(JSON.stringify(created));
+    const url = `http://127.0.0.1:${port}`;
+    expect(created.sandbox.ports).toEqual([{ name: 'A', port, url }]);
+    await waitForStatus(created.sandbox.id, 'RUNNING');
+    const body = await vi.waitFor(
+      async () => {
+        const answer = await fetch(created.sandbox.ports[0].url ?? '');
+        return answer.text();
+      },
+      { timeout: WAIT_MS, interval: POLL_MS },
+    );
+    expect(body).toBe(`port=${port} url=${url} b=none`);
+    const stop = await sdk.mutate(StopSandboxDocument, { input: { sandboxId: created.sandbox.id } });
+    expect(stop.ok && stop.data.stopSandbox.__typename).toBe('SandboxPayload');
+    expect(await waitForStatus(created.sandbox.id, 'STOPPED')).toMatchObject({ ports: [] });
   });
 
   it('never starts a sandbox whose stop was requested before the agent picked it up', async () => {

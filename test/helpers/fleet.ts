@@ -78,6 +78,7 @@ export async function registerWorker(
     labels?: Record<string, string>;
     region?: string;
     token?: string;
+    ports?: { from: number; to: number; publicBaseUrl?: string | null };
   } = {},
 ): Promise<RegisteredWorker> {
   const res = await server.gql<{ registerWorker: Result<{ worker: { id: string; name: string }; token: string }> }>(
@@ -89,6 +90,7 @@ export async function registerWorker(
         tenantId: options.tenantId,
         labels: options.labels,
         region: options.region,
+        ports: options.ports,
       },
     },
     options.token,

@@ -6,6 +6,7 @@ import { EventLogStateSchema } from './event-log-state.js';
 import { LeaseSchema } from './lease.js';
 import { MemberSchema } from './member.js';
 import { MessageSchema } from './message.js';
+import { PortAllocationSchema } from './port-allocation.js';
 import { SandboxSchema } from './sandbox.js';
 import { SigningKeySchema } from './signing-key.js';
 import { TenantSchema } from './tenant.js';
@@ -19,6 +20,7 @@ export const ENTITY_SCHEMAS = [
   WorkerSchema,
   SandboxSchema,
   LeaseSchema,
+  PortAllocationSchema,
   MessageSchema,
   EventSchema,
   EventLogStateSchema,

@@ -38,6 +38,7 @@ export class Sandbox extends BaseEntity<
   | 'placement'
   | 'nextPlacementAt'
   | 'placementAttempts'
+  | 'ports'
 > {
   tenant!: Tenant;
   worker: Worker | null = null;
@@ -67,6 +68,8 @@ export class Sandbox extends BaseEntity<
   nextPlacementAt: Date | null = null;
   /** Backoff retries since it started waiting (the delay doubles with each, up to a cap). */
   placementAttempts = 0;
+  /** How many ports of its worker's range it asks for (allocated at placement: port_allocations). */
+  ports = 0;
 }
 
 export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
@@ -103,6 +106,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     deletedAt: { ...TIMESTAMP, nullable: true },
     nextPlacementAt: { ...TIMESTAMP, nullable: true },
     placementAttempts: { type: 'integer', default: 0 },
+    ports: { type: 'integer', default: 0 },
   },
 });
 

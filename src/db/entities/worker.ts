@@ -18,6 +18,10 @@ export class Worker extends BaseEntity<
   | 'tokenId'
   | 'deletedAt'
   | 'drainRequestedAt'
+  | 'portsFrom'
+  | 'portsTo'
+  | 'publicBaseUrl'
+  | 'allocatedPorts'
 > {
   name!: string;
   /** null = a shared platform worker; otherwise dedicated to this tenant. */
@@ -38,6 +42,19 @@ export class Worker extends BaseEntity<
   deletedAt: Date | null = null;
   /** Set by drainWorker, cleared by undrainWorker: a drain outlives the worker going offline and back. */
   drainRequestedAt: Date | null = null;
+  /** The port range sandboxes on it may be given (both ends included); null = it offers no ports. */
+  portsFrom: number | null = null;
+  portsTo: number | null = null;
+  /** Where its ports are reached from outside (http or https, no port), for the URLs of allocations. */
+  publicBaseUrl: string | null = null;
+  /** Ports of its range held by sandboxes (port_allocations rows), reserved with the capacity. */
+  allocatedPorts = 0;
+}
+
+/** How many ports of its range a worker has free. */
+export function freePorts(worker: Pick<Worker, 'portsFrom' | 'portsTo' | 'allocatedPorts'>): number {
+  if (worker.portsFrom === null || worker.portsTo === null) return 0;
+  return worker.portsTo - worker.portsFrom + 1 - worker.allocatedPorts;
 }
 
 /** Not soft-deleted; like ACTIVE_SANDBOX, only for a condition on a relation that may not join. */
@@ -64,5 +81,9 @@ export const WorkerSchema = new EntitySchema<Worker, BaseEntity<string>>({
     tokenId: { type: 'string', length: 64, nullable: true },
     deletedAt: { ...TIMESTAMP, nullable: true },
     drainRequestedAt: { ...TIMESTAMP, nullable: true },
+    portsFrom: { type: 'integer', nullable: true },
+    portsTo: { type: 'integer', nullable: true },
+    publicBaseUrl: { type: 'string', length: 500, nullable: true },
+    allocatedPorts: { type: 'integer', default: 0 },
   },
 });

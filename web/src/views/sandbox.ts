@@ -97,6 +97,30 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
         h('dd', {}, sandbox.image),
         h('dt', {}, 'Resources'),
         h('dd', {}, `${cpu(sandbox.resources.cpuMillis)}, ${memory(sandbox.resources.memoryMb)}`),
+        sandbox.ports.length > 0
+          ? [
+              h('dt', {}, 'Ports'),
+              h(
+                'dd',
+                { id: 'ports' },
+                h(
+                  'ul',
+                  { class: 'ports' },
+                  sandbox.ports.map((p) =>
+                    h(
+                      'li',
+                      {},
+                      `${p.name}: `,
+                      // The worker's base URL is http or https (checked at registration).
+                      p.url
+                        ? h('a', { href: p.url, target: '_blank', rel: 'noopener noreferrer' }, p.url)
+                        : String(p.port),
+                    ),
+                  ),
+                ),
+              ),
+            ]
+          : null,
         h('dt', {}, 'Created'),
         h('dd', { title: sandbox.createdAt }, ago(sandbox.createdAt)),
         sandbox.exitCode !== null && sandbox.exitCode !== undefined

@@ -5,6 +5,7 @@ import { Migration20261123072000_sandbox_placement } from './Migration2026112307
 import { Migration20261130062747_worker_drain } from './Migration20261130062747_worker_drain.js';
 import { Migration20261130072126_commit_ordered_log } from './Migration20261130072126_commit_ordered_log.js';
 import { Migration20261130072250_placement_backoff } from './Migration20261130072250_placement_backoff.js';
+import { Migration20261130083028_ports } from './Migration20261130083028_ports.js';
 
 /** Applied in this order; `npm run migration:create` writes a new file, which is appended here. */
 export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[] = [
@@ -13,4 +14,5 @@ export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[
   { name: 'Migration20261130062747_worker_drain', class: Migration20261130062747_worker_drain },
   { name: 'Migration20261130072126_commit_ordered_log', class: Migration20261130072126_commit_ordered_log },
   { name: 'Migration20261130072250_placement_backoff', class: Migration20261130072250_placement_backoff },
+  { name: 'Migration20261130083028_ports', class: Migration20261130083028_ports },
 ];
