@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { encodeGlobalId } from '../../resolvers/ids.js';
-import { createClient } from '../../src/client/index.js';
+import { CreateSandboxDocument, createClient, StopSandboxDocument, unwrapPayload } from '../../src/client/index.js';
+import { WorkerAgent } from '../../src/worker/agent.js';
 import { DRIVERS } from '../helpers/databases.js';
 import {
   acquireLease,
@@ -16,6 +18,7 @@ import {
   type SandboxView,
   uniqueName,
 } from '../helpers/fleet.js';
+import { killChildren } from '../helpers/processes.js';
 import { isRequestStatement, localId, startTestServer, subscribersReach, type TestServer } from '../helpers/server.js';
 
 const WAIT = `query($id: ID!, $statuses: [SandboxStatus!]!, $timeoutSeconds: Int) {
@@ -257,6 +260,65 @@ describe.each(DRIVERS)('waitForSandbox on %s', (kind) => {
     expect(dataOf(deleted).deleteSandbox.__typename).toBe('SandboxPayload');
     expect(await waiting).toMatchObject({ __typename: 'NotFoundError', code: 'NOT_FOUND' });
     await subscribersReach(server, before);
+  });
+});
+
+describe.each(DRIVERS)('waitForSandbox with the reference worker agent on %s', (kind) => {
+  let server: TestServer;
+  let agent: WorkerAgent | null = null;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind);
+  });
+  afterAll(async () => {
+    await agent?.stop();
+    await killChildren();
+    await server?.close();
+  });
+
+  it('"create, then wait until it runs" with real processes: RUNNING, then STOPPED after a stop; a failing command ends FAILED', async () => {
+    const tenantId = await createTenant(server, uniqueName('agent-wait'));
+    const worker = await registerWorker(server, uniqueName('agent-w'), { tenantId });
+    agent = new WorkerAgent({
+      url: server.app.graphqlUrl,
+      token: worker.token,
+      webSocketImpl: WebSocket,
+      stopGraceMs: 500,
+      heartbeatIntervalMs: 500,
+    });
+    await agent.start();
+    const sdk = createClient({ url: server.app.graphqlUrl, token: server.adminToken, webSocketImpl: WebSocket });
+    const create = async (name: string, script: string) => {
+      const res = await sdk.mutate(CreateSandboxDocument, {
+        input: {
+          tenantId,
+          name,
+          image: 'local/process',
+          command: ['/bin/sh', '-c', script],
+          resources: { cpuMillis: 250, memoryMb: 256 },
+        },
+      });
+      const created = res.ok ? unwrapPayload(res.data.createSandbox) : null;
+      if (!created?.ok || created.payload.__typename !== 'SandboxPayload') throw new Error(JSON.stringify(res));
+      return created.payload.sandbox.id;
+    };
+
+    const sleeper = await create('sleeper', 'sleep 60');
+    const running = await sdk.waitForSandbox(sleeper, ['RUNNING'], { timeoutSeconds: 60 });
+    expect(running.ok && running.data).toMatchObject({
+      outcome: 'REACHED',
+      sandbox: { status: 'RUNNING', worker: { id: worker.id } },
+    });
+
+    const stopped = await sdk.mutate(StopSandboxDocument, { input: { sandboxId: sleeper } });
+    expect(stopped.ok && stopped.data.stopSandbox.__typename).toBe('SandboxPayload');
+    const done = await sdk.waitForSandbox(sleeper, ['STOPPED', 'FAILED'], { timeoutSeconds: 60 });
+    expect(done.ok && done.data).toMatchObject({ outcome: 'REACHED', status: 'STOPPED' });
+
+    const failing = await create('failing', 'exit 3');
+    const ended = await sdk.waitForSandbox(failing, ['STOPPED', 'FAILED'], { timeoutSeconds: 60 });
+    expect(ended.ok && ended.data).toMatchObject({ outcome: 'REACHED', status: 'FAILED', sandbox: { exitCode: 3 } });
+    await sdk.close();
   });
 });
 
