@@ -163,6 +163,8 @@ describe.each(DRIVERS)('waitForSandbox on %s', (kind) => {
       field: 'timeoutSeconds',
     });
     expect(await waitFor(server, id, ['RUNNING'], -1)).toMatchObject({ field: 'timeoutSeconds' });
+    // 0 is allowed: the current state, at once.
+    expect(await waitFor(server, id, ['RUNNING'], 0)).toMatchObject({ outcome: 'TIMED_OUT', status: 'SCHEDULED' });
     expect(await waitFor(server, id, [], 5)).toMatchObject({ __typename: 'ValidationError', field: 'statuses' });
     expect(await waitFor(server, id, ['DELETED'], 5)).toMatchObject({
       __typename: 'ValidationError',
