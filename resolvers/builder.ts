@@ -31,6 +31,8 @@ export interface Context {
   identity: Identity;
   services: Services;
   requestId: string;
+  /** Aborted when the caller goes away (HTTP: the connection closed; WebSocket: the socket closed). */
+  signal: AbortSignal | null;
   /**
    * Starts afresh for the next event of a subscription: a new EntityManager fork, new services
    * and empty DataLoader caches, so each event reads current rows and memory does not grow. With

@@ -11,6 +11,11 @@ import {
   StaleFencingTokenError,
   ValidationError,
 } from '../src/domain/errors.js';
+import {
+  type SandboxWait,
+  WAIT_DEFAULT_TIMEOUT_SECONDS,
+  WAIT_MAX_TIMEOUT_SECONDS,
+} from '../src/domain/sandbox-waits.js';
 import type { SandboxFilter } from '../src/domain/sandboxes.js';
 import { builder, mutationResult } from './builder.js';
 import { localIdOf, optionalLocalIdOf } from './ids.js';
@@ -177,6 +182,61 @@ builder.queryFields((t) => ({
           page,
         ),
       ),
+  }),
+}));
+
+// ---------------------------------------------------------------- waiting for a state
+
+const WaitOutcomeEnum = builder.enumType('WaitOutcome', {
+  description: 'How a `waitForSandbox` ended.',
+  values: {
+    REACHED: { description: 'The sandbox reached one of the statuses (at once, if it already was in one).' },
+    TIMED_OUT: { description: 'The timeout passed first: ask again to keep waiting.' },
+    UNREACHABLE: {
+      description:
+        'The sandbox is in a status from which none of them can follow (e.g. FAILED while waiting for RUNNING).',
+    },
+    INTERRUPTED: { description: 'The server is shutting down: ask again (another replica answers).' },
+  } as const,
+});
+
+const WaitForSandboxPayload = builder.objectRef<SandboxWait>('WaitForSandboxPayload').implement({
+  description: 'The answer of `waitForSandbox`.',
+  fields: (t) => ({
+    sandbox: t.field({
+      type: SandboxRef,
+      description: 'The sandbox as read when the wait ended.',
+      resolve: (w) => w.sandbox,
+    }),
+    status: t.field({
+      type: SandboxStatusEnum,
+      description: 'The status the wait ended on: the one reached, or the status when it timed out.',
+      resolve: (w) => w.status,
+    }),
+    outcome: t.field({ type: WaitOutcomeEnum, resolve: (w) => w.outcome }),
+    reached: t.boolean({ description: 'outcome is REACHED.', resolve: (w) => w.outcome === 'REACHED' }),
+    timedOut: t.boolean({ description: 'outcome is TIMED_OUT.', resolve: (w) => w.outcome === 'TIMED_OUT' }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  waitForSandbox: t.field({
+    type: WaitForSandboxPayload,
+    errors: mutationResult('WaitForSandbox', [NotFoundError, ValidationError]),
+    description: `Answers once the sandbox is in one of \`statuses\` (at once if it already is), when none of them can follow any more, or when \`timeoutSeconds\` (default ${WAIT_DEFAULT_TIMEOUT_SECONDS}, at most ${WAIT_MAX_TIMEOUT_SECONDS}) pass. Follows the event log; a sandbox the caller cannot see is NotFoundError.`,
+    args: {
+      id: t.arg.id({ required: true }),
+      statuses: t.arg({ type: [SandboxStatusEnum], required: true }),
+      timeoutSeconds: t.arg.int({ required: false }),
+    },
+    authScopes: { authenticated: true },
+    resolve: (_root, args, ctx) =>
+      ctx.services.sandboxWaits.waitFor({
+        sandboxId: localIdOf(args.id, 'Sandbox', 'id'),
+        statuses: args.statuses,
+        timeoutSeconds: args.timeoutSeconds,
+        signal: ctx.signal,
+      }),
   }),
 }));
 

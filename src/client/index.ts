@@ -19,7 +19,13 @@ import {
   type SelectionSetNode,
 } from 'graphql';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
-import { LiveCursorDocument, type LiveCursorQuery } from './generated/graphql.js';
+import {
+  LiveCursorDocument,
+  type LiveCursorQuery,
+  type SandboxStatus,
+  WaitForSandboxDocument,
+  type WaitForSandboxQuery,
+} from './generated/graphql.js';
 import { readServerSentEvents } from './sse.js';
 
 export * from './generated/graphql.js';
@@ -94,6 +100,28 @@ export interface SubscribeOptions<T> {
   signal?: AbortSignal;
 }
 
+/** The longest one `waitForSandbox` request may wait (the server's limit). */
+export const WAIT_REQUEST_MAX_SECONDS = 300;
+/**
+ * How long the SDK lets one `waitForSandbox` request wait by default before asking again: below
+ * the 60 s read timeout common proxies default to (and far below fetch's 300 s header timeout).
+ */
+export const WAIT_REQUEST_STEP_SECONDS = 55;
+
+/** A finished wait: how it ended and the sandbox as the server read it then. */
+export type SandboxWaitResult = Extract<
+  WaitForSandboxQuery['waitForSandbox'],
+  { __typename?: 'WaitForSandboxPayload' }
+>;
+
+export interface WaitForSandboxOptions {
+  /** How long to wait in all (default 300 s). */
+  timeoutSeconds?: number;
+  /** How long one request waits before the helper asks again (default 55 s, at most 300 s). */
+  stepSeconds?: number;
+  signal?: AbortSignal;
+}
+
 export interface FlotillaClient {
   query<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables?: V): Promise<Result<T>>;
   mutate<T, V extends Vars>(document: TypedDocumentNode<T, V>, variables?: V): Promise<Result<T>>;
@@ -103,6 +131,16 @@ export interface FlotillaClient {
     variables: V,
     options?: SubscribeOptions<T>,
   ): AsyncIterableIterator<T>;
+  /**
+   * Waits until the sandbox is in one of `statuses` (or none of them can follow any more, or the
+   * timeout passes), asking `waitForSandbox` again after each server-side timeout or shutdown.
+   * `outcome` says which; NotFound and validation errors come back as `error` with their code.
+   */
+  waitForSandbox(
+    id: string,
+    statuses: readonly SandboxStatus[],
+    options?: WaitForSandboxOptions,
+  ): Promise<Result<SandboxWaitResult>>;
   close(): Promise<void>;
 }
 
@@ -134,7 +172,11 @@ export function createClient(options: ClientOptions): FlotillaClient {
   const delay = (attempt: number) => Math.min(maxBackoff, backoff * 2 ** attempt) * (0.75 + Math.random() * 0.5);
   let ws: WsClient | null = null;
 
-  async function request<T>(document: DocumentNode, variables: Vars | undefined): Promise<Result<T>> {
+  async function request<T>(
+    document: DocumentNode,
+    variables: Vars | undefined,
+    signal?: AbortSignal,
+  ): Promise<Result<T>> {
     const body = JSON.stringify({ query: print(document), variables: variables ?? {} });
     for (let attempt = 0; ; attempt++) {
       let res: Response;
@@ -147,9 +189,10 @@ export function createClient(options: ClientOptions): FlotillaClient {
             authorization: `Bearer ${token()}`,
           },
           body,
+          signal,
         });
       } catch (err) {
-        if (attempt < retries) {
+        if (attempt < retries && !signal?.aborted) {
           await sleep(delay(attempt));
           continue;
         }
@@ -256,8 +299,35 @@ export function createClient(options: ClientOptions): FlotillaClient {
     }
   }
 
+  async function waitForSandbox(
+    id: string,
+    statuses: readonly SandboxStatus[],
+    opts: WaitForSandboxOptions = {},
+  ): Promise<Result<SandboxWaitResult>> {
+    const deadline = Date.now() + (opts.timeoutSeconds ?? WAIT_REQUEST_MAX_SECONDS) * 1000;
+    const step = Math.max(1, Math.min(opts.stepSeconds ?? WAIT_REQUEST_STEP_SECONDS, WAIT_REQUEST_MAX_SECONDS));
+    for (;;) {
+      const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      const timeoutSeconds = Math.min(left, step);
+      const res = await request<WaitForSandboxQuery>(
+        WaitForSandboxDocument,
+        { id, statuses: [...statuses], timeoutSeconds },
+        opts.signal,
+      );
+      if (!res.ok) return res;
+      const answer = unwrapPayload(res.data.waitForSandbox);
+      if (!answer.ok) return { ok: false, error: { kind: 'graphql', ...answer.error } };
+      const wait = answer.payload;
+      const again = wait.outcome === 'TIMED_OUT' || wait.outcome === 'INTERRUPTED';
+      if (!again || Date.now() >= deadline || opts.signal?.aborted) return { ok: true, data: wait };
+      // A shutting-down server answers at once: give the next replica a moment.
+      if (wait.outcome === 'INTERRUPTED') await sleep(delay(0));
+    }
+  }
+
   return {
     query: (document, variables) => request(document, variables),
+    waitForSandbox: (id, statuses, opts) => waitForSandbox(id, statuses, opts),
     mutate: (document, variables) => request(document, variables),
     subscribe: (document, variables, opts) => subscribe(document, variables, opts),
     async close() {

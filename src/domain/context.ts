@@ -37,4 +37,6 @@ export interface ServiceContext {
   sweep?: SweepSignals;
   /** Where services log what they swallow (a refused attempt they could not audit). */
   logger?: Logger;
+  /** Aborted when this server stops taking work: long waits answer at once instead of holding the shutdown. */
+  stopping?: AbortSignal;
 }

@@ -3,6 +3,7 @@ import type { ServiceContext } from './context.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
+import { SandboxWaitService } from './sandbox-waits.js';
 import { SandboxService } from './sandboxes.js';
 import { SubscriptionService } from './subscriptions.js';
 import { TenantService } from './tenants.js';
@@ -14,6 +15,7 @@ export interface Services {
   tenants: TenantService;
   workers: WorkerService;
   sandboxes: SandboxService;
+  sandboxWaits: SandboxWaitService;
   leases: LeaseService;
   messages: MessageService;
   events: EventLogService;
@@ -27,6 +29,7 @@ export function createServices(context: ServiceContext): Services {
     tenants: new TenantService(context),
     workers: new WorkerService(context),
     sandboxes: new SandboxService(context),
+    sandboxWaits: new SandboxWaitService(context),
     leases: new LeaseService(context),
     messages: new MessageService(context),
     events: new EventLogService(context),

@@ -83,6 +83,8 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let keyReload: NodeJS.Timeout | null = null;
 
   const bus = new InProcessBus();
+  // Aborted when the HTTP server stops taking work: requests that wait (waitForSandbox) answer at once.
+  const stopping = new AbortController();
   const identities = new IdentityCache(config.identityCacheSize);
   const stopEvents = async (): Promise<void> => {
     closing = true;
@@ -174,6 +176,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     identities,
     sweep: sweeper,
     logger,
+    stopping: stopping.signal,
   });
   const liveExecution = config.sharedSubscriptionExecution
     ? new LiveExecution({
@@ -202,6 +205,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         sessions,
         caps,
         liveExecution: liveExecution?.plugin(),
+        onStopping: () => stopping.abort(),
       },
       { host: config.host, port: config.port },
     );

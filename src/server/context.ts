@@ -34,6 +34,8 @@ export interface ContextOptions {
   /** The domain sweeper, told after each commit what may let it place or sweep. */
   sweep?: SweepSignals;
   logger?: Logger;
+  /** Aborted when the server stops taking work (see ServiceContext.stopping). */
+  stopping?: AbortSignal;
 }
 
 /**
@@ -78,7 +80,7 @@ export class ContextFactory {
    * The context of one operation. A socket's identity is re-checked for expiry (its timer may
    * not have fired yet), and every operation counts against its token's rate limit.
    */
-  create(identity: Identity, requestId: string = randomUUID()): Context {
+  create(identity: Identity, requestId: string = randomUUID(), signal: AbortSignal | null = null): Context {
     if (identity.expiresAt && identity.expiresAt.getTime() <= this.clock.now().getTime()) {
       throw toGraphQLError(new AuthenticationError('token has expired'));
     }
@@ -94,7 +96,7 @@ export class ContextFactory {
       membershipChanged: (subject) => this.options.identities?.dropSubject(subject),
       maxApiTokenTtlSeconds: this.options.maxApiTokenTtlSeconds,
     };
-    return this.contextOf(identity, requestId, tokens, () => this.db.orm.em.fork());
+    return this.contextOf(identity, requestId, tokens, () => this.db.orm.em.fork(), undefined, signal);
   }
 
   /**
@@ -112,6 +114,7 @@ export class ContextFactory {
     tokens: TokenAuthority,
     em: () => Em,
     sharedReads?: SharedReads,
+    signal: AbortSignal | null = null,
   ): Context {
     const bind = (as: Identity) =>
       new LazyServices(() =>
@@ -126,12 +129,14 @@ export class ContextFactory {
           sharedReads,
           sweep: this.options.sweep,
           logger: this.options.logger,
+          stopping: this.options.stopping,
         }),
       );
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {
       identity,
       services: bind(identity),
       requestId,
+      signal,
       // Pothos keys its per-request DataLoaders by this object; replacing it empties them.
       [POTHOS_CONTEXT_CACHE]: {},
       // `this`, not `context`: the server hands resolvers a copy of this object merged into its own.
@@ -177,6 +182,9 @@ class LazyServices implements Services {
   }
   get sandboxes() {
     return this.all.sandboxes;
+  }
+  get sandboxWaits() {
+    return this.all.sandboxWaits;
   }
   get leases() {
     return this.all.leases;

@@ -40,6 +40,8 @@ export interface HttpServerDeps {
   caps: StreamCaps;
   /** Shared execution of live subscriptions (live-execution.ts); absent: each subscriber executes alone. */
   liveExecution?: Plugin;
+  /** Told when the server stops taking work, before it waits for requests in flight (long waits answer then). */
+  onStopping?: () => void;
 }
 
 export interface RunningServer {
@@ -141,6 +143,7 @@ export async function startHttpServer(
       await new Promise((r) => setTimeout(r, deps.shutdownDrainMs));
     }
     stopping = true;
+    deps.onStopping?.();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const client of wss.clients) client.close(CLOSE_GOING_AWAY, 'server shutting down');
     for (const res of streams) res.end();

@@ -41,7 +41,10 @@ export function serveGraphQLOverWebSocket(
 ): WebSocketServer {
   const { contexts, metrics } = deps;
   const wss = new WebSocketServer({ server, path: GRAPHQL_PATH, maxPayload: deps.limits.maxBodyBytes });
-  serveGraphqlWs<Record<string, unknown>, { identity: Identity; requestId: string; authorization: string | null }>(
+  serveGraphqlWs<
+    Record<string, unknown>,
+    { identity: Identity; requestId: string; authorization: string | null; closed: AbortController }
+  >(
     {
       onConnect: async (ctx) => {
         const auth = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
@@ -58,6 +61,10 @@ export function serveGraphQLOverWebSocket(
           ctx.extra.identity = identity;
           ctx.extra.authorization = authorization;
           ctx.extra.requestId = randomUUID();
+          // Operations that wait (waitForSandbox) end when their socket does.
+          const closed = new AbortController();
+          ctx.extra.closed = closed;
+          ctx.extra.socket.once('close', () => closed.abort());
           // Closes the socket (4403) when the token expires or is revoked.
           const forget = deps.sessions.add(ctx.extra.socket, identity);
           ctx.extra.socket.once('close', forget);
@@ -95,6 +102,7 @@ export function serveGraphQLOverWebSocket(
           requestId: ctx.extra.requestId ?? randomUUID(),
           identity,
           viaSocket: true,
+          signal: ctx.extra.closed?.signal,
           request: WS_REQUEST,
           params: payload,
         } as never);

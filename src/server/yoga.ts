@@ -17,6 +17,8 @@ export interface ServerContext {
   identity?: Identity;
   /** Set for WebSocket operations: the socket's session closes it when the token expires. */
   viaSocket?: boolean;
+  /** Set for WebSocket operations: aborted when the socket closes (HTTP uses the request's own signal). */
+  signal?: AbortSignal;
 }
 
 export interface YogaDeps {
@@ -53,7 +55,7 @@ export function createGraphQLYoga(deps: YogaDeps): YogaServerInstance<ServerCont
     ],
     context: async (initial): Promise<Context> => {
       const identity = initial.identity ?? (await contexts.authenticate(initial.request.headers.get('authorization')));
-      return contexts.create(identity, initial.requestId);
+      return contexts.create(identity, initial.requestId, initial.signal ?? initial.request.signal);
     },
   });
 }

@@ -52,7 +52,11 @@ const FILLERS: Record<string, unknown> = {
   memoryMb: 100,
 };
 /** Id names whose node type is not the name without its suffix. */
-const ID_TYPE_ALIASES: Record<string, string> = { token: 'ApiToken', upToMessage: 'Message' };
+const ID_TYPE_ALIASES: Record<string, string> = {
+  token: 'ApiToken',
+  upToMessage: 'Message',
+  waitForSandbox: 'Sandbox',
+};
 const NOWHERE = '00000000-0000-7000-8000-000000000000';
 
 interface IdSite {
