@@ -31,8 +31,11 @@ export interface Context {
   identity: Identity;
   services: Services;
   requestId: string;
-  /** Aborted when the caller goes away (HTTP: the connection closed; WebSocket: the socket closed). */
-  signal: AbortSignal | null;
+  /**
+   * Aborted when the caller goes away (HTTP: the connection closed; WebSocket: the socket closed).
+   * A function, read only by what waits: an HTTP request's signal costs listeners on its socket.
+   */
+  abortSignal: () => AbortSignal | null;
   /**
    * Starts afresh for the next event of a subscription: a new EntityManager fork, new services
    * and empty DataLoader caches, so each event reads current rows and memory does not grow. With

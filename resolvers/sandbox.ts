@@ -235,7 +235,7 @@ builder.queryFields((t) => ({
         sandboxId: localIdOf(args.id, 'Sandbox', 'id'),
         statuses: args.statuses,
         timeoutSeconds: args.timeoutSeconds,
-        signal: ctx.signal,
+        signal: ctx.abortSignal(),
       }),
   }),
 }));

@@ -80,7 +80,11 @@ export class ContextFactory {
    * The context of one operation. A socket's identity is re-checked for expiry (its timer may
    * not have fired yet), and every operation counts against its token's rate limit.
    */
-  create(identity: Identity, requestId: string = randomUUID(), signal: AbortSignal | null = null): Context {
+  create(
+    identity: Identity,
+    requestId: string = randomUUID(),
+    abortSignal: () => AbortSignal | null = NO_SIGNAL,
+  ): Context {
     if (identity.expiresAt && identity.expiresAt.getTime() <= this.clock.now().getTime()) {
       throw toGraphQLError(new AuthenticationError('token has expired'));
     }
@@ -96,7 +100,7 @@ export class ContextFactory {
       membershipChanged: (subject) => this.options.identities?.dropSubject(subject),
       maxApiTokenTtlSeconds: this.options.maxApiTokenTtlSeconds,
     };
-    return this.contextOf(identity, requestId, tokens, () => this.db.orm.em.fork(), undefined, signal);
+    return this.contextOf(identity, requestId, tokens, () => this.db.orm.em.fork(), undefined, abortSignal);
   }
 
   /**
@@ -114,7 +118,7 @@ export class ContextFactory {
     tokens: TokenAuthority,
     em: () => Em,
     sharedReads?: SharedReads,
-    signal: AbortSignal | null = null,
+    abortSignal: () => AbortSignal | null = NO_SIGNAL,
   ): Context {
     const bind = (as: Identity) =>
       new LazyServices(() =>
@@ -136,7 +140,7 @@ export class ContextFactory {
       identity,
       services: bind(identity),
       requestId,
-      signal,
+      abortSignal,
       // Pothos keys its per-request DataLoaders by this object; replacing it empties them.
       [POTHOS_CONTEXT_CACHE]: {},
       // `this`, not `context`: the server hands resolvers a copy of this object merged into its own.
@@ -202,6 +206,8 @@ class LazyServices implements Services {
     return this.all.subscriptions;
   }
 }
+
+const NO_SIGNAL = (): AbortSignal | null => null;
 
 /** Shared execution only reads: anything that would mint or end sessions is a bug. */
 const READ_ONLY_TOKENS: TokenAuthority = {

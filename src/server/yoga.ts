@@ -55,7 +55,8 @@ export function createGraphQLYoga(deps: YogaDeps): YogaServerInstance<ServerCont
     ],
     context: async (initial): Promise<Context> => {
       const identity = initial.identity ?? (await contexts.authenticate(initial.request.headers.get('authorization')));
-      return contexts.create(identity, initial.requestId, initial.signal ?? initial.request.signal);
+      // Read lazily: a Request's signal puts listeners on its socket, which only a waiting request needs.
+      return contexts.create(identity, initial.requestId, () => initial.signal ?? initial.request.signal);
     },
   });
 }
