@@ -83,7 +83,7 @@ export interface TransitionDetails {
 /**
  * Moves a (row-locked) sandbox to `to`: checks the state machine, releases its worker's
  * capacity when it stops reserving it (stop requests included), stamps times, bumps stateVersion and appends
- * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed with the capacity.
+ * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed once it stops holding its worker.
  */
 export async function applyTransition(
   em: Em,
@@ -94,9 +94,17 @@ export async function applyTransition(
 ): Promise<void> {
   const from = sandbox.status;
   assertTransition(from, to);
-  if (reservesCapacity(from) && !reservesCapacity(to) && sandbox.worker) {
-    await releaseCapacity(em, sandbox.worker.id, sandbox);
-    await releasePorts(em, sandbox);
+  // CPU and memory are free from the stop request on; ports only once the sandbox stops holding its
+  // worker (STOPPED, FAILED, LOST, DELETED), since the old process may still listen on them.
+  const freesCapacity = reservesCapacity(from) && !reservesCapacity(to);
+  const freesPorts = isHolding(from) && !isHolding(to);
+  if ((freesCapacity || freesPorts) && sandbox.worker) {
+    await releaseCapacity(em, sandbox.worker.id, {
+      cpuMillis: freesCapacity ? sandbox.cpuMillis : 0,
+      memoryMb: freesCapacity ? sandbox.memoryMb : 0,
+      ports: freesPorts ? sandbox.ports : 0,
+    });
+    if (freesPorts) await releasePorts(em, sandbox);
     wantPlacement(em);
   }
   if (UNPLACED_STATUSES.includes(to)) {

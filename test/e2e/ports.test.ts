@@ -221,15 +221,23 @@ describe.each(DRIVERS)('the port pool on %s', (kind) => {
       { name: 'B', port: 22_001, url: `${BASE_URL}:22001` },
     ];
 
-    // Stop: the worker is told to stop it; the ports are free from the stop request on.
+    // Stop: while the worker stops the process (it may still listen during its grace period) the
+    // ports stay its own, and a sandbox asking for them waits; once it is STOPPED they are free.
     const stopped = await placed(tenantId, 2);
     expect(stopped.ports).toEqual(both);
     const lease = await acquireLease(server, worker, stopped.id);
-    expect(await mutate('stopSandbox', stopped.id)).toMatchObject({ status: 'STOPPING', ports: [] });
-    expect(await allocatedOn(worker)).toBe(0);
+    expect(await mutate('stopSandbox', stopped.id)).toMatchObject({ status: 'STOPPING', ports: both });
+    expect(await allocatedOn(worker)).toBe(2);
+    const waiting = await placed(tenantId, 2);
+    expect(waiting).toMatchObject({ status: 'PENDING', ports: [] });
     expect((await reportStatus(server, worker, stopped.id, lease.lease.fencingToken, 'STOPPED')).sandbox.status).toBe(
       'STOPPED',
     );
+    expect((await read(stopped.id)).ports).toEqual([]);
+    await server.app.sweeper.runIfDue();
+    expect(await read(waiting.id)).toMatchObject({ status: 'SCHEDULED', ports: both });
+    await mutate('deleteSandbox', waiting.id);
+    expect(await allocatedOn(worker)).toBe(0);
 
     // Delete.
     const deleted = await placed(tenantId, 2);
