@@ -11,14 +11,28 @@ const src = join(root, 'src');
  * top-level folder of src/ (or `resolvers` outside it); each entry lists what it must not import.
  */
 const FORBIDDEN: Record<string, readonly string[]> = {
-  kernel: ['config', 'db', 'domain', 'events', 'auth', 'server', 'worker', 'client', 'resolvers', 'cli.ts', 'demo.ts'],
-  db: ['domain', 'events', 'auth', 'server', 'worker', 'resolvers'],
-  events: ['domain', 'server', 'worker', 'resolvers'],
-  auth: ['domain', 'events', 'server', 'worker', 'resolvers'],
-  domain: ['server', 'worker', 'resolvers'],
-  server: ['worker'],
-  worker: ['db', 'domain', 'events', 'auth', 'server', 'resolvers'],
-  client: ['config', 'db', 'domain', 'events', 'auth', 'server', 'worker', 'resolvers'],
+  kernel: [
+    'config',
+    'db',
+    'domain',
+    'events',
+    'auth',
+    'server',
+    'worker',
+    'client',
+    'resolvers',
+    'ops',
+    'cli.ts',
+    'demo.ts',
+  ],
+  db: ['domain', 'events', 'auth', 'server', 'worker', 'resolvers', 'ops'],
+  events: ['domain', 'server', 'worker', 'resolvers', 'ops'],
+  auth: ['domain', 'events', 'server', 'worker', 'resolvers', 'ops'],
+  domain: ['server', 'worker', 'resolvers', 'ops'],
+  server: ['worker', 'ops'],
+  worker: ['db', 'domain', 'events', 'auth', 'server', 'resolvers', 'ops'],
+  client: ['config', 'db', 'domain', 'events', 'auth', 'server', 'worker', 'resolvers', 'ops'],
+  ops: ['server', 'worker', 'resolvers', 'client'],
 };
 
 const IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm;
