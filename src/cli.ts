@@ -6,6 +6,7 @@ import { TokenService } from './auth/tokens.js';
 import { type Config, ConfigError, describeDatabase, loadConfig } from './config/index.js';
 import { PendingMigrationsError } from './db/database.js';
 import { migrate, openOrm } from './db/orm.js';
+import { acquireWriterLock, WriterLockError } from './db/writer-lock.js';
 import { startFlotilla } from './server/app.js';
 
 const HELP = `flotilla — control plane for fleets of AI-agent sandboxes
@@ -14,6 +15,11 @@ Usage:
   flotilla serve [--no-migrate] [--port N] [--host H]
                                run the GraphQL server (GraphiQL at /graphql)
   flotilla migrate             apply pending database migrations and exit
+  flotilla doctor [--production] [--json]
+                               check the configuration, database, migrations, LISTEN, clock skew, signing
+                               keys, disk space, event-log lag and the SQLite writer lock; one line per check
+                               with a fix, exit 1 on a failure (--production: also lint for production;
+                               flotilla doctor --help for its thresholds)
   flotilla token admin         mint a platform-admin token (printed, and written to <dataDir>/admin.token)
   flotilla keys list           list the server's signing keys (kid, created, retired, which one signs)
   flotilla keys rotate         make a new signing key; older keys stop signing but still verify
@@ -30,6 +36,10 @@ JSON file named by FLOTILLA_CONFIG_FILE. The database is FLOTILLA_DATABASE_URL
 `;
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'doctor') {
+    const { runDoctor } = await import('./ops/doctor.js');
+    return runDoctor(argv.slice(1), process.env);
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -183,7 +193,11 @@ async function runWorker(
 }
 
 async function runMigrate(config: Config): Promise<number> {
-  const orm = await openOrm(config.databaseUrl);
+  const lock = await acquireWriterLock(config.databaseUrl);
+  const orm = await openOrm(config.databaseUrl).catch(async (err: unknown) => {
+    await lock?.release();
+    throw err;
+  });
   try {
     const applied = await migrate(orm);
     process.stdout.write(
@@ -194,6 +208,7 @@ async function runMigrate(config: Config): Promise<number> {
     return 0;
   } finally {
     await orm.close(true);
+    await lock?.release();
   }
 }
 
@@ -265,6 +280,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
     else if (err instanceof PendingMigrationsError) process.stderr.write(`${err.message}\n`);
+    else if (err instanceof WriterLockError) process.stderr.write(`flotilla: ${err.message}\n`);
     else if (err instanceof Error && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))
       process.stderr.write(`${err.message}\n\n${HELP}`);
     else process.stderr.write(`flotilla: ${err instanceof Error ? err.message : String(err)}\n`);

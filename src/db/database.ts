@@ -3,6 +3,7 @@ import { describeDatabase } from '../config/index.js';
 import { UnavailableError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import { migrate, type Orm, openOrm, pendingMigrations, prepareConnection } from './orm.js';
+import { acquireWriterLock, type WriterLock } from './writer-lock.js';
 
 /** Retry delays while the database cannot be reached at start (ms). */
 export const CONNECT_BACKOFF_MS = { initial: 500, max: 10_000 };
@@ -37,6 +38,7 @@ export class Database {
   private ready = false;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
+  private writerLock: WriterLock | null = null;
   lastError: string | null = null;
 
   constructor(
@@ -47,9 +49,18 @@ export class Database {
   /**
    * Tries to connect once. On a connection failure it keeps retrying in the background and
    * resolves false; on pending migrations with migrate=false it throws PendingMigrationsError.
+   * A SQLite file that another process writes is refused at once (WriterLockError).
    */
   async start(): Promise<boolean> {
-    const ok = await this.attempt();
+    this.writerLock = await acquireWriterLock(this.target);
+    let ok: boolean;
+    try {
+      ok = await this.attempt();
+    } catch (err) {
+      await this.writerLock?.release();
+      this.writerLock = null;
+      throw err;
+    }
     if (!ok) this.scheduleRetry(CONNECT_BACKOFF_MS.initial);
     return ok;
   }
@@ -84,6 +95,8 @@ export class Database {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.ormInstance) await this.ormInstance.close(true);
     this.ready = false;
+    await this.writerLock?.release();
+    this.writerLock = null;
   }
 
   private async attempt(): Promise<boolean> {
