@@ -1,6 +1,20 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, WorkerAssignmentsDocument } from '../../src/client/index.js';
+import {
+  CreateSandboxDocument,
+  createClient,
+  EventsDocument,
+  type FlotillaClient,
+  RestartSandboxDocument,
+  SandboxDocument,
+  type SandboxFieldsFragment,
+  WorkerAssignmentsDocument,
+} from '../../src/client/index.js';
+import { WorkerAgent } from '../../src/worker/agent.js';
 import { DRIVERS } from '../helpers/databases.js';
 import {
   acquireLease,
@@ -12,10 +26,12 @@ import {
   type RegisteredWorker,
   type Result,
   registerWorker,
+  releaseLease,
   reportStatus,
   TestClock,
   uniqueName,
 } from '../helpers/fleet.js';
+import { isAlive, killChildren, killGroup } from '../helpers/processes.js';
 import { localId, startTestServer, subscribersReach, type TestServer } from '../helpers/server.js';
 import { take } from '../helpers/streams.js';
 
@@ -349,5 +365,281 @@ describe.each(DRIVERS)('restartSandbox on %s', (kind) => {
       .filter((e) => e.type === 'SANDBOX_STATUS_CHANGED')
       .map((e) => e.data.to);
     expect(changes.slice(-3)).toEqual(['STOPPING', 'LOST', 'SCHEDULED']);
+  });
+});
+
+/** Real processes take real time; these bound each wait. */
+const WAIT_MS = 20_000;
+const POLL_MS = 100;
+/** Agents here tick often, so anything a stream missed is picked up quickly. */
+const HEARTBEAT_MS = 500;
+/** Short, so the SIGKILL of a process that ignores SIGTERM comes soon. */
+const STOP_GRACE_MS = 600;
+
+/** A TCP port nothing listens on now (the kernel picks it). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() =>
+        address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+describe.each(DRIVERS)('restartSandbox with the worker agent and real processes on %s', (kind) => {
+  let server: TestServer;
+  let sdk: FlotillaClient;
+  const agents: WorkerAgent[] = [];
+  const pidFiles: string[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { env: { FLOTILLA_RATE_LIMIT_PER_MINUTE: '100000' } });
+    sdk = createClient({ url: server.app.graphqlUrl, token: server.adminToken, webSocketImpl: WebSocket });
+  });
+  afterEach(async () => {
+    await Promise.all(agents.splice(0).map((a) => a.stop()));
+    await killChildren();
+    for (const file of pidFiles.splice(0)) for (const pid of pidsIn(file)) killGroup(pid);
+  });
+  afterAll(async () => {
+    await sdk?.close();
+    await server?.close();
+  });
+
+  const pidsIn = (file: string) =>
+    existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number) : [];
+
+  /** A file the sandbox's process appends its pid to, once per start. */
+  function pidFile(): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'flotilla-restart-')), 'pids');
+    pidFiles.push(file);
+    return file;
+  }
+
+  async function startAgent(worker: RegisteredWorker): Promise<WorkerAgent> {
+    const agent = new WorkerAgent({
+      url: server.app.graphqlUrl,
+      token: worker.token,
+      webSocketImpl: WebSocket,
+      stopGraceMs: STOP_GRACE_MS,
+      heartbeatIntervalMs: HEARTBEAT_MS,
+    });
+    agents.push(agent);
+    await agent.start();
+    return agent;
+  }
+
+  async function create(input: Record<string, unknown>): Promise<SandboxFieldsFragment> {
+    const res = await sdk.mutate(CreateSandboxDocument, {
+      input: {
+        name: 'restarted',
+        image: 'local/process',
+        resources: { cpuMillis: 250, memoryMb: 256 },
+        ...input,
+      } as never,
+    });
+    if (!res.ok) throw new Error(res.error.message);
+    if (res.data.createSandbox.__typename !== 'SandboxPayload') throw new Error(JSON.stringify(res.data.createSandbox));
+    return res.data.createSandbox.sandbox;
+  }
+
+  async function sandbox(id: string): Promise<SandboxFieldsFragment> {
+    const res = await sdk.query(SandboxDocument, { id });
+    if (!res.ok || !res.data.sandbox) throw new Error(res.ok ? 'sandbox not found' : res.error.message);
+    return res.data.sandbox;
+  }
+
+  function waitForStatus(id: string, status: string): Promise<SandboxFieldsFragment> {
+    return vi.waitFor(
+      async () => {
+        const s = await sandbox(id);
+        if (s.status !== status) throw new Error(`still ${s.status} (${s.statusReason ?? ''}), waiting for ${status}`);
+        return s;
+      },
+      { timeout: WAIT_MS, interval: POLL_MS },
+    );
+  }
+
+  async function restart(id: string, reason: string): Promise<SandboxFieldsFragment> {
+    const res = await sdk.mutate(RestartSandboxDocument, { input: { sandboxId: id, reason } });
+    if (!res.ok) throw new Error(res.error.message);
+    if (res.data.restartSandbox.__typename !== 'SandboxPayload')
+      throw new Error(JSON.stringify(res.data.restartSandbox));
+    return res.data.restartSandbox.sandbox;
+  }
+
+  /** The sandbox's events: status changes (to, reason) and agent status changes. */
+  async function history(tenantId: string, id: string) {
+    const res = await sdk.query(EventsDocument, { tenantId, first: 100 });
+    if (!res.ok) throw new Error(res.error.message);
+    const mine = res.data.events.edges
+      .map((e) => ({ ...e.node, data: e.node.data as Record<string, unknown> }))
+      .filter((e) => e.sandbox?.id === id);
+    return {
+      statuses: mine
+        .filter((e) => e.type === 'SANDBOX_STATUS_CHANGED')
+        .map((e) => ({ to: e.data.to as string, reason: (e.data.reason as string | undefined) ?? null })),
+      agent: mine.filter((e) => e.type === 'AGENT_STATUS_CHANGED').map((e) => e.data.to as string),
+      restarts: mine.filter((e) => e.type === 'SANDBOX_RESTART_REQUESTED').length,
+    };
+  }
+
+  it('stops the process and starts it again on the same worker: a new pid serving the same port, RUNNING → STOPPING → STARTING → RUNNING', async () => {
+    const port = await freePort();
+    const tenantId = await createTenant(server, uniqueName('agent-restart'));
+    const worker = await registerWorker(server, uniqueName('w'), {
+      tenantId,
+      ports: { from: port, to: port, publicBaseUrl: 'http://127.0.0.1' },
+    });
+    await startAgent(worker);
+    const pids = pidFile();
+    const serve = [
+      `require('node:fs').appendFileSync(${JSON.stringify(pids)}, process.pid + '\\n');`,
+      "require('node:http')",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: JavaScript for the sandbox's process, not a template here
+      '.createServer((_req, res) => res.end(`pid=${process.pid} port=${process.env.FLOTILLA_PORT_A}`))',
+      ".listen(Number(process.env.FLOTILLA_PORT_A), '127.0.0.1');",
+    ].join('');
+    // Node reserves far more address space than it uses; the process runtime's limit follows memory.
+    const created = await create({
+      tenantId,
+      command: [process.execPath, '-e', serve],
+      ports: 1,
+      resources: { cpuMillis: 250, memoryMb: 4096 },
+    });
+    const url = `http://127.0.0.1:${port}`;
+    expect(created.ports).toEqual([{ name: 'A', port, url }]);
+    const running = await waitForStatus(created.id, 'RUNNING');
+    const served = () =>
+      vi.waitFor(
+        async () => {
+          const body = await (await fetch(url)).text();
+          return body;
+        },
+        { timeout: WAIT_MS, interval: POLL_MS },
+      );
+    await vi.waitFor(() => expect(pidsIn(pids)).toHaveLength(1), { timeout: WAIT_MS, interval: POLL_MS });
+    const [first] = pidsIn(pids) as [number];
+    expect(await served()).toBe(`pid=${first} port=${port}`);
+
+    const asked = await restart(created.id, 'new settings');
+    expect(asked).toMatchObject({ status: 'STOPPING', statusReason: 'restart requested: new settings' });
+    await vi.waitFor(() => expect(pidsIn(pids)).toHaveLength(2), { timeout: WAIT_MS, interval: POLL_MS });
+    const after = await waitForStatus(created.id, 'RUNNING');
+    const [, second] = pidsIn(pids) as [number, number];
+    expect(second).not.toBe(first);
+    await vi.waitFor(() => expect(isAlive(first)).toBe(false), { timeout: WAIT_MS, interval: POLL_MS });
+    expect(isAlive(second)).toBe(true);
+    // The same port on the same worker, now served by the new process; the lease (and its token) was kept.
+    await vi.waitFor(async () => expect(await served()).toBe(`pid=${second} port=${port}`), {
+      timeout: WAIT_MS,
+      interval: POLL_MS,
+    });
+    expect(after).toMatchObject({
+      worker: { id: worker.id },
+      ports: [{ name: 'A', port, url }],
+      lease: { fencingToken: running.lease?.fencingToken, holder: { id: worker.id } },
+      restartRequestedAt: null,
+    });
+    expect(after.stateVersion).toBe(running.stateVersion + 3);
+
+    await vi.waitFor(
+      async () => expect((await sandbox(created.id)).agent).toMatchObject({ phase: 'IDLE', activity: 'restarted' }),
+      { timeout: WAIT_MS, interval: POLL_MS },
+    );
+    const seen = await history(tenantId, created.id);
+    expect(seen.statuses.map((s) => s.to)).toEqual([
+      'PENDING',
+      'SCHEDULED',
+      'STARTING',
+      'RUNNING',
+      'STOPPING',
+      'STARTING',
+      'RUNNING',
+    ]);
+    expect(seen.statuses[4].reason).toBe('restart requested: new settings');
+    expect(seen.statuses[5].reason).toBe('restarting (the process ended by SIGTERM)');
+    expect(seen.restarts).toBe(1);
+    // The agent status history shows it: restarting, then restarted.
+    expect(seen.agent).toEqual(['IDLE', 'IDLE']);
+  });
+
+  it('kills a process that ignores SIGTERM after the grace period, and starts it again', async () => {
+    const tenantId = await createTenant(server, uniqueName('stubborn'));
+    const worker = await registerWorker(server, uniqueName('w'), { tenantId });
+    await startAgent(worker);
+    const pids = pidFile();
+    const created = await create({
+      tenantId,
+      name: 'stubborn',
+      command: ['/bin/sh', '-c', `echo $$ >> ${pids}; trap '' TERM; while true; do sleep 0.05; done`],
+    });
+    await waitForStatus(created.id, 'RUNNING');
+    await vi.waitFor(() => expect(pidsIn(pids)).toHaveLength(1), { timeout: WAIT_MS, interval: POLL_MS });
+    await restart(created.id, 'stuck');
+    await vi.waitFor(() => expect(pidsIn(pids)).toHaveLength(2), { timeout: WAIT_MS, interval: POLL_MS });
+    const after = await waitForStatus(created.id, 'RUNNING');
+    const [first, second] = pidsIn(pids) as [number, number];
+    expect(isAlive(first)).toBe(false);
+    expect(isAlive(second)).toBe(true);
+    expect(after.worker?.id).toBe(worker.id);
+    const seen = await history(tenantId, created.id);
+    expect(seen.statuses.slice(-3)).toEqual([
+      { to: 'STOPPING', reason: 'restart requested: stuck' },
+      { to: 'STARTING', reason: 'restarting (the process ended by SIGKILL)' },
+      { to: 'RUNNING', reason: null },
+    ]);
+  });
+
+  it('a stop during a restart wins: the sandbox ends STOPPED with no process left', async () => {
+    const tenantId = await createTenant(server, uniqueName('stop-restart'));
+    const worker = await registerWorker(server, uniqueName('w'), { tenantId });
+    await startAgent(worker);
+    const pids = pidFile();
+    const created = await create({
+      tenantId,
+      name: 'stopped-midway',
+      // Ignores SIGTERM, so its restart lasts the grace period: the stop comes in the middle (or just after).
+      command: ['/bin/sh', '-c', `echo $$ >> ${pids}; trap '' TERM; while true; do sleep 0.05; done`],
+    });
+    await waitForStatus(created.id, 'RUNNING');
+    await vi.waitFor(() => expect(pidsIn(pids)).toHaveLength(1), { timeout: WAIT_MS, interval: POLL_MS });
+    await restart(created.id, 'then stop');
+    const stop = await server.gql<{ stopSandbox: { __typename: string } }>(
+      'mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { __typename } }',
+      { id: created.id },
+    );
+    expect(dataOf(stop).stopSandbox.__typename).toBe('SandboxPayload');
+    const stopped = await waitForStatus(created.id, 'STOPPED');
+    expect(stopped).toMatchObject({ restartRequestedAt: null, worker: { id: worker.id } });
+    for (const pid of pidsIn(pids)) expect(isAlive(pid)).toBe(false);
+  });
+
+  it('a sandbox asked to restart while its agent was down is started again when the agent comes back', async () => {
+    const tenantId = await createTenant(server, uniqueName('down'));
+    const worker = await registerWorker(server, uniqueName('w'), { tenantId });
+    const pids = pidFile();
+    const created = await create({
+      tenantId,
+      name: 'comes-back',
+      command: ['/bin/sh', '-c', `echo $$ >> ${pids}; while true; do sleep 0.05; done`],
+    });
+    // Taken to RUNNING by hand (as an agent that then went away would have).
+    const lease = await acquireLease(server, worker, created.id, 5);
+    await reportStatus(server, worker, created.id, lease.lease.fencingToken, 'STARTING');
+    await reportStatus(server, worker, created.id, lease.lease.fencingToken, 'RUNNING');
+    await restart(created.id, 'while down');
+    expect((await releaseLease(server, worker, created.id, lease.lease.fencingToken)).__typename).toBe('LeasePayload');
+
+    await startAgent(worker);
+    const after = await waitForStatus(created.id, 'RUNNING');
+    await vi.waitFor(() => expect(pidsIn(pids)).toHaveLength(1), { timeout: WAIT_MS, interval: POLL_MS });
+    expect(after).toMatchObject({ worker: { id: worker.id }, restartRequestedAt: null });
+    const seen = await history(tenantId, created.id);
+    expect(seen.statuses.map((s) => s.to).slice(-3)).toEqual(['STOPPING', 'STARTING', 'RUNNING']);
   });
 });
