@@ -145,7 +145,9 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
           {
             type: 'button',
             id: 'stop',
-            disabled: FINISHED.includes(sandbox.status) || sandbox.status === 'STOPPING',
+            // A restart under way can still be turned into a stop.
+            disabled:
+              FINISHED.includes(sandbox.status) || (sandbox.status === 'STOPPING' && !sandbox.restartRequestedAt),
             onclick: () => void act('stop'),
           },
           'Stop',
@@ -264,11 +266,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
           status: event.sandbox.status,
           stateVersion: event.sandbox.stateVersion,
           agent: event.sandbox.agent ?? sandbox.agent,
-          // A status change carries its reason (e.g. "restart requested: …").
-          statusReason:
-            event.type === 'SANDBOX_STATUS_CHANGED'
-              ? (((event.data as { reason?: unknown }).reason as string | undefined) ?? null)
-              : sandbox.statusReason,
+          ...(event.type === 'SANDBOX_STATUS_CHANGED' ? statusDetails(event.data, event.occurredAt) : {}),
         };
         renderHeader();
       }
@@ -297,4 +295,16 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     if (!signal.aborted)
       root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${err.message}`));
   });
+}
+
+/** What a SANDBOX_STATUS_CHANGED event says beyond the status: its reason, and whether it is a restart's stop. */
+function statusDetails(
+  data: unknown,
+  occurredAt: string,
+): Pick<SandboxFieldsFragment, 'statusReason' | 'restartRequestedAt'> {
+  const { reason, restart } = (data ?? {}) as { reason?: unknown; restart?: unknown };
+  return {
+    statusReason: typeof reason === 'string' ? reason : null,
+    restartRequestedAt: restart === true ? occurredAt : null,
+  };
 }
