@@ -104,7 +104,8 @@ builder.subscriptionFields((t) => ({
   }),
   workerAssignments: t.field({
     type: EventRef,
-    description: "A worker's own work queue: SANDBOX_ASSIGNED and SANDBOX_STOP_REQUESTED. With `after`, replays first.",
+    description:
+      "A worker's own work queue: SANDBOX_ASSIGNED, SANDBOX_STOP_REQUESTED and SANDBOX_RESTART_REQUESTED. With `after`, replays first.",
     args: { workerId: t.arg.id({ required: true }), after: t.arg.string({ required: false }) },
     authScopes: { worker: true, tenantMember: true },
     subscribe: (_root, args, ctx) =>

@@ -74,6 +74,11 @@ export const SandboxRef = builder.loadableNode('Sandbox', {
     placement: t.field({ type: PlacementType, nullable: true, resolve: (s) => s.placement }),
     status: t.field({ type: SandboxStatusEnum, resolve: (s) => s.status }),
     statusReason: t.exposeString('statusReason', { nullable: true }),
+    restartRequestedAt: t.expose('restartRequestedAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'Set while it is STOPPING for a restart (it then goes STARTING on the same worker); null otherwise.',
+    }),
     stateVersion: t.exposeInt('stateVersion', { description: 'Bumps on every state change.' }),
     agent: t.field({
       type: AgentStatusType,
@@ -270,6 +275,13 @@ const SandboxRefInput = builder.inputType('SandboxRefInput', {
   fields: (t) => ({ sandboxId: t.id({ required: true }) }),
 });
 
+const RestartSandboxInput = builder.inputType('RestartSandboxInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    reason: t.string({ required: false, description: 'Why: shown as `restart requested: <reason>`.' }),
+  }),
+});
+
 const ReportSandboxStatusInput = builder.inputType('ReportSandboxStatusInput', {
   fields: (t) => ({
     sandboxId: t.id({ required: true }),
@@ -335,6 +347,19 @@ builder.mutationFields((t) => ({
     authScopes: { tenantMember: true },
     resolve: (_root, { input }, ctx) =>
       ctx.services.sandboxes.stop(localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId')),
+  }),
+  restartSandbox: t.field({
+    type: SandboxRef,
+    errors: sandboxResult,
+    description:
+      'Tenant OPERATOR. A RUNNING sandbox restarts on the same worker, keeping its capacity and ports: RUNNING → STOPPING → STARTING → RUNNING. The worker is told through SANDBOX_RESTART_REQUESTED; any other status is InvalidTransitionError.',
+    args: { input: t.arg({ type: RestartSandboxInput, required: true }) },
+    authScopes: { tenantMember: true },
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.sandboxes.restart({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        reason: input.reason,
+      }),
   }),
   deleteSandbox: t.field({
     type: SandboxRef,

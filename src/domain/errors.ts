@@ -88,8 +88,9 @@ export class InvalidTransitionError extends DomainError {
   constructor(
     readonly from: string,
     readonly to: string,
+    message = `a sandbox cannot go from ${from} to ${to}`,
   ) {
-    super(`a sandbox cannot go from ${from} to ${to}`);
+    super(message);
   }
 }
 

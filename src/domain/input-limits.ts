@@ -27,6 +27,8 @@ export const ID_INPUT_MAX_LENGTH = 200;
 export const CURSOR_INPUT_MAX_LENGTH = 200;
 /** A lease's fencing token: a decimal number. */
 export const FENCING_TOKEN_MAX_LENGTH = 40;
+/** The reason given to `restartSandbox` (shown in the sandbox's status reason and events). */
+export const RESTART_REASON_MAX_LENGTH = 500;
 /** A message's channel (e.g. "chat", "stdout"). */
 export const MESSAGE_CHANNEL_MAX_LENGTH = 100;
 /** One argument of a sandbox's command. */

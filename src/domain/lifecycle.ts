@@ -10,13 +10,15 @@ import { wantPlacement } from './sweep-signals.js';
  * The sandbox state machine (architecture.md): PENDING → SCHEDULED → STARTING → RUNNING →
  * STOPPING → STOPPED; FAILED and LOST from the active states; LOST sandboxes are placed
  * again (→ SCHEDULED, or back to PENDING to wait for capacity); DELETED from anywhere.
+ * A restart is RUNNING → STOPPING → STARTING → RUNNING on the same placement: STOPPING →
+ * STARTING is allowed only while the restart flag is set (`RestartState`).
  */
 const TRANSITIONS: Record<SandboxStatus, readonly SandboxStatus[]> = {
   PENDING: ['SCHEDULED', 'STOPPED', 'FAILED', 'DELETED'],
   SCHEDULED: ['STARTING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
   STARTING: ['RUNNING', 'STOPPING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
   RUNNING: ['STOPPING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
-  STOPPING: ['STOPPED', 'FAILED', 'LOST', 'DELETED'],
+  STOPPING: ['STARTING', 'STOPPED', 'FAILED', 'LOST', 'DELETED'],
   LOST: ['SCHEDULED', 'PENDING', 'STOPPED', 'FAILED', 'DELETED'],
   STOPPED: ['DELETED'],
   FAILED: ['DELETED'],
@@ -51,12 +53,28 @@ export function startWaiting(sandbox: Sandbox, now: Date): void {
   sandbox.nextPlacementAt = new Date(now.getTime() + placementBackoffMs(0));
 }
 
-export function canTransition(from: SandboxStatus, to: SandboxStatus): boolean {
+/** Whether the sandbox is STOPPING for a restart (its flag is set); other transitions clear the flag. */
+export interface RestartState {
+  restarting?: boolean;
+}
+
+export function isRestarting(sandbox: Pick<Sandbox, 'status' | 'restartRequestedAt'>): boolean {
+  return sandbox.status === 'STOPPING' && sandbox.restartRequestedAt !== null;
+}
+
+/**
+ * Edges out of STOPPING that only a restart takes: back to STARTING, and LOST when its worker goes
+ * away (it was meant to run on, so it is placed again). A plain stop ends STOPPED, whatever happens.
+ */
+const RESTART_ONLY: readonly SandboxStatus[] = ['STARTING', 'LOST'];
+
+export function canTransition(from: SandboxStatus, to: SandboxStatus, state: RestartState = {}): boolean {
+  if (from === 'STOPPING' && RESTART_ONLY.includes(to)) return state.restarting === true;
   return TRANSITIONS[from].includes(to);
 }
 
-export function assertTransition(from: SandboxStatus, to: SandboxStatus): void {
-  if (!canTransition(from, to)) throw new InvalidTransitionError(from, to);
+export function assertTransition(from: SandboxStatus, to: SandboxStatus, state: RestartState = {}): void {
+  if (!canTransition(from, to, state)) throw new InvalidTransitionError(from, to);
 }
 
 export function isHolding(status: SandboxStatus): boolean {
@@ -65,12 +83,13 @@ export function isHolding(status: SandboxStatus): boolean {
 
 /**
  * States that keep capacity reserved on the worker. A stop request releases it at once (the
- * worker is told to stop; it takes no new work for that sandbox), so STOPPING does not reserve.
+ * worker is told to stop; it takes no new work for that sandbox), so STOPPING does not reserve,
+ * unless it is STOPPING for a restart: the process comes back on the same placement.
  */
 export const RESERVING_CAPACITY: readonly SandboxStatus[] = ['SCHEDULED', 'STARTING', 'RUNNING'];
 
-export function reservesCapacity(status: SandboxStatus): boolean {
-  return RESERVING_CAPACITY.includes(status);
+export function reservesCapacity(status: SandboxStatus, state: RestartState = {}): boolean {
+  return RESERVING_CAPACITY.includes(status) || (status === 'STOPPING' && state.restarting === true);
 }
 
 // ---------------------------------------------------------------- transitions with their effects
@@ -78,6 +97,8 @@ export function reservesCapacity(status: SandboxStatus): boolean {
 export interface TransitionDetails {
   reason?: string | null;
   exitCode?: number | null;
+  /** RUNNING → STOPPING for a restart: sets the restart flag (capacity, ports and placement are kept). */
+  restart?: boolean;
 }
 
 /**
@@ -93,10 +114,14 @@ export async function applyTransition(
   details: TransitionDetails = {},
 ): Promise<void> {
   const from = sandbox.status;
-  assertTransition(from, to);
-  // CPU and memory are free from the stop request on; ports only once the sandbox stops holding its
-  // worker (STOPPED, FAILED, LOST, DELETED), since the old process may still listen on them.
-  const freesCapacity = reservesCapacity(from) && !reservesCapacity(to);
+  const wasRestarting = isRestarting(sandbox);
+  const restarting = to === 'STOPPING' && details.restart === true;
+  if (details.restart && from !== 'RUNNING') throw new InvalidTransitionError(from, to);
+  assertTransition(from, to, { restarting: wasRestarting });
+  // CPU and memory are free from the stop request on (not for a restart); ports only once the
+  // sandbox stops holding its worker (STOPPED, FAILED, LOST, DELETED), since the old process may
+  // still listen on them.
+  const freesCapacity = reservesCapacity(from, { restarting: wasRestarting }) && !reservesCapacity(to, { restarting });
   const freesPorts = isHolding(from) && !isHolding(to);
   if ((freesCapacity || freesPorts) && sandbox.worker) {
     await releaseCapacity(em, sandbox.worker.id, {
@@ -115,6 +140,7 @@ export async function applyTransition(
     sandbox.placementAttempts = 0;
   }
   sandbox.status = to;
+  sandbox.restartRequestedAt = restarting ? now : null;
   sandbox.stateVersion += 1;
   if (details.reason !== undefined) sandbox.statusReason = details.reason;
   if (details.exitCode !== undefined) sandbox.exitCode = details.exitCode;
@@ -129,7 +155,45 @@ export async function applyTransition(
       tenantId: sandbox.tenant.id,
       sandboxId: sandbox.id,
       workerId: sandbox.worker?.id ?? null,
-      data: { from, to, stateVersion: sandbox.stateVersion, ...(details.reason ? { reason: details.reason } : {}) },
+      data: {
+        from,
+        to,
+        stateVersion: sandbox.stateVersion,
+        ...(details.reason ? { reason: details.reason } : {}),
+        ...(restarting ? { restart: true } : {}),
+      },
+    },
+    now,
+  );
+}
+
+/**
+ * A stop asked for while a restart is under way: the restart becomes a plain stop (its flag is
+ * cleared, its CPU and memory released as for any stop request; the ports once it is STOPPED).
+ * The status stays STOPPING, but the state changed: stateVersion bumps and SANDBOX_STATUS_CHANGED
+ * (STOPPING → STOPPING, without `restart`) tells waiters that STARTING no longer follows.
+ */
+export async function cancelRestart(em: Em, sandbox: Sandbox, now: Date, reason: string): Promise<void> {
+  if (!isRestarting(sandbox)) return;
+  if (sandbox.worker)
+    await releaseCapacity(em, sandbox.worker.id, {
+      cpuMillis: sandbox.cpuMillis,
+      memoryMb: sandbox.memoryMb,
+      ports: 0,
+    });
+  wantPlacement(em);
+  sandbox.restartRequestedAt = null;
+  sandbox.statusReason = reason;
+  sandbox.stateVersion += 1;
+  await em.flush();
+  recordEvent(
+    em,
+    {
+      type: 'SANDBOX_STATUS_CHANGED',
+      tenantId: sandbox.tenant.id,
+      sandboxId: sandbox.id,
+      workerId: sandbox.worker?.id ?? null,
+      data: { from: 'STOPPING', to: 'STOPPING', stateVersion: sandbox.stateVersion, reason },
     },
     now,
   );
@@ -171,9 +235,11 @@ export async function releaseCapacity(em: Em, workerId: string, held: Reservatio
 
 /**
  * The one rule for "the worker holding this sandbox is gone" (swept offline, lease expired with
- * it, or deleted): a sandbox that was stopping is done (STOPPED); any other may run again
- * elsewhere (LOST, placed again by the scheduler). In the caller's transaction.
+ * it, or deleted): a sandbox that was stopping is done (STOPPED); any other, a restarting one
+ * included (it was meant to run on), may run again elsewhere (LOST, placed again by the
+ * scheduler). Either way everything it held is released. In the caller's transaction.
  */
 export async function releaseFromGoneWorker(em: Em, sandbox: Sandbox, now: Date, reason: string): Promise<void> {
-  await applyTransition(em, sandbox, sandbox.status === 'STOPPING' ? 'STOPPED' : 'LOST', now, { reason });
+  const done = sandbox.status === 'STOPPING' && !isRestarting(sandbox);
+  await applyTransition(em, sandbox, done ? 'STOPPED' : 'LOST', now, { reason });
 }

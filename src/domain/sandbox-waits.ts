@@ -3,7 +3,7 @@ import { StreamAccess } from '../events/authorize.js';
 import type { EventHub, EventSubscription } from '../events/hub.js';
 import type { ServiceContext } from './context.js';
 import { NotFoundError, UnavailableError, ValidationError } from './errors.js';
-import { canTransition } from './lifecycle.js';
+import { canTransition, isRestarting } from './lifecycle.js';
 import { SandboxService } from './sandboxes.js';
 
 /** How long `waitForSandbox` waits when the caller names no timeout. */
@@ -35,13 +35,16 @@ export interface WaitForSandboxInput {
   signal?: AbortSignal | null;
 }
 
-/** Statuses the lifecycle can still lead to from `from` (itself included). */
-function reachableFrom(from: SandboxStatus): Set<SandboxStatus> {
+/**
+ * Statuses the lifecycle can still lead to from `from` (itself included). A sandbox STOPPING for
+ * a restart goes on to STARTING (and so RUNNING); any later STOPPING is a plain stop.
+ */
+function reachableFrom(from: SandboxStatus, restarting: boolean): Set<SandboxStatus> {
   const seen = new Set<SandboxStatus>([from]);
   const queue: SandboxStatus[] = [from];
   for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
     for (const to of SANDBOX_STATUSES) {
-      if (!seen.has(to) && canTransition(next, to)) {
+      if (!seen.has(to) && canTransition(next, to, { restarting: restarting && next === from })) {
         seen.add(to);
         queue.push(to);
       }
@@ -104,11 +107,11 @@ export class SandboxWaitService {
         }
         // The stream ends only when the hub ends it (token revoked, server stopping): say so.
         if (step.done) throw new UnavailableError('the event stream ended; wait again');
-        const { to, stateVersion: version } = step.value.data;
+        const { to, stateVersion: version, restart } = step.value.data;
         if (typeof version !== 'number' || version <= stateVersion || typeof to !== 'string') continue;
         stateVersion = version;
         const status = to as SandboxStatus;
-        if (targets.has(status) || status === 'DELETED' || !reachesAny(status, targets)) {
+        if (targets.has(status) || status === 'DELETED' || !reachesAny(status, targets, restart === true)) {
           const last = await this.read(current.id);
           return { sandbox: last, status, outcome: targets.has(status) ? 'REACHED' : 'UNREACHABLE' };
         }
@@ -166,8 +169,8 @@ function stepOutcome(step: 'timeout' | 'stopping'): WaitOutcome {
   return step === 'timeout' ? 'TIMED_OUT' : 'INTERRUPTED';
 }
 
-function reachesAny(from: SandboxStatus, targets: ReadonlySet<SandboxStatus>): boolean {
-  const reachable = reachableFrom(from);
+function reachesAny(from: SandboxStatus, targets: ReadonlySet<SandboxStatus>, restarting: boolean): boolean {
+  const reachable = reachableFrom(from, restarting);
   for (const target of targets) if (reachable.has(target)) return true;
   return false;
 }
@@ -175,7 +178,8 @@ function reachesAny(from: SandboxStatus, targets: ReadonlySet<SandboxStatus>): b
 /** The answer a sandbox's current row already gives: reached, or no longer reachable; null: wait. */
 function judge(sandbox: Sandbox, targets: ReadonlySet<SandboxStatus>): SandboxWait | null {
   if (targets.has(sandbox.status)) return { sandbox, status: sandbox.status, outcome: 'REACHED' };
-  if (!reachesAny(sandbox.status, targets)) return { sandbox, status: sandbox.status, outcome: 'UNREACHABLE' };
+  if (!reachesAny(sandbox.status, targets, isRestarting(sandbox)))
+    return { sandbox, status: sandbox.status, outcome: 'UNREACHABLE' };
   return null;
 }
 

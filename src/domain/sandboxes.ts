@@ -23,13 +23,20 @@ import {
 import { DEFAULT_MAX_PORTS_PER_SANDBOX } from './input-limits.js';
 import { labelsInput, parseInput, regionInput } from './inputs.js';
 import { requireFencingToken } from './leases.js';
-import { applyTransition, isHolding, startWaiting, WORKER_REPORTABLE } from './lifecycle.js';
+import {
+  applyTransition,
+  cancelRestart,
+  isHolding,
+  isRestarting,
+  startWaiting,
+  WORKER_REPORTABLE,
+} from './lifecycle.js';
 import { lockedRead, lockRow } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 import { placeSandbox, whyNoWorkerCouldFit } from './scheduler.js';
 import { dueBy } from './sweep-signals.js';
-import { RESERVING_STATUSES } from './tenants.js';
+import { RESERVING_QUOTA } from './tenants.js';
 import { transactionNow } from './time.js';
 import { type Resources, validateLabels, visibleWorkersFilter } from './workers.js';
 
@@ -103,6 +110,12 @@ export interface SandboxFilter {
   /** Raw from the caller; validated here. */
   label?: unknown;
   nameContains?: string | null;
+}
+
+export interface RestartSandboxInput {
+  sandboxId: string;
+  /** Why (optional): kept in the status reason, `restart requested: <reason>`. */
+  reason?: string | null;
 }
 
 export interface ReportSandboxStatusInput {
@@ -238,13 +251,53 @@ export class SandboxService {
     );
   }
 
-  /** Asks the worker to stop it (SANDBOX_STOP_REQUESTED); unplaced sandboxes stop at once. */
+  /**
+   * Asks the worker to stop it (SANDBOX_STOP_REQUESTED); unplaced sandboxes stop at once. A
+   * restart under way becomes a plain stop: it ends STOPPED and releases what it held.
+   */
   async stop(sandboxId: string): Promise<Sandbox> {
     return this.operate('stopSandbox', sandboxId, async (em, sandbox, now) => {
+      if (isRestarting(sandbox)) {
+        await cancelRestart(em, sandbox, now, 'stop requested');
+        await this.requestStop(em, sandbox, now);
+        return;
+      }
       if (sandbox.status === 'STOPPING' || sandbox.status === 'STOPPED') return;
       const onWorker = isHolding(sandbox.status) && sandbox.worker !== null;
       await applyTransition(em, sandbox, onWorker ? 'STOPPING' : 'STOPPED', now, { reason: 'stop requested' });
       if (onWorker) await this.requestStop(em, sandbox, now);
+    });
+  }
+
+  /**
+   * Restarts a RUNNING sandbox where it is: RUNNING → STOPPING with the restart flag and the
+   * reason, and SANDBOX_RESTART_REQUESTED for its worker, which stops the process (grace period,
+   * then kill) and reports STARTING, then RUNNING. Capacity, ports, placement and lease are kept.
+   * Asking again while it restarts changes nothing; any other status is InvalidTransitionError.
+   */
+  async restart(input: RestartSandboxInput): Promise<Sandbox> {
+    return this.operate('restartSandbox', input.sandboxId, async (em, sandbox, now) => {
+      if (isRestarting(sandbox)) return;
+      if (sandbox.status !== 'RUNNING' || !sandbox.worker)
+        throw new InvalidTransitionError(
+          sandbox.status,
+          'STOPPING',
+          `only a RUNNING sandbox can be restarted; this one is ${sandbox.status}`,
+        );
+      const given = input.reason?.trim();
+      const reason = given ? `restart requested: ${given}` : 'restart requested';
+      await applyTransition(em, sandbox, 'STOPPING', now, { reason, restart: true });
+      recordEvent(
+        em,
+        {
+          type: 'SANDBOX_RESTART_REQUESTED',
+          tenantId: sandbox.tenant.id,
+          sandboxId: sandbox.id,
+          workerId: sandbox.worker.id,
+          data: { workerId: sandbox.worker.id, reason: given || null },
+        },
+        now,
+      );
     });
   }
 
@@ -421,7 +474,7 @@ export class SandboxService {
   }
 }
 
-/** What a tenant reserves now (the sandboxes in RESERVING_STATUSES), read inside the transaction. */
+/** What a tenant reserves now (the sandboxes RESERVING_QUOTA counts), read inside the transaction. */
 async function reservedBy(
   em: Em,
   tenantId: string,
@@ -429,7 +482,7 @@ async function reservedBy(
   const rows: { n: number | string; cpu: number | string | null; mem: number | string | null }[] = await em
     .createQueryBuilder(Sandbox, 's')
     .select([raw('count(*) as n'), raw('sum(s.cpu_millis) as cpu'), raw('sum(s.memory_mb) as mem')])
-    .where({ tenant: tenantId, status: { $in: [...RESERVING_STATUSES] } })
+    .where({ tenant: tenantId, ...RESERVING_QUOTA })
     .execute('all', false);
   const row = rows[0];
   return { sandboxes: Number(row?.n ?? 0), cpuMillis: Number(row?.cpu ?? 0), memoryMb: Number(row?.mem ?? 0) };

@@ -10,7 +10,11 @@ import { SandboxService } from './sandboxes.js';
 import { WorkerService } from './workers.js';
 
 /** What a worker's work queue carries. */
-export const ASSIGNMENT_EVENT_TYPES: readonly EventType[] = ['SANDBOX_ASSIGNED', 'SANDBOX_STOP_REQUESTED'];
+export const ASSIGNMENT_EVENT_TYPES: readonly EventType[] = [
+  'SANDBOX_ASSIGNED',
+  'SANDBOX_STOP_REQUESTED',
+  'SANDBOX_RESTART_REQUESTED',
+];
 
 /**
  * Opens the live streams of the contract's subscriptions. Each checks at subscribe time that the

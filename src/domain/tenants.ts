@@ -30,6 +30,11 @@ export const DEFAULT_POLICY: TenantPolicy = { allowedImages: [], maxSandboxTtlSe
  */
 export const RESERVING_STATUSES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'LOST'] as const;
 
+/** The sandboxes counted against the quota: RESERVING_STATUSES, and those STOPPING for a restart (they come back). */
+export const RESERVING_QUOTA = {
+  $or: [{ status: { $in: [...RESERVING_STATUSES] } }, { status: 'STOPPING', restartRequestedAt: { $ne: null } }],
+} as const;
+
 export interface CreateTenantInput {
   slug: string;
   name: string;
@@ -280,7 +285,7 @@ export class TenantService {
         raw('sum(s.cpu_millis) as cpu'),
         raw('sum(s.memory_mb) as mem'),
       ])
-      .where({ tenant: { $in: [...tenantIds] }, status: { $in: [...RESERVING_STATUSES] } })
+      .where({ tenant: { $in: [...tenantIds] }, ...RESERVING_QUOTA })
       .groupBy('s.tenant_id')
       .execute('all', false);
     for (const row of rows) {

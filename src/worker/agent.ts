@@ -145,7 +145,8 @@ export class WorkerAgent {
     }
     for (const edge of result.data.worker.sandboxes.edges) {
       if (this.abort.signal.aborted) return;
-      if (edge.node.status === 'STOPPING' && this.running.has(edge.node.id)) void this.stopSandbox(edge.node.id);
+      if (edge.node.status === 'STOPPING' && edge.node.restartRequestedAt) await this.restartSandbox(edge.node);
+      else if (edge.node.status === 'STOPPING' && this.running.has(edge.node.id)) void this.stopSandbox(edge.node.id);
       else if (!TERMINAL.has(edge.node.status)) await this.ensureRunning(edge.node);
     }
   }
@@ -188,6 +189,7 @@ export class WorkerAgent {
       if (sandbox && event.type === 'SANDBOX_ASSIGNED' && !TERMINAL.has(sandbox.status))
         await this.ensureRunning(sandbox);
       if (sandbox && event.type === 'SANDBOX_STOP_REQUESTED') void this.stopSandbox(sandbox.id);
+      if (sandbox && event.type === 'SANDBOX_RESTART_REQUESTED') await this.restartSandbox(sandbox);
       this.cursor = event.cursor;
       this.saveState();
     }
@@ -235,6 +237,18 @@ export class WorkerAgent {
     });
     this.running.set(sandbox.id, run);
     await run.start();
+  }
+
+  /**
+   * A sandbox STOPPING for a restart: its run stops the process and starts it again; one that does
+   * not run here (this agent was down) is started again. A request already done reads RUNNING (or
+   * STARTING) by now and is ignored.
+   */
+  private async restartSandbox(sandbox: SandboxFieldsFragment): Promise<void> {
+    if (sandbox.status !== 'STOPPING' || !sandbox.restartRequestedAt) return;
+    const run = this.running.get(sandbox.id);
+    if (run) void run.restart(sandbox);
+    else await this.ensureRunning(sandbox);
   }
 
   private async stopSandbox(sandboxId: string): Promise<void> {

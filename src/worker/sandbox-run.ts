@@ -58,6 +58,10 @@ export class SandboxRun {
   lost = false;
   readonly abort = new AbortController();
   private stopRequested = false;
+  /** The current process is being stopped for a restart: its exit starts it again instead of ending the run. */
+  private restartPending = false;
+  /** stateVersion of the last restart request handled (the stream and a reconcile may both offer one). */
+  private restartHandled = -1;
   private readonly renewTimer: NodeJS.Timeout;
   /** Serialises this sandbox's writes so messages and reports keep their order. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -78,13 +82,20 @@ export class SandboxRun {
 
   /** Starts the process, unless the sandbox was asked to stop meanwhile or cannot be started. */
   async start(): Promise<void> {
-    const { client, runtime } = this.deps;
     const sandbox = this.sandbox;
     // Fresh placements go STARTING → RUNNING; a sandbox this worker ran before a restart is already RUNNING.
-    const current = await client.query(SandboxDocument, { id: sandbox.id });
-    const status = current.ok && current.data.sandbox ? current.data.sandbox.status : sandbox.status;
-    const ports = current.ok && current.data.sandbox ? current.data.sandbox.ports : sandbox.ports;
-    if (status === 'STOPPING') {
+    const current = (await this.read()) ?? sandbox;
+    const status = current.status;
+    const restarting = status === 'STOPPING' && current.restartRequestedAt !== null;
+    if (restarting) {
+      // Asked to restart while no process ran here (e.g. this agent was down): start it again.
+      this.restartHandled = current.stateVersion;
+      if (!(await this.report('STARTING', { reason: 'restarting' }))) {
+        await this.release();
+        this.cleanup();
+        return;
+      }
+    } else if (status === 'STOPPING') {
       // Asked to stop before it ran here (e.g. while this agent was down): never start it.
       await this.report('STOPPED', { reason: 'stopped before it started' });
       await this.release();
@@ -98,9 +109,25 @@ export class SandboxRun {
       return;
     }
     await this.input.skipHistory();
-    let started: RunningSandbox;
+    const started = await this.launch(current);
+    if (!started) return;
+    void this.input.follow();
+    if (status !== 'RUNNING') await this.report('RUNNING');
+    this.deps.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: started.pid });
+    await this.input.catchUp();
+  }
+
+  /** The sandbox as the server has it now (its ports, status, restart flag); null when it cannot be read. */
+  private async read(): Promise<SandboxFieldsFragment | null> {
+    const current = await this.deps.client.query(SandboxDocument, { id: this.sandbox.id });
+    return current.ok ? current.data.sandbox : null;
+  }
+
+  /** Spawns the process with the sandbox's environment; a spawn that fails is reported FAILED and ends the run. */
+  private async launch(current: SandboxFieldsFragment): Promise<RunningSandbox | null> {
+    const sandbox = this.sandbox;
     try {
-      started = runtime.start(
+      const started = this.deps.runtime.start(
         {
           sandboxId: sandbox.id,
           name: sandbox.name,
@@ -112,28 +139,26 @@ export class SandboxRun {
             FLOTILLA_SANDBOX_ID: sandbox.id,
             FLOTILLA_SANDBOX_NAME: sandbox.name,
             FLOTILLA_IMAGE: sandbox.image,
-            ...portEnvironment(ports),
+            ...portEnvironment(current.ports),
           },
         },
         {
           onLine: (_stream, line) => this.onOutput(line),
           onExit: (exit) => {
-            this.ended = this.onExit(exit);
+            // Stopped for a restart: start it again instead of ending the run.
+            this.ended = this.restartPending ? this.relaunch(exit) : this.onExit(exit);
           },
         },
       );
       this.process = started;
       this.deps.onProcessStarted();
+      return started;
     } catch (err) {
       await this.report('FAILED', { reason: (err as Error).message, exitCode: 127 });
       this.cleanup();
       await this.release();
-      return;
+      return null;
     }
-    void this.input.follow();
-    if (status !== 'RUNNING') await this.report('RUNNING');
-    this.deps.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: started.pid });
-    await this.input.catchUp();
   }
 
   /** Stops the process and waits until its end is reported. */
@@ -142,6 +167,66 @@ export class SandboxRun {
     if (this.process && !this.process.exited) await this.process.stop(this.deps.stopGraceMs);
     // An agent shutting down must not exit before the STOPPED report is written.
     await this.ended;
+  }
+
+  /**
+   * A restart request (the sandbox is STOPPING with its restart flag): stops the process the
+   * way a stop does (SIGTERM, then SIGKILL after the grace period), then starts it again under
+   * the same lease and fencing token (relaunch). A request already handled is ignored.
+   */
+  async restart(requested: SandboxFieldsFragment): Promise<void> {
+    if (this.lost || this.stopRequested || this.restartPending) return;
+    if (requested.status !== 'STOPPING' || !requested.restartRequestedAt) return;
+    // Not spawned yet (start() is on its way; the next reconcile offers the request again), or
+    // already ended on its own (its end is being reported).
+    if (!this.process || this.process.exited) return;
+    if (requested.stateVersion <= this.restartHandled) return;
+    this.restartHandled = requested.stateVersion;
+    this.restartPending = true;
+    this.deps.log('info', 'restarting the sandbox', { sandboxId: this.sandbox.id, reason: requested.statusReason });
+    // The agent status history shows the restart.
+    this.reportAgent('IDLE', requested.statusReason ?? 'restart requested');
+    await this.process.stop(this.deps.stopGraceMs);
+  }
+
+  /** The old process ended for a restart: report STARTING, spawn it again, report RUNNING. */
+  private async relaunch(exit: { code: number | null; signal: string | null }): Promise<void> {
+    this.restartPending = false;
+    await this.flush();
+    const how = exit.signal ? `ended by ${exit.signal}` : `exited with ${exit.code}`;
+    this.deps.log('info', 'sandbox process ended for a restart', { sandboxId: this.sandbox.id, how });
+    // A stop (or delete) that came meanwhile wins: the server refuses STARTING, and the run ends as a stop would.
+    if (
+      !this.lost &&
+      !this.stopRequested &&
+      (await this.report('STARTING', { reason: `restarting (the process ${how})` }))
+    ) {
+      const current = (await this.read()) ?? this.sandbox;
+      const started = await this.launch(current);
+      if (!started) return;
+      await this.report('RUNNING');
+      this.reportAgent('IDLE', 'restarted');
+      this.deps.log('info', 'sandbox running', { sandboxId: this.sandbox.id, pid: started.pid, restarted: true });
+      await this.input.catchUp();
+      return;
+    }
+    if (!this.lost) {
+      await this.report('STOPPED', { exitCode: exit.code ?? undefined, reason: exit.signal ? how : undefined });
+      await this.release();
+    }
+    this.cleanup();
+  }
+
+  /** An agent status written by the agent itself (in order with the process's own status lines). */
+  private reportAgent(phase: 'IDLE', activity: string): void {
+    if (this.lost) return;
+    this.enqueue(() =>
+      this.deps.client
+        .mutate(ReportAgentStatusDocument, {
+          input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken, phase, activity },
+        })
+        .then((r) => this.checkWrite(r.ok ? r.data.reportAgentStatus : null)),
+    );
   }
 
   private onOutput(line: string): void {

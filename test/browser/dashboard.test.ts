@@ -205,6 +205,8 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await expect.poll(() => page.locator('#agent').innerText()).not.toBe('—');
     // Its allocated port is a link to the worker's public base URL (the demo workers' ranges start at 8100).
     expect(await page.locator('#ports a').getAttribute('href')).toMatch(/^http:\/\/127\.0\.0\.1:81\d\d$/);
+    // A running sandbox can be restarted, next to Stop.
+    expect(await page.getByRole('button', { name: 'Restart' }).isEnabled()).toBe(true);
     await shot('sandbox');
   });
 
@@ -247,6 +249,7 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
       .poll(() => page.locator('#sandbox-status').getAttribute('data-status'), { timeout: LIVE_TIMEOUT_MS })
       .toBe('STOPPED');
     await expect.poll(() => page.locator('#agent').innerText()).toMatch(/^last reported: /);
+    expect(await page.getByRole('button', { name: 'Restart' }).isDisabled()).toBe(true);
     expect(await page.evaluate(() => '__sameDocument' in window)).toBe(true);
     await shot('sandbox-resumed');
     expectedNoise = null;

@@ -142,6 +142,44 @@ describe.each(DRIVERS)('waitForSandbox on %s', (kind) => {
     expect(await waitFor(server, id, ['FAILED'], 300)).toMatchObject({ outcome: 'REACHED', status: 'FAILED' });
   });
 
+  it('waits through a restart: STOPPING for a restart still leads to RUNNING; a stop that cancels it does not', async () => {
+    const restart = async (id: string) =>
+      dataOf(
+        await server.gql<{ restartSandbox: { __typename: string } }>(
+          'mutation($id: ID!) { restartSandbox(input: { sandboxId: $id, reason: "wait test" }) { __typename } }',
+          { id },
+        ),
+      ).restartSandbox.__typename;
+    const id = await scheduled();
+    const lease = await acquireLease(server, worker, id);
+    const token = lease.lease.fencingToken;
+    await reportStatus(server, worker, id, token, 'RUNNING');
+    const before = server.app.events().subscriberCount;
+
+    // Begun while RUNNING: the STOPPING of a restart is on the way to STARTING, not a dead end.
+    const forStarting = waitFor(server, id, ['STARTING'], 300);
+    await subscribersReach(server, before + 1);
+    expect(await restart(id)).toBe('SandboxPayload');
+    // Begun while STOPPING for the restart: RUNNING can still follow.
+    const forRunning = waitFor(server, id, ['RUNNING'], 300);
+    await subscribersReach(server, before + 2);
+    await server.app.events().settle();
+    expect(server.app.events().subscriberCount).toBe(before + 2);
+    await reportStatus(server, worker, id, token, 'STARTING');
+    expect(await forStarting).toMatchObject({ outcome: 'REACHED', status: 'STARTING' });
+    await reportStatus(server, worker, id, token, 'RUNNING');
+    expect(await forRunning).toMatchObject({ outcome: 'REACHED', status: 'RUNNING', sandbox: { status: 'RUNNING' } });
+
+    // A stop during a restart: RUNNING can no longer follow, and the waiter is told so.
+    expect(await restart(id)).toBe('SandboxPayload');
+    const cancelled = waitFor(server, id, ['RUNNING'], 300);
+    await subscribersReach(server, before + 1);
+    await server.gql('mutation($id: ID!) { stopSandbox(input: { sandboxId: $id }) { __typename } }', { id });
+    expect(await cancelled).toMatchObject({ outcome: 'UNREACHABLE', status: 'STOPPING' });
+    expect(await waitFor(server, id, ['RUNNING'], 300)).toMatchObject({ outcome: 'UNREACHABLE', status: 'STOPPING' });
+    await subscribersReach(server, before);
+  });
+
   it('gives a caller who cannot see the sandbox the same NotFoundError as a missing one; a VIEWER may wait', async () => {
     const id = await scheduled();
     const otherTenant = await createTenant(server, uniqueName('other'));

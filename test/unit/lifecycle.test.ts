@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SANDBOX_STATUSES } from '../../src/db/entities/sandbox.js';
 import { InvalidTransitionError } from '../../src/domain/errors.js';
-import { assertTransition, canTransition } from '../../src/domain/lifecycle.js';
+import { assertTransition, canTransition, reservesCapacity } from '../../src/domain/lifecycle.js';
 import { imageMatches } from '../../src/domain/sandboxes.js';
 
 describe('sandbox state machine', () => {
@@ -16,8 +16,10 @@ describe('sandbox state machine', () => {
   it('reaches FAILED and LOST from the active states only', () => {
     for (const from of ['SCHEDULED', 'STARTING', 'RUNNING', 'STOPPING'] as const) {
       expect(canTransition(from, 'FAILED')).toBe(true);
-      expect(canTransition(from, 'LOST')).toBe(true);
+      // A plain stop ends STOPPED even when its worker goes away; a restart (it runs on) is LOST.
+      expect(canTransition(from, 'LOST', { restarting: from === 'STOPPING' })).toBe(true);
     }
+    expect(canTransition('STOPPING', 'LOST')).toBe(false);
     for (const from of ['STOPPED', 'FAILED', 'DELETED'] as const) {
       expect(canTransition(from, 'LOST')).toBe(false);
       expect(canTransition(from, 'RUNNING')).toBe(false);
@@ -29,6 +31,29 @@ describe('sandbox state machine', () => {
   it('deletes from anywhere but DELETED, and leaves DELETED for nothing', () => {
     for (const from of SANDBOX_STATUSES) expect(canTransition(from, 'DELETED')).toBe(from !== 'DELETED');
     for (const to of SANDBOX_STATUSES) expect(canTransition('DELETED', to)).toBe(false);
+  });
+
+  it('goes from STOPPING back to STARTING (or LOST) only for a restart', () => {
+    expect(canTransition('STOPPING', 'STARTING')).toBe(false);
+    expect(canTransition('STOPPING', 'STARTING', { restarting: false })).toBe(false);
+    expect(canTransition('STOPPING', 'STARTING', { restarting: true })).toBe(true);
+    expect(() => assertTransition('STOPPING', 'STARTING')).toThrow(InvalidTransitionError);
+    // The flag opens those two edges, nothing else.
+    for (const from of SANDBOX_STATUSES)
+      for (const to of SANDBOX_STATUSES)
+        if (from !== 'STOPPING' || (to !== 'STARTING' && to !== 'LOST'))
+          expect(canTransition(from, to, { restarting: true })).toBe(canTransition(from, to));
+    // A restart, and the stop, loss or delete that may end it.
+    for (const to of ['STOPPED', 'FAILED', 'LOST', 'DELETED'] as const)
+      expect(canTransition('STOPPING', to, { restarting: true })).toBe(true);
+  });
+
+  it('keeps capacity reserved while STOPPING for a restart, not for a plain stop', () => {
+    expect(reservesCapacity('RUNNING')).toBe(true);
+    expect(reservesCapacity('STOPPING')).toBe(false);
+    expect(reservesCapacity('STOPPING', { restarting: true })).toBe(true);
+    for (const status of ['STOPPED', 'FAILED', 'LOST', 'DELETED', 'PENDING'] as const)
+      expect(reservesCapacity(status, { restarting: true })).toBe(false);
   });
 
   it('names both ends of a refused transition', () => {

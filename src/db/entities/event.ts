@@ -9,6 +9,8 @@ export const EVENT_TYPES = [
   'WORKER_STATUS_CHANGED',
   'SANDBOX_ASSIGNED',
   'SANDBOX_STOP_REQUESTED',
+  // restartSandbox: the worker stops the process and starts it again on the same placement.
+  'SANDBOX_RESTART_REQUESTED',
   // Access changes: they end the affected live streams on every replica.
   'MEMBER_REMOVED',
   'TOKEN_REVOKED',

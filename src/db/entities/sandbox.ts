@@ -39,6 +39,7 @@ export class Sandbox extends BaseEntity<
   | 'nextPlacementAt'
   | 'placementAttempts'
   | 'ports'
+  | 'restartRequestedAt'
 > {
   tenant!: Tenant;
   worker: Worker | null = null;
@@ -70,6 +71,11 @@ export class Sandbox extends BaseEntity<
   placementAttempts = 0;
   /** How many ports of its worker's range it asks for (allocated at placement: port_allocations). */
   ports = 0;
+  /**
+   * Set while a restart is under way (STOPPING for a restart; cleared on STARTING or any other
+   * transition): the sandbox keeps its capacity, ports and placement, and may go STOPPING → STARTING.
+   */
+  restartRequestedAt: Date | null = null;
 }
 
 export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
@@ -107,6 +113,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     nextPlacementAt: { ...TIMESTAMP, nullable: true },
     placementAttempts: { type: 'integer', default: 0 },
     ports: { type: 'integer', default: 0 },
+    restartRequestedAt: { ...TIMESTAMP, nullable: true },
   },
 });
 

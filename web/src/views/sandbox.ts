@@ -3,6 +3,7 @@ import {
   MessageAddedDocument,
   type MessageFieldsFragment,
   MessagesDocument,
+  RestartSandboxDocument,
   SandboxDocument,
   SandboxEventsDocument,
   type SandboxFieldsFragment,
@@ -15,7 +16,7 @@ import { session } from '../session.js';
 
 const FINISHED = ['STOPPED', 'FAILED', 'LOST', 'DELETED'];
 
-/** One sandbox: its state, its live message thread, a box to talk to the agent, stop and delete. */
+/** One sandbox: its state, its live message thread, a box to talk to the agent, stop, restart and delete. */
 export async function sandboxView(root: HTMLElement, sandboxId: string, signal: AbortSignal): Promise<void> {
   const api = session.api();
   const loaded = await api.query(SandboxDocument, { id: sandboxId });
@@ -35,18 +36,26 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   const thread = h('ol', { class: 'thread', id: 'thread', 'aria-live': 'polite', 'aria-label': 'Messages' });
   const error = h('p', { class: 'error', role: 'alert', hidden: true, id: 'sandbox-error' });
 
-  const act = async (kind: 'stop' | 'delete') => {
+  const act = async (kind: 'stop' | 'restart' | 'delete') => {
     error.hidden = true;
+    const input = { input: { sandboxId: sandbox.id } };
     const result =
       kind === 'stop'
-        ? await api.mutate(StopSandboxDocument, { input: { sandboxId: sandbox.id } })
-        : await api.mutate(DeleteSandboxDocument, { input: { sandboxId: sandbox.id } });
+        ? await api.mutate(StopSandboxDocument, input)
+        : kind === 'restart'
+          ? await api.mutate(RestartSandboxDocument, input)
+          : await api.mutate(DeleteSandboxDocument, input);
     if (!result.ok) {
       error.textContent = explainError({ code: result.error.code, message: result.error.message });
       error.hidden = false;
       return;
     }
-    const outcome = 'stopSandbox' in result.data ? result.data.stopSandbox : result.data.deleteSandbox;
+    const outcome =
+      'stopSandbox' in result.data
+        ? result.data.stopSandbox
+        : 'restartSandbox' in result.data
+          ? result.data.restartSandbox
+          : result.data.deleteSandbox;
     if (outcome.__typename !== 'SandboxPayload') {
       error.textContent = explainError(outcome as Parameters<typeof explainError>[0]);
       error.hidden = false;
@@ -91,6 +100,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
               ? `last reported: ${sandbox.agent.phase.toLowerCase()}`
               : `${sandbox.agent.phase}${sandbox.agent.activity ? ` — ${sandbox.agent.activity}` : ''}`,
         ),
+        sandbox.statusReason ? [h('dt', {}, 'Reason'), h('dd', { id: 'status-reason' }, sandbox.statusReason)] : null,
         h('dt', {}, 'Worker'),
         h('dd', {}, sandbox.worker?.name ?? 'unplaced'),
         h('dt', {}, 'Image'),
@@ -135,10 +145,23 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
           {
             type: 'button',
             id: 'stop',
-            disabled: FINISHED.includes(sandbox.status) || sandbox.status === 'STOPPING',
+            // A restart under way can still be turned into a stop.
+            disabled:
+              FINISHED.includes(sandbox.status) || (sandbox.status === 'STOPPING' && !sandbox.restartRequestedAt),
             onclick: () => void act('stop'),
           },
           'Stop',
+        ),
+        h(
+          'button',
+          {
+            type: 'button',
+            id: 'restart',
+            title: 'Stop the process and start it again on the same worker',
+            disabled: sandbox.status !== 'RUNNING',
+            onclick: () => void act('restart'),
+          },
+          'Restart',
         ),
         h(
           'button',
@@ -243,6 +266,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
           status: event.sandbox.status,
           stateVersion: event.sandbox.stateVersion,
           agent: event.sandbox.agent ?? sandbox.agent,
+          ...(event.type === 'SANDBOX_STATUS_CHANGED' ? statusDetails(event.data, event.occurredAt) : {}),
         };
         renderHeader();
       }
@@ -271,4 +295,16 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     if (!signal.aborted)
       root.prepend(h('p', { class: 'error', role: 'alert' }, `Live updates stopped: ${err.message}`));
   });
+}
+
+/** What a SANDBOX_STATUS_CHANGED event says beyond the status: its reason, and whether it is a restart's stop. */
+function statusDetails(
+  data: unknown,
+  occurredAt: string,
+): Pick<SandboxFieldsFragment, 'statusReason' | 'restartRequestedAt'> {
+  const { reason, restart } = (data ?? {}) as { reason?: unknown; restart?: unknown };
+  return {
+    statusReason: typeof reason === 'string' ? reason : null,
+    restartRequestedAt: restart === true ? occurredAt : null,
+  };
 }
