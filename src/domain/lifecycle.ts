@@ -4,6 +4,7 @@ import { InvalidTransitionError } from './errors.js';
 import { runUpdate } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { releasePorts } from './ports.js';
+import { CANCELS_QUESTIONS, cancelOpenQuestions } from './question-lifecycle.js';
 import { wantPlacement } from './sweep-signals.js';
 
 /**
@@ -122,6 +123,7 @@ export async function applyTransition(
   if ((to === 'STOPPED' || to === 'FAILED') && !sandbox.stoppedAt) sandbox.stoppedAt = now;
   if (to === 'DELETED') sandbox.deletedAt = now;
   await em.flush();
+  if (CANCELS_QUESTIONS.includes(to)) await cancelOpenQuestions(em, sandbox, now);
   recordEvent(
     em,
     {

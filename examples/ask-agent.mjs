@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// An agent that asks people a question through the worker's status-line protocol and waits for
+// the answer on its standard input (docs/worker.md). ASK_PROMPT, ASK_OPTIONS (comma-separated)
+// and ASK_FREE_TEXT ("1") shape the question. It prints what it received, then exits.
+import { createInterface } from 'node:readline';
+
+const prompt = process.env.ASK_PROMPT ?? 'Deploy to production?';
+const options = (process.env.ASK_OPTIONS ?? 'yes,no').split(',').filter(Boolean);
+const allowFreeText = process.env.ASK_FREE_TEXT === '1';
+
+console.log('asker: I need a decision before I go on.');
+console.log(JSON.stringify({ flotilla: { question: { prompt, options, allowFreeText } } }));
+
+const lines = createInterface({ input: process.stdin });
+lines.on('line', (line) => {
+  let answer;
+  try {
+    answer = JSON.parse(line)?.flotilla?.answer;
+  } catch {
+    answer = undefined;
+  }
+  if (!answer) {
+    console.log(`asker: (not an answer) ${line}`);
+    return;
+  }
+  console.log(`asker: received ${JSON.stringify(answer)}`);
+  console.log(`asker: going ahead with ${answer.choice ?? answer.text}`);
+  lines.close();
+});
+lines.on('close', () => process.exit(0));
