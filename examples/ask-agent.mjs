@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // An agent that asks people a question through the worker's status-line protocol and waits for
-// the answer on its standard input (docs/worker.md). ASK_PROMPT, ASK_OPTIONS (comma-separated)
-// and ASK_FREE_TEXT ("1") shape the question. It prints what it received, then exits.
+// the answer on its standard input (docs/worker.md). It prints what it received, then exits.
+//   node ask-agent.mjs ["prompt"] ["option,option"] [--free-text]
 import { createInterface } from 'node:readline';
 
-const prompt = process.env.ASK_PROMPT ?? 'Deploy to production?';
-const options = (process.env.ASK_OPTIONS ?? 'yes,no').split(',').filter(Boolean);
-const allowFreeText = process.env.ASK_FREE_TEXT === '1';
+const [prompt = 'Deploy to production?', optionList = 'yes,no'] = process.argv
+  .slice(2)
+  .filter((a) => a !== '--free-text');
+const options = optionList.split(',').filter(Boolean);
+const allowFreeText = process.argv.includes('--free-text');
 
 console.log('asker: I need a decision before I go on.');
 console.log(JSON.stringify({ flotilla: { question: { prompt, options, allowFreeText } } }));
