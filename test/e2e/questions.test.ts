@@ -12,7 +12,7 @@ import {
   TestClock,
   uniqueName,
 } from '../helpers/fleet.js';
-import { localId, startTestServer, type TestServer } from '../helpers/server.js';
+import { isRequestStatement, localId, startTestServer, type TestServer } from '../helpers/server.js';
 
 type Typed = { __typename: string; code?: string; message?: string; field?: string | null; status?: string } & Record<
   string,
@@ -43,25 +43,32 @@ const QUESTION_RESULT = `__typename ... on QuestionPayload { question { ${QUESTI
 describe.each(DRIVERS)('questions with answers on %s', (kind) => {
   let server: TestServer;
   const clock = new TestClock();
+  let recording: string[] | null = null;
 
   beforeAll(async () => {
-    server = await startTestServer(kind, { clock });
+    server = await startTestServer(kind, {
+      clock,
+      onQuery: (sql) => (isRequestStatement(sql) ? recording?.push(sql) : undefined),
+    });
   });
   afterAll(async () => {
     await server?.close();
   });
 
-  /** A RUNNING sandbox on its tenant's own worker, which holds its lease. */
-  async function running(ttlSeconds = 60): Promise<{
+  /** A RUNNING sandbox on its tenant's own worker (new ones unless given), which holds its lease. */
+  async function running(
+    ttlSeconds = 60,
+    on?: { tenantId: string; worker: RegisteredWorker },
+  ): Promise<{
     tenantId: string;
     worker: RegisteredWorker;
     sandboxId: string;
     token: string;
     operator: string;
   }> {
-    const tenantId = await createTenant(server, uniqueName('q'));
-    const worker = await registerWorker(server, uniqueName('w'), { tenantId });
-    const created = await createSandbox(server, tenantId);
+    const tenantId = on?.tenantId ?? (await createTenant(server, uniqueName('q')));
+    const worker = on?.worker ?? (await registerWorker(server, uniqueName('w'), { tenantId }));
+    const created = await createSandbox(server, tenantId, { resources: { cpuMillis: 100, memoryMb: 100 } });
     const sandboxId = created.sandbox.id;
     const lease = await acquireLease(server, worker, sandboxId, ttlSeconds);
     expect(lease.__typename).toBe('LeasePayload');
@@ -365,5 +372,44 @@ describe.each(DRIVERS)('questions with answers on %s', (kind) => {
       ).node;
       expect(node, end).toEqual(end === 'delete' ? null : { status: 'CANCELLED' });
     }
+  });
+
+  it('lists the open questions of a page of sandboxes, with their messages, in as many statements for 6 as for 2', async () => {
+    const LIST = `query($t: ID!) { sandboxes(tenantId: $t, first: 100) { edges { node { id
+      openQuestions { id prompt options message { id kind } }
+      lastMessage { kind question { id status answerChoice } } } } } }`;
+    async function seed(count: number): Promise<string> {
+      const tenantId = await createTenant(server, uniqueName('n1q'));
+      const worker = await registerWorker(server, uniqueName('w'), { tenantId });
+      for (let i = 0; i < count; i++) {
+        const { sandboxId, token, operator } = await running(60, { tenantId, worker });
+        for (const prompt of ['one?', 'two?'])
+          await ask(worker, { sandboxId, fencingToken: token, prompt, options: ['y'] });
+        const open = (await sandboxQuestions(sandboxId)).openQuestions;
+        // Each sandbox keeps one open question; the other is answered, so its last message is an ANSWER.
+        expect((await answer(operator, { questionId: open[1].id, choice: 'y' })).__typename).toBe('QuestionPayload');
+      }
+      return tenantId;
+    }
+    async function statementsFor(tenantId: string) {
+      recording = [];
+      const res = await server.gql<{
+        sandboxes: { edges: { node: { openQuestions: QuestionView[]; lastMessage: { kind: string } } }[] };
+      }>(LIST, { t: tenantId });
+      const count = recording.length;
+      recording = null;
+      return { count, nodes: dataOf(res).sandboxes.edges.map((e) => e.node) };
+    }
+    const [few, many] = [await seed(2), await seed(6)];
+    await statementsFor(few);
+    const small = await statementsFor(few);
+    const large = await statementsFor(many);
+    expect(small.nodes).toHaveLength(2);
+    expect(large.nodes).toHaveLength(6);
+    for (const node of large.nodes) {
+      expect(node.openQuestions).toMatchObject([{ prompt: 'one?', message: { kind: 'QUESTION' } }]);
+      expect(node.lastMessage).toMatchObject({ kind: 'ANSWER', question: { status: 'ANSWERED', answerChoice: 'y' } });
+    }
+    expect(large.count).toBe(small.count);
   });
 });
