@@ -84,7 +84,8 @@ export interface TransitionDetails {
 /**
  * Moves a (row-locked) sandbox to `to`: checks the state machine, releases its worker's
  * capacity when it stops reserving it (stop requests included), stamps times, bumps stateVersion and appends
- * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed once it stops holding its worker.
+ * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed once it stops holding its worker;
+ * its agent's open questions are cancelled once it stops running (question-lifecycle.ts).
  */
 export async function applyTransition(
   em: Em,
