@@ -17,6 +17,7 @@ import {
   NoCapacityError,
   NotFoundError,
   PolicyViolationError,
+  QuestionClosedError,
   QuotaExceededError,
   StaleFencingTokenError,
   ValidationError,
@@ -209,6 +210,11 @@ builder.objectType(InvalidTransitionError, {
   fields: (t) => ({ from: t.exposeString('from'), to: t.exposeString('to') }),
 });
 builder.objectType(NoCapacityError, { name: 'NoCapacityError', interfaces: [ErrorInterface] });
+builder.objectType(QuestionClosedError, {
+  name: 'QuestionClosedError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ status: t.exposeString('status', { description: 'ANSWERED or CANCELLED.' }) }),
+});
 
 /** A class of typed error a mutation result can hold. */
 export type ErrorClass = new (...args: never[]) => DomainError;

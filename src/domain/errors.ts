@@ -97,3 +97,15 @@ export class InvalidTransitionError extends DomainError {
 export class NoCapacityError extends DomainError {
   readonly code = 'NO_CAPACITY';
 }
+
+/** The question was answered (or cancelled) already: of concurrent answers, exactly one wins. */
+export class QuestionClosedError extends DomainError {
+  readonly code = 'QUESTION_CLOSED';
+  constructor(
+    readonly questionId: string,
+    /** ANSWERED or CANCELLED. */
+    readonly status: string,
+  ) {
+    super(`question ${questionId} is ${status.toLowerCase()} already`);
+  }
+}

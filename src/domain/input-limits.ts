@@ -53,3 +53,10 @@ export const PUBLIC_BASE_URL_MAX_LENGTH = 500;
 export const DEFAULT_MAX_PORTS_PER_SANDBOX = 8;
 /** The most FLOTILLA_MAX_PORTS_PER_SANDBOX may allow: ports are named A to Z. */
 export const MAX_PORTS_PER_SANDBOX_LIMIT = 26;
+
+/** An agent's question (postAgentQuestion): its prompt, in characters… */
+export const QUESTION_PROMPT_MAX_LENGTH = 4_000;
+/** …at most this many options to choose from… */
+export const QUESTION_MAX_OPTIONS = 20;
+/** …each 1 to this many characters. */
+export const QUESTION_OPTION_MAX_LENGTH = 200;

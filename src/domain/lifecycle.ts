@@ -4,6 +4,7 @@ import { InvalidTransitionError } from './errors.js';
 import { runUpdate } from './locks.js';
 import { recordEvent } from './outbox.js';
 import { releasePorts } from './ports.js';
+import { CANCELS_QUESTIONS, cancelOpenQuestions } from './question-lifecycle.js';
 import { wantPlacement } from './sweep-signals.js';
 
 /**
@@ -104,7 +105,8 @@ export interface TransitionDetails {
 /**
  * Moves a (row-locked) sandbox to `to`: checks the state machine, releases its worker's
  * capacity when it stops reserving it (stop requests included), stamps times, bumps stateVersion and appends
- * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed once it stops holding its worker.
+ * SANDBOX_STATUS_CHANGED — all in the caller's transaction. Flushes. Its ports are freed once it stops holding its worker;
+ * its agent's open questions are cancelled once it stops running (question-lifecycle.ts).
  */
 export async function applyTransition(
   em: Em,
@@ -148,6 +150,7 @@ export async function applyTransition(
   if ((to === 'STOPPED' || to === 'FAILED') && !sandbox.stoppedAt) sandbox.stoppedAt = now;
   if (to === 'DELETED') sandbox.deletedAt = now;
   await em.flush();
+  if (CANCELS_QUESTIONS.includes(to)) await cancelOpenQuestions(em, sandbox, now);
   recordEvent(
     em,
     {

@@ -17,6 +17,8 @@ import { sandboxVisibleTo, visibleSandboxesFilter } from './sandboxes.js';
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_THREAD_ID = 'main';
 export const DEFAULT_CHANNEL = 'api';
+/** The channel of what the agent posts unless it names one. */
+export const AGENT_CHANNEL = 'agent';
 const THREAD_PATTERN = /^[A-Za-z0-9._:-]{1,200}$/;
 const CHANNEL_PATTERN = /^[a-z0-9_-]{1,50}$/;
 /** The columns of a message's log position: its MESSAGE_POSTED event's. */
@@ -55,7 +57,7 @@ function validateBody(body: string): string {
   return body;
 }
 
-function threadOf(threadId: string | null | undefined): string {
+export function threadOf(threadId: string | null | undefined): string {
   const thread = threadId ?? DEFAULT_THREAD_ID;
   if (!THREAD_PATTERN.test(thread))
     throw new ValidationError(
@@ -63,6 +65,14 @@ function threadOf(threadId: string | null | undefined): string {
       'input.threadId',
     );
   return thread;
+}
+
+/** A channel name as sendMessage checks it; `fallback` when none is given. */
+export function channelOf(channel: string | null | undefined, fallback: string): string {
+  const named = channel ?? fallback;
+  if (!CHANNEL_PATTERN.test(named))
+    throw new ValidationError('channel must be 1 to 50 characters of a-z, 0-9, "_" and "-"', 'input.channel');
+  return named;
 }
 
 export class MessageService {
@@ -116,7 +126,7 @@ export class MessageService {
         );
         return this.post(em, sandbox, {
           threadId,
-          channel: 'agent',
+          channel: AGENT_CHANNEL,
           senderKind: 'AGENT',
           senderId: this.ctx.identity.workerId as string,
           body,
@@ -209,10 +219,12 @@ export class MessageService {
     return sandbox;
   }
 
-  private async post(
+  /** Stores a message with its MESSAGE_POSTED event, in the caller's transaction (questions.ts posts through it too). */
+  async post(
     em: Em,
     sandbox: Sandbox,
-    fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'>,
+    fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'> &
+      Partial<Pick<Message, 'kind' | 'questionId'>>,
   ): Promise<Message> {
     const now = this.ctx.clock.now();
     // The event first: the message is stored with the event's log position, its place in commit order.

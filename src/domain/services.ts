@@ -3,6 +3,7 @@ import type { ServiceContext } from './context.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
+import { QuestionService } from './questions.js';
 import { SandboxWaitService } from './sandbox-waits.js';
 import { SandboxService } from './sandboxes.js';
 import { SubscriptionService } from './subscriptions.js';
@@ -18,6 +19,7 @@ export interface Services {
   sandboxWaits: SandboxWaitService;
   leases: LeaseService;
   messages: MessageService;
+  questions: QuestionService;
   events: EventLogService;
   apiTokens: ApiTokenService;
   subscriptions: SubscriptionService;
@@ -32,6 +34,7 @@ export function createServices(context: ServiceContext): Services {
     sandboxWaits: new SandboxWaitService(context),
     leases: new LeaseService(context),
     messages: new MessageService(context),
+    questions: new QuestionService(context),
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
     subscriptions: new SubscriptionService(context),

@@ -196,6 +196,9 @@ class LazyServices implements Services {
   get messages() {
     return this.all.messages;
   }
+  get questions() {
+    return this.all.questions;
+  }
   get events() {
     return this.all.events;
   }

@@ -1,6 +1,7 @@
 import {
   type FlotillaClient,
   PostAgentMessageDocument,
+  PostAgentQuestionDocument,
   ReleaseLeaseDocument,
   RenewLeaseDocument,
   ReportAgentStatusDocument,
@@ -10,7 +11,7 @@ import {
 } from '../client/index.js';
 import { OutputBatcher } from './output-batcher.js';
 import type { RunningSandbox, SandboxRuntime } from './runtime.js';
-import { parseStatusLine } from './status-line.js';
+import { parseQuestionLine, parseStatusLine } from './status-line.js';
 import { StdinRelay } from './stdin-relay.js';
 
 /**
@@ -231,6 +232,11 @@ export class SandboxRun {
 
   private onOutput(line: string): void {
     if (this.lost) return;
+    const question = parseQuestionLine(line);
+    if (question) {
+      this.ask(question);
+      return;
+    }
     const status = parseStatusLine(line);
     if (status) {
       this.enqueue(() =>
@@ -243,6 +249,23 @@ export class SandboxRun {
       return;
     }
     this.output.add(line);
+  }
+
+  /** Posts the process's question after the output printed before it; its answer comes back through the input relay. */
+  private ask(question: NonNullable<ReturnType<typeof parseQuestionLine>>): void {
+    void this.flush();
+    this.enqueue(() =>
+      this.deps.client
+        .mutate(PostAgentQuestionDocument, {
+          input: { sandboxId: this.sandbox.id, fencingToken: this.fencingToken, ...question },
+        })
+        .then((r) => {
+          const outcome = r.ok ? r.data.postAgentQuestion : null;
+          if (outcome && outcome.__typename !== 'QuestionPayload' && 'message' in outcome)
+            this.deps.log('warn', 'question refused', { sandboxId: this.sandbox.id, error: outcome.message });
+          return this.checkWrite(outcome);
+        }),
+    );
   }
 
   /** Posts the buffered output lines as one agent message. */

@@ -5,6 +5,7 @@ import {
   type MessagesQuery,
   type Result,
 } from '../client/index.js';
+import { type AnswerMessage, answerLine } from './answers.js';
 import type { RunningSandbox } from './runtime.js';
 
 /** The run whose process receives the input, read live (its process and state change). */
@@ -75,10 +76,10 @@ export class StdinRelay {
     }
   }
 
-  private deliver(message: { id: string; senderKind: string; body: string }): void {
+  private deliver(message: { id: string; senderKind: string; body: string; kind?: string } & AnswerMessage): void {
     if (message.senderKind !== 'USER' || this.relayed.has(message.id) || this.run.lost) return;
     this.relayed.add(message.id);
-    this.run.process?.write(`${message.body}\n`);
+    this.run.process?.write(message.kind === 'ANSWER' ? answerLine(message) : `${message.body}\n`);
   }
 
   private async lastMessageCursor(): Promise<string | null> {

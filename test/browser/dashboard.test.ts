@@ -210,6 +210,52 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await shot('sandbox');
   });
 
+  it("renders an agent's question as a form, answers it in the browser, and the agent stops waiting for input", async () => {
+    const created = await api.mutate(CreateSandboxDocument, {
+      input: {
+        tenantId: demo.tenantId,
+        name: `asker-${Date.now().toString(36)}`,
+        image: 'demo/agent:latest',
+        // Prints a question status line, then waits for the answer line on stdin (docs/worker.md).
+        command: [process.execPath, join(process.cwd(), 'examples/ask-agent.mjs'), 'Deploy to production?', 'yes,no'],
+        resources: { cpuMillis: 250, memoryMb: 256 },
+      },
+    });
+    if (!created.ok || created.data.createSandbox.__typename !== 'SandboxPayload')
+      throw new Error(JSON.stringify(created));
+    const askerId = created.data.createSandbox.sandbox.id;
+    // In a tab of its own (signed in there: the token is kept per tab), so the watched sandbox's
+    // page and its live streams stay as they are for the steps that follow.
+    const tab = await context.newPage();
+    collectErrors(tab, 'question');
+    await tab.goto(`${app.url}/#/s/${encodeURIComponent(askerId)}`);
+    await tab.getByLabel('Token').fill(demo.adminToken);
+    await tab.getByRole('button', { name: 'Sign in' }).click();
+
+    const asked = tab.locator('#thread li[data-kind="QUESTION"]', { hasText: 'Deploy to production?' });
+    const form = asked.locator('form.question-form');
+    await form.waitFor({ timeout: LIVE_TIMEOUT_MS });
+    await expect
+      .poll(() => tab.locator('#agent').innerText(), { timeout: LIVE_TIMEOUT_MS })
+      .toMatch(/^WAITING_FOR_INPUT/);
+    expect(await form.getByRole('button').allInnerTexts()).toEqual(['yes', 'no']);
+    await shot('sandbox-question', tab);
+
+    await form.getByRole('button', { name: 'yes', exact: true }).click();
+    await asked.locator('[data-outcome="ANSWERED"]', { hasText: 'answered: yes' }).waitFor();
+    expect(await form.count()).toBe(0);
+    await expect
+      .poll(() => tab.locator('#agent').innerText(), { timeout: LIVE_TIMEOUT_MS })
+      .not.toMatch(/waiting_for_input/i);
+    // The answer reached the process: it says what it received.
+    await tab
+      .locator('#thread li[data-sender="AGENT"]', { hasText: 'going ahead with yes' })
+      .waitFor({ timeout: LIVE_TIMEOUT_MS });
+    expect(await tab.locator('#thread li[data-kind="ANSWER"]').innerText()).toContain('yes');
+    await shot('sandbox-answered', tab);
+    await tab.close();
+  });
+
   it('survives a server restart: reconnecting, then resumed, with what happened meanwhile', async () => {
     expectedNoise = SERVER_DOWN_NOISE;
     await app.close();

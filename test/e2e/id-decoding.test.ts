@@ -39,6 +39,7 @@ const WORKER_FIELDS = new Set([
   'reportSandboxStatus',
   'reportAgentStatus',
   'postAgentMessage',
+  'postAgentQuestion',
   'heartbeat',
   'workerAssignments',
 ]);
@@ -47,6 +48,7 @@ const FILLERS: Record<string, unknown> = {
   fencingToken: '1',
   image: 'ghcr.io/acme/agent:1',
   body: 'hi',
+  prompt: 'Go on?',
   ttlSeconds: 60,
   cpuMillis: 100,
   memoryMb: 100,
@@ -135,6 +137,20 @@ describe.each(DRIVERS)('id arguments on %s', (kind) => {
       ids.Message = made.sendMessage.posted.id;
       ids.Member = made.addMember.member.id;
       ids.ApiToken = made.createApiToken.apiToken.id;
+      // A question needs the worker holding the sandbox's lease; its first token is 1 (the fencingToken filler).
+      const asked = dataOf(
+        await server.gql<{ acquireLease: { __typename: string }; postAgentQuestion: { question: { id: string } } }>(
+          `mutation($l: AcquireLeaseInput!, $q: PostAgentQuestionInput!) {
+            acquireLease(input: $l) { __typename }
+            postAgentQuestion(input: $q) { ... on QuestionPayload { question { id } } } }`,
+          {
+            l: { sandboxId: ids.Sandbox, ttlSeconds: 3600 },
+            q: { sandboxId: ids.Sandbox, fencingToken: '1', prompt: 'Go on?', options: ['x'] },
+          },
+          worker.token,
+        ),
+      );
+      ids.Question = asked.postAgentQuestion.question.id;
     }
     adminToken = await server.apiToken(localId(mine.Tenant), 'ADMIN', uniqueName('ids-admin'));
   });

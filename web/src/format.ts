@@ -53,6 +53,8 @@ export function explainError(error: TypedError): string {
       return 'Your token is not allowed to do that in this tenant.';
     case 'NOT_FOUND':
       return 'That no longer exists (or you cannot see it).';
+    case 'QUESTION_CLOSED':
+      return 'That question was answered already, or it was cancelled.';
     case 'INVALID_TRANSITION':
       return `Not possible in the sandbox's current state: ${error.message ?? ''}`;
     case 'UNAUTHENTICATED':

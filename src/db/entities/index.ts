@@ -7,6 +7,7 @@ import { LeaseSchema } from './lease.js';
 import { MemberSchema } from './member.js';
 import { MessageSchema } from './message.js';
 import { PortAllocationSchema } from './port-allocation.js';
+import { QuestionSchema } from './question.js';
 import { SandboxSchema } from './sandbox.js';
 import { SigningKeySchema } from './signing-key.js';
 import { TenantSchema } from './tenant.js';
@@ -22,6 +23,7 @@ export const ENTITY_SCHEMAS = [
   LeaseSchema,
   PortAllocationSchema,
   MessageSchema,
+  QuestionSchema,
   EventSchema,
   EventLogStateSchema,
   AuditEntrySchema,

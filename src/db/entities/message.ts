@@ -5,8 +5,13 @@ import { Tenant } from './tenant.js';
 
 export const SENDER_KINDS = ['USER', 'AGENT', 'SYSTEM'] as const;
 export type SenderKind = (typeof SENDER_KINDS)[number];
+/** A plain message, an agent's question (questions.ts) or a person's answer to one. */
+export const MESSAGE_KINDS = ['MESSAGE', 'QUESTION', 'ANSWER'] as const;
+export type MessageKind = (typeof MESSAGE_KINDS)[number];
 
-export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt' | 'eventTxId' | 'eventId'> {
+export class Message extends BaseEntity<
+  'threadId' | 'channel' | 'readAt' | 'eventTxId' | 'eventId' | 'kind' | 'questionId'
+> {
   sandbox!: Sandbox;
   /** Denormalised from the sandbox so tenant filters need no join. */
   tenant!: Tenant;
@@ -16,6 +21,9 @@ export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt' | 'eve
   senderId!: string;
   body!: string;
   readAt: Date | null = null;
+  kind: MessageKind = 'MESSAGE';
+  /** The question a QUESTION message asks or an ANSWER message answers (a plain id: no foreign key). */
+  questionId: string | null = null;
   /**
    * The log position (transaction id, event id) of the MESSAGE_POSTED event written in the same
    * transaction: messages are paged in this commit order, never by their time-ordered id.
@@ -41,6 +49,8 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
     senderId: { type: 'string', length: 300 },
     body: { type: 'text' },
     readAt: { ...TIMESTAMP, nullable: true },
+    kind: { type: 'string', length: 20, default: 'MESSAGE' },
+    questionId: { type: 'uuid', nullable: true },
     eventTxId: { type: new BigIntType('string'), default: 0 },
     eventId: { type: new BigIntType('string'), default: 0 },
   },

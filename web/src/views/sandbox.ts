@@ -13,6 +13,7 @@ import {
 import { h } from '../dom.js';
 import { ago, cpu, explainError, memory } from '../format.js';
 import { session } from '../session.js';
+import { questionPart, showAnswered } from './questions.js';
 
 const FINISHED = ['STOPPED', 'FAILED', 'LOST', 'DELETED'];
 
@@ -183,7 +184,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     thread.append(
       h(
         'li',
-        { class: `msg msg-${m.senderKind.toLowerCase()}`, 'data-sender': m.senderKind },
+        { class: `msg msg-${m.senderKind.toLowerCase()}`, 'data-sender': m.senderKind, 'data-kind': m.kind },
         h(
           'div',
           { class: 'meta' },
@@ -192,8 +193,10 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
           h('time', { datetime: m.createdAt, title: m.createdAt }, ago(m.createdAt)),
         ),
         h('pre', { class: 'body' }, m.body),
+        m.kind === 'QUESTION' && m.question ? questionPart(api, m.question) : null,
       ),
     );
+    if (m.kind === 'ANSWER') showAnswered(thread, m);
     thread.scrollTop = thread.scrollHeight;
   };
 
