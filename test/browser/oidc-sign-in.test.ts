@@ -240,6 +240,35 @@ describe('dashboard sign-in through OIDC in a real browser', { timeout: STEP_TIM
     }
   });
 
+  it('renews by a silent re-login on the provider session when the provider gives no refresh token', async () => {
+    idp.serve({ origin: app.url, clientId: CLIENT_ID, idTokenTtlSeconds: ID_TOKEN_TTL_SECONDS, refreshTokens: false });
+    const own = await newContext();
+    try {
+      await own.page.goto(`${app.url}/`);
+      await signInAtProvider(own.page, 'alice');
+      await own.page.getByRole('link', { name: /Acme fleet/ }).click();
+      await own.page.getByRole('heading', { name: /Acme fleet/ }).waitFor();
+      const stored = await own.page.evaluate(() => sessionStorage.getItem('flotilla.oidc.tokens'));
+      expect(JSON.parse(stored as string)).toMatchObject({ refreshToken: null });
+      const first = await storedToken(own.page);
+      const codes = idp.grants.authorization_code ?? 0;
+      const forms = idp.loginForms;
+      const refreshes = idp.grants.refresh_token ?? 0;
+      // Before expiry the tab goes through the authorization endpoint with prompt=none and comes back.
+      await expect
+        .poll(() => idp.grants.authorization_code ?? 0, { timeout: 3 * ID_TOKEN_TTL_SECONDS * 1000, interval: 500 })
+        .toBeGreaterThan(codes);
+      await expect.poll(() => storedToken(own.page)).not.toBe(first);
+      // Without a login form, on the same route, signed in.
+      await own.page.getByRole('heading', { name: /Acme fleet/ }).waitFor();
+      expect(new URL(own.page.url()).hash).toMatch(/^#\/t\//);
+      expect(idp.loginForms).toBe(forms);
+      expect(idp.grants.refresh_token ?? 0).toBe(refreshes);
+    } finally {
+      await own.context.close();
+    }
+  });
+
   it('logged no errors in the dashboard', () => {
     expect(consoleErrors).toEqual([]);
   });

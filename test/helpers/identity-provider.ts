@@ -17,8 +17,11 @@ export interface IdentityProvider {
   tokenRequests: number;
   /** Successful grants by grant type (authorization_code, refresh_token). */
   grants: Record<string, number>;
+  /** Login forms the provider showed (devInteractions' login prompt). */
+  loginForms: number;
   /** Configures the provider for a dashboard at `origin` (known once Flotilla listens). */
-  serve(options: { origin: string; clientId: string; idTokenTtlSeconds: number }): void;
+  /** `refreshTokens: false`: the provider issues none (the dashboard then re-logs in silently). */
+  serve(options: { origin: string; clientId: string; idTokenTtlSeconds: number; refreshTokens?: boolean }): void;
   close(): Promise<void>;
 }
 
@@ -43,7 +46,8 @@ export async function startIdentityProvider(groups: Record<string, string[]>): P
     jwksUrl: `${issuer}/jwks`,
     tokenRequests: 0,
     grants: {},
-    serve({ origin, clientId, idTokenTtlSeconds }) {
+    loginForms: 0,
+    serve({ origin, clientId, idTokenTtlSeconds, refreshTokens = true }) {
       provider = new Provider(issuer, {
         clients: [
           {
@@ -51,7 +55,7 @@ export async function startIdentityProvider(groups: Record<string, string[]>): P
             token_endpoint_auth_method: 'none',
             redirect_uris: [`${origin}/`],
             post_logout_redirect_uris: [`${origin}/`],
-            grant_types: ['authorization_code', 'refresh_token'],
+            grant_types: refreshTokens ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
             response_types: ['code'],
           },
         ],
@@ -77,7 +81,7 @@ export async function startIdentityProvider(groups: Record<string, string[]>): P
           return grant;
         },
         // Refresh tokens without offline_access (which would need a consent prompt).
-        issueRefreshToken: async () => true,
+        issueRefreshToken: async () => refreshTokens,
         features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
         ttl: {
           IdToken: idTokenTtlSeconds,
@@ -88,6 +92,9 @@ export async function startIdentityProvider(groups: Record<string, string[]>): P
           Interaction: 600,
           Grant: 3600,
         },
+      });
+      provider.on('interaction.started', (_ctx, prompt) => {
+        if ((prompt as { name?: string }).name === 'login') idp.loginForms += 1;
       });
       provider.on('grant.success', (ctx) => {
         const type = String(ctx.oidc.params?.grant_type ?? 'unknown');

@@ -20,7 +20,7 @@ export function signInView(
         'div',
         { class: 'card narrow' },
         h('h1', {}, 'Sign in'),
-        h('p', { class: 'muted' }, `With your ${oidc.name} account. It stays signed in in this tab only.`),
+        h('p', { class: 'muted' }, `With your ${oidc.name} account. The sign-in is kept in this tab only.`),
         h(
           'button',
           {
