@@ -45,7 +45,8 @@ export const TenantRef = builder.loadableNode('Tenant', {
     policy: t.field({ type: PolicyType, resolve: (tenant) => tenant.policy }),
     messageRetentionDays: t.exposeInt('messageRetentionDays', {
       nullable: true,
-      description: 'Messages older than this many days are deleted by the sweeper; null = kept forever (the default).',
+      description:
+        "Messages older than this many days are deleted by the sweeper; null (the default) = the platform's message retention (FLOTILLA_MESSAGE_RETENTION_SECONDS, off unless set).",
     }),
     usage: t.loadable({
       type: UsageType,
@@ -168,7 +169,8 @@ const UpdateTenantInput = builder.inputType('UpdateTenantInput', {
     policy: t.field({ type: PolicyInput, required: false }),
     messageRetentionDays: t.int({
       required: false,
-      description: 'Days (1 to 3650) after which messages are deleted; null keeps them forever; absent: unchanged.',
+      description:
+        "Days (1 to 3650) after which messages are deleted; null = the platform's message retention (off unless set); absent: unchanged.",
     }),
   }),
 });

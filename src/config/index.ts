@@ -175,6 +175,13 @@ const configSchema = z
     eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
     /** How long audit entries are kept before the domain sweeper prunes them. */
     auditRetentionSeconds: intFrom(60, 100 * 365 * 24 * 3600).default(90 * 24 * 3600),
+    /**
+     * How long messages are kept where the tenant set no `messageRetentionDays` of its own;
+     * 0 (the default): kept forever.
+     */
+    messageRetentionSeconds: intFrom(0, 100 * 365 * 24 * 3600)
+      .default(0)
+      .refine((s) => s === 0 || s >= 60, 'must be 0 (off) or at least 60'),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
@@ -302,6 +309,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   eventListenUrl: 'FLOTILLA_EVENT_LISTEN_URL',
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
+  messageRetentionSeconds: 'FLOTILLA_MESSAGE_RETENTION_SECONDS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',

@@ -7,7 +7,8 @@ import { ValidationError } from './errors.js';
 
 /**
  * Message retention, per tenant and off by default: a tenant ADMIN sets `messageRetentionDays`
- * (updateTenant), and the elected domain sweeper deletes that tenant's messages older than it,
+ * (updateTenant); tenants that set none follow the platform's FLOTILLA_MESSAGE_RETENTION_SECONDS
+ * (0, the default: kept forever). The elected domain sweeper deletes messages older than that,
  * in bounded batches. Each batch also moves the tenant's pruned-through mark (the log position of
  * the newest message deleted), so a message cursor from before it is refused as expired instead
  * of silently skipping what was deleted, as event cursors are past the event retention.
@@ -27,7 +28,7 @@ export function validateMessageRetention(days: number | null): number | null {
   if (days === null) return null;
   if (!Number.isInteger(days) || days < 1 || days > MAX_MESSAGE_RETENTION_DAYS)
     throw new ValidationError(
-      `messageRetentionDays must be 1 to ${MAX_MESSAGE_RETENTION_DAYS} days, or null to keep messages`,
+      `messageRetentionDays must be 1 to ${MAX_MESSAGE_RETENTION_DAYS} days, or null for the platform's message retention`,
       'input.messageRetentionDays',
     );
   return days;
@@ -35,38 +36,50 @@ export function validateMessageRetention(days: number | null): number | null {
 
 /**
  * A SQL expression (for the sweeper's one due-time statement): when the oldest message of any
- * tenant with a retention passes it. Uses messages_tenant_created_index per such tenant.
+ * tenant with a retention (its own, or the platform's `defaultSeconds`) passes it. Uses
+ * messages_tenant_created_index per such tenant.
  */
-export function messageExpirySql(orm: Orm): string {
+export function messageExpirySql(orm: Orm, defaultSeconds: number): string {
+  const fallback = Math.trunc(defaultSeconds); // a validated integer, written inline
   const shift =
     databaseKind(orm) === 'postgres'
-      ? `t.message_retention_days * interval '1 day'`
-      : `t.message_retention_days * ${DAY_MS}`;
+      ? `coalesce(t.message_retention_days * interval '1 day', ${fallback} * interval '1 second')`
+      : `coalesce(t.message_retention_days * ${DAY_MS}, ${fallback * 1000})`;
+  const retained =
+    fallback > 0
+      ? '(t.message_retention_days > 0 or t.message_retention_days is null)'
+      : 't.message_retention_days > 0';
   return `(select min((select min(m.created_at) from messages m where m.tenant_id = t.id) + ${shift})
-          from tenants t where t.message_retention_days > 0)`;
+          from tenants t where ${retained})`;
 }
 
 /**
- * Deletes messages past their tenant's retention, oldest first, at most `batches` statements of
- * `batchSize` rows over all tenants; returns how many went. Called by the elected domain sweeper.
+ * Deletes messages past their tenant's retention (its own, or `defaultSeconds` when it set none;
+ * 0: none), oldest first, at most `batches` statements of `batchSize` rows over all tenants;
+ * returns how many went. Called by the elected domain sweeper.
  */
 export async function pruneExpiredMessages(
   orm: Orm,
   now: Date,
   batches: number,
+  defaultSeconds = 0,
   batchSize: number = MESSAGE_PRUNE_BATCH,
 ): Promise<number> {
   const tenants = await orm.em
     .fork()
     .find(
       Tenant,
-      { messageRetentionDays: { $gt: 0 } },
+      defaultSeconds > 0
+        ? { $or: [{ messageRetentionDays: { $gt: 0 } }, { messageRetentionDays: null }] }
+        : { messageRetentionDays: { $gt: 0 } },
       { fields: ['id', 'messageRetentionDays'], orderBy: { id: 'asc' }, disableIdentityMap: true },
     );
   let deleted = 0;
   let left = batches;
   for (const tenant of tenants) {
-    const cutoff = new Date(now.getTime() - (tenant.messageRetentionDays as number) * DAY_MS);
+    const retentionMs =
+      tenant.messageRetentionDays !== null ? tenant.messageRetentionDays * DAY_MS : defaultSeconds * 1000;
+    const cutoff = new Date(now.getTime() - retentionMs);
     while (left > 0) {
       left -= 1;
       const count = await pruneBatch(orm.em.fork(), tenant.id, cutoff, batchSize);

@@ -50,6 +50,8 @@ export interface SweepResult {
 
 export interface DomainSweeperOptions {
   auditRetentionSeconds?: number;
+  /** Message retention of tenants that set none (0 or absent: their messages are kept). */
+  messageRetentionSeconds?: number;
 }
 
 const NEVER = Number.POSITIVE_INFINITY;
@@ -74,6 +76,7 @@ export class DomainSweeper implements SweepSignals {
   private soon: NodeJS.Timeout | null = null;
   private running: Promise<SweepResult | null> | null = null;
   private readonly auditRetentionMs: number;
+  private readonly messageRetentionSeconds: number;
   /** A trigger fired (or the process just started): the next pass tries every waiting sandbox. */
   private placementWanted = true;
   /** When time-driven work next falls due (epoch ms of the sweeper's clock). */
@@ -100,6 +103,7 @@ export class DomainSweeper implements SweepSignals {
     options: DomainSweeperOptions = {},
   ) {
     this.auditRetentionMs = (options.auditRetentionSeconds ?? DEFAULT_AUDIT_RETENTION_SECONDS) * 1000;
+    this.messageRetentionSeconds = options.messageRetentionSeconds ?? 0;
   }
 
   start(intervalMs: number = DOMAIN_SWEEP_INTERVAL_MS): void {
@@ -228,7 +232,12 @@ export class DomainSweeper implements SweepSignals {
       result.auditPruned = await pruneAuditEntries(orm.em.fork(), cutoff, AUDIT_PRUNE_BATCHES_PER_SWEEP);
     }
     if (force || now.getTime() >= this.messagesDueAt)
-      result.messagesPruned = await pruneExpiredMessages(orm, now, MESSAGE_PRUNE_BATCHES_PER_SWEEP);
+      result.messagesPruned = await pruneExpiredMessages(
+        orm,
+        now,
+        MESSAGE_PRUNE_BATCHES_PER_SWEEP,
+        this.messageRetentionSeconds,
+      );
   }
 
   /**
@@ -254,7 +263,7 @@ export class DomainSweeper implements SweepSignals {
             and (w.status = 'OFFLINE' or w.deleted_at is not null)
             and not exists (select 1 from leases l where l.sandbox_id = s.id and not (${STALE_LEASE_SQL}))) as orphaned,
         (select min(a.created_at) from audit_entries a) as oldest_audit,
-        ${messageExpirySql(orm)} as message_expiry,
+        ${messageExpirySql(orm, this.messageRetentionSeconds)} as message_expiry,
         (select min(s.next_placement_at) from sandboxes s
           where s.status in (${waiting}) and s.deleted_at is null) as next_retry`,
       [],

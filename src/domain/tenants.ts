@@ -43,7 +43,7 @@ export interface UpdateTenantInput {
   name?: string | null;
   quota?: Partial<TenantQuota> | null;
   policy?: Partial<TenantPolicy> | null;
-  /** Absent: unchanged; null: messages are kept; days: older messages are pruned (tenant ADMIN). */
+  /** Absent: unchanged; null: the platform's message retention (off unless set); days: older messages are pruned. */
   messageRetentionDays?: number | null;
 }
 
@@ -114,7 +114,7 @@ export class TenantService {
       if (input.messageRetentionDays !== undefined) {
         tenant.messageRetentionDays = validateMessageRetention(input.messageRetentionDays);
         // The sweeper reads its due times again once this commits (old messages may be due now).
-        if (tenant.messageRetentionDays !== null) dueBy(em, this.ctx.clock.now());
+        dueBy(em, this.ctx.clock.now());
       }
       await em.flush();
       return tenant;

@@ -163,7 +163,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     config.heartbeatTtlSeconds,
     bus,
     (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
-    { auditRetentionSeconds: config.auditRetentionSeconds },
+    { auditRetentionSeconds: config.auditRetentionSeconds, messageRetentionSeconds: config.messageRetentionSeconds },
   );
   const caps = new StreamCaps({
     maxSubscriptionsPerSocket: config.maxSubscriptionsPerSocket,

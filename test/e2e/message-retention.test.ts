@@ -116,7 +116,7 @@ describe.each(DRIVERS)('message retention on %s', (kind) => {
 
     // At most 2 statements of 3 rows each: the oldest 6 go, the rest waits for the next sweep.
     statements.length = 0;
-    const first = await pruneExpiredMessages(server.app.db.orm, clock.now(), 2, 3);
+    const first = await pruneExpiredMessages(server.app.db.orm, clock.now(), 2, 0, 3);
     expect(first).toBe(6);
     expect(statements.filter((s) => /delete from ["`]messages["`]/i.test(s))).toHaveLength(2);
     expect(await bodies(pruned.sandboxId)).toEqual(['old-7', 'recent']);
@@ -192,5 +192,43 @@ describe.each(DRIVERS)('message retention on %s', (kind) => {
       );
     });
     expect(JSON.stringify(error)).toContain('INVALID_CURSOR');
+  });
+});
+
+/** The platform default (FLOTILLA_MESSAGE_RETENTION_SECONDS) applies where a tenant set none. */
+describe.each(DRIVERS)('platform message retention on %s', (kind) => {
+  let server: TestServer;
+  const clock = new TestClock();
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { clock, env: { FLOTILLA_MESSAGE_RETENTION_SECONDS: '3600' } });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("prunes after the platform's retention where the tenant set none, and after the tenant's own where it did", async () => {
+    const gqlData = async <T>(query: string, variables: Record<string, unknown>) =>
+      dataOf(await server.gql<T>(query, variables));
+    const sandboxOf = async () => {
+      const tenantId = await createTenant(server, uniqueName('plat'));
+      await registerWorker(server, uniqueName('w'), { tenantId });
+      const created = await createSandbox(server, tenantId);
+      expect(created.__typename, JSON.stringify(created)).toBe('SandboxPayload');
+      return { tenantId, sandboxId: created.sandbox.id };
+    };
+    const platform = await sandboxOf();
+    const own = await sandboxOf();
+    const updated = await gqlData<{ updateTenant: { tenant: { messageRetentionDays: number } } }>(UPDATE_RETENTION, {
+      input: { tenantId: own.tenantId, messageRetentionDays: 1 },
+    });
+    expect(updated.updateTenant.tenant.messageRetentionDays).toBe(1);
+    for (const { sandboxId } of [platform, own]) await gqlData(SEND, { input: { sandboxId, body: 'two hours old' } });
+    clock.advance(2 * 3600);
+    await server.app.sweeper.runOnce();
+    const left = async (sandboxId: string) =>
+      (await server.app.db.orm.em.fork().find(Message, { sandbox: localId(sandboxId) })).map((m) => m.body);
+    expect(await left(platform.sandboxId)).toEqual([]);
+    expect(await left(own.sandboxId)).toEqual(['two hours old']);
   });
 });

@@ -101,6 +101,14 @@ describe('config', () => {
     expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })[0]).toMatch(/^FLOTILLA_CONFIG_FILE/);
   });
 
+  it('keeps messages forever unless FLOTILLA_MESSAGE_RETENTION_SECONDS is set, to 60 or more', () => {
+    expect(loadConfig({}).messageRetentionSeconds).toBe(0);
+    expect(loadConfig({ FLOTILLA_MESSAGE_RETENTION_SECONDS: '86400' }).messageRetentionSeconds).toBe(86400);
+    expect(problemsOf({ FLOTILLA_MESSAGE_RETENTION_SECONDS: '30' })).toEqual([
+      'FLOTILLA_MESSAGE_RETENTION_SECONDS: must be 0 (off) or at least 60',
+    ]);
+  });
+
   describe('dashboard sign-in through OIDC', () => {
     const issuer = (name: string, audience = 'flotilla-api') => ({
       issuer: `https://${name}.example`,

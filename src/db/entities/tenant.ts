@@ -19,7 +19,10 @@ export class Tenant extends BaseEntity<'messageRetentionDays' | 'messagesPrunedT
   name!: string;
   quota!: TenantQuota;
   policy!: TenantPolicy;
-  /** Messages older than this many days are pruned by the domain sweeper; null keeps them forever. */
+  /**
+   * Messages older than this many days are pruned by the domain sweeper; null: the platform's
+   * FLOTILLA_MESSAGE_RETENTION_SECONDS (0 by default: kept forever).
+   */
   messageRetentionDays: number | null = null;
   /**
    * The log position of the newest message pruned so far (0, 0: none): a message cursor older than
