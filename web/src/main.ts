@@ -1,6 +1,6 @@
 import './styles.css';
 import { h } from './dom.js';
-import { completeSignIn, endSessionUrl, isCallback, type SignInConfig, signInConfig } from './oidc.js';
+import { completeSignIn, endSessionUrl, isCallback, renewAt, type SignInConfig, signInConfig } from './oidc.js';
 import { type ConnectionState, session } from './session.js';
 import { fleetView } from './views/fleet.js';
 import { sandboxView } from './views/sandbox.js';
@@ -89,6 +89,12 @@ async function start(): Promise<void> {
     session.scheduleRenewal(oidc, signInEnded);
   }
   window.addEventListener('hashchange', route);
+  // A background tab's timers may run late: renew at once when it shows again, if it is due.
+  document.addEventListener('visibilitychange', () => {
+    const tokens = session.oidc;
+    if (oidc && tokens && document.visibilityState === 'visible' && Date.now() >= renewAt(tokens))
+      session.scheduleRenewal(oidc, signInEnded);
+  });
   route();
 }
 

@@ -22,6 +22,8 @@ export class Session {
   private client: FlotillaClient | null = null;
   private listeners = new Set<Listener>();
   private renewal: ReturnType<typeof setTimeout> | null = null;
+  /** A renewal is under way (a rotated refresh token must not be spent twice). */
+  private renewing = false;
   state: ConnectionState = 'offline';
 
   get token(): string | null {
@@ -59,6 +61,7 @@ export class Session {
    * (and per reconnect), so open views keep working with the new one.
    */
   scheduleRenewal(config: SignInConfig, onEnded: (reason: string) => void = () => undefined): void {
+    if (this.renewing) return;
     if (this.renewal) clearTimeout(this.renewal);
     this.renewal = null;
     const tokens = storedTokens();
@@ -66,26 +69,32 @@ export class Session {
     this.renewal = setTimeout(
       () => {
         this.renewal = null;
-        void this.renew(config, tokens, onEnded);
+        this.renewing = true;
+        void this.renew(config, tokens, onEnded).then((renewed) => {
+          this.renewing = false;
+          if (renewed) this.scheduleRenewal(config, onEnded);
+        });
       },
       Math.max(0, renewAt(tokens) - Date.now()),
     );
   }
 
-  private async renew(config: SignInConfig, tokens: OidcTokens, onEnded: (reason: string) => void): Promise<void> {
-    if (!tokens.refreshToken) {
-      await startSignIn(config, { silent: true });
-      return;
-    }
+  /** True when new tokens are in place (the next renewal is to be scheduled). */
+  private async renew(config: SignInConfig, tokens: OidcTokens, onEnded: (reason: string) => void): Promise<boolean> {
     try {
+      if (!tokens.refreshToken) {
+        await startSignIn(config, { silent: true }); // the page leaves for the provider
+        return false;
+      }
       const next = await refreshTokens(config, tokens);
-      if (storedTokens()?.idToken !== tokens.idToken) return; // signed out (or in again) meanwhile
+      if (storedTokens()?.idToken !== tokens.idToken) return false; // signed out (or in again) meanwhile
       storeTokens(next);
       sessionStorage.setItem(TOKEN_KEY, next.idToken);
-      this.scheduleRenewal(config, onEnded);
+      return true;
     } catch (err) {
       this.signOut();
       onEnded(`Your sign-in could not be renewed: ${(err as Error).message} Sign in again.`);
+      return false;
     }
   }
 
