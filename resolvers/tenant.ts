@@ -43,6 +43,11 @@ export const TenantRef = builder.loadableNode('Tenant', {
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     quota: t.field({ type: QuotaType, resolve: (tenant) => tenant.quota }),
     policy: t.field({ type: PolicyType, resolve: (tenant) => tenant.policy }),
+    messageRetentionDays: t.exposeInt('messageRetentionDays', {
+      nullable: true,
+      description:
+        "Messages older than this many days are deleted by the sweeper; null (the default) = the platform's message retention (FLOTILLA_MESSAGE_RETENTION_SECONDS, off unless set).",
+    }),
     usage: t.loadable({
       type: UsageType,
       load: async (ids: string[], ctx) => {
@@ -162,6 +167,11 @@ const UpdateTenantInput = builder.inputType('UpdateTenantInput', {
     name: t.string({ required: false }),
     quota: t.field({ type: QuotaInput, required: false, description: 'Platform admins only.' }),
     policy: t.field({ type: PolicyInput, required: false }),
+    messageRetentionDays: t.int({
+      required: false,
+      description:
+        "Days (1 to 3650) after which messages are deleted; null = the platform's message retention (off unless set); absent: unchanged.",
+    }),
   }),
 });
 
@@ -169,7 +179,7 @@ builder.mutationFields((t) => ({
   updateTenant: t.field({
     type: TenantRef,
     errors: mutationResult('UpdateTenant', [NotFoundError, ForbiddenError, ValidationError], { field: 'tenant' }),
-    description: 'Name and policy: tenant ADMIN. Quota: platform admin.',
+    description: 'Name, policy and message retention: tenant ADMIN. Quota: platform admin.',
     args: { input: t.arg({ type: UpdateTenantInput, required: true }) },
     authScopes: (_root, { input }) => ({
       tenantRole: { tenantId: localIdOf(input.tenantId, 'Tenant', 'input.tenantId'), role: 'ADMIN' },
@@ -187,6 +197,7 @@ builder.mutationFields((t) => ({
                 : {}),
             }
           : null,
+        ...(input.messageRetentionDays !== undefined ? { messageRetentionDays: input.messageRetentionDays } : {}),
       }),
   }),
 }));

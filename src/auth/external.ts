@@ -26,7 +26,14 @@ const REQUIRED_CLAIMS = ['sub', 'exp'];
 abstract class ExternalIssuerBase implements ExternalIssuer {
   abstract readonly algorithms: readonly string[];
   abstract readonly source: 'OIDC' | 'HS256';
-  constructor(protected readonly config: OidcIssuerConfig | Hs256IssuerConfig) {}
+  /** Every `aud` a token may carry: the configured audience, plus any the caller adds (the dashboard's client id). */
+  protected readonly audiences: string[];
+  constructor(
+    protected readonly config: OidcIssuerConfig | Hs256IssuerConfig,
+    extraAudiences: readonly string[] = [],
+  ) {
+    this.audiences = [...new Set([config.audience, ...extraAudiences])];
+  }
 
   get issuer(): string {
     return this.config.issuer;
@@ -42,7 +49,7 @@ abstract class ExternalIssuerBase implements ExternalIssuer {
     return this.verifyWith(token, {
       algorithms: [...this.algorithms],
       issuer: this.config.issuer,
-      audience: this.config.audience,
+      audience: this.audiences,
       currentDate: now,
       requiredClaims: REQUIRED_CLAIMS,
     });
@@ -97,8 +104,9 @@ export class OidcIssuer extends ExternalIssuerBase {
   /** jose caches the key set and refetches it (at most once per cooldown) when a kid is unknown. */
   private readonly jwks: JWTVerifyGetKey;
 
-  constructor(config: OidcIssuerConfig) {
-    super(config);
+  /** `extraAudiences`: also accepted as `aud`, e.g. the dashboard's client id for the ID tokens it sends. */
+  constructor(config: OidcIssuerConfig, extraAudiences: readonly string[] = []) {
+    super(config, extraAudiences);
     this.algorithms = config.algorithms;
     this.jwks = createRemoteJWKSet(new URL(config.jwksUrl), {
       cooldownDuration: config.jwksCooldownSeconds * 1000,

@@ -175,6 +175,13 @@ const configSchema = z
     eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
     /** How long audit entries are kept before the domain sweeper prunes them. */
     auditRetentionSeconds: intFrom(60, 100 * 365 * 24 * 3600).default(90 * 24 * 3600),
+    /**
+     * How long messages are kept where the tenant set no `messageRetentionDays` of its own;
+     * 0 (the default): kept forever.
+     */
+    messageRetentionSeconds: intFrom(0, 100 * 365 * 24 * 3600)
+      .default(0)
+      .refine((s) => s === 0 || s >= 60, 'must be 0 (off) or at least 60'),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
@@ -199,6 +206,21 @@ const configSchema = z
     oidcIssuers: jsonValue(z.array(oidcIssuerSchema)).default([]),
     /** HS256 shared-secret issuers (JSON array); none unless configured. */
     hs256Issuers: jsonValue(z.array(hs256IssuerSchema)).default([]),
+    /**
+     * Dashboard sign-in through one of the OIDC issuers (docs/security.md): the public client the
+     * browser signs in as (authorization code with PKCE). Unset: the dashboard only takes pasted tokens.
+     */
+    oidcDashboardClientId: z.string().trim().min(1).max(200).optional(),
+    /** Which OIDC issuer the dashboard signs in with; may be left out when exactly one is configured. */
+    oidcDashboardIssuer: z.string().trim().min(1).optional(),
+    /** Scopes the dashboard asks for, space-separated; must include openid. */
+    oidcDashboardScopes: z
+      .string()
+      .trim()
+      .default('openid profile')
+      .refine((s) => s.split(/\s+/).includes('openid'), 'must include "openid"'),
+    /** The name on the "Sign in with …" button; defaults to the issuer's host. */
+    oidcDashboardName: z.string().trim().min(1).max(100).optional(),
     /** Longest lifetime createApiToken grants. */
     apiTokenMaxTtlSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(365 * 24 * 3600),
     /** Hostile-input limits (see docs/security.md). */
@@ -245,6 +267,26 @@ const configSchema = z
         seen.add(issuer.issuer);
       }
     }
+    if (config.oidcDashboardClientId !== undefined) {
+      const wanted = config.oidcDashboardIssuer;
+      const matching = wanted ? config.oidcIssuers.filter((i) => i.issuer === wanted) : config.oidcIssuers;
+      if (matching.length !== 1)
+        ctx.addIssue({
+          code: 'custom',
+          path: [wanted ? 'oidcDashboardIssuer' : 'oidcDashboardClientId'],
+          message: wanted
+            ? `"${wanted}" is not one of FLOTILLA_OIDC_ISSUERS`
+            : config.oidcIssuers.length === 0
+              ? 'needs an OIDC issuer in FLOTILLA_OIDC_ISSUERS'
+              : 'several OIDC issuers are configured: name the one to sign in with in FLOTILLA_OIDC_DASHBOARD_ISSUER',
+        });
+    } else if (config.oidcDashboardIssuer !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['oidcDashboardIssuer'],
+        message: 'needs FLOTILLA_OIDC_DASHBOARD_CLIENT_ID',
+      });
+    }
     if (config.persistedOperationsOnly && !config.persistedOperationsFile) {
       ctx.addIssue({
         code: 'custom',
@@ -267,6 +309,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   eventListenUrl: 'FLOTILLA_EVENT_LISTEN_URL',
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
+  messageRetentionSeconds: 'FLOTILLA_MESSAGE_RETENTION_SECONDS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
@@ -278,6 +321,10 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   adminTokenTtlSeconds: 'FLOTILLA_ADMIN_TOKEN_TTL_SECONDS',
   oidcIssuers: 'FLOTILLA_OIDC_ISSUERS',
   hs256Issuers: 'FLOTILLA_HS256_ISSUERS',
+  oidcDashboardClientId: 'FLOTILLA_OIDC_DASHBOARD_CLIENT_ID',
+  oidcDashboardIssuer: 'FLOTILLA_OIDC_DASHBOARD_ISSUER',
+  oidcDashboardScopes: 'FLOTILLA_OIDC_DASHBOARD_SCOPES',
+  oidcDashboardName: 'FLOTILLA_OIDC_DASHBOARD_NAME',
   apiTokenMaxTtlSeconds: 'FLOTILLA_API_TOKEN_MAX_TTL_SECONDS',
   maxBodyBytes: 'FLOTILLA_MAX_BODY_BYTES',
   maxQueryDepth: 'FLOTILLA_MAX_QUERY_DEPTH',

@@ -10,6 +10,7 @@ import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';
+import { requireUnprunedMessageCursor } from './message-retention.js';
 import { type Page, type PositionPageArgs, positionPage } from './pagination.js';
 import { sandboxVisibleTo, visibleSandboxesFilter } from './sandboxes.js';
 
@@ -176,7 +177,11 @@ export class MessageService {
   async list(sandboxId: string, threadId: string | null | undefined, args: PositionPageArgs): Promise<Page<Message>> {
     const sandbox = await this.visibleSandbox(this.ctx.em, sandboxId);
     const where = { sandbox: sandbox.id, ...(threadId ? { threadId } : {}) };
-    return positionPage(this.ctx.em, Message, where, MESSAGE_POSITION, args);
+    const page = await positionPage(this.ctx.em, Message, where, MESSAGE_POSITION, args);
+    // After the read: a prune that removed messages after `after` before it has moved the mark.
+    if (args.after !== null && args.after !== undefined)
+      await requireUnprunedMessageCursor(this.ctx.em, sandbox.tenant.id, args.after);
+    return page;
   }
 
   async findVisibleByIds(ids: readonly string[]): Promise<Message[]> {

@@ -3,9 +3,10 @@ import type { EventType } from '../db/entities/event.js';
 import { isUuid } from '../db/ids.js';
 import { StreamAccess, type StreamTarget } from '../events/authorize.js';
 import type { EventHub, EventSubscription } from '../events/hub.js';
-import type { LogEvent } from '../events/reader.js';
+import { decodeEventCursor, type LogEvent } from '../events/reader.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, UnavailableError } from './errors.js';
+import { requireUnprunedMessageCursor } from './message-retention.js';
 import { SandboxService } from './sandboxes.js';
 import { WorkerService } from './workers.js';
 
@@ -98,6 +99,9 @@ export class SubscriptionService {
   async messageAdded(sandboxId: string, threadId?: string | null, after?: string | null): Promise<EventSubscription> {
     const tenantId = await this.requireSandbox(sandboxId);
     const thread = threadId ?? null;
+    // A replay from before pruned messages would skip them (or name messages that are gone).
+    const from = after ? decodeEventCursor(after) : null;
+    if (from !== null) await requireUnprunedMessageCursor(this.ctx.em, tenantId, from);
     return this.open(
       { sandboxId, types: ['MESSAGE_POSTED'] },
       { tenantId, role: 'VIEWER' },

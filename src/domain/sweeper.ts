@@ -15,6 +15,7 @@ import {
   UNPLACED_STATUSES,
 } from './lifecycle.js';
 import { lockedRead, runSql } from './locks.js';
+import { MESSAGE_PRUNE_BATCHES_PER_SWEEP, messageExpirySql, pruneExpiredMessages } from './message-retention.js';
 import { inTransaction, recordEvent } from './outbox.js';
 import { heartbeatHorizon, placeWaiting } from './scheduler.js';
 import type { SweepHints, SweepSignals } from './sweep-signals.js';
@@ -44,10 +45,13 @@ export interface SweepResult {
   sandboxesExpired: number;
   sandboxesPlaced: number;
   auditPruned: number;
+  messagesPruned: number;
 }
 
 export interface DomainSweeperOptions {
   auditRetentionSeconds?: number;
+  /** Message retention of tenants that set none (0 or absent: their messages are kept). */
+  messageRetentionSeconds?: number;
 }
 
 const NEVER = Number.POSITIVE_INFINITY;
@@ -55,7 +59,8 @@ const NEVER = Number.POSITIVE_INFINITY;
 /**
  * The singleton that moves time-driven state: workers whose heartbeat is older than the TTL
  * go OFFLINE; sandboxes whose lease expired (or whose worker went away before leasing) go
- * LOST; sandboxes past expiresAt are stopped; audit entries past their retention are pruned.
+ * LOST; sandboxes past expiresAt are stopped; audit entries past their retention are pruned, and
+ * so are messages past their tenant's retention (message-retention.ts).
  * On Postgres only the replica holding the advisory lock does that; SQLite has one process.
  *
  * It works only when something is due, so an idle server issues (almost) no statements: after
@@ -71,6 +76,7 @@ export class DomainSweeper implements SweepSignals {
   private soon: NodeJS.Timeout | null = null;
   private running: Promise<SweepResult | null> | null = null;
   private readonly auditRetentionMs: number;
+  private readonly messageRetentionSeconds: number;
   /** A trigger fired (or the process just started): the next pass tries every waiting sandbox. */
   private placementWanted = true;
   /** When time-driven work next falls due (epoch ms of the sweeper's clock). */
@@ -79,6 +85,8 @@ export class DomainSweeper implements SweepSignals {
   private hintedDueAt = NEVER;
   /** When audit entries next pass their retention. */
   private auditDueAt = 0;
+  /** When the oldest message of a tenant with a message retention passes it. */
+  private messagesDueAt = 0;
   /** When the next backoff retry of a waiting sandbox falls due. */
   private retryDueAt = 0;
   /** No live worker had room at the last pass: no backoff retry before this (a trigger still places). */
@@ -95,6 +103,7 @@ export class DomainSweeper implements SweepSignals {
     options: DomainSweeperOptions = {},
   ) {
     this.auditRetentionMs = (options.auditRetentionSeconds ?? DEFAULT_AUDIT_RETENTION_SECONDS) * 1000;
+    this.messageRetentionSeconds = options.messageRetentionSeconds ?? 0;
   }
 
   start(intervalMs: number = DOMAIN_SWEEP_INTERVAL_MS): void {
@@ -171,6 +180,7 @@ export class DomainSweeper implements SweepSignals {
       sandboxesExpired: 0,
       sandboxesPlaced: 0,
       auditPruned: 0,
+      messagesPruned: 0,
     };
     // Not elected: another replica is sweeping now; the checks stay due and are tried next tick.
     // The checks judge heartbeat age and lease expiry on the one time source (time.ts), read in the lock's transaction.
@@ -221,11 +231,18 @@ export class DomainSweeper implements SweepSignals {
       const cutoff = new Date(now.getTime() - this.auditRetentionMs);
       result.auditPruned = await pruneAuditEntries(orm.em.fork(), cutoff, AUDIT_PRUNE_BATCHES_PER_SWEEP);
     }
+    if (force || now.getTime() >= this.messagesDueAt)
+      result.messagesPruned = await pruneExpiredMessages(
+        orm,
+        now,
+        MESSAGE_PRUNE_BATCHES_PER_SWEEP,
+        this.messageRetentionSeconds,
+      );
   }
 
   /**
    * One statement: when the next worker passes its heartbeat TTL, lease or sandbox TTL expires,
-   * orphaned sandbox waits, audit entry passes its retention, and backoff retry falls due.
+   * orphaned sandbox waits, audit entry or message passes its retention, and backoff retry falls due.
    */
   private async readDueTimes(orm: Orm, now: Date): Promise<void> {
     const holding = HOLDING_STATUSES.map((s) => `'${s}'`).join(', ');
@@ -246,6 +263,7 @@ export class DomainSweeper implements SweepSignals {
             and (w.status = 'OFFLINE' or w.deleted_at is not null)
             and not exists (select 1 from leases l where l.sandbox_id = s.id and not (${STALE_LEASE_SQL}))) as orphaned,
         (select min(a.created_at) from audit_entries a) as oldest_audit,
+        ${messageExpirySql(orm, this.messageRetentionSeconds)} as message_expiry,
         (select min(s.next_placement_at) from sandboxes s
           where s.status in (${waiting}) and s.deleted_at is null) as next_retry`,
       [],
@@ -254,12 +272,15 @@ export class DomainSweeper implements SweepSignals {
     const workerSign = epochMs(row?.worker_sign);
     const oldestAudit = epochMs(row?.oldest_audit);
     this.auditDueAt = oldestAudit === null ? NEVER : oldestAudit + this.auditRetentionMs + 1;
+    const messageExpiry = epochMs(row?.message_expiry);
+    this.messagesDueAt = messageExpiry === null ? NEVER : messageExpiry + 1;
     this.checksDueAt = Math.min(
       workerSign === null ? NEVER : workerSign + this.heartbeatTtlSeconds * 1000 + 1,
       epochMs(row?.lease_expiry) ?? NEVER,
       epochMs(row?.sandbox_expiry) ?? NEVER,
       Number(row?.orphaned ?? 0) > 0 ? t : NEVER,
       this.auditDueAt,
+      this.messagesDueAt,
       this.hintedDueAt,
     );
     this.retryDueAt = epochMs(row?.next_retry) ?? NEVER;

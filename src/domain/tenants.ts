@@ -13,9 +13,10 @@ import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { IMAGE_PATTERN_MAX_LENGTH } from './input-limits.js';
 import { lockedRead } from './locks.js';
+import { validateMessageRetention } from './message-retention.js';
 import { recordEvent } from './outbox.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
-import { wantPlacement } from './sweep-signals.js';
+import { dueBy, wantPlacement } from './sweep-signals.js';
 
 export const TENANT_SLUG_PATTERN = /^[a-z0-9-]{3,40}$/;
 export const TENANT_NAME_MAX_LENGTH = 200;
@@ -47,6 +48,8 @@ export interface UpdateTenantInput {
   name?: string | null;
   quota?: Partial<TenantQuota> | null;
   policy?: Partial<TenantPolicy> | null;
+  /** Absent: unchanged; null: the platform's message retention (off unless set); days: older messages are pruned. */
+  messageRetentionDays?: number | null;
 }
 
 export interface AddMemberInput {
@@ -97,7 +100,7 @@ export class TenantService {
   }
 
   /**
-   * Name and policy: tenant ADMIN. Quota: platform admin only (a tenant must not raise its own
+   * Name, policy and message retention: tenant ADMIN. Quota: platform admin only (a tenant must not raise its own
    * limits). Another tenant reads as missing.
    */
   async update(input: UpdateTenantInput): Promise<Tenant> {
@@ -113,6 +116,11 @@ export class TenantService {
         wantPlacement(em);
       }
       if (input.policy) tenant.policy = validatePolicy({ ...tenant.policy, ...input.policy });
+      if (input.messageRetentionDays !== undefined) {
+        tenant.messageRetentionDays = validateMessageRetention(input.messageRetentionDays);
+        // The sweeper reads its due times again once this commits (old messages may be due now).
+        dueBy(em, this.ctx.clock.now());
+      }
       await em.flush();
       return tenant;
     });

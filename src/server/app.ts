@@ -1,5 +1,6 @@
 import { schema } from '../../resolvers/index.js';
 import { ensureAdminToken, mintAdminToken } from '../auth/bootstrap.js';
+import { acceptedAudiences, dashboardSignIn } from '../auth/dashboard-sign-in.js';
 import { type ExternalIssuer, Hs256Issuer, OidcIssuer } from '../auth/external.js';
 import { IdentityCache } from '../auth/identity-cache.js';
 import { SigningKeys } from '../auth/keys.js';
@@ -64,6 +65,8 @@ export interface StartOptions {
   onQuery?: (sql: string) => void;
   /** Run the domain sweeper on a timer (default true; tests drive it with runOnce). */
   sweep?: boolean;
+  /** Serve the dashboard built into this directory instead of dist/web (a test's own build). */
+  dashboardDir?: string;
 }
 
 /**
@@ -160,7 +163,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     config.heartbeatTtlSeconds,
     bus,
     (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
-    { auditRetentionSeconds: config.auditRetentionSeconds },
+    { auditRetentionSeconds: config.auditRetentionSeconds, messageRetentionSeconds: config.messageRetentionSeconds },
   );
   const caps = new StreamCaps({
     maxSubscriptionsPerSocket: config.maxSubscriptionsPerSocket,
@@ -206,6 +209,8 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         caps,
         liveExecution: liveExecution?.plugin(),
         onStopping: () => stopping.abort(),
+        dashboard: { signIn: dashboardSignIn(config) },
+        dashboardDir: options.dashboardDir,
       },
       { host: config.host, port: config.port },
     );
@@ -263,7 +268,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
 
 /** The external token sources the config names (OIDC issuers, HS256 shared secrets). */
 function externalIssuers(config: Config): ExternalIssuer[] {
-  return [...config.oidcIssuers.map((c) => new OidcIssuer(c)), ...config.hs256Issuers.map((c) => new Hs256Issuer(c))];
+  return [
+    ...config.oidcIssuers.map((c) => new OidcIssuer(c, acceptedAudiences(config, c.issuer, c.audience))),
+    ...config.hs256Issuers.map((c) => new Hs256Issuer(c)),
+  ];
 }
 
 /** An access change read from the log (any replica's): the cached tokens it affects are verified again. */

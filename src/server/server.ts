@@ -10,6 +10,7 @@ import type { ContextFactory } from './context.js';
 import type { Limits } from './limits.js';
 import type { Metrics } from './metrics.js';
 import { serveDashboard } from './routes/dashboard.js';
+import { DASHBOARD_CONFIG_PATH, type DashboardConfig, dashboardConfigRoute } from './routes/dashboard-config.js';
 import { GRAPHQL_PATH, graphqlRoute } from './routes/graphql.js';
 import { healthRoute, type ReadinessCheck, readinessRoute } from './routes/health.js';
 import { JWKS_PATH, jwksRoute } from './routes/jwks.js';
@@ -42,6 +43,10 @@ export interface HttpServerDeps {
   liveExecution?: Plugin;
   /** Told when the server stops taking work, before it waits for requests in flight (long waits answer then). */
   onStopping?: () => void;
+  /** What the dashboard reads at /dashboard/config.json (its OIDC sign-in, if any). */
+  dashboard?: DashboardConfig;
+  /** Where the built dashboard is (default: dist/web of the package). */
+  dashboardDir?: string;
 }
 
 export interface RunningServer {
@@ -74,6 +79,7 @@ export async function startHttpServer(
     ['/metrics', metricsRoute(metrics)],
     [JWKS_PATH, jwksRoute(deps.keys)],
     [GRAPHQL_PATH, graphqlRoute(yoga, deps.limits)],
+    [DASHBOARD_CONFIG_PATH, dashboardConfigRoute(deps.dashboard ?? { signIn: null })],
   ]);
 
   const inFlight = new Set<ServerResponse>();
@@ -105,7 +111,7 @@ export async function startHttpServer(
       if (stopping) return sendJson(res, 503, { status: 'shutting down' }, { connection: 'close' });
       const answer = routes.get(route);
       if (answer) return await answer(req, res, requestId);
-      if (serveDashboard(req, res, route)) return;
+      if (serveDashboard(req, res, route, deps.dashboardDir)) return;
       sendJson(res, 404, { error: 'not found' });
     } catch (err) {
       logger.error({ reqId: requestId, err: (err as Error).message }, 'request failed');

@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { acceptedAudiences, dashboardSignIn } from '../../src/auth/dashboard-sign-in.js';
 import { ConfigError, describeDatabase, loadConfig, parseDatabaseUrl } from '../../src/config/index.js';
 
 function problemsOf(env: Record<string, string>): string[] {
@@ -98,5 +99,69 @@ describe('config', () => {
     ]);
     writeFileSync(file, '{ not json');
     expect(problemsOf({ FLOTILLA_CONFIG_FILE: file })[0]).toMatch(/^FLOTILLA_CONFIG_FILE/);
+  });
+
+  it('keeps messages forever unless FLOTILLA_MESSAGE_RETENTION_SECONDS is set, to 60 or more', () => {
+    expect(loadConfig({}).messageRetentionSeconds).toBe(0);
+    expect(loadConfig({ FLOTILLA_MESSAGE_RETENTION_SECONDS: '86400' }).messageRetentionSeconds).toBe(86400);
+    expect(problemsOf({ FLOTILLA_MESSAGE_RETENTION_SECONDS: '30' })).toEqual([
+      'FLOTILLA_MESSAGE_RETENTION_SECONDS: must be 0 (off) or at least 60',
+    ]);
+  });
+
+  describe('dashboard sign-in through OIDC', () => {
+    const issuer = (name: string, audience = 'flotilla-api') => ({
+      issuer: `https://${name}.example`,
+      audience,
+      jwksUrl: `https://${name}.example/jwks`,
+    });
+    const env = (issuers: object[], extra: Record<string, string> = {}) => ({
+      FLOTILLA_OIDC_ISSUERS: JSON.stringify(issuers),
+      ...extra,
+    });
+
+    it('is off unless a client id is set; with one issuer it signs in there, named by its host', () => {
+      expect(dashboardSignIn(loadConfig(env([issuer('sso')])))).toBeNull();
+      const config = loadConfig(env([issuer('sso')], { FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: 'dash' }));
+      expect(dashboardSignIn(config)).toEqual({
+        issuer: 'https://sso.example',
+        clientId: 'dash',
+        scopes: 'openid profile',
+        name: 'sso.example',
+      });
+      // The ID tokens the dashboard sends are addressed to its client id: accepted from that issuer only.
+      expect(acceptedAudiences(config, 'https://sso.example', 'flotilla-api')).toEqual(['flotilla-api', 'dash']);
+      expect(acceptedAudiences(config, 'https://other.example', 'flotilla-api')).toEqual(['flotilla-api']);
+    });
+
+    it('names the issuer among several, and refuses settings that cannot work, naming the variable', () => {
+      const two = [issuer('a'), issuer('b')];
+      const picked = loadConfig(
+        env(two, { FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: 'dash', FLOTILLA_OIDC_DASHBOARD_ISSUER: 'https://b.example' }),
+      );
+      expect(dashboardSignIn(picked)?.issuer).toBe('https://b.example');
+      expect(problemsOf(env(two, { FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: 'dash' }))).toEqual([
+        expect.stringMatching(/^FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: several OIDC issuers/),
+      ]);
+      expect(problemsOf({ FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: 'dash' })).toEqual([
+        expect.stringMatching(/^FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: needs an OIDC issuer/),
+      ]);
+      expect(
+        problemsOf(
+          env(two, { FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: 'dash', FLOTILLA_OIDC_DASHBOARD_ISSUER: 'https://c.example' }),
+        ),
+      ).toEqual([expect.stringMatching(/^FLOTILLA_OIDC_DASHBOARD_ISSUER: "https:\/\/c.example" is not one of/)]);
+      expect(problemsOf(env(two, { FLOTILLA_OIDC_DASHBOARD_ISSUER: 'https://a.example' }))).toEqual([
+        expect.stringMatching(/^FLOTILLA_OIDC_DASHBOARD_ISSUER: needs FLOTILLA_OIDC_DASHBOARD_CLIENT_ID/),
+      ]);
+      expect(
+        problemsOf(
+          env([issuer('sso')], {
+            FLOTILLA_OIDC_DASHBOARD_CLIENT_ID: 'dash',
+            FLOTILLA_OIDC_DASHBOARD_SCOPES: 'profile',
+          }),
+        ),
+      ).toEqual([expect.stringMatching(/^FLOTILLA_OIDC_DASHBOARD_SCOPES: must include "openid"/)]);
+    });
   });
 });

@@ -1,5 +1,6 @@
 import './styles.css';
 import { h } from './dom.js';
+import { completeSignIn, endSessionUrl, isCallback, renewAt, type SignInConfig, signInConfig } from './oidc.js';
 import { type ConnectionState, session } from './session.js';
 import { fleetView } from './views/fleet.js';
 import { sandboxView } from './views/sandbox.js';
@@ -23,8 +24,24 @@ session.onState((state) => {
   pill.className = `pill pill-${state}`;
 });
 
-signOut.addEventListener('click', () => {
+/** The server's OIDC sign-in settings (null: pasted tokens only), and a word for the sign-in view. */
+let oidc: SignInConfig | null = null;
+let notice: string | null = null;
+
+const signInEnded = (reason: string) => {
+  notice = reason;
+  route();
+};
+
+signOut.addEventListener('click', async () => {
+  const tokens = session.oidc;
   session.signOut();
+  // Signed in through the provider: end its session too, when it offers that (it sends the browser back).
+  const end = tokens && oidc ? await endSessionUrl(oidc, tokens.idToken) : null;
+  if (end) {
+    location.assign(end);
+    return;
+  }
   location.hash = '#/';
   route();
 });
@@ -38,7 +55,9 @@ function route(): void {
   const { signal } = current;
   signOut.hidden = !session.token;
   if (!session.token) {
-    signInView(app, () => route());
+    const shown = notice;
+    notice = null;
+    signInView(app, () => route(), { oidc, notice: shown });
     return;
   }
   const [, kind, id] = location.hash.replace(/^#/, '').split('/');
@@ -54,5 +73,29 @@ function route(): void {
   app.focus({ preventScroll: true });
 }
 
-window.addEventListener('hashchange', route);
-route();
+/** Loads the sign-in settings and, coming back from the provider, finishes its sign-in first. */
+async function start(): Promise<void> {
+  oidc = await signInConfig();
+  if (oidc && isCallback()) {
+    try {
+      const { tokens, hash } = await completeSignIn(oidc);
+      session.signInWithOidc(tokens, oidc, signInEnded);
+      history.replaceState(null, '', `${location.pathname}${hash}`);
+    } catch (err) {
+      session.signOut();
+      notice = (err as Error).message;
+    }
+  } else if (oidc && session.oidc) {
+    session.scheduleRenewal(oidc, signInEnded);
+  }
+  window.addEventListener('hashchange', route);
+  // A background tab's timers may run late: renew at once when it shows again, if it is due.
+  document.addEventListener('visibilitychange', () => {
+    const tokens = session.oidc;
+    if (oidc && tokens && document.visibilityState === 'visible' && Date.now() >= renewAt(tokens))
+      session.scheduleRenewal(oidc, signInEnded);
+  });
+  route();
+}
+
+void start();

@@ -39,6 +39,8 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
   indexes: [
     { name: 'messages_sandbox_position_index', properties: ['sandbox', 'eventTxId', 'eventId'] },
     { name: 'messages_sandbox_thread_index', properties: ['sandbox', 'threadId', 'eventTxId', 'eventId'] },
+    // Retention: a tenant's oldest message, and the ones past its retention, without a scan.
+    { name: 'messages_tenant_created_index', properties: ['tenant', 'createdAt'] },
   ],
   properties: {
     sandbox: { kind: 'm:1', entity: () => Sandbox, deleteRule: 'cascade' },

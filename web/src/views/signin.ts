@@ -1,11 +1,45 @@
 import { ViewerDocument } from '../../../src/client/index.js';
 import { h } from '../dom.js';
 import { explainError } from '../format.js';
+import { type SignInConfig, startSignIn } from '../oidc.js';
 import { session } from '../session.js';
 
-/** Sign in by pasting a token; it is checked against the server before it is kept. */
-export function signInView(root: HTMLElement, onSignedIn: () => void): void {
-  const error = h('p', { class: 'error', role: 'alert', hidden: true });
+/**
+ * Sign in through the organisation's identity provider (when the server names one), or by
+ * pasting a token; a pasted token is checked against the server before it is kept.
+ */
+export function signInView(
+  root: HTMLElement,
+  onSignedIn: () => void,
+  options: { oidc?: SignInConfig | null; notice?: string | null } = {},
+): void {
+  const error = h('p', { class: 'error', role: 'alert', hidden: !options.notice }, options.notice ?? '');
+  const { oidc } = options;
+  const provider = oidc
+    ? h(
+        'div',
+        { class: 'card narrow' },
+        h('h1', {}, 'Sign in'),
+        h('p', { class: 'muted' }, `With your ${oidc.name} account. The sign-in is kept in this tab only.`),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'primary',
+            id: 'oidc-sign-in',
+            onclick: () => {
+              error.hidden = true;
+              startSignIn(oidc).catch((err: Error) => {
+                error.textContent = `Could not reach ${oidc.name}: ${err.message}`;
+                error.hidden = false;
+              });
+            },
+          },
+          `Sign in with ${oidc.name}`,
+        ),
+        error,
+      )
+    : null;
   const input = h('textarea', {
     id: 'token',
     name: 'token',
@@ -35,7 +69,7 @@ export function signInView(root: HTMLElement, onSignedIn: () => void): void {
         onSignedIn();
       },
     },
-    h('h1', {}, 'Sign in'),
+    oidc ? h('h2', {}, 'Or paste a token') : h('h1', {}, 'Sign in'),
     h(
       'p',
       { class: 'muted' },
@@ -43,9 +77,9 @@ export function signInView(root: HTMLElement, onSignedIn: () => void): void {
     ),
     h('label', { for: 'token' }, 'Token'),
     input,
-    error,
-    h('button', { type: 'submit', class: 'primary' }, 'Sign in'),
+    provider ? null : error,
+    h('button', { type: 'submit', class: 'primary' }, provider ? 'Sign in with the token' : 'Sign in'),
   );
-  root.replaceChildren(form);
-  input.focus();
+  root.replaceChildren(...(provider ? [provider, form] : [form]));
+  if (!provider) input.focus();
 }

@@ -6,6 +6,7 @@ import { Migration20261130062747_worker_drain } from './Migration20261130062747_
 import { Migration20261130072126_commit_ordered_log } from './Migration20261130072126_commit_ordered_log.js';
 import { Migration20261130072250_placement_backoff } from './Migration20261130072250_placement_backoff.js';
 import { Migration20261130083028_ports } from './Migration20261130083028_ports.js';
+import { Migration20261130095231_message_retention } from './Migration20261130095231_message_retention.js';
 import { Migration20261130095249_questions } from './Migration20261130095249_questions.js';
 import { Migration20261130095300_sandbox_restart } from './Migration20261130095300_sandbox_restart.js';
 
@@ -17,6 +18,7 @@ export const POSTGRES_MIGRATIONS: { name: string; class: Constructor<Migration> 
   { name: 'Migration20261130072126_commit_ordered_log', class: Migration20261130072126_commit_ordered_log },
   { name: 'Migration20261130072250_placement_backoff', class: Migration20261130072250_placement_backoff },
   { name: 'Migration20261130083028_ports', class: Migration20261130083028_ports },
+  { name: 'Migration20261130095231_message_retention', class: Migration20261130095231_message_retention },
   { name: 'Migration20261130095249_questions', class: Migration20261130095249_questions },
   { name: 'Migration20261130095300_sandbox_restart', class: Migration20261130095300_sandbox_restart },
 ];
