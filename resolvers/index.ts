@@ -8,6 +8,7 @@ import './worker.js';
 import './sandbox.js';
 import './lease.js';
 import './message.js';
+import './channel.js';
 import './event.js';
 import { declareFederationFieldScopes, guardEntities } from './federation.js';
 import { limitStringInputs } from './input-lengths.js';

@@ -175,6 +175,10 @@ const configSchema = z
     eventRetentionSeconds: intFrom(60, 10 * 365 * 24 * 3600).default(7 * 24 * 3600),
     /** How long audit entries are kept before the domain sweeper prunes them. */
     auditRetentionSeconds: intFrom(60, 100 * 365 * 24 * 3600).default(90 * 24 * 3600),
+    /** Channel webhooks: the first retry's delay (each further one doubles), attempts before FAILED, and one POST's timeout. */
+    channelRetryBaseMs: intFrom(1, 60 * 60 * 1000).default(2_000),
+    channelMaxAttempts: intFrom(1, 100).default(8),
+    channelTimeoutMs: intFrom(100, 5 * 60 * 1000).default(10_000),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
@@ -267,6 +271,9 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   eventListenUrl: 'FLOTILLA_EVENT_LISTEN_URL',
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
+  channelRetryBaseMs: 'FLOTILLA_CHANNEL_RETRY_BASE_MS',
+  channelMaxAttempts: 'FLOTILLA_CHANNEL_MAX_ATTEMPTS',
+  channelTimeoutMs: 'FLOTILLA_CHANNEL_TIMEOUT_MS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',

@@ -6,6 +6,7 @@ import { isUuid, newId } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
 import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
+import { channelRouteOf, enqueueDelivery, OUTBOUND_FLAG } from './channel-outbox.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
@@ -48,14 +49,14 @@ export interface MarkMessagesReadInput {
   upToMessageId?: string | null;
 }
 
-function validateBody(body: string): string {
+export function validateBody(body: string): string {
   if (body.length === 0) throw new ValidationError('body must not be empty', 'input.body');
   if (Buffer.byteLength(body, 'utf8') > MAX_MESSAGE_BYTES)
     throw new ValidationError(`body must be at most ${MAX_MESSAGE_BYTES} bytes`, 'input.body');
   return body;
 }
 
-function threadOf(threadId: string | null | undefined): string {
+export function threadOf(threadId: string | null | undefined): string {
   const thread = threadId ?? DEFAULT_THREAD_ID;
   if (!THREAD_PATTERN.test(thread))
     throw new ValidationError(
@@ -114,13 +115,25 @@ export class MessageService {
           input.fencingToken,
           this.ctx.clock,
         );
-        return this.post(em, sandbox, {
-          threadId,
-          channel: 'agent',
-          senderKind: 'AGENT',
-          senderId: this.ctx.identity.workerId as string,
-          body,
-        });
+        // A thread that came in through a channel is answered on it (channel-outbox.ts), never from here.
+        const route = await channelRouteOf(em, sandbox.id, threadId);
+        const message = await this.post(
+          em,
+          sandbox,
+          {
+            threadId,
+            channel: route?.name ?? 'agent',
+            senderKind: 'AGENT',
+            senderId: this.ctx.identity.workerId as string,
+            body,
+          },
+          route ? { [OUTBOUND_FLAG]: true } : undefined,
+        );
+        if (route) {
+          enqueueDelivery(em, route, message, 'MESSAGE', message.createdAt);
+          await em.flush();
+        }
+        return message;
       },
       (m) => ({ tenantId: m.tenant.id, targetId: m.id }),
     );
@@ -209,10 +222,12 @@ export class MessageService {
     return sandbox;
   }
 
-  private async post(
+  /** Writes a message and its event; the caller has checked who may post it. */
+  async post(
     em: Em,
     sandbox: Sandbox,
     fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'>,
+    eventData?: Record<string, unknown>,
   ): Promise<Message> {
     const now = this.ctx.clock.now();
     // The event first: the message is stored with the event's log position, its place in commit order.
@@ -225,7 +240,7 @@ export class MessageService {
         sandboxId: sandbox.id,
         workerId: sandbox.worker?.id ?? null,
         messageId: id,
-        data: { threadId: fields.threadId, senderKind: fields.senderKind },
+        data: { threadId: fields.threadId, senderKind: fields.senderKind, ...eventData },
       },
       now,
     );

@@ -9,6 +9,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { ContextFactory } from './context.js';
 import type { Limits } from './limits.js';
 import type { Metrics } from './metrics.js';
+import { CHANNEL_HOOK_PREFIX, channelHookRoute } from './routes/channel-hooks.js';
 import { serveDashboard } from './routes/dashboard.js';
 import { GRAPHQL_PATH, graphqlRoute } from './routes/graphql.js';
 import { healthRoute, type ReadinessCheck, readinessRoute } from './routes/health.js';
@@ -76,6 +77,8 @@ export async function startHttpServer(
     [GRAPHQL_PATH, graphqlRoute(yoga, deps.limits)],
   ]);
 
+  const channelHook = channelHookRoute(deps.contexts);
+
   const inFlight = new Set<ServerResponse>();
   const streams = new Set<ServerResponse>();
 
@@ -90,8 +93,10 @@ export async function startHttpServer(
       inFlight.delete(res);
       streams.delete(res);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      metrics.httpRequests.inc({ route, status: String(res.statusCode) });
-      metrics.httpDuration.observe({ route }, seconds);
+      // One label for every channel's hook, not one per channel id.
+      const label = route.startsWith(CHANNEL_HOOK_PREFIX) ? `${CHANNEL_HOOK_PREFIX}:id` : route;
+      metrics.httpRequests.inc({ route: label, status: String(res.statusCode) });
+      metrics.httpDuration.observe({ route: label }, seconds);
       logger.info(
         { reqId: requestId, method: req.method, url: req.url, status: res.statusCode, ms: Math.round(seconds * 1000) },
         'request',
@@ -105,6 +110,7 @@ export async function startHttpServer(
       if (stopping) return sendJson(res, 503, { status: 'shutting down' }, { connection: 'close' });
       const answer = routes.get(route);
       if (answer) return await answer(req, res, requestId);
+      if (route.startsWith(CHANNEL_HOOK_PREFIX)) return await channelHook(req, res, requestId);
       if (serveDashboard(req, res, route)) return;
       sendJson(res, 404, { error: 'not found' });
     } catch (err) {
