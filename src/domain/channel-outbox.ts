@@ -53,6 +53,7 @@ export async function channelRouteOf(em: Em, sandboxId: string, threadId: string
 
 /** What the receiver gets, as JSON. */
 export interface OutboundPayload {
+  [field: string]: unknown;
   id: string;
   channel: string;
   threadId: string;
@@ -62,9 +63,20 @@ export interface OutboundPayload {
   createdAt: string;
 }
 
-/** Queues `message` for `channel`, in the message's transaction (the drainer POSTs it after commit). */
-export function enqueueDelivery(em: Em, channel: Channel, message: Message, kind: string, now: Date): ChannelDelivery {
+/**
+ * Queues `message` for `channel`, in the message's transaction (the drainer POSTs it after commit).
+ * `extra` adds fields to the payload (e.g. a question's options), never replacing the common ones.
+ */
+export function enqueueDelivery(
+  em: Em,
+  channel: Channel,
+  message: Message,
+  kind: string,
+  now: Date,
+  extra: Record<string, unknown> = {},
+): ChannelDelivery {
   const payload: OutboundPayload = {
+    ...extra,
     id: message.id,
     channel: channel.name,
     threadId: message.threadId,
@@ -113,6 +125,7 @@ export class ChannelDrainer {
   private timerAt = Number.POSITIVE_INFINITY;
   private stopped = false;
   private started = false;
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly orm: () => Orm | null,
@@ -121,14 +134,28 @@ export class ChannelDrainer {
     private readonly logger?: Logger,
   ) {}
 
-  /** Starts working: one pass now (deliveries left from before a restart), then on signals and due times. */
-  start(): void {
+  /**
+   * Starts working on signals and due times. Reads (one statement) when the earliest delivery left
+   * from before a restart is due, so a start with nothing pending does nothing more.
+   */
+  async start(): Promise<void> {
     this.started = true;
-    this.wake();
+    const orm = this.orm();
+    if (!orm) return;
+    const earliest = await orm.em
+      .fork()
+      .findOne(
+        ChannelDelivery,
+        { status: 'PENDING' },
+        { orderBy: { nextAttemptAt: 'asc' }, fields: ['nextAttemptAt'] },
+      );
+    if (earliest) this.schedule(earliest.nextAttemptAt.getTime());
   }
 
+  /** Stops: POSTs in flight are cut off unrecorded (their claim lapses and they are sent again later). */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.running?.catch(() => undefined);
@@ -247,7 +274,7 @@ export class ChannelDrainer {
         },
         body: delivery.payload,
         redirect: 'manual',
-        signal: AbortSignal.timeout(this.settings.timeoutMs),
+        signal: AbortSignal.any([AbortSignal.timeout(this.settings.timeoutMs), this.stopping.signal]),
       });
       statusCode = res.status;
       await res.body?.cancel();
@@ -260,6 +287,7 @@ export class ChannelDrainer {
           : `${e.message}${e.cause instanceof Error ? `: ${e.cause.message}` : ''}`;
     }
     const durationMs = Math.round(performance.now() - started);
+    if (this.stopped) return;
     await inTransaction(orm.em.fork(), async (em) => {
       const row = await em.findOne(ChannelDelivery, { id: delivery.id });
       if (row?.status !== 'PENDING') return;

@@ -153,11 +153,10 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
           onEvent: (event) => channelDrainer.noticed(event),
         },
       });
+      // Before the stream is published: deliveries left from before a restart are scheduled during the start.
+      if (!closing) await channelDrainer.start();
       if (closing) await stream.close();
-      else {
-        events = stream;
-        channelDrainer.start();
-      }
+      else events = stream;
       keyReload = setInterval(() => {
         loaded.reload().catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
       }, KEY_RELOAD_INTERVAL_MS);
