@@ -138,10 +138,8 @@ export class ChannelDrainer {
    * Starts working on signals and due times. Reads (one statement) when the earliest delivery left
    * from before a restart is due, so a start with nothing pending does nothing more.
    */
-  async start(): Promise<void> {
+  async start(orm: Orm): Promise<void> {
     this.started = true;
-    const orm = this.orm();
-    if (!orm) return;
     const earliest = await orm.em
       .fork()
       .findOne(

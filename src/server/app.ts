@@ -154,7 +154,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         },
       });
       // Before the stream is published: deliveries left from before a restart are scheduled during the start.
-      if (!closing) await channelDrainer.start();
+      if (!closing) await channelDrainer.start(orm);
       if (closing) await stream.close();
       else events = stream;
       keyReload = setInterval(() => {
