@@ -81,7 +81,11 @@ export class ChannelInboundService {
         }
         const sandbox = await this.sandboxOf(em, channel, input);
         const bound = await em.findOne(ChannelThread, { sandbox: sandbox.id, threadId: input.threadId });
-        if (!bound) em.create(ChannelThread, { channel: channel.id, sandbox: sandbox.id, threadId: input.threadId });
+        if (!bound) {
+          em.create(ChannelThread, { channel: channel.id, sandbox: sandbox.id, threadId: input.threadId });
+          // Written natively: the sandbox's updatedAt must not move (the sweeper reads it, see sweeper.ts).
+          if (!sandbox.channelBound) await em.nativeUpdate(Sandbox, { id: sandbox.id }, { channelBound: true });
+        }
         return new MessageService(this.ctx).post(em, sandbox, {
           threadId: input.threadId,
           channel: channel.name,

@@ -116,7 +116,7 @@ export class MessageService {
           this.ctx.clock,
         );
         // A thread that came in through a channel is answered on it (channel-outbox.ts), never from here.
-        const route = await channelRouteOf(em, sandbox.id, threadId);
+        const route = sandbox.channelBound ? await channelRouteOf(em, sandbox.id, threadId) : null;
         const message = await this.post(
           em,
           sandbox,

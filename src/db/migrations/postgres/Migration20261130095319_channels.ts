@@ -54,9 +54,13 @@ export class Migration20261130095319_channels extends Migration {
     this.addSql(
       `alter table "channel_threads" add constraint "channel_threads_sandbox_id_foreign" foreign key ("sandbox_id") references "sandboxes" ("id") on update cascade on delete cascade;`,
     );
+
+    this.addSql(`alter table "sandboxes" add column "channel_bound" boolean not null default false;`);
   }
 
   override async down(): Promise<void> {
+    this.addSql(`alter table "sandboxes" drop column "channel_bound";`);
+
     this.addSql(`alter table "channel_nonces" drop constraint "channel_nonces_channel_id_foreign";`);
 
     this.addSql(`alter table "channel_deliveries" drop constraint "channel_deliveries_channel_id_foreign";`);

@@ -40,5 +40,7 @@ export class Migration20261130095319_channels extends Migration {
     this.addSql(
       `create unique index \`channel_threads_sandbox_thread_unique\` on \`channel_threads\` (\`sandbox_id\`, \`thread_id\`);`,
     );
+
+    this.addSql(`alter table \`sandboxes\` add column \`channel_bound\` integer not null default false;`);
   }
 }
