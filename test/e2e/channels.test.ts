@@ -268,6 +268,27 @@ describe.each(DRIVERS)('chat channels through signed webhooks on %s', (kind) => 
     expect(await createChannel(name)).toMatchObject({ __typename: 'AlreadyExistsError', code: 'ALREADY_EXISTS' });
     const operator = await server.apiToken(localId(tenantId), 'OPERATOR');
     expect(await createChannel('by-operator', receiver.url, operator)).toMatchObject({ __typename: 'ForbiddenError' });
+    const ch = await channel();
+    for (const mutation of ['rotateChannelSecret', 'deleteChannel']) {
+      const res = await server.gql<Record<string, { __typename: string }>>(
+        `mutation($id: ID!) { ${mutation}(input: { channelId: $id }) { __typename } }`,
+        { id: ch.id },
+        operator,
+      );
+      expect(dataOf(res)[mutation].__typename).toBe('ForbiddenError');
+    }
+    // An OPERATOR sees the channels (never the secret); a VIEWER does not.
+    const list = (token: string) =>
+      server.gql<{ tenant: { channels: { totalCount: number } | null } }>(
+        'query($t: ID!) { tenant(id: $t) { channels { totalCount } } }',
+        { t: tenantId },
+        token,
+      );
+    const asOperator = await list(operator);
+    expect(asOperator.body.data?.tenant.channels?.totalCount).toBeGreaterThan(0);
+    const viewer = await list(await server.apiToken(localId(tenantId), 'VIEWER'));
+    expect(viewer.body.data?.tenant?.channels ?? null).toBeNull();
+    expect(viewer.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
   });
 
   it("posts a person's message into the thread, and the agent's reply goes out on that channel and thread, signed", async () => {
