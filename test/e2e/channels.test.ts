@@ -253,6 +253,21 @@ describe.each(DRIVERS)('chat channels through signed webhooks on %s', (kind) => 
     const body = { threadId: thread, sandboxId: localId(sandboxId), body: 'hello', sender: 'ada' };
     expect((await inbound(ch, body)).status).toBe(401);
     expect((await inbound({ ...ch, secret: rotated.secret }, body)).status).toBe(201);
+    // Each is audited; a person's message through the hook under the channel's name as the actor.
+    const audit = dataOf(
+      await server.gql<{
+        tenant: { auditEntries: { edges: { node: { action: string; outcome: string; actor: string } }[] } };
+      }>('query($t: ID!) { tenant(id: $t) { auditEntries(first: 100) { edges { node { action outcome actor } } } } }', {
+        t: tenantId,
+      }),
+    ).tenant.auditEntries.edges.map((e) => e.node);
+    expect(audit).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ action: 'createChannel', outcome: 'ok' }),
+        expect.objectContaining({ action: 'rotateChannelSecret', outcome: 'ok' }),
+        { action: 'receiveChannelMessage', outcome: 'ok', actor: `channel:${localId(ch.id)}` },
+      ]),
+    );
   });
 
   it('validates the name and URL, keeps names unique per tenant, and lets only ADMINs create', async () => {
