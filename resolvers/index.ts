@@ -9,6 +9,7 @@ import './sandbox.js';
 import './lease.js';
 import './message.js';
 import './question.js';
+import './channel.js';
 import './event.js';
 import { declareFederationFieldScopes, guardEntities } from './federation.js';
 import { limitStringInputs } from './input-lengths.js';

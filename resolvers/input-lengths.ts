@@ -15,6 +15,7 @@ import {
   isScalarType,
   isUnionType,
 } from 'graphql';
+import { CHANNEL_URL_MAX_LENGTH } from '../src/domain/channels.js';
 import { ValidationError } from '../src/domain/errors.js';
 import {
   COMMAND_ARG_MAX_LENGTH,
@@ -40,6 +41,8 @@ import { MEMBER_SUBJECT_MAX_LENGTH, TENANT_NAME_MAX_LENGTH } from '../src/domain
 /** Limits by schema coordinate (`Input.field` or `Type.field(arg)`). */
 const BY_COORDINATE: Readonly<Record<string, number>> = {
   'AddMemberInput.subject': MEMBER_SUBJECT_MAX_LENGTH,
+  'CreateChannelInput.name': MESSAGE_CHANNEL_MAX_LENGTH,
+  'CreateChannelInput.outboundUrl': CHANNEL_URL_MAX_LENGTH,
   'CreateSandboxInput.command': COMMAND_ARG_MAX_LENGTH,
   'CreateSandboxInput.image': IMAGE_MAX_LENGTH,
   'CreateSandboxInput.name': SANDBOX_NAME_MAX_LENGTH,

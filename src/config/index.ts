@@ -182,6 +182,10 @@ const configSchema = z
     messageRetentionSeconds: intFrom(0, 100 * 365 * 24 * 3600)
       .default(0)
       .refine((s) => s === 0 || s >= 60, 'must be 0 (off) or at least 60'),
+    /** Channel webhooks: the first retry's delay (each further one doubles), attempts before FAILED, and one POST's timeout. */
+    channelRetryBaseMs: intFrom(1, 60 * 60 * 1000).default(2_000),
+    channelMaxAttempts: intFrom(1, 100).default(8),
+    channelTimeoutMs: intFrom(100, 5 * 60 * 1000).default(10_000),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
@@ -310,6 +314,9 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
   messageRetentionSeconds: 'FLOTILLA_MESSAGE_RETENTION_SECONDS',
+  channelRetryBaseMs: 'FLOTILLA_CHANNEL_RETRY_BASE_MS',
+  channelMaxAttempts: 'FLOTILLA_CHANNEL_MAX_ATTEMPTS',
+  channelTimeoutMs: 'FLOTILLA_CHANNEL_TIMEOUT_MS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
   maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',

@@ -6,6 +6,7 @@ import { isUuid, newId } from '../db/ids.js';
 import { databaseKindOf, type Em } from '../db/orm.js';
 import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
+import { channelRouteOf, enqueueDelivery, OUTBOUND_FLAG } from './channel-outbox.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
@@ -51,7 +52,7 @@ export interface MarkMessagesReadInput {
   upToMessageId?: string | null;
 }
 
-function validateBody(body: string): string {
+export function validateBody(body: string): string {
   if (body.length === 0) throw new ValidationError('body must not be empty', 'input.body');
   if (Buffer.byteLength(body, 'utf8') > MAX_MESSAGE_BYTES)
     throw new ValidationError(`body must be at most ${MAX_MESSAGE_BYTES} bytes`, 'input.body');
@@ -125,13 +126,25 @@ export class MessageService {
           input.fencingToken,
           this.ctx.clock,
         );
-        return this.post(em, sandbox, {
-          threadId,
-          channel: AGENT_CHANNEL,
-          senderKind: 'AGENT',
-          senderId: this.ctx.identity.workerId as string,
-          body,
-        });
+        // A thread that came in through a channel is answered on it (channel-outbox.ts), never from here.
+        const route = sandbox.channelBound ? await channelRouteOf(em, sandbox.id, threadId) : null;
+        const message = await this.post(
+          em,
+          sandbox,
+          {
+            threadId,
+            channel: route?.name ?? AGENT_CHANNEL,
+            senderKind: 'AGENT',
+            senderId: this.ctx.identity.workerId as string,
+            body,
+          },
+          route ? { [OUTBOUND_FLAG]: true } : undefined,
+        );
+        if (route) {
+          enqueueDelivery(em, route, message, 'MESSAGE', message.createdAt);
+          await em.flush();
+        }
+        return message;
       },
       (m) => ({ tenantId: m.tenant.id, targetId: m.id }),
     );
@@ -224,12 +237,13 @@ export class MessageService {
     return sandbox;
   }
 
-  /** Stores a message with its MESSAGE_POSTED event, in the caller's transaction (questions.ts posts through it too). */
+  /** Stores a message with its MESSAGE_POSTED event, in the caller's transaction (questions.ts posts through it too); the caller has checked who may post it. */
   async post(
     em: Em,
     sandbox: Sandbox,
     fields: Pick<Message, 'threadId' | 'channel' | 'senderKind' | 'senderId' | 'body'> &
       Partial<Pick<Message, 'kind' | 'questionId'>>,
+    eventData?: Record<string, unknown>,
   ): Promise<Message> {
     const now = this.ctx.clock.now();
     // The event first: the message is stored with the event's log position, its place in commit order.
@@ -242,7 +256,7 @@ export class MessageService {
         sandboxId: sandbox.id,
         workerId: sandbox.worker?.id ?? null,
         messageId: id,
-        data: { threadId: fields.threadId, senderKind: fields.senderKind },
+        data: { threadId: fields.threadId, senderKind: fields.senderKind, ...eventData },
       },
       now,
     );

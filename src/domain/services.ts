@@ -1,4 +1,6 @@
 import { ApiTokenService } from './api-tokens.js';
+import { ChannelInboundService } from './channel-inbound.js';
+import { ChannelService } from './channels.js';
 import type { ServiceContext } from './context.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
@@ -23,6 +25,8 @@ export interface Services {
   events: EventLogService;
   apiTokens: ApiTokenService;
   subscriptions: SubscriptionService;
+  channels: ChannelService;
+  channelInbound: ChannelInboundService;
 }
 
 export function createServices(context: ServiceContext): Services {
@@ -38,5 +42,7 @@ export function createServices(context: ServiceContext): Services {
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
     subscriptions: new SubscriptionService(context),
+    channels: new ChannelService(context),
+    channelInbound: new ChannelInboundService(context),
   };
 }

@@ -52,6 +52,8 @@ export interface EventHubOptions {
    * before later events go out: e.g. the process's cache of verified tokens drops what it no longer grants.
    */
   onAccessChange?: (event: LogEvent) => void;
+  /** Told of every event the live stream reads, in order (e.g. the channel drainer wakes on queued messages). */
+  onEvent?: (event: LogEvent) => void;
 }
 
 const ACCESS_CHANGES: ReadonlySet<string> = new Set(['TOKEN_REVOKED', 'MEMBER_REMOVED', 'MEMBER_CHANGED']);
@@ -530,6 +532,7 @@ export class EventHub {
     this.tagBatch(batch);
     for (const event of batch) {
       this.applyAccessChange(event);
+      this.options.onEvent?.(event);
       const position = event.position;
       const tenantSubs = event.tenantId === null ? undefined : this.byTenant.get(event.tenantId);
       if (tenantSubs) for (const sub of tenantSubs) this.offer(sub, event, position);

@@ -9,6 +9,7 @@ import type { Config } from '../config/index.js';
 import { describeDatabase } from '../config/index.js';
 import { Database } from '../db/database.js';
 import type { Orm } from '../db/orm.js';
+import { ChannelDrainer } from '../domain/channel-outbox.js';
 import { DomainSweeper } from '../domain/sweeper.js';
 import { type EventBus, InProcessBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
@@ -47,6 +48,8 @@ export interface Flotilla {
   events: () => EventHub;
   /** Time-driven state (heartbeat TTL, lease expiry, sandbox TTL, audit retention) and placing waiting sandboxes. */
   sweeper: DomainSweeper;
+  /** POSTs agent messages queued for chat channels (the channel outbox), with retries. */
+  channelDrainer: ChannelDrainer;
   /** The signing keys, once the database is ready. */
   keys: () => SigningKeys | null;
   /** Live WebSocket sessions of this process (expiry and revocation close them). */
@@ -86,6 +89,16 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let keyReload: NodeJS.Timeout | null = null;
 
   const bus = new InProcessBus();
+  const channelDrainer = new ChannelDrainer(
+    () => (db.isStarted() ? db.orm : null),
+    clock,
+    {
+      retryBaseMs: config.channelRetryBaseMs,
+      maxAttempts: config.channelMaxAttempts,
+      timeoutMs: config.channelTimeoutMs,
+    },
+    logger,
+  );
   // Aborted when the HTTP server stops taking work: requests that wait (waitForSandbox) answer at once.
   const stopping = new AbortController();
   const identities = new IdentityCache(config.identityCacheSize);
@@ -138,8 +151,13 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
         clock,
         retentionSeconds: config.eventRetentionSeconds,
         logger,
-        hub: { onAccessChange: (event) => forgetAccess(identities, event) },
+        hub: {
+          onAccessChange: (event) => forgetAccess(identities, event),
+          onEvent: (event) => channelDrainer.noticed(event),
+        },
       });
+      // Before the stream is published: deliveries left from before a restart are scheduled during the start.
+      if (!closing) await channelDrainer.start(orm);
       if (closing) await stream.close();
       else events = stream;
       keyReload = setInterval(() => {
@@ -244,6 +262,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       return events.hub;
     },
     sweeper,
+    channelDrainer,
     keys: () => keys,
     sessions,
     caps,
@@ -258,6 +277,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       closing = true;
       if (keyReload) clearInterval(keyReload);
       await sweeper.stop();
+      await channelDrainer.stop();
       await http.close();
       await stopEvents();
       await db.close();

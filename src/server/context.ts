@@ -208,6 +208,12 @@ class LazyServices implements Services {
   get subscriptions() {
     return this.all.subscriptions;
   }
+  get channels() {
+    return this.all.channels;
+  }
+  get channelInbound() {
+    return this.all.channelInbound;
+  }
 }
 
 const NO_SIGNAL = (): AbortSignal | null => null;

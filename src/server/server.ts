@@ -9,6 +9,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { ContextFactory } from './context.js';
 import type { Limits } from './limits.js';
 import type { Metrics } from './metrics.js';
+import { CHANNEL_HOOK_PREFIX, channelHookRoute } from './routes/channel-hooks.js';
 import { serveDashboard } from './routes/dashboard.js';
 import { DASHBOARD_CONFIG_PATH, type DashboardConfig, dashboardConfigRoute } from './routes/dashboard-config.js';
 import { GRAPHQL_PATH, graphqlRoute } from './routes/graphql.js';
@@ -82,6 +83,8 @@ export async function startHttpServer(
     [DASHBOARD_CONFIG_PATH, dashboardConfigRoute(deps.dashboard ?? { signIn: null })],
   ]);
 
+  const channelHook = channelHookRoute(deps.contexts);
+
   const inFlight = new Set<ServerResponse>();
   const streams = new Set<ServerResponse>();
 
@@ -96,8 +99,10 @@ export async function startHttpServer(
       inFlight.delete(res);
       streams.delete(res);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      metrics.httpRequests.inc({ route, status: String(res.statusCode) });
-      metrics.httpDuration.observe({ route }, seconds);
+      // One label for every channel's hook, not one per channel id.
+      const label = route.startsWith(CHANNEL_HOOK_PREFIX) ? `${CHANNEL_HOOK_PREFIX}:id` : route;
+      metrics.httpRequests.inc({ route: label, status: String(res.statusCode) });
+      metrics.httpDuration.observe({ route: label }, seconds);
       logger.info(
         { reqId: requestId, method: req.method, url: req.url, status: res.statusCode, ms: Math.round(seconds * 1000) },
         'request',
@@ -111,6 +116,7 @@ export async function startHttpServer(
       if (stopping) return sendJson(res, 503, { status: 'shutting down' }, { connection: 'close' });
       const answer = routes.get(route);
       if (answer) return await answer(req, res, requestId);
+      if (route.startsWith(CHANNEL_HOOK_PREFIX)) return await channelHook(req, res, requestId);
       if (serveDashboard(req, res, route, deps.dashboardDir)) return;
       sendJson(res, 404, { error: 'not found' });
     } catch (err) {

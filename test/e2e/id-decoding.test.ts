@@ -122,15 +122,18 @@ describe.each(DRIVERS)('id arguments on %s', (kind) => {
           sendMessage: { posted: { id: string } };
           addMember: { member: { id: string } };
           createApiToken: { apiToken: { id: string } };
+          createChannel: { channel: { id: string } };
         }>(
-          `mutation($m: SendMessageInput!, $a: AddMemberInput!, $t: CreateApiTokenInput!) {
+          `mutation($m: SendMessageInput!, $a: AddMemberInput!, $t: CreateApiTokenInput!, $c: CreateChannelInput!) {
             sendMessage(input: $m) { ... on MessagePayload { posted { id } } }
             addMember(input: $a) { ... on AddMemberPayload { member { id } } }
-            createApiToken(input: $t) { ... on CreateApiTokenPayload { apiToken { id } } } }`,
+            createApiToken(input: $t) { ... on CreateApiTokenPayload { apiToken { id } } }
+            createChannel(input: $c) { ... on ChannelSecretPayload { channel { id } } } }`,
           {
             m: { sandboxId: ids.Sandbox, body: 'hello' },
             a: { tenantId: ids.Tenant, subject: uniqueName('someone'), role: 'VIEWER' },
             t: { tenantId: ids.Tenant, role: 'VIEWER', ttlSeconds: 3600 },
+            c: { tenantId: ids.Tenant, name: 'ids', outboundUrl: 'http://127.0.0.1:9/' },
           },
         ),
       );
@@ -151,6 +154,7 @@ describe.each(DRIVERS)('id arguments on %s', (kind) => {
         ),
       );
       ids.Question = asked.postAgentQuestion.question.id;
+      ids.Channel = made.createChannel.channel.id;
     }
     adminToken = await server.apiToken(localId(mine.Tenant), 'ADMIN', uniqueName('ids-admin'));
   });

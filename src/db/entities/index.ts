@@ -1,6 +1,7 @@
 import { ApiTokenSchema } from './api-token.js';
 import { AuditEntrySchema } from './audit-entry.js';
 import { BaseEntitySchema } from './base.js';
+import { ChannelDeliverySchema, ChannelNonceSchema, ChannelSchema, ChannelThreadSchema } from './channel.js';
 import { EventSchema } from './event.js';
 import { EventLogStateSchema } from './event-log-state.js';
 import { LeaseSchema } from './lease.js';
@@ -29,4 +30,8 @@ export const ENTITY_SCHEMAS = [
   AuditEntrySchema,
   ApiTokenSchema,
   SigningKeySchema,
+  ChannelSchema,
+  ChannelThreadSchema,
+  ChannelDeliverySchema,
+  ChannelNonceSchema,
 ];

@@ -31,6 +31,7 @@ export class Sandbox extends BaseEntity<
   | 'agentUpdatedAt'
   | 'exitCode'
   | 'ttlSeconds'
+  | 'channelBound'
   | 'startedAt'
   | 'stoppedAt'
   | 'expiresAt'
@@ -60,6 +61,8 @@ export class Sandbox extends BaseEntity<
   agentUpdatedAt: Date | null = null;
   exitCode: number | null = null;
   ttlSeconds: number | null = null;
+  /** Some thread of it came in through a chat channel (channel_threads): only then do its agent's messages look for a route. */
+  channelBound = false;
   startedAt: Date | null = null;
   stoppedAt: Date | null = null;
   expiresAt: Date | null = null;
@@ -106,6 +109,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     agentUpdatedAt: { ...TIMESTAMP, nullable: true },
     exitCode: { type: 'integer', nullable: true },
     ttlSeconds: { type: 'integer', nullable: true },
+    channelBound: { type: 'boolean', default: false },
     startedAt: { ...TIMESTAMP, nullable: true },
     stoppedAt: { ...TIMESTAMP, nullable: true },
     expiresAt: { ...TIMESTAMP, nullable: true },
