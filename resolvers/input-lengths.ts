@@ -15,6 +15,7 @@ import {
   isScalarType,
   isUnionType,
 } from 'graphql';
+import { DELIVERY_ERROR_MAX_LENGTH } from '../src/domain/delivery.js';
 import { ValidationError } from '../src/domain/errors.js';
 import {
   COMMAND_ARG_MAX_LENGTH,
@@ -47,6 +48,7 @@ const BY_COORDINATE: Readonly<Record<string, number>> = {
   'HeartbeatInput.version': CUT_TEXT_INPUT_MAX_LENGTH,
   'ReportAgentStatusInput.activity': CUT_TEXT_INPUT_MAX_LENGTH,
   'ReportSandboxStatusInput.reason': CUT_TEXT_INPUT_MAX_LENGTH,
+  'ReportMessageDeliveryInput.reason': DELIVERY_ERROR_MAX_LENGTH,
   'PlacementInput.region': REGION_MAX_LENGTH,
   'RegisterWorkerInput.region': REGION_MAX_LENGTH,
   'RegisterWorkerInput.name': WORKER_NAME_MAX_LENGTH,

@@ -1,5 +1,6 @@
 import { ApiTokenService } from './api-tokens.js';
 import type { ServiceContext } from './context.js';
+import { DeliveryService } from './delivery.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
@@ -18,6 +19,7 @@ export interface Services {
   sandboxWaits: SandboxWaitService;
   leases: LeaseService;
   messages: MessageService;
+  deliveries: DeliveryService;
   events: EventLogService;
   apiTokens: ApiTokenService;
   subscriptions: SubscriptionService;
@@ -32,6 +34,7 @@ export function createServices(context: ServiceContext): Services {
     sandboxWaits: new SandboxWaitService(context),
     leases: new LeaseService(context),
     messages: new MessageService(context),
+    deliveries: new DeliveryService(context),
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
     subscriptions: new SubscriptionService(context),

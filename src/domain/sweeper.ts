@@ -6,6 +6,7 @@ import { databaseKind, type Orm } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 import { pruneAuditEntries } from './audit.js';
 import type { Clock } from './context.js';
+import { DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS, OLDEST_DISPATCH_SQL, reapStuckDispatches } from './delivery.js';
 import {
   applyTransition,
   HOLDING_STATUSES,
@@ -44,10 +45,13 @@ export interface SweepResult {
   sandboxesExpired: number;
   sandboxesPlaced: number;
   auditPruned: number;
+  /** Messages DISPATCHED past the timeout, put back to PENDING (delivery.ts). */
+  dispatchesReaped: number;
 }
 
 export interface DomainSweeperOptions {
   auditRetentionSeconds?: number;
+  messageDispatchTimeoutSeconds?: number;
 }
 
 const NEVER = Number.POSITIVE_INFINITY;
@@ -71,6 +75,7 @@ export class DomainSweeper implements SweepSignals {
   private soon: NodeJS.Timeout | null = null;
   private running: Promise<SweepResult | null> | null = null;
   private readonly auditRetentionMs: number;
+  private readonly dispatchTimeoutSeconds: number;
   /** A trigger fired (or the process just started): the next pass tries every waiting sandbox. */
   private placementWanted = true;
   /** When time-driven work next falls due (epoch ms of the sweeper's clock). */
@@ -95,6 +100,7 @@ export class DomainSweeper implements SweepSignals {
     options: DomainSweeperOptions = {},
   ) {
     this.auditRetentionMs = (options.auditRetentionSeconds ?? DEFAULT_AUDIT_RETENTION_SECONDS) * 1000;
+    this.dispatchTimeoutSeconds = options.messageDispatchTimeoutSeconds ?? DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS;
   }
 
   start(intervalMs: number = DOMAIN_SWEEP_INTERVAL_MS): void {
@@ -171,11 +177,13 @@ export class DomainSweeper implements SweepSignals {
       sandboxesExpired: 0,
       sandboxesPlaced: 0,
       auditPruned: 0,
+      dispatchesReaped: 0,
     };
     // Not elected: another replica is sweeping now; the checks stay due and are tried next tick.
     // The checks judge heartbeat age and lease expiry on the one time source (time.ts), read in the lock's transaction.
     const elected = !checks || (await this.elected(orm, (checkNow) => this.checks(orm, checkNow, force, result)));
-    const changed = result.workersOffline + result.sandboxesLost + result.sandboxesExpired > 0;
+    const changed =
+      result.workersOffline + result.sandboxesLost + result.sandboxesExpired + result.dispatchesReaped > 0;
     // Sandboxes that went LOST wait to be placed again; stopped ones released capacity.
     const released = result.sandboxesLost + result.sandboxesExpired > 0;
     if (triggered || released || retry) {
@@ -221,6 +229,7 @@ export class DomainSweeper implements SweepSignals {
       const cutoff = new Date(now.getTime() - this.auditRetentionMs);
       result.auditPruned = await pruneAuditEntries(orm.em.fork(), cutoff, AUDIT_PRUNE_BATCHES_PER_SWEEP);
     }
+    result.dispatchesReaped = await reapStuckDispatches(orm, now, this.dispatchTimeoutSeconds);
   }
 
   /**
@@ -246,6 +255,7 @@ export class DomainSweeper implements SweepSignals {
             and (w.status = 'OFFLINE' or w.deleted_at is not null)
             and not exists (select 1 from leases l where l.sandbox_id = s.id and not (${STALE_LEASE_SQL}))) as orphaned,
         (select min(a.created_at) from audit_entries a) as oldest_audit,
+        ${OLDEST_DISPATCH_SQL} as oldest_dispatch,
         (select min(s.next_placement_at) from sandboxes s
           where s.status in (${waiting}) and s.deleted_at is null) as next_retry`,
       [],
@@ -253,6 +263,7 @@ export class DomainSweeper implements SweepSignals {
     const t = now.getTime();
     const workerSign = epochMs(row?.worker_sign);
     const oldestAudit = epochMs(row?.oldest_audit);
+    const oldestDispatch = epochMs(row?.oldest_dispatch);
     this.auditDueAt = oldestAudit === null ? NEVER : oldestAudit + this.auditRetentionMs + 1;
     this.checksDueAt = Math.min(
       workerSign === null ? NEVER : workerSign + this.heartbeatTtlSeconds * 1000 + 1,
@@ -260,6 +271,7 @@ export class DomainSweeper implements SweepSignals {
       epochMs(row?.sandbox_expiry) ?? NEVER,
       Number(row?.orphaned ?? 0) > 0 ? t : NEVER,
       this.auditDueAt,
+      oldestDispatch === null ? NEVER : oldestDispatch + this.dispatchTimeoutSeconds * 1000 + 1,
       this.hintedDueAt,
     );
     this.retryDueAt = epochMs(row?.next_retry) ?? NEVER;

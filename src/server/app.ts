@@ -160,14 +160,21 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     config.heartbeatTtlSeconds,
     bus,
     (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
-    { auditRetentionSeconds: config.auditRetentionSeconds },
+    {
+      auditRetentionSeconds: config.auditRetentionSeconds,
+      messageDispatchTimeoutSeconds: config.messageDispatchTimeoutSeconds,
+    },
   );
   const caps = new StreamCaps({
     maxSubscriptionsPerSocket: config.maxSubscriptionsPerSocket,
     maxSocketsPerToken: config.maxSocketsPerToken,
     maxSseStreamsPerToken: config.maxSseStreamsPerToken,
   });
-  const settings = { heartbeatTtlSeconds: config.heartbeatTtlSeconds, maxPortsPerSandbox: config.maxPortsPerSandbox };
+  const settings = {
+    heartbeatTtlSeconds: config.heartbeatTtlSeconds,
+    maxPortsPerSandbox: config.maxPortsPerSandbox,
+    messageDispatchTimeoutSeconds: config.messageDispatchTimeoutSeconds,
+  };
   const contexts = new ContextFactory(db, getTokens, clock, settings, bus, {
     events: () => events?.hub ?? null,
     sessions,

@@ -196,6 +196,9 @@ class LazyServices implements Services {
   get messages() {
     return this.all.messages;
   }
+  get deliveries() {
+    return this.all.deliveries;
+  }
   get events() {
     return this.all.events;
   }

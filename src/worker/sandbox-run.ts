@@ -68,7 +68,7 @@ export class SandboxRun {
 
   constructor(
     readonly sandbox: SandboxFieldsFragment,
-    private readonly fencingToken: string,
+    readonly fencingToken: string,
     private readonly deps: SandboxRunDeps,
   ) {
     this.output = new OutputBatcher(() => void this.flush(), deps.outputFlushMs, deps.outputBatchBytes);
@@ -97,7 +97,6 @@ export class SandboxRun {
       this.cleanup();
       return;
     }
-    await this.input.skipHistory();
     let started: RunningSandbox;
     try {
       started = runtime.start(
@@ -133,7 +132,8 @@ export class SandboxRun {
     void this.input.follow();
     if (status !== 'RUNNING') await this.report('RUNNING');
     this.deps.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: started.pid });
-    await this.input.catchUp();
+    // Everything not delivered yet, including messages sent before the process started.
+    await this.input.deliver();
   }
 
   /** Stops the process and waits until its end is reported. */
@@ -184,6 +184,7 @@ export class SandboxRun {
   private async onExit(exit: { code: number | null; signal: string | null }): Promise<void> {
     await this.flush();
     if (!this.lost) {
+      await this.input.failUndelivered('the process exited');
       const ok = this.stopRequested || exit.code === 0;
       await this.report(ok ? 'STOPPED' : 'FAILED', {
         exitCode: exit.code ?? undefined,
@@ -224,6 +225,11 @@ export class SandboxRun {
     return this.checkWrite(
       (result.data as { reportSandboxStatus: { __typename?: string; code?: string } }).reportSandboxStatus,
     );
+  }
+
+  /** A write of the input relay was refused. */
+  refused(outcome: { __typename?: string; code?: string }): void {
+    this.checkWrite(outcome);
   }
 
   /** A refused write because the lease moved on means this worker lost the sandbox: stop it at once. */

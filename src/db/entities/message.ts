@@ -6,7 +6,27 @@ import { Tenant } from './tenant.js';
 export const SENDER_KINDS = ['USER', 'AGENT', 'SYSTEM'] as const;
 export type SenderKind = (typeof SENDER_KINDS)[number];
 
-export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt' | 'eventTxId' | 'eventId'> {
+/**
+ * Whether a message addressed to the agent reached its process: PENDING until the worker holding
+ * the lease takes it (DISPATCHED), DELIVERED once written to the process's stdin, FAILED (with
+ * `deliveryError`) when it cannot be. Null on the agent's own messages.
+ */
+export const DELIVERY_STATES = ['PENDING', 'DISPATCHED', 'DELIVERED', 'FAILED'] as const;
+export type DeliveryState = (typeof DELIVERY_STATES)[number];
+/** Who writes to the agent: their messages have a delivery state. */
+export const TO_AGENT_SENDERS: readonly SenderKind[] = ['USER', 'SYSTEM'];
+
+export class Message extends BaseEntity<
+  | 'threadId'
+  | 'channel'
+  | 'readAt'
+  | 'eventTxId'
+  | 'eventId'
+  | 'deliveryState'
+  | 'deliveryError'
+  | 'dispatchedAt'
+  | 'deliveredAt'
+> {
   sandbox!: Sandbox;
   /** Denormalised from the sandbox so tenant filters need no join. */
   tenant!: Tenant;
@@ -22,6 +42,10 @@ export class Message extends BaseEntity<'threadId' | 'channel' | 'readAt' | 'eve
    */
   eventTxId = '0';
   eventId = '0';
+  deliveryState: DeliveryState | null = null;
+  deliveryError: string | null = null;
+  dispatchedAt: Date | null = null;
+  deliveredAt: Date | null = null;
 }
 
 export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
@@ -31,6 +55,13 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
   indexes: [
     { name: 'messages_sandbox_position_index', properties: ['sandbox', 'eventTxId', 'eventId'] },
     { name: 'messages_sandbox_thread_index', properties: ['sandbox', 'threadId', 'eventTxId', 'eventId'] },
+    // The reaper's look for dispatches that timed out.
+    { name: 'messages_delivery_state_index', properties: ['deliveryState', 'dispatchedAt'] },
+    // A sandbox's undelivered messages, in commit order (the worker's read).
+    {
+      name: 'messages_sandbox_delivery_index',
+      properties: ['sandbox', 'deliveryState', 'eventTxId', 'eventId'],
+    },
   ],
   properties: {
     sandbox: { kind: 'm:1', entity: () => Sandbox, deleteRule: 'cascade' },
@@ -43,5 +74,9 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
     readAt: { ...TIMESTAMP, nullable: true },
     eventTxId: { type: new BigIntType('string'), default: 0 },
     eventId: { type: new BigIntType('string'), default: 0 },
+    deliveryState: { type: 'string', length: 20, nullable: true },
+    deliveryError: { type: 'text', nullable: true },
+    dispatchedAt: { ...TIMESTAMP, nullable: true },
+    deliveredAt: { ...TIMESTAMP, nullable: true },
   },
 });

@@ -19,6 +19,10 @@ export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 export const AGENT_PHASES = ['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR'] as const;
 export type AgentPhase = (typeof AGENT_PHASES)[number];
 
+/** How the worker writes a message to the process's stdin (src/worker/framing.ts). */
+export const STDIN_FRAMINGS = ['PLAIN', 'JSON_LINES'] as const;
+export type StdinFraming = (typeof STDIN_FRAMINGS)[number];
+
 export class Sandbox extends BaseEntity<
   | 'status'
   | 'stateVersion'
@@ -39,6 +43,7 @@ export class Sandbox extends BaseEntity<
   | 'nextPlacementAt'
   | 'placementAttempts'
   | 'ports'
+  | 'stdinFraming'
 > {
   tenant!: Tenant;
   worker: Worker | null = null;
@@ -70,6 +75,7 @@ export class Sandbox extends BaseEntity<
   placementAttempts = 0;
   /** How many ports of its worker's range it asks for (allocated at placement: port_allocations). */
   ports = 0;
+  stdinFraming: StdinFraming = 'PLAIN';
 }
 
 export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
@@ -107,6 +113,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     nextPlacementAt: { ...TIMESTAMP, nullable: true },
     placementAttempts: { type: 'integer', default: 0 },
     ports: { type: 'integer', default: 0 },
+    stdinFraming: { type: 'string', length: 20, default: 'PLAIN' },
   },
 });
 
