@@ -145,9 +145,7 @@ describe.each(DRIVERS)('delivery to a real process on %s', (kind) => {
       kind: null,
       questionId: null,
     });
-    await until(async () =>
-      expect((await messagesTo(framed.id)).map((m) => m.deliveryState)).toEqual(['DELIVERED']),
-    );
+    await until(async () => expect((await messagesTo(framed.id)).map((m) => m.deliveryState)).toEqual(['DELIVERED']));
     const [delivered] = await messagesTo(framed.id);
     expect(delivered?.deliveredAt).toBeTruthy();
     // The plain framing writes the body's lines: two lines for the same message.
@@ -187,17 +185,10 @@ describe.each(DRIVERS)('delivery to a real process on %s', (kind) => {
     ];
     const first = spawnChild(args);
     await first.waitForLine(/worker agent started/);
-    const created = await create(
-      tenantId,
-      'resumed',
-      sh(`echo $$ >> ${pidFile}; exec cat >> ${log}`),
-      'JSON_LINES',
-    );
+    const created = await create(tenantId, 'resumed', sh(`echo $$ >> ${pidFile}; exec cat >> ${log}`), 'JSON_LINES');
     await until(async () => expect(await status(created.id)).toBe('RUNNING'));
     const before = await send(created.id, 'before the crash');
-    await until(async () =>
-      expect((await messagesTo(created.id)).map((m) => m.deliveryState)).toEqual(['DELIVERED']),
-    );
+    await until(async () => expect((await messagesTo(created.id)).map((m) => m.deliveryState)).toEqual(['DELIVERED']));
 
     await first.kill('SIGKILL');
     const sent = [
