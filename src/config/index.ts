@@ -176,7 +176,7 @@ const configSchema = z
     /** How long audit entries are kept before the domain sweeper prunes them. */
     auditRetentionSeconds: intFrom(60, 100 * 365 * 24 * 3600).default(90 * 24 * 3600),
     /** A message DISPATCHED to an agent and not confirmed DELIVERED within this goes back to PENDING. */
-    messageDispatchTimeoutSeconds: intFrom(1, 24 * 3600).default(60),
+    dispatchTimeoutSeconds: intFrom(1, 24 * 3600).default(60),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
@@ -270,7 +270,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   eventRetentionSeconds: 'FLOTILLA_EVENT_RETENTION_SECONDS',
   auditRetentionSeconds: 'FLOTILLA_AUDIT_RETENTION_SECONDS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
-  messageDispatchTimeoutSeconds: 'FLOTILLA_MESSAGE_DISPATCH_TIMEOUT_SECONDS',
+  dispatchTimeoutSeconds: 'FLOTILLA_MESSAGE_DISPATCH_TIMEOUT_SECONDS',
   maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
   shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',

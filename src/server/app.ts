@@ -162,7 +162,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
     {
       auditRetentionSeconds: config.auditRetentionSeconds,
-      messageDispatchTimeoutSeconds: config.messageDispatchTimeoutSeconds,
+      messageDispatchTimeoutSeconds: config.dispatchTimeoutSeconds,
     },
   );
   const caps = new StreamCaps({
@@ -173,7 +173,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   const settings = {
     heartbeatTtlSeconds: config.heartbeatTtlSeconds,
     maxPortsPerSandbox: config.maxPortsPerSandbox,
-    messageDispatchTimeoutSeconds: config.messageDispatchTimeoutSeconds,
+    messageDispatchTimeoutSeconds: config.dispatchTimeoutSeconds,
   };
   const contexts = new ContextFactory(db, getTokens, clock, settings, bus, {
     events: () => events?.hub ?? null,
