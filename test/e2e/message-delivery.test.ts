@@ -271,6 +271,43 @@ describe.each(DRIVERS)('message delivery state on %s', (kind) => {
     expect(late).toMatchObject({ __typename: 'StaleFencingTokenError' });
   });
 
+  it('after a takeover by another worker, the new holder takes what the old one dispatched; the old one can no longer confirm it', async () => {
+    const tenantId = await createTenant(server, uniqueName('tk'));
+    const a = await registerWorker(server, uniqueName('tka'), { tenantId });
+    const created = await createSandbox(server, tenantId, { command: ['agent'] });
+    const sandboxId = created.sandbox.id;
+    const leaseA = await acquireLease(server, a, sandboxId, 5);
+    const tokenA = leaseA.lease.fencingToken;
+    await reportStatus(server, a, sandboxId, tokenA, 'STARTING');
+    await reportStatus(server, a, sandboxId, tokenA, 'RUNNING');
+    const m = await send(sandboxId, 'in flight when A went silent');
+    expect((await report(a, sandboxId, tokenA, [m.id], 'DISPATCHED')).changed).toHaveLength(1);
+
+    // A goes silent (drained, so its sandbox is placed elsewhere); its lease expires; B takes over.
+    const b = await registerWorker(server, uniqueName('tkb'), { tenantId });
+    const drained = await server.gql<{ drainWorker: { __typename: string } }>(
+      'mutation($id: ID!) { drainWorker(input: { workerId: $id }) { __typename } }',
+      { id: a.id },
+    );
+    expect(dataOf(drained).drainWorker.__typename).toBe('WorkerPayload');
+    clock.advance(6);
+    const sweep = await server.app.sweeper.runOnce();
+    expect(sweep).toMatchObject({ sandboxesLost: 1, sandboxesPlaced: 1 });
+    const leaseB = await acquireLease(server, b, sandboxId, 3600);
+    expect(leaseB).toMatchObject({ __typename: 'LeasePayload', lease: { holder: { id: b.id } } });
+    const tokenB = leaseB.lease.fencingToken;
+    expect(BigInt(tokenB)).toBeGreaterThan(BigInt(tokenA));
+
+    expect(await undelivered(sandboxId, b.token)).toMatchObject([{ id: m.id, deliveryState: 'PENDING' }]);
+    const late = await report(a, sandboxId, tokenA, [m.id], 'DELIVERED');
+    expect(late).toMatchObject({ __typename: 'NotFoundError' });
+    expect((await report(b, sandboxId, tokenB, [m.id], 'DISPATCHED')).changed).toHaveLength(1);
+    expect((await report(b, sandboxId, tokenB, [m.id], 'DELIVERED')).changed).toEqual([
+      { id: m.id, deliveryState: 'DELIVERED' },
+    ]);
+    expect(await undelivered(sandboxId, b.token)).toEqual([]);
+  });
+
   it('the reaper puts a dispatch that was never confirmed back to PENDING, once it is due and not before', async () => {
     // Dispatches left by the tests above time out first, so this pass counts only this test's.
     clock.advance(DISPATCH_TIMEOUT_SECONDS + 1);
