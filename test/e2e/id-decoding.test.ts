@@ -39,6 +39,7 @@ const WORKER_FIELDS = new Set([
   'reportSandboxStatus',
   'reportAgentStatus',
   'postAgentMessage',
+  'reportMessageDelivery',
   'heartbeat',
   'workerAssignments',
 ]);
