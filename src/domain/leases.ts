@@ -6,7 +6,7 @@ import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { Clock, ServiceContext } from './context.js';
-import { voidDispatches } from './delivery.js';
+import { voidDispatches } from './delivery-state.js';
 import {
   ForbiddenError,
   LeaseConflictError,

@@ -7,7 +7,7 @@ import { databaseKindOf, type Em } from '../db/orm.js';
 import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { initialDelivery, UNDELIVERED_STATES } from './delivery.js';
+import { initialDelivery, UNDELIVERED_STATES } from './delivery-state.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';

@@ -6,7 +6,11 @@ import { databaseKind, type Orm } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 import { pruneAuditEntries } from './audit.js';
 import type { Clock } from './context.js';
-import { DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS, OLDEST_DISPATCH_SQL, reapStuckDispatches } from './delivery.js';
+import {
+  DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS,
+  OLDEST_DISPATCH_SQL,
+  reapStuckDispatches,
+} from './delivery-state.js';
 import {
   applyTransition,
   HOLDING_STATUSES,

@@ -223,9 +223,21 @@ describe.each(DRIVERS)('message delivery state on %s', (kind) => {
     expect(await stateOf(sandboxId, m.id)).toMatchObject({ deliveryState: 'PENDING' });
   });
 
-  it('a message to a finished sandbox is FAILED at once, with the reason', async () => {
-    const { worker, sandboxId, token } = await leased();
+  it('a sandbox that ends fails what it never received; a message to a finished sandbox is FAILED at once', async () => {
+    const { tenantId, worker, sandboxId, token } = await leased();
+    const waiting = await send(sandboxId, 'never taken');
+    const taken = await send(sandboxId, 'taken, never written');
+    await report(worker, sandboxId, token, [taken.id], 'DISPATCHED');
     await reportStatus(server, worker, sandboxId, token, 'STOPPED', { exitCode: 0 });
+    for (const m of [waiting, taken])
+      expect(await stateOf(sandboxId, m.id)).toMatchObject({
+        deliveryState: 'FAILED',
+        deliveryError: 'the sandbox is STOPPED: no process reads it',
+      });
+    expect((await deliveryEvents(tenantId)).slice(-2)).toEqual([
+      ['MESSAGE_DELIVERY_CHANGED', 'FAILED'],
+      ['MESSAGE_DELIVERY_CHANGED', 'FAILED'],
+    ]);
     const sent = await send(sandboxId, 'anyone there?');
     expect(sent).toMatchObject({ deliveryState: 'FAILED', deliveryError: expect.stringContaining('STOPPED') });
     expect(await undelivered(sandboxId)).toEqual([]);
