@@ -16,6 +16,7 @@ import {
   isUnionType,
 } from 'graphql';
 import { CHANNEL_URL_MAX_LENGTH } from '../src/domain/channels.js';
+import { DELIVERY_ERROR_MAX_LENGTH } from '../src/domain/delivery.js';
 import { ValidationError } from '../src/domain/errors.js';
 import {
   COMMAND_ARG_MAX_LENGTH,
@@ -54,6 +55,7 @@ const BY_COORDINATE: Readonly<Record<string, number>> = {
   'ReportAgentStatusInput.activity': CUT_TEXT_INPUT_MAX_LENGTH,
   'ReportSandboxStatusInput.reason': CUT_TEXT_INPUT_MAX_LENGTH,
   'RestartSandboxInput.reason': RESTART_REASON_MAX_LENGTH,
+  'ReportMessageDeliveryInput.reason': DELIVERY_ERROR_MAX_LENGTH,
   'PlacementInput.region': REGION_MAX_LENGTH,
   'RegisterWorkerInput.region': REGION_MAX_LENGTH,
   'RegisterWorkerInput.name': WORKER_NAME_MAX_LENGTH,

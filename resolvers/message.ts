@@ -1,14 +1,19 @@
-import { Message, SENDER_KINDS } from '../src/db/entities/message.js';
+import { DELIVERY_STATES, Message, SENDER_KINDS } from '../src/db/entities/message.js';
 import type { Sandbox } from '../src/db/entities/sandbox.js';
 import { ForbiddenError, NotFoundError, StaleFencingTokenError, ValidationError } from '../src/domain/errors.js';
 import type { LogPosition } from '../src/events/reader.js';
 import { builder, mutationResult } from './builder.js';
 import { eventStream } from './event-stream.js';
-import { localIdOf, optionalLocalIdOf } from './ids.js';
+import { encodeGlobalId, localIdOf, optionalLocalIdOf } from './ids.js';
 import { type CursorCodec, connection, connectionType, eventCursor, pageArgs } from './pagination.js';
 import { SandboxRef } from './sandbox.js';
 
 export const SenderKindEnum = builder.enumType('SenderKind', { values: SENDER_KINDS });
+export const DeliveryStateEnum = builder.enumType('DeliveryState', {
+  description:
+    "Whether a message to the agent reached its process: PENDING → DISPATCHED (taken by the worker holding the lease) → DELIVERED (written to the process's stdin), or FAILED with `deliveryError`. A dispatch not confirmed within FLOTILLA_MESSAGE_DISPATCH_TIMEOUT_SECONDS, or made under an earlier lease, goes back to PENDING.",
+  values: DELIVERY_STATES,
+});
 
 export const MessageRef = builder.loadableNode('Message', {
   id: { resolve: (message: Message) => message.id },
@@ -24,6 +29,15 @@ export const MessageRef = builder.loadableNode('Message', {
     body: t.exposeString('body', { description: 'At most 64 KiB.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     readAt: t.expose('readAt', { type: 'DateTime', nullable: true }),
+    deliveryState: t.field({
+      type: DeliveryStateEnum,
+      nullable: true,
+      description: "Null on the agent's own messages.",
+      resolve: (m) => m.deliveryState,
+    }),
+    deliveryError: t.exposeString('deliveryError', { nullable: true, description: 'Why it FAILED.' }),
+    dispatchedAt: t.expose('dispatchedAt', { type: 'DateTime', nullable: true }),
+    deliveredAt: t.expose('deliveredAt', { type: 'DateTime', nullable: true }),
     eventCursor: t.string({
       nullable: true,
       description:
@@ -48,6 +62,14 @@ builder.objectFields(SandboxRef, (t) => ({
     args: { ...pageArgs(t.arg), threadId: t.arg.string({ required: false }) },
     resolve: (sandbox: Sandbox, args, ctx) =>
       connection(args, (page) => ctx.services.messages.list(sandbox.id, args.threadId, page), messageCursor),
+  }),
+  undeliveredMessages: t.field({
+    type: MessageConnection,
+    description:
+      'Messages to the agent not DELIVERED yet (PENDING or DISPATCHED), in commit order: what the worker holding the lease delivers.',
+    args: pageArgs(t.arg),
+    resolve: (sandbox: Sandbox, args, ctx) =>
+      connection(args, (page) => ctx.services.messages.undelivered(sandbox, page), messageCursor),
   }),
   lastMessage: t.loadable({
     type: MessageRef,
@@ -98,6 +120,34 @@ const PostAgentMessageInput = builder.inputType('PostAgentMessageInput', {
     body: t.string({ required: true }),
   }),
 });
+
+const ReportMessageDeliveryInput = builder.inputType('ReportMessageDeliveryInput', {
+  fields: (t) => ({
+    sandboxId: t.id({ required: true }),
+    fencingToken: t.string({ required: true }),
+    messageIds: t.idList({ required: true, description: 'At most 100, of this sandbox.' }),
+    state: t.field({ type: DeliveryStateEnum, required: true, description: 'DISPATCHED, DELIVERED or FAILED.' }),
+    reason: t.string({ required: false, description: 'Why, for FAILED only (required there).' }),
+  }),
+});
+
+const ReportMessageDeliveryPayload = builder
+  .objectRef<{ sandbox: Sandbox; changed: Message[]; unchanged: string[] }>('ReportMessageDeliveryPayload')
+  .implement({
+    fields: (t) => ({
+      sandbox: t.field({ type: SandboxRef, resolve: (p) => p.sandbox }),
+      changed: t.field({
+        type: [MessageRef],
+        description: 'The messages this report moved, in commit order.',
+        resolve: (p) => p.changed,
+      }),
+      unchangedIds: t.idList({
+        description:
+          'Ids it did not move: no longer in the state the transition starts from (a lost compare-and-swap), or not messages of this sandbox.',
+        resolve: (p) => p.unchanged.map((id) => encodeGlobalId('Message', id)),
+      }),
+    }),
+  });
 
 const MarkMessagesReadInput = builder.inputType('MarkMessagesReadInput', {
   fields: (t) => ({
@@ -155,6 +205,27 @@ builder.mutationFields((t) => ({
         fencingToken: input.fencingToken,
         threadId: input.threadId,
         body: input.body,
+      }),
+  }),
+  reportMessageDelivery: t.field({
+    type: ReportMessageDeliveryPayload,
+    errors: mutationResult('ReportMessageDelivery', [
+      NotFoundError,
+      ForbiddenError,
+      ValidationError,
+      StaleFencingTokenError,
+    ]),
+    description:
+      'The worker holding the lease (scope message:post) reports delivery, fenced: DISPATCHED (from PENDING), DELIVERED (from DISPATCHED, once written to stdin) or FAILED with a reason. Each message moves by compare-and-swap.',
+    args: { input: t.arg({ type: ReportMessageDeliveryInput, required: true }) },
+    authScopes: { workerScope: 'message:post' },
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.deliveries.report({
+        sandboxId: localIdOf(input.sandboxId, 'Sandbox', 'input.sandboxId'),
+        fencingToken: input.fencingToken,
+        messageIds: input.messageIds.map((id) => localIdOf(String(id), 'Message', 'input.messageIds')),
+        state: input.state,
+        reason: input.reason,
       }),
   }),
   markMessagesRead: t.field({

@@ -1,5 +1,5 @@
 import type { PortAllocation } from '../src/db/entities/port-allocation.js';
-import { AGENT_PHASES, SANDBOX_STATUSES, Sandbox } from '../src/db/entities/sandbox.js';
+import { AGENT_PHASES, SANDBOX_STATUSES, Sandbox, STDIN_FRAMINGS } from '../src/db/entities/sandbox.js';
 import {
   ForbiddenError,
   InvalidTransitionError,
@@ -25,6 +25,11 @@ import { ResourcesInput, ResourcesType, WorkerRef } from './worker.js';
 
 export const SandboxStatusEnum = builder.enumType('SandboxStatus', { values: SANDBOX_STATUSES });
 export const AgentPhaseEnum = builder.enumType('AgentPhase', { values: AGENT_PHASES });
+export const StdinFramingEnum = builder.enumType('StdinFraming', {
+  description:
+    "How the worker writes a message to the process's stdin: PLAIN, the body's lines; JSON_LINES, one JSON object per message (docs/worker.md).",
+  values: STDIN_FRAMINGS,
+});
 
 const AgentStatusType = builder
   .objectRef<{ phase: (typeof AGENT_PHASES)[number]; activity: string | null; updatedAt: Date }>('AgentStatus')
@@ -95,6 +100,7 @@ export const SandboxRef = builder.loadableNode('Sandbox', {
     startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
     stoppedAt: t.expose('stoppedAt', { type: 'DateTime', nullable: true }),
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'From ttlSeconds.' }),
+    stdinFraming: t.field({ type: StdinFramingEnum, resolve: (s) => s.stdinFraming }),
     requestedPorts: t.int({
       description: 'How many ports it asked for (createSandbox `ports`); `ports` lists those it holds now.',
       resolve: (s) => s.ports,
@@ -268,6 +274,11 @@ const CreateSandboxInput = builder.inputType('CreateSandboxInput', {
       required: false,
       description: "How many ports of its worker's range it needs (default 0; at most FLOTILLA_MAX_PORTS_PER_SANDBOX).",
     }),
+    stdinFraming: t.field({
+      type: StdinFramingEnum,
+      required: false,
+      description: 'How messages reach the process (default PLAIN).',
+    }),
   }),
 });
 
@@ -337,6 +348,7 @@ builder.mutationFields((t) => ({
         ttlSeconds: input.ttlSeconds,
         placement: input.placement,
         ports: input.ports,
+        stdinFraming: input.stdinFraming,
       }),
   }),
   stopSandbox: t.field({

@@ -93,6 +93,8 @@ export async function startDemo(
         image: 'demo/agent:latest',
         command: [process.execPath, DEMO_AGENT],
         resources: { cpuMillis: 250, memoryMb: 256 },
+        // One JSON line per message, so a multi-line message is one message (docs/worker.md).
+        stdinFraming: 'JSON_LINES',
       },
     });
     if (!created.ok) throw new Error(created.error.message);

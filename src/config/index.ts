@@ -186,6 +186,8 @@ const configSchema = z
     channelRetryBaseMs: intFrom(1, 60 * 60 * 1000).default(2_000),
     channelMaxAttempts: intFrom(1, 100).default(8),
     channelTimeoutMs: intFrom(100, 5 * 60 * 1000).default(10_000),
+    /** A message DISPATCHED to an agent and not confirmed DELIVERED within this goes back to PENDING. */
+    dispatchTimeoutSeconds: intFrom(1, 24 * 3600).default(60),
     /** A worker whose last heartbeat is older than this reads as OFFLINE. */
     heartbeatTtlSeconds: intFrom(1, 24 * 3600).default(30),
     /** How many ports of its worker's range one sandbox may ask for (createSandbox's `ports`). */
@@ -318,6 +320,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   channelMaxAttempts: 'FLOTILLA_CHANNEL_MAX_ATTEMPTS',
   channelTimeoutMs: 'FLOTILLA_CHANNEL_TIMEOUT_MS',
   heartbeatTtlSeconds: 'FLOTILLA_HEARTBEAT_TTL_SECONDS',
+  dispatchTimeoutSeconds: 'FLOTILLA_MESSAGE_DISPATCH_TIMEOUT_SECONDS',
   maxPortsPerSandbox: 'FLOTILLA_MAX_PORTS_PER_SANDBOX',
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
   shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',

@@ -17,6 +17,8 @@ export interface DomainSettings {
   heartbeatTtlSeconds: number;
   /** How many ports one sandbox may ask for (DEFAULT_MAX_PORTS_PER_SANDBOX when absent). */
   maxPortsPerSandbox?: number;
+  /** How long a DISPATCHED message may wait for its DELIVERED (DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS when absent). */
+  messageDispatchTimeoutSeconds?: number;
 }
 
 /** What every service of one request shares: its own EntityManager fork and the caller. */

@@ -6,6 +6,7 @@ import { isUuid } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
 import type { Clock, ServiceContext } from './context.js';
+import { voidDispatches } from './delivery-state.js';
 import {
   ForbiddenError,
   LeaseConflictError,
@@ -163,6 +164,8 @@ export class LeaseService {
         }
         await em.flush();
         dueBy(em, expiresAt);
+        // A new lease on a sandbox leased before: its process is new, so unconfirmed dispatches are void.
+        if (view.lease) await voidDispatches(em, sandbox, now);
         recordEvent(
           em,
           {

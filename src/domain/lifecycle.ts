@@ -1,5 +1,6 @@
 import type { Sandbox, SandboxStatus } from '../db/entities/sandbox.js';
 import type { Em } from '../db/orm.js';
+import { FINISHED_FOR_DELIVERY, failUndelivered } from './delivery-state.js';
 import { InvalidTransitionError } from './errors.js';
 import { runUpdate } from './locks.js';
 import { recordEvent } from './outbox.js';
@@ -168,6 +169,9 @@ export async function applyTransition(
     },
     now,
   );
+  // No process will read what it has not received (the worker fails what it could not write first, with its reason).
+  if (FINISHED_FOR_DELIVERY.includes(to) && !FINISHED_FOR_DELIVERY.includes(from))
+    await failUndelivered(em, sandbox, now);
 }
 
 /**

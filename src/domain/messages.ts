@@ -8,6 +8,7 @@ import { appendEvent } from '../events/log.js';
 import { audited } from './audit.js';
 import { channelRouteOf, enqueueDelivery, OUTBOUND_FLAG } from './channel-outbox.js';
 import type { ServiceContext } from './context.js';
+import { initialDelivery, UNDELIVERED_STATES } from './delivery-state.js';
 import { ForbiddenError, NotFoundError, ValidationError } from './errors.js';
 import { requireFencingToken } from './leases.js';
 import { lockedRead } from './locks.js';
@@ -197,6 +198,15 @@ export class MessageService {
     return page;
   }
 
+  /**
+   * What the sandbox's agent has not received yet (PENDING or DISPATCHED), in commit order: what the
+   * worker holding the lease delivers.
+   */
+  async undelivered(sandbox: Sandbox, args: PositionPageArgs): Promise<Page<Message>> {
+    const where = { sandbox: sandbox.id, deliveryState: { $in: [...UNDELIVERED_STATES] } };
+    return positionPage(this.ctx.em, Message, where, MESSAGE_POSITION, args);
+  }
+
   async findVisibleByIds(ids: readonly string[]): Promise<Message[]> {
     const wanted = ids.filter(isUuid);
     if (wanted.length === 0) return [];
@@ -262,6 +272,7 @@ export class MessageService {
     );
     const message = em.create(Message, {
       ...fields,
+      ...initialDelivery(fields.senderKind, sandbox),
       id,
       sandbox: sandbox.id,
       tenant: sandbox.tenant.id,

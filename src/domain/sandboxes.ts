@@ -3,7 +3,14 @@ import { z } from 'zod';
 import { hasTenantRole, type Identity, visibleTenantIds } from '../auth/identity.js';
 import { Lease } from '../db/entities/lease.js';
 import { PortAllocation } from '../db/entities/port-allocation.js';
-import { ACTIVE_SANDBOX, type AgentPhase, Sandbox, type SandboxStatus } from '../db/entities/sandbox.js';
+import {
+  ACTIVE_SANDBOX,
+  type AgentPhase,
+  Sandbox,
+  type SandboxStatus,
+  STDIN_FRAMINGS,
+  type StdinFraming,
+} from '../db/entities/sandbox.js';
 import { Tenant } from '../db/entities/tenant.js';
 import { ACTIVE_WORKER } from '../db/entities/worker.js';
 import { isUuid } from '../db/ids.js';
@@ -59,6 +66,8 @@ export interface CreateSandboxInput {
   placement?: { region?: string | null; workerLabels?: unknown } | null;
   /** How many ports of its worker's range it needs (default 0). */
   ports?: number | null;
+  /** How messages are written to its process's stdin (default PLAIN). */
+  stdinFraming?: StdinFraming | null;
 }
 
 /** The `CreateSandboxInput` model: what a caller sends, checked once, here. */
@@ -102,6 +111,10 @@ export const createSandboxInput = z.object({
     .min(0, 'ports must be a whole number, 0 or more')
     .nullish()
     .transform((ports) => ports ?? 0),
+  stdinFraming: z
+    .enum(STDIN_FRAMINGS)
+    .nullish()
+    .transform((framing) => framing ?? 'PLAIN'),
 });
 
 export interface SandboxFilter {
@@ -182,6 +195,7 @@ export class SandboxService {
           labels,
           placement,
           ports,
+          stdinFraming,
         } = parseInput(createSandboxInput, input, 'input');
         const { cpuMillis, memoryMb } = resources;
         const maxPorts = this.ctx.settings.maxPortsPerSandbox ?? DEFAULT_MAX_PORTS_PER_SANDBOX;
@@ -223,6 +237,7 @@ export class SandboxService {
           cpuMillis,
           memoryMb,
           ports,
+          stdinFraming,
           labels,
           placement,
           status: 'PENDING',

@@ -2,6 +2,7 @@ import { ApiTokenService } from './api-tokens.js';
 import { ChannelInboundService } from './channel-inbound.js';
 import { ChannelService } from './channels.js';
 import type { ServiceContext } from './context.js';
+import { DeliveryService } from './delivery.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
@@ -22,6 +23,7 @@ export interface Services {
   leases: LeaseService;
   messages: MessageService;
   questions: QuestionService;
+  deliveries: DeliveryService;
   events: EventLogService;
   apiTokens: ApiTokenService;
   subscriptions: SubscriptionService;
@@ -39,6 +41,7 @@ export function createServices(context: ServiceContext): Services {
     leases: new LeaseService(context),
     messages: new MessageService(context),
     questions: new QuestionService(context),
+    deliveries: new DeliveryService(context),
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
     subscriptions: new SubscriptionService(context),

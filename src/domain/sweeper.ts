@@ -7,6 +7,11 @@ import type { EventBus } from '../events/bus.js';
 import { pruneAuditEntries } from './audit.js';
 import type { Clock } from './context.js';
 import {
+  DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS,
+  OLDEST_DISPATCH_SQL,
+  reapStuckDispatches,
+} from './delivery-state.js';
+import {
   applyTransition,
   HOLDING_STATUSES,
   isHolding,
@@ -46,12 +51,15 @@ export interface SweepResult {
   sandboxesPlaced: number;
   auditPruned: number;
   messagesPruned: number;
+  /** Messages DISPATCHED past the timeout, put back to PENDING (delivery.ts). */
+  dispatchesReaped: number;
 }
 
 export interface DomainSweeperOptions {
   auditRetentionSeconds?: number;
   /** Message retention of tenants that set none (0 or absent: their messages are kept). */
   messageRetentionSeconds?: number;
+  messageDispatchTimeoutSeconds?: number;
 }
 
 const NEVER = Number.POSITIVE_INFINITY;
@@ -77,6 +85,7 @@ export class DomainSweeper implements SweepSignals {
   private running: Promise<SweepResult | null> | null = null;
   private readonly auditRetentionMs: number;
   private readonly messageRetentionSeconds: number;
+  private readonly dispatchTimeoutSeconds: number;
   /** A trigger fired (or the process just started): the next pass tries every waiting sandbox. */
   private placementWanted = true;
   /** When time-driven work next falls due (epoch ms of the sweeper's clock). */
@@ -104,6 +113,7 @@ export class DomainSweeper implements SweepSignals {
   ) {
     this.auditRetentionMs = (options.auditRetentionSeconds ?? DEFAULT_AUDIT_RETENTION_SECONDS) * 1000;
     this.messageRetentionSeconds = options.messageRetentionSeconds ?? 0;
+    this.dispatchTimeoutSeconds = options.messageDispatchTimeoutSeconds ?? DEFAULT_MESSAGE_DISPATCH_TIMEOUT_SECONDS;
   }
 
   start(intervalMs: number = DOMAIN_SWEEP_INTERVAL_MS): void {
@@ -181,11 +191,13 @@ export class DomainSweeper implements SweepSignals {
       sandboxesPlaced: 0,
       auditPruned: 0,
       messagesPruned: 0,
+      dispatchesReaped: 0,
     };
     // Not elected: another replica is sweeping now; the checks stay due and are tried next tick.
     // The checks judge heartbeat age and lease expiry on the one time source (time.ts), read in the lock's transaction.
     const elected = !checks || (await this.elected(orm, (checkNow) => this.checks(orm, checkNow, force, result)));
-    const changed = result.workersOffline + result.sandboxesLost + result.sandboxesExpired > 0;
+    const changed =
+      result.workersOffline + result.sandboxesLost + result.sandboxesExpired + result.dispatchesReaped > 0;
     // Sandboxes that went LOST wait to be placed again; stopped ones released capacity.
     const released = result.sandboxesLost + result.sandboxesExpired > 0;
     if (triggered || released || retry) {
@@ -238,6 +250,7 @@ export class DomainSweeper implements SweepSignals {
         MESSAGE_PRUNE_BATCHES_PER_SWEEP,
         this.messageRetentionSeconds,
       );
+    result.dispatchesReaped = await reapStuckDispatches(orm, now, this.dispatchTimeoutSeconds);
   }
 
   /**
@@ -264,6 +277,7 @@ export class DomainSweeper implements SweepSignals {
             and not exists (select 1 from leases l where l.sandbox_id = s.id and not (${STALE_LEASE_SQL}))) as orphaned,
         (select min(a.created_at) from audit_entries a) as oldest_audit,
         ${messageExpirySql(orm, this.messageRetentionSeconds)} as message_expiry,
+        ${OLDEST_DISPATCH_SQL} as oldest_dispatch,
         (select min(s.next_placement_at) from sandboxes s
           where s.status in (${waiting}) and s.deleted_at is null) as next_retry`,
       [],
@@ -271,6 +285,7 @@ export class DomainSweeper implements SweepSignals {
     const t = now.getTime();
     const workerSign = epochMs(row?.worker_sign);
     const oldestAudit = epochMs(row?.oldest_audit);
+    const oldestDispatch = epochMs(row?.oldest_dispatch);
     this.auditDueAt = oldestAudit === null ? NEVER : oldestAudit + this.auditRetentionMs + 1;
     const messageExpiry = epochMs(row?.message_expiry);
     this.messagesDueAt = messageExpiry === null ? NEVER : messageExpiry + 1;
@@ -281,6 +296,7 @@ export class DomainSweeper implements SweepSignals {
       Number(row?.orphaned ?? 0) > 0 ? t : NEVER,
       this.auditDueAt,
       this.messagesDueAt,
+      oldestDispatch === null ? NEVER : oldestDispatch + this.dispatchTimeoutSeconds * 1000 + 1,
       this.hintedDueAt,
     );
     this.retryDueAt = epochMs(row?.next_retry) ?? NEVER;

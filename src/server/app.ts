@@ -181,14 +181,22 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     config.heartbeatTtlSeconds,
     bus,
     (err) => logger.error({ err: (err as Error).message }, 'domain sweep failed'),
-    { auditRetentionSeconds: config.auditRetentionSeconds, messageRetentionSeconds: config.messageRetentionSeconds },
+    {
+      auditRetentionSeconds: config.auditRetentionSeconds,
+      messageRetentionSeconds: config.messageRetentionSeconds,
+      messageDispatchTimeoutSeconds: config.dispatchTimeoutSeconds,
+    },
   );
   const caps = new StreamCaps({
     maxSubscriptionsPerSocket: config.maxSubscriptionsPerSocket,
     maxSocketsPerToken: config.maxSocketsPerToken,
     maxSseStreamsPerToken: config.maxSseStreamsPerToken,
   });
-  const settings = { heartbeatTtlSeconds: config.heartbeatTtlSeconds, maxPortsPerSandbox: config.maxPortsPerSandbox };
+  const settings = {
+    heartbeatTtlSeconds: config.heartbeatTtlSeconds,
+    maxPortsPerSandbox: config.maxPortsPerSandbox,
+    messageDispatchTimeoutSeconds: config.dispatchTimeoutSeconds,
+  };
   const contexts = new ContextFactory(db, getTokens, clock, settings, bus, {
     events: () => events?.hub ?? null,
     sessions,

@@ -199,6 +199,10 @@ class LazyServices implements Services {
   get questions() {
     return this.all.questions;
   }
+
+  get deliveries() {
+    return this.all.deliveries;
+  }
   get events() {
     return this.all.events;
   }

@@ -24,7 +24,7 @@ export const WORKER_DEFAULTS = {
   outputFlushMs: 250,
   /** …or as soon as a batch holds this many bytes. */
   outputBatchBytes: 16 * 1024,
-  /** Page size when reading a sandbox's messages to catch up on input. */
+  /** Page size (and delivery report size) when reading a sandbox's undelivered messages. */
   inputPageSize: 100,
 } as const;
 
@@ -113,7 +113,7 @@ export class WorkerAgent {
     await this.heartbeat();
     if (this.abort.signal.aborted) return;
     await this.reconcile();
-    await Promise.all([...this.running.values()].map((r) => r.input.catchUp()));
+    await Promise.all([...this.running.values()].map((r) => r.input.deliver()));
   }
 
   private async heartbeat(): Promise<void> {

@@ -58,7 +58,11 @@ export class ProcessRuntime implements SandboxRuntime {
         return exited;
       },
       write(text: string) {
-        if (!exited && child.stdin.writable) child.stdin.write(text);
+        return new Promise<boolean>((resolve) => {
+          if (exited || !child.stdin.writable) return resolve(false);
+          // The callback runs once the pipe took the bytes, or with EPIPE when the process closed its stdin.
+          child.stdin.write(text, (err) => resolve(!err));
+        });
       },
       async stop(graceMs: number) {
         if (exited) return;

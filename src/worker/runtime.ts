@@ -21,8 +21,8 @@ export interface RuntimeHandlers {
 
 export interface RunningSandbox {
   readonly pid: number | undefined;
-  /** Writes to the sandbox's standard input. */
-  write(text: string): void;
+  /** Writes to the sandbox's standard input; true once written, false when its stdin is closed or it ended. */
+  write(text: string): Promise<boolean>;
   /** Asks it to stop (SIGTERM), then forces it (SIGKILL) after `graceMs`. Resolves on exit. */
   stop(graceMs: number): Promise<void>;
   readonly exited: boolean;

@@ -73,7 +73,7 @@ export class SandboxRun {
 
   constructor(
     readonly sandbox: SandboxFieldsFragment,
-    private readonly fencingToken: string,
+    readonly fencingToken: string,
     private readonly deps: SandboxRunDeps,
   ) {
     this.output = new OutputBatcher(() => void this.flush(), deps.outputFlushMs, deps.outputBatchBytes);
@@ -109,13 +109,13 @@ export class SandboxRun {
       this.cleanup();
       return;
     }
-    await this.input.skipHistory();
     const started = await this.launch(current);
     if (!started) return;
     void this.input.follow();
     if (status !== 'RUNNING') await this.report('RUNNING');
     this.deps.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: started.pid });
-    await this.input.catchUp();
+    // Everything not delivered yet, including messages sent before the process started.
+    await this.input.deliver();
   }
 
   /** The sandbox as the server has it now (its ports, status, restart flag); null when it cannot be read. */
@@ -208,7 +208,7 @@ export class SandboxRun {
       await this.report('RUNNING');
       this.reportAgent('IDLE', 'restarted');
       this.deps.log('info', 'sandbox running', { sandboxId: this.sandbox.id, pid: started.pid, restarted: true });
-      await this.input.catchUp();
+      await this.input.deliver();
       return;
     }
     if (!this.lost) {
@@ -292,6 +292,7 @@ export class SandboxRun {
   private async onExit(exit: { code: number | null; signal: string | null }): Promise<void> {
     await this.flush();
     if (!this.lost) {
+      await this.input.failUndelivered('the process exited');
       const ok = this.stopRequested || exit.code === 0;
       await this.report(ok ? 'STOPPED' : 'FAILED', {
         exitCode: exit.code ?? undefined,
@@ -332,6 +333,11 @@ export class SandboxRun {
     return this.checkWrite(
       (result.data as { reportSandboxStatus: { __typename?: string; code?: string } }).reportSandboxStatus,
     );
+  }
+
+  /** A write of the input relay was refused. */
+  refused(outcome: { __typename?: string; code?: string }): void {
+    this.checkWrite(outcome);
   }
 
   /** A refused write because the lease moved on means this worker lost the sandbox: stop it at once. */

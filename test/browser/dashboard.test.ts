@@ -154,6 +154,7 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
         command: [process.execPath, join(process.cwd(), 'examples/demo-agent.mjs')],
         resources: { cpuMillis: 250, memoryMb: 256 },
         ports: 1,
+        stdinFraming: 'JSON_LINES',
       },
     });
     expect(created.ok && created.data.createSandbox.__typename).toBe('SandboxPayload');
@@ -202,6 +203,19 @@ describe('dashboard in a real browser', { timeout: STEP_TIMEOUT_MS }, () => {
     await page
       .locator('#thread li[data-sender="AGENT"]', { hasText: 'you said "count the files"' })
       .waitFor({ timeout: LIVE_TIMEOUT_MS });
+    // Once the worker wrote it to the agent's stdin, the message shows the delivered tick, live (no reload).
+    const mine = page.locator('#thread li[data-sender="USER"]', { hasText: 'count the files' }).locator('.tick');
+    await expect.poll(() => mine.getAttribute('data-delivery'), { timeout: LIVE_TIMEOUT_MS }).toBe('DELIVERED');
+    expect(await mine.innerText()).toBe('✓✓');
+    expect(await mine.getAttribute('aria-label')).toBe('delivered to the agent');
+    // A message of several lines reaches the agent as one message (the sandbox's stdin is framed as JSON lines).
+    await page.getByLabel('Message', { exact: true }).fill('first line\nsecond line\n');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page
+      .locator('#thread li[data-sender="AGENT"]', { hasText: '(one message of 2 lines)' })
+      .waitFor({ timeout: LIVE_TIMEOUT_MS });
+    const multi = page.locator('#thread li[data-sender="USER"]', { hasText: 'second line' }).locator('.tick');
+    await expect.poll(() => multi.getAttribute('data-delivery'), { timeout: LIVE_TIMEOUT_MS }).toBe('DELIVERED');
     await expect.poll(() => page.locator('#agent').innerText()).not.toBe('—');
     // Its allocated port is a link to the worker's public base URL (the demo workers' ranges start at 8100).
     expect(await page.locator('#ports a').getAttribute('href')).toMatch(/^http:\/\/127\.0\.0\.1:81\d\d$/);

@@ -40,6 +40,7 @@ const WORKER_FIELDS = new Set([
   'reportAgentStatus',
   'postAgentMessage',
   'postAgentQuestion',
+  'reportMessageDelivery',
   'heartbeat',
   'workerAssignments',
 ]);

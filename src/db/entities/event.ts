@@ -5,6 +5,9 @@ export const EVENT_TYPES = [
   'SANDBOX_STATUS_CHANGED',
   'AGENT_STATUS_CHANGED',
   'MESSAGE_POSTED',
+  // A message reached the agent's process (data: from, to); MESSAGE_DELIVERY_CHANGED is any other delivery transition.
+  'MESSAGE_DELIVERED',
+  'MESSAGE_DELIVERY_CHANGED',
   'LEASE_CHANGED',
   'WORKER_STATUS_CHANGED',
   'SANDBOX_ASSIGNED',

@@ -9,8 +9,28 @@ export type SenderKind = (typeof SENDER_KINDS)[number];
 export const MESSAGE_KINDS = ['MESSAGE', 'QUESTION', 'ANSWER'] as const;
 export type MessageKind = (typeof MESSAGE_KINDS)[number];
 
+/**
+ * Whether a message addressed to the agent reached its process: PENDING until the worker holding
+ * the lease takes it (DISPATCHED), DELIVERED once written to the process's stdin, FAILED (with
+ * `deliveryError`) when it cannot be. Null on the agent's own messages.
+ */
+export const DELIVERY_STATES = ['PENDING', 'DISPATCHED', 'DELIVERED', 'FAILED'] as const;
+export type DeliveryState = (typeof DELIVERY_STATES)[number];
+/** Who writes to the agent: their messages have a delivery state. */
+export const TO_AGENT_SENDERS: readonly SenderKind[] = ['USER', 'SYSTEM'];
+
 export class Message extends BaseEntity<
-  'threadId' | 'channel' | 'readAt' | 'eventTxId' | 'eventId' | 'kind' | 'questionId'
+  | 'threadId'
+  | 'channel'
+  | 'readAt'
+  | 'eventTxId'
+  | 'eventId'
+  | 'deliveryState'
+  | 'deliveryError'
+  | 'dispatchedAt'
+  | 'deliveredAt'
+  | 'kind'
+  | 'questionId'
 > {
   sandbox!: Sandbox;
   /** Denormalised from the sandbox so tenant filters need no join. */
@@ -30,6 +50,10 @@ export class Message extends BaseEntity<
    */
   eventTxId = '0';
   eventId = '0';
+  deliveryState: DeliveryState | null = null;
+  deliveryError: string | null = null;
+  dispatchedAt: Date | null = null;
+  deliveredAt: Date | null = null;
 }
 
 export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
@@ -41,6 +65,13 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
     { name: 'messages_sandbox_thread_index', properties: ['sandbox', 'threadId', 'eventTxId', 'eventId'] },
     // Retention: a tenant's oldest message, and the ones past its retention, without a scan.
     { name: 'messages_tenant_created_index', properties: ['tenant', 'createdAt'] },
+    // The reaper's look for dispatches that timed out.
+    { name: 'messages_delivery_state_index', properties: ['deliveryState', 'dispatchedAt'] },
+    // A sandbox's undelivered messages, in commit order (the worker's read).
+    {
+      name: 'messages_sandbox_delivery_index',
+      properties: ['sandbox', 'deliveryState', 'eventTxId', 'eventId'],
+    },
   ],
   properties: {
     sandbox: { kind: 'm:1', entity: () => Sandbox, deleteRule: 'cascade' },
@@ -55,5 +86,9 @@ export const MessageSchema = new EntitySchema<Message, BaseEntity<string>>({
     questionId: { type: 'uuid', nullable: true },
     eventTxId: { type: new BigIntType('string'), default: 0 },
     eventId: { type: new BigIntType('string'), default: 0 },
+    deliveryState: { type: 'string', length: 20, nullable: true },
+    deliveryError: { type: 'text', nullable: true },
+    dispatchedAt: { ...TIMESTAMP, nullable: true },
+    deliveredAt: { ...TIMESTAMP, nullable: true },
   },
 });

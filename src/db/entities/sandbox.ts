@@ -19,6 +19,10 @@ export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 export const AGENT_PHASES = ['IDLE', 'THINKING', 'EXECUTING', 'WAITING_FOR_INPUT', 'DONE', 'ERROR'] as const;
 export type AgentPhase = (typeof AGENT_PHASES)[number];
 
+/** How the worker writes a message to the process's stdin (src/worker/framing.ts). */
+export const STDIN_FRAMINGS = ['PLAIN', 'JSON_LINES'] as const;
+export type StdinFraming = (typeof STDIN_FRAMINGS)[number];
+
 export class Sandbox extends BaseEntity<
   | 'status'
   | 'stateVersion'
@@ -41,6 +45,7 @@ export class Sandbox extends BaseEntity<
   | 'placementAttempts'
   | 'ports'
   | 'restartRequestedAt'
+  | 'stdinFraming'
 > {
   tenant!: Tenant;
   worker: Worker | null = null;
@@ -79,6 +84,7 @@ export class Sandbox extends BaseEntity<
    * transition): the sandbox keeps its capacity, ports and placement, and may go STOPPING → STARTING.
    */
   restartRequestedAt: Date | null = null;
+  stdinFraming: StdinFraming = 'PLAIN';
 }
 
 export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
@@ -118,6 +124,7 @@ export const SandboxSchema = new EntitySchema<Sandbox, BaseEntity<string>>({
     placementAttempts: { type: 'integer', default: 0 },
     ports: { type: 'integer', default: 0 },
     restartRequestedAt: { ...TIMESTAMP, nullable: true },
+    stdinFraming: { type: 'string', length: 20, default: 'PLAIN' },
   },
 });
 

@@ -17,6 +17,23 @@ import { questionPart, showAnswered } from './questions.js';
 
 const FINISHED = ['STOPPED', 'FAILED', 'LOST', 'DELETED'];
 
+/** The tick a message to the agent shows: sent, taken by the worker (✓), written to the process (✓✓), or failed. */
+const DELIVERY_MARKS: Record<string, { mark: string; label: string }> = {
+  PENDING: { mark: '·', label: 'sent, not yet taken by the worker' },
+  DISPATCHED: { mark: '✓', label: 'taken by the worker' },
+  DELIVERED: { mark: '✓✓', label: 'delivered to the agent' },
+  FAILED: { mark: '✗', label: 'not delivered' },
+};
+
+function renderTick(tick: HTMLElement, state: string, error?: string | null): void {
+  const known = DELIVERY_MARKS[state] ?? { mark: '?', label: state.toLowerCase() };
+  const label = state === 'FAILED' && error ? `${known.label}: ${error}` : known.label;
+  tick.dataset.delivery = state;
+  tick.textContent = known.mark;
+  tick.title = label;
+  tick.setAttribute('aria-label', label);
+}
+
 /** One sandbox: its state, its live message thread, a box to talk to the agent, stop, restart and delete. */
 export async function sandboxView(root: HTMLElement, sandboxId: string, signal: AbortSignal): Promise<void> {
   const api = session.api();
@@ -33,6 +50,8 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   }
   let sandbox: SandboxFieldsFragment = loaded.data.sandbox;
   const seen = new Set<string>();
+  /** The delivery tick of each message to the agent, by message id. */
+  const ticks = new Map<string, HTMLElement>();
   const header = h('div', { class: 'sandbox-head' });
   const thread = h('ol', { class: 'thread', id: 'thread', 'aria-live': 'polite', 'aria-label': 'Messages' });
   const error = h('p', { class: 'error', role: 'alert', hidden: true, id: 'sandbox-error' });
@@ -179,8 +198,21 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
     );
 
   const addMessage = (m: MessageFieldsFragment) => {
-    if (seen.has(m.id)) return;
+    if (seen.has(m.id)) {
+      // A newer read of it (a catch-up) may know a later delivery state.
+      if (m.deliveryState) {
+        const tick = ticks.get(m.id);
+        if (tick) renderTick(tick, m.deliveryState, m.deliveryError);
+      }
+      return;
+    }
     seen.add(m.id);
+    let tick: HTMLElement | null = null;
+    if (m.deliveryState) {
+      tick = h('span', { class: 'tick', 'data-message': m.id, role: 'img' });
+      renderTick(tick, m.deliveryState, m.deliveryError);
+      ticks.set(m.id, tick);
+    }
     thread.append(
       h(
         'li',
@@ -191,6 +223,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
           m.senderKind === 'USER' ? `you · ${m.channel}` : m.senderKind.toLowerCase(),
           ' · ',
           h('time', { datetime: m.createdAt, title: m.createdAt }, ago(m.createdAt)),
+          tick ? [' ', tick] : null,
         ),
         h('pre', { class: 'body' }, m.body),
         m.kind === 'QUESTION' && m.question ? questionPart(api, m.question) : null,
@@ -274,6 +307,12 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
         renderHeader();
       }
       if (event.type === 'SANDBOX_ASSIGNED' || event.type === 'LEASE_CHANGED') void reload();
+      if ((event.type === 'MESSAGE_DELIVERED' || event.type === 'MESSAGE_DELIVERY_CHANGED') && event.message) {
+        const tick = ticks.get(event.message.id);
+        const to = (event.data as { to?: unknown } | null)?.to;
+        const error = (event.data as { error?: unknown } | null)?.error;
+        if (tick && typeof to === 'string') renderTick(tick, to, typeof error === 'string' ? error : null);
+      }
     }
   };
   const watchMessages = async () => {

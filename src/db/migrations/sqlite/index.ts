@@ -7,6 +7,7 @@ import { Migration20261130072126_commit_ordered_log } from './Migration202611300
 import { Migration20261130072250_placement_backoff } from './Migration20261130072250_placement_backoff.js';
 import { Migration20261130083028_ports } from './Migration20261130083028_ports.js';
 import { Migration20261130095231_message_retention } from './Migration20261130095231_message_retention.js';
+import { Migration20261130095247_message_delivery } from './Migration20261130095247_message_delivery.js';
 import { Migration20261130095248_questions } from './Migration20261130095248_questions.js';
 import { Migration20261130095300_sandbox_restart } from './Migration20261130095300_sandbox_restart.js';
 import { Migration20261130095319_channels } from './Migration20261130095319_channels.js';
@@ -20,6 +21,7 @@ export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[
   { name: 'Migration20261130072250_placement_backoff', class: Migration20261130072250_placement_backoff },
   { name: 'Migration20261130083028_ports', class: Migration20261130083028_ports },
   { name: 'Migration20261130095231_message_retention', class: Migration20261130095231_message_retention },
+  { name: 'Migration20261130095247_message_delivery', class: Migration20261130095247_message_delivery },
   { name: 'Migration20261130095248_questions', class: Migration20261130095248_questions },
   { name: 'Migration20261130095300_sandbox_restart', class: Migration20261130095300_sandbox_restart },
   { name: 'Migration20261130095319_channels', class: Migration20261130095319_channels },
