@@ -51,3 +51,14 @@ export const PUBLIC_BASE_URL_MAX_LENGTH = 500;
 export const DEFAULT_MAX_PORTS_PER_SANDBOX = 8;
 /** The most FLOTILLA_MAX_PORTS_PER_SANDBOX may allow: ports are named A to Z. */
 export const MAX_PORTS_PER_SANDBOX_LIMIT = 26;
+
+/** An environment variable's or secret's name: a POSIX name ([A-Za-z_][A-Za-z0-9_]*) of at most this many characters. */
+export const ENV_NAME_MAX_LENGTH = 128;
+/** Names the worker agent sets itself (FLOTILLA_SANDBOX_ID, FLOTILLA_PORT_A, …): refused for variables and secrets, in any case. */
+export const ENV_RESERVED_PREFIX = 'FLOTILLA_';
+/** An environment variable's or secret's value, in bytes of UTF-8. */
+export const ENV_VALUE_MAX_BYTES = 32 * 1024;
+/** Variables and secrets together, per tenant (its tenant-wide ones) or per sandbox. */
+export const MAX_ENV_ENTRIES_PER_SCOPE = 200;
+/** Secrets re-encrypted per transaction by `flotilla keys rotate-secrets`. */
+export const SECRET_REENCRYPT_BATCH = 100;

@@ -1,5 +1,6 @@
 import { ApiTokenService } from './api-tokens.js';
 import type { ServiceContext } from './context.js';
+import { EnvService } from './env.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
@@ -20,6 +21,7 @@ export interface Services {
   messages: MessageService;
   events: EventLogService;
   apiTokens: ApiTokenService;
+  env: EnvService;
   subscriptions: SubscriptionService;
 }
 
@@ -34,6 +36,7 @@ export function createServices(context: ServiceContext): Services {
     messages: new MessageService(context),
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
+    env: new EnvService(context),
     subscriptions: new SubscriptionService(context),
   };
 }

@@ -5,6 +5,7 @@ import {
   RenewLeaseDocument,
   ReportAgentStatusDocument,
   ReportSandboxStatusDocument,
+  RuntimeEnvironmentDocument,
   SandboxDocument,
   type SandboxFieldsFragment,
 } from '../client/index.js';
@@ -97,6 +98,8 @@ export class SandboxRun {
       this.cleanup();
       return;
     }
+    const environment = await this.runtimeEnvironment();
+    if (!environment) return;
     await this.input.skipHistory();
     let started: RunningSandbox;
     try {
@@ -109,6 +112,8 @@ export class SandboxRun {
           cpuMillis: sandbox.resources.cpuMillis,
           memoryMb: sandbox.resources.memoryMb,
           env: {
+            // The tenant's and the sandbox's variables and secrets; what the agent sets itself wins.
+            ...environment,
             FLOTILLA_SANDBOX_ID: sandbox.id,
             FLOTILLA_SANDBOX_NAME: sandbox.name,
             FLOTILLA_IMAGE: sandbox.image,
@@ -134,6 +139,29 @@ export class SandboxRun {
     if (status !== 'RUNNING') await this.report('RUNNING');
     this.deps.log('info', 'sandbox running', { sandboxId: sandbox.id, pid: started.pid });
     await this.input.catchUp();
+  }
+
+  /**
+   * The variables and decrypted secrets to start the process with, read with this run's fencing
+   * token (only the lease holder gets them). Values are never logged. Null when they cannot be
+   * read: the lease moved on (the run stops), or the server refused (the sandbox is FAILED).
+   */
+  private async runtimeEnvironment(): Promise<Record<string, string> | null> {
+    const result = await this.deps.client.query(RuntimeEnvironmentDocument, {
+      sandboxId: this.sandbox.id,
+      fencingToken: this.fencingToken,
+    });
+    const answer = result.ok ? result.data.sandbox?.runtimeEnvironment : null;
+    if (answer?.__typename === 'RuntimeEnvironment') {
+      return Object.fromEntries(answer.entries.map((entry) => [entry.name, entry.value]));
+    }
+    const reason = result.ok ? (answer ? answer.message : 'the sandbox is gone') : result.error.message;
+    this.deps.log('warn', 'could not read the sandbox environment', { sandboxId: this.sandbox.id, reason });
+    if (answer && !this.checkWrite(answer) && this.lost) return null;
+    await this.report('FAILED', { reason: `could not read its environment: ${reason}`, exitCode: 127 });
+    await this.release();
+    this.cleanup();
+    return null;
   }
 
   /** Stops the process and waits until its end is reported. */

@@ -1,6 +1,7 @@
 import { ApiTokenSchema } from './api-token.js';
 import { AuditEntrySchema } from './audit-entry.js';
 import { BaseEntitySchema } from './base.js';
+import { EnvEntrySchema } from './env-entry.js';
 import { EventSchema } from './event.js';
 import { EventLogStateSchema } from './event-log-state.js';
 import { LeaseSchema } from './lease.js';
@@ -21,6 +22,7 @@ export const ENTITY_SCHEMAS = [
   SandboxSchema,
   LeaseSchema,
   PortAllocationSchema,
+  EnvEntrySchema,
   MessageSchema,
   EventSchema,
   EventLogStateSchema,

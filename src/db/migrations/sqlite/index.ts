@@ -6,6 +6,7 @@ import { Migration20261130062747_worker_drain } from './Migration20261130062747_
 import { Migration20261130072126_commit_ordered_log } from './Migration20261130072126_commit_ordered_log.js';
 import { Migration20261130072250_placement_backoff } from './Migration20261130072250_placement_backoff.js';
 import { Migration20261130083028_ports } from './Migration20261130083028_ports.js';
+import { Migration20261130095300_env_entries } from './Migration20261130095300_env_entries.js';
 
 /** Applied in this order; `npm run migration:create` writes a new file, which is appended here. */
 export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[] = [
@@ -15,4 +16,5 @@ export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[
   { name: 'Migration20261130072126_commit_ordered_log', class: Migration20261130072126_commit_ordered_log },
   { name: 'Migration20261130072250_placement_backoff', class: Migration20261130072250_placement_backoff },
   { name: 'Migration20261130083028_ports', class: Migration20261130083028_ports },
+  { name: 'Migration20261130095300_env_entries', class: Migration20261130095300_env_entries },
 ];
