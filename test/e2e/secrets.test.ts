@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
 import { loadConfig } from '../../src/config/index.js';
 import { listSecretKeys, rotateSecrets } from '../../src/ops/secrets-keys.js';
+import { WorkerAgent } from '../../src/worker/agent.js';
 import { DRIVERS, tempDir } from '../helpers/databases.js';
 import {
   acquireLease,
@@ -572,5 +576,146 @@ describe.each(DRIVERS)('rotating the secrets key on %s', (kind) => {
     await listSecretKeys(config, listed.output);
     expect(listed.out).toEqual([`${newKid}  1 secret(s)  ENCRYPTING`]);
     expect(await runtimeOf(server, worker, created.sandbox.id)).toEqual({ FILED: value });
+  });
+});
+
+describe.each(DRIVERS)('the worker agent gives a real process its environment on %s', (kind) => {
+  const WAIT_MS = 20_000;
+  let server: TestServer;
+  const agents: WorkerAgent[] = [];
+  const agentLog: string[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { env: { FLOTILLA_RATE_LIMIT_PER_MINUTE: '100000' } });
+  });
+  afterAll(async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await server?.close();
+  });
+
+  async function startAgent(worker: RegisteredWorker): Promise<void> {
+    const record = (level: string) => (msg: string, data?: Record<string, unknown>) =>
+      agentLog.push(JSON.stringify({ level, msg, ...data }));
+    const agent = new WorkerAgent({
+      url: server.app.graphqlUrl,
+      token: worker.token,
+      webSocketImpl: WebSocket,
+      heartbeatIntervalMs: 500,
+      stopGraceMs: 600,
+      logger: { info: record('info'), warn: record('warn') },
+    });
+    agents.push(agent);
+    await agent.start();
+  }
+
+  async function gqlOk<T>(query: string, variables: Record<string, unknown>): Promise<T> {
+    return dataOf(await server.gql<T>(query, variables));
+  }
+
+  async function statusOf(id: string): Promise<{ status: string; statusReason: string | null }> {
+    return (
+      await gqlOk<{ sandbox: { status: string; statusReason: string | null } }>(
+        'query($id: ID!) { sandbox(id: $id) { status statusReason } }',
+        { id },
+      )
+    ).sandbox;
+  }
+
+  async function waitForStatus(id: string, status: string) {
+    return vi.waitFor(
+      async () => {
+        const s = await statusOf(id);
+        if (s.status !== status) throw new Error(`still ${s.status} (${s.statusReason ?? ''}), waiting for ${status}`);
+        return s;
+      },
+      { timeout: WAIT_MS, interval: 100 },
+    );
+  }
+
+  async function messagesOf(id: string): Promise<string> {
+    const page = await gqlOk<{ messages: { edges: { node: { body: string } }[] } }>(
+      'query($id: ID!) { messages(sandboxId: $id, first: 100) { edges { node { body } } } }',
+      { id },
+    );
+    return page.messages.edges.map((e) => e.node.body).join('\n');
+  }
+
+  async function set(field: 'setEnvVar' | 'setSecret', input: Record<string, unknown>): Promise<void> {
+    const type = field === 'setEnvVar' ? 'SetEnvVarInput' : 'SetSecretInput';
+    const res = await gqlOk<Record<string, { __typename: string }>>(
+      `mutation($input: ${type}!) { ${field}(input: $input) { __typename } }`,
+      { input },
+    );
+    expect(res[field].__typename).toMatch(/Payload$/);
+  }
+
+  /** Writes what the process sees to a file, and prints only whether it saw the secret. */
+  const REPORT = [
+    "const fs = require('node:fs');",
+    "const seen = ['API_KEY', 'GREETING', 'MODE', 'FLOTILLA_SANDBOX_ID'].map((k) => [k, process.env[k] ?? null]);",
+    'fs.writeFileSync(process.argv[1], JSON.stringify(Object.fromEntries(seen)));',
+    "console.log('secret present: ' + (process.env.API_KEY ? 'yes' : 'no'));",
+  ].join('\n');
+
+  it('injects the merged variables and decrypted secrets into the process, and nowhere else', async () => {
+    const tenantId = await createTenant(server, uniqueName('agent-env'));
+    const worker = await registerWorker(server, uniqueName('w'), { tenantId });
+    const tenantSecret = secretValue('tenant');
+    const ownSecret = secretValue('own');
+    await set('setEnvVar', { tenantId, name: 'GREETING', value: 'hello' });
+    await set('setEnvVar', { tenantId, name: 'MODE', value: 'tenant' });
+    await set('setSecret', { tenantId, name: 'API_KEY', value: tenantSecret });
+    const out = join(tempDir('flotilla-env-'), 'seen.json');
+    // Created before the agent runs, so the sandbox's own entries are set before its process starts.
+    const created = await createSandbox(server, tenantId, {
+      name: 'env-reader',
+      image: 'local/process',
+      command: [process.execPath, '-e', REPORT, out],
+      resources: { cpuMillis: 250, memoryMb: 256 },
+    });
+    const sandboxId = created.sandbox.id;
+    await set('setSecret', { tenantId, sandboxId, name: 'API_KEY', value: ownSecret });
+    await set('setEnvVar', { tenantId, sandboxId, name: 'MODE', value: 'sandbox' });
+
+    await startAgent(worker);
+    await waitForStatus(sandboxId, 'STOPPED');
+    expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual({
+      API_KEY: ownSecret,
+      GREETING: 'hello',
+      MODE: 'sandbox',
+      FLOTILLA_SANDBOX_ID: sandboxId,
+    });
+    await vi.waitFor(async () => expect(await messagesOf(sandboxId)).toContain('secret present: yes'), {
+      timeout: WAIT_MS,
+      interval: 100,
+    });
+    // Not in the sandbox's output stream, not in the agent's log lines.
+    const seenElsewhere = `${await messagesOf(sandboxId)}\n${agentLog.join('\n')}`;
+    expect(agentLog.join('\n')).toContain('sandbox running');
+    expect(seenElsewhere).not.toContain(ownSecret);
+    expect(seenElsewhere).not.toContain(tenantSecret);
+  });
+
+  it('fails the sandbox, naming the key, when a secret cannot be decrypted (and starts no process)', async () => {
+    const tenantId = await createTenant(server, uniqueName('agent-env'));
+    const worker = await registerWorker(server, uniqueName('w'), { tenantId });
+    await set('setSecret', { tenantId, name: 'API_KEY', value: secretValue('lost') });
+    // As if it had been written under a key this server no longer has.
+    await server.app.db.orm.em
+      .fork()
+      .getConnection()
+      .execute("update env_entries set key_id = 'retired' where tenant_id = ?", [localId(tenantId)]);
+    const out = join(tempDir('flotilla-env-'), 'seen.json');
+    const created = await createSandbox(server, tenantId, {
+      name: 'env-reader',
+      image: 'local/process',
+      command: [process.execPath, '-e', REPORT, out],
+      resources: { cpuMillis: 250, memoryMb: 256 },
+    });
+    await startAgent(worker);
+    const failed = await waitForStatus(created.sandbox.id, 'FAILED');
+    expect(failed.statusReason).toContain('could not read its environment');
+    expect(failed.statusReason).toContain('secrets key "retired"');
+    expect(existsSync(out)).toBe(false);
   });
 });
