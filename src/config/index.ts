@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { parseSecretKeys, SECRETS_KEY_FILE_NAME } from '../auth/secret-keys.js';
 import { TENANT_ROLES } from '../db/entities/member.js';
 import { DEFAULT_MAX_PORTS_PER_SANDBOX, MAX_PORTS_PER_SANDBOX_LIMIT } from '../domain/input-limits.js';
+import { parseSecretKeys, SECRETS_KEY_FILE_NAME } from './secrets-key.js';
 
 /**
  * Flotilla's configuration: environment variables, optionally layered over a JSON file
