@@ -61,7 +61,8 @@ describe('flotilla CLI', () => {
   it('prints help', async () => {
     const result = await run(['--help']);
     expect(result.code).toBe(0);
-    for (const word of ['serve', 'migrate', 'token admin']) expect(result.stdout).toContain(word);
+    for (const word of ['serve', 'migrate', 'token admin', 'keys rotate-secrets', 'keys list-secrets'])
+      expect(result.stdout).toContain(word);
   });
 
   it('refuses a bad configuration, naming every variable at once, and exits non-zero', async () => {
