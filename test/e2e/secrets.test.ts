@@ -21,7 +21,13 @@ import {
   TestClock,
   uniqueName,
 } from '../helpers/fleet.js';
-import { type GraphQLResponse, localId, startTestServer, type TestServer } from '../helpers/server.js';
+import {
+  type GraphQLResponse,
+  isRequestStatement,
+  localId,
+  startTestServer,
+  type TestServer,
+} from '../helpers/server.js';
 
 /** A FLOTILLA_SECRETS_KEY entry: `kid:` and 32 random bytes in base64. */
 const keyEntry = (kid: string) => `${kid}:${randomBytes(32).toString('base64')}`;
@@ -419,6 +425,43 @@ describe.each(DRIVERS)('environment variables and secrets on %s', (kind) => {
     expect(audit.map((a) => `${a.action}:${a.outcome}`)).toEqual(
       expect.arrayContaining(['setSecret:ok', 'deleteSecret:ok', 'readRuntimeEnvironment:ok']),
     );
+  });
+
+  it('lists the variables and secrets of a page of sandboxes in two statements, whatever its size', async () => {
+    /** A tenant with `count` sandboxes, each with its own variable and secret, plus tenant-wide ones. */
+    async function seed(count: number): Promise<string> {
+      const tenantId = await createTenant(server, uniqueName('env'), { quota: { maxSandboxes: 100 } });
+      await registerWorker(server, uniqueName('w'), { tenantId, cpuMillis: 100_000, memoryMb: 100_000 });
+      await setVar({ tenantId, name: 'SHARED', value: 'tenant' });
+      await setSecret({ tenantId, name: 'SHARED_KEY', value: 'tenant' });
+      for (let i = 0; i < count; i++) {
+        const created = await createSandbox(server, tenantId, { resources: { cpuMillis: 10, memoryMb: 10 } });
+        await setVar({ tenantId, sandboxId: created.sandbox.id, name: 'OWN', value: String(i) });
+        await setSecret({ tenantId, sandboxId: created.sandbox.id, name: 'OWN_KEY', value: String(i) });
+      }
+      return tenantId;
+    }
+    async function statementsFor(tenantId: string, fields: string) {
+      const before = statements.filter(isRequestStatement).length;
+      const res = await gql<{ sandboxes: { edges: { node: { envVars?: EnvView[]; secrets?: EnvView[] } }[] } }>(
+        `query($t: ID!) { sandboxes(tenantId: $t, first: 50) { edges { node { id ${fields} } } } }`,
+        { t: tenantId },
+      );
+      return { count: statements.filter(isRequestStatement).length - before, nodes: dataOf(res).sandboxes.edges };
+    }
+    const small = await seed(2);
+    const large = await seed(12);
+    await statementsFor(small, ''); // the first request of a token may update its lastUsedAt
+    const bare = await statementsFor(large, '');
+    const few = await statementsFor(small, 'envVars { name scope value } secrets { name scope }');
+    const many = await statementsFor(large, 'envVars { name scope value } secrets { name scope }');
+    expect(many.nodes).toHaveLength(12);
+    for (const { node } of many.nodes) {
+      expect(node.envVars?.map((e) => `${e.name}:${e.scope}`)).toEqual(['OWN:SANDBOX', 'SHARED:TENANT']);
+      expect(node.secrets?.map((e) => `${e.name}:${e.scope}`)).toEqual(['OWN_KEY:SANDBOX', 'SHARED_KEY:TENANT']);
+    }
+    expect(many.count).toBe(few.count);
+    expect(many.count).toBe(bare.count + 2);
   });
 
   it('binds a ciphertext to its entry: copied onto another row it does not decrypt, and the error names the key', async () => {
