@@ -380,6 +380,14 @@ describe.each(DRIVERS)('environment variables and secrets on %s', (kind) => {
     await remove('deleteSecret', { tenantId, sandboxId, name: 'OWN_KEY' });
     await setSecret({ tenantId, sandboxId, name: 'OWN_KEY', value: own });
 
+    // Over GET (where Yoga refuses mutations) the variables are in the URL: the request log keeps only the path.
+    const viaGet = new URL(server.app.graphqlUrl);
+    viaGet.searchParams.set('query', 'mutation($input: SetSecretInput!) { setSecret(input: $input) { __typename } }');
+    viaGet.searchParams.set('variables', JSON.stringify({ input: { tenantId, name: 'VIA_GET', value } }));
+    const get = await fetch(viaGet, { headers: { authorization: `Bearer ${server.adminToken}` } });
+    bodies.push(await get.text());
+    expect(get.status).toBeGreaterThanOrEqual(400);
+
     // The one way out: the lease holder's runtime environment.
     const held = await runtime(sandboxId, fencingToken, worker.token);
     expect(asMap(held?.runtimeEnvironment.entries ?? [])).toEqual({ API_KEY: value, OWN_KEY: own });
