@@ -111,12 +111,15 @@ builder.objectFields(SandboxRef, (t) => ({
       ValidationError,
     ]),
     description:
-      "Worker token (scope worker:lease) holding the sandbox's live lease, with its current fencing token: the variables and decrypted secrets to start its process with. Anyone else gets a typed error and no value (a person or another worker: ForbiddenError or NotFoundError; a stale or expired token: StaleFencingTokenError). Every read is audited.",
+      "Worker token (scope worker:lease) holding the sandbox's live lease, with its current fencing token: the variables and decrypted secrets to start its process with. Anyone else gets a typed error and no value (a person or another worker: ForbiddenError or NotFoundError; a stale or expired token: StaleFencingTokenError). Every read is audited. Not available in subscriptions (ForbiddenError).",
     args: { fencingToken: t.arg.string({ required: true }) },
     authScopes: { workerScope: 'worker:lease' },
-    resolve: async (sandbox, args, ctx) => ({
-      entries: await ctx.services.env.runtimeEnvironment(sandbox.id, args.fencingToken),
-    }),
+    resolve: async (sandbox, args, ctx, info) => {
+      // Values are read with a query, once per start: a stream would hold and resend them with every event.
+      if (info.operation.operation === 'subscription')
+        throw new ForbiddenError('runtimeEnvironment is read with a query, never in a subscription');
+      return { entries: await ctx.services.env.runtimeEnvironment(sandbox.id, args.fencingToken) };
+    },
   }),
 }));
 

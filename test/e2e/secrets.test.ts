@@ -26,6 +26,7 @@ import {
   isRequestStatement,
   localId,
   startTestServer,
+  subscribersReach,
   type TestServer,
 } from '../helpers/server.js';
 
@@ -347,6 +348,56 @@ describe.each(DRIVERS)('environment variables and secrets on %s', (kind) => {
 
     const held = await runtime(sandboxId, again.lease.fencingToken, worker.token);
     expect(held?.runtimeEnvironment.entries).toEqual([{ name: 'API_KEY', value, secret: true }]);
+  });
+
+  it('never streams the runtime environment: selected in a subscription it is a ForbiddenError', async () => {
+    const { tenantId, worker, sandboxId, fencingToken } = await placed();
+    const value = secretValue('stream');
+    await setSecret({ tenantId, name: 'API_KEY', value });
+    const received: unknown[] = [];
+    const client = server.ws(worker.token);
+    const done = new Promise<void>((resolve, reject) => {
+      client.subscribe(
+        {
+          query: `subscription($id: ID!, $token: String!) { sandboxEvents(sandboxId: $id) { type sandbox { ${RUNTIME} } } }`,
+          variables: { id: sandboxId, token: fencingToken },
+        },
+        {
+          next: (result) => {
+            received.push(result);
+            resolve();
+          },
+          error: (err) => reject(err instanceof Error ? err : new Error(JSON.stringify(err))),
+          complete: () => resolve(),
+        },
+      );
+    });
+    // The worker's own fenced write makes an event on the sandbox (once the subscription is live).
+    await subscribersReach(server, server.app.events().subscriberCount + 1);
+    const report = await gql<{ reportAgentStatus: { __typename: string } }>(
+      'mutation($input: ReportAgentStatusInput!) { reportAgentStatus(input: $input) { __typename } }',
+      { input: { sandboxId, fencingToken, phase: 'THINKING' } },
+      worker.token,
+    );
+    expect(dataOf(report).reportAgentStatus.__typename).toBe('SandboxPayload');
+    await done;
+    expect(received).toEqual([
+      {
+        data: {
+          sandboxEvents: {
+            type: 'AGENT_STATUS_CHANGED',
+            sandbox: {
+              runtimeEnvironment: {
+                __typename: 'ForbiddenError',
+                code: 'FORBIDDEN',
+                message: 'runtimeEnvironment is read with a query, never in a subscription',
+              },
+            },
+          },
+        },
+      },
+    ]);
+    expect(JSON.stringify(received)).not.toContain(value);
   });
 
   it("never returns, logs or records a secret's value: not in any response, log line, SQL statement, event or audit entry", async () => {
