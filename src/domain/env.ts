@@ -278,6 +278,11 @@ function openSecret(keyring: SecretKeyring, row: EnvEntry, tenantId: string): st
   );
 }
 
+/** A deleted sandbox's own variables and secrets are removed with it (its tenant's stay). */
+export async function forgetSandboxEnv(em: Em, sandboxId: string): Promise<void> {
+  await em.nativeDelete(EnvEntry, { scopeId: sandboxId });
+}
+
 /**
  * Re-encrypts, in transactions of `batchSize`, every secret not under the keyring's encrypting
  * key (after a rotation). Returns how many moved. A secret whose key is missing stops it with

@@ -523,6 +523,23 @@ describe.each(DRIVERS)('environment variables and secrets on %s', (kind) => {
     expect(many.count).toBe(bare.count + 2);
   });
 
+  it("removes a deleted sandbox's own variables and secrets, and keeps the tenant's", async () => {
+    const { tenantId, sandboxId } = await placed();
+    await setVar({ tenantId, name: 'SHARED', value: 'x' });
+    await setSecret({ tenantId, sandboxId, name: 'OWN_KEY', value: secretValue('gone') });
+    await setVar({ tenantId, sandboxId, name: 'OWN', value: 'y' });
+    const deleted = await gql<{ deleteSandbox: { __typename: string } }>(
+      'mutation($id: ID!) { deleteSandbox(input: { sandboxId: $id }) { __typename } }',
+      { id: sandboxId },
+    );
+    expect(dataOf(deleted).deleteSandbox.__typename).toBe('SandboxPayload');
+    const rows = (await server.app.db.orm.em
+      .fork()
+      .getConnection()
+      .execute('select name from env_entries where tenant_id = ?', [localId(tenantId)])) as { name: string }[];
+    expect(rows.map((r) => r.name)).toEqual(['SHARED']);
+  });
+
   it('binds a ciphertext to its entry: copied onto another row it does not decrypt, and the error names the key', async () => {
     const { tenantId, worker, sandboxId, fencingToken } = await placed();
     await setSecret({ tenantId, name: 'ONE', value: secretValue('one') });
