@@ -144,7 +144,8 @@ export class SandboxRun {
   /**
    * The variables and decrypted secrets to start the process with, read with this run's fencing
    * token (only the lease holder gets them). Values are never logged. Null when they cannot be
-   * read: the lease moved on (the run stops), or the server refused (the sandbox is FAILED).
+   * read: the lease moved on (the run stops), the server could not be reached (released, tried
+   * again at the next reconcile), or it refused (the sandbox is FAILED).
    */
   private async runtimeEnvironment(): Promise<Record<string, string> | null> {
     const result = await this.deps.client.query(RuntimeEnvironmentDocument, {
@@ -158,6 +159,12 @@ export class SandboxRun {
     const reason = result.ok ? (answer ? answer.message : 'the sandbox is gone') : result.error.message;
     this.deps.log('warn', 'could not read the sandbox environment', { sandboxId: this.sandbox.id, reason });
     if (answer && !this.checkWrite(answer) && this.lost) return null;
+    if (!result.ok && result.error.kind !== 'graphql') {
+      // The server could not be reached: not the sandbox's fault; the next reconcile starts it again.
+      await this.release();
+      this.cleanup();
+      return null;
+    }
     await this.report('FAILED', { reason: `could not read its environment: ${reason}`, exitCode: 127 });
     await this.release();
     this.cleanup();
