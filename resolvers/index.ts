@@ -6,6 +6,7 @@ import './api-token.js';
 import './viewer.js';
 import './worker.js';
 import './sandbox.js';
+import './env.js';
 import './lease.js';
 import './message.js';
 import './question.js';

@@ -22,6 +22,8 @@ import {
   COMMAND_ARG_MAX_LENGTH,
   CURSOR_INPUT_MAX_LENGTH,
   CUT_TEXT_INPUT_MAX_LENGTH,
+  ENV_NAME_MAX_LENGTH,
+  ENV_VALUE_MAX_BYTES,
   FENCING_TOKEN_MAX_LENGTH,
   ID_INPUT_MAX_LENGTH,
   IMAGE_PATTERN_MAX_LENGTH,
@@ -70,6 +72,11 @@ const BY_COORDINATE: Readonly<Record<string, number>> = {
   'SendMessageInput.body': MAX_MESSAGE_BYTES,
   'SendMessageInput.channel': MESSAGE_CHANNEL_MAX_LENGTH,
   'SandboxFilter.nameContains': SANDBOX_NAME_MAX_LENGTH,
+  'SetEnvVarInput.name': ENV_NAME_MAX_LENGTH,
+  'SetEnvVarInput.value': ENV_VALUE_MAX_BYTES,
+  'SetSecretInput.name': ENV_NAME_MAX_LENGTH,
+  'SetSecretInput.value': ENV_VALUE_MAX_BYTES,
+  'DeleteEnvInput.name': ENV_NAME_MAX_LENGTH,
 };
 
 /** Limits by argument or input field name, wherever it appears. */

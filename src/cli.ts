@@ -24,6 +24,11 @@ Usage:
   flotilla keys list           list the server's signing keys (kid, created, retired, which one signs)
   flotilla keys rotate         make a new signing key; older keys stop signing but still verify
   flotilla keys remove KID     remove a retired key: tokens it signed stop verifying
+  flotilla keys rotate-secrets re-encrypt every stored secret under the first secrets key (with the
+                               generated key file: a new key first); older keys still decrypt
+  flotilla keys list-secrets   list the secrets keys and how many secrets each one encrypts
+  flotilla keys remove-secrets KID
+                               remove a secrets key from the generated key file (none may still use it)
   flotilla demo                a server on SQLite with a demo tenant, two worker agents and live sandboxes
   flotilla worker --url URL --token TOKEN [--state-dir DIR] [--heartbeat-ms MS] [--lease-ttl S] [--stop-grace-ms MS]
                                run the reference worker agent (sandboxes run as local processes;
@@ -84,6 +89,8 @@ async function main(argv: string[]): Promise<number> {
     case 'migrate':
       return runMigrate(config);
     case 'keys':
+      if (sub === 'rotate-secrets' || sub === 'list-secrets' || sub === 'remove-secrets')
+        return secretKeysCommand(config, sub, positionals[2]);
       return keysCommand(config, sub, positionals[2]);
     case 'token':
       if (sub === 'admin') return tokenAdmin(config);
@@ -236,7 +243,9 @@ async function tokenAdmin(config: Config): Promise<number> {
 
 async function keysCommand(config: Config, sub: string | undefined, kid: string | undefined): Promise<number> {
   if (sub !== 'list' && sub !== 'rotate' && sub !== 'remove') {
-    process.stderr.write(`unknown keys command "${sub ?? ''}" (expected: list, rotate, remove KID)\n`);
+    process.stderr.write(
+      `unknown keys command "${sub ?? ''}" (expected: list, rotate, remove KID, rotate-secrets, list-secrets, remove-secrets KID)\n`,
+    );
     return 2;
   }
   if (sub === 'remove' && !kid) {
@@ -273,6 +282,25 @@ async function keysCommand(config: Config, sub: string | undefined, kid: string 
   } finally {
     await orm.close(true);
   }
+}
+
+async function secretKeysCommand(
+  config: Config,
+  sub: 'rotate-secrets' | 'list-secrets' | 'remove-secrets',
+  kid: string | undefined,
+): Promise<number> {
+  const ops = await import('./ops/secrets-keys.js');
+  const output = {
+    out: (line: string) => process.stdout.write(`${line}\n`),
+    err: (line: string) => process.stderr.write(`${line}\n`),
+  };
+  if (sub === 'rotate-secrets') return ops.rotateSecrets(config, output);
+  if (sub === 'list-secrets') return ops.listSecretKeys(config, output);
+  if (!kid) {
+    process.stderr.write('flotilla keys remove-secrets needs a key id (see flotilla keys list-secrets)\n');
+    return 2;
+  }
+  return ops.removeSecretKey(config, kid, output);
 }
 
 main(process.argv.slice(2)).then(

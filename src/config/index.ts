@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { TENANT_ROLES } from '../db/entities/member.js';
 import { DEFAULT_MAX_PORTS_PER_SANDBOX, MAX_PORTS_PER_SANDBOX_LIMIT } from '../domain/input-limits.js';
+import { parseSecretKeys, SECRETS_KEY_FILE_NAME } from './secrets-key.js';
 
 /**
  * Flotilla's configuration: environment variables, optionally layered over a JSON file
@@ -201,6 +203,19 @@ const configSchema = z
      * refused, so a load balancer stops sending work first (the preStop pattern). 0: at once.
      */
     shutdownDrainMs: intFrom(0, 10 * 60 * 1000).default(0),
+    /**
+     * The keys secrets are encrypted with: comma-separated `kid:base64` (32 bytes each); the first
+     * encrypts, the others still decrypt. Unset: a key file generated in the data directory.
+     */
+    secretsKey: z
+      .string()
+      .optional()
+      .transform((value, ctx) => {
+        if (value === undefined) return undefined;
+        const { keys, problems } = parseSecretKeys(value);
+        for (const message of problems) ctx.addIssue({ code: 'custom', message });
+        return problems.length > 0 ? z.NEVER : keys;
+      }),
     /** Keep the server's signing keys in this JSON file instead of the database. */
     signingKeyFile: z.string().min(1).optional(),
     /** Issuer and audience of the tokens this server mints. */
@@ -325,6 +340,7 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   migrateOnStart: 'FLOTILLA_MIGRATE_ON_START',
   shutdownTimeoutMs: 'FLOTILLA_SHUTDOWN_TIMEOUT_MS',
   shutdownDrainMs: 'FLOTILLA_SHUTDOWN_DRAIN_MS',
+  secretsKey: 'FLOTILLA_SECRETS_KEY',
   signingKeyFile: 'FLOTILLA_SIGNING_KEY_FILE',
   tokenIssuer: 'FLOTILLA_TOKEN_ISSUER',
   tokenAudience: 'FLOTILLA_TOKEN_AUDIENCE',
@@ -352,6 +368,11 @@ export const ENV_NAMES: Record<ConfigKey, string> = {
   persistedOperationsFile: 'FLOTILLA_PERSISTED_OPERATIONS_FILE',
   persistedOperationsOnly: 'FLOTILLA_PERSISTED_OPERATIONS_ONLY',
 };
+
+/** The generated secrets key file, used when FLOTILLA_SECRETS_KEY is not set. */
+export function secretsKeyFile(config: Pick<Config, 'dataDir'>): string {
+  return join(config.dataDir, SECRETS_KEY_FILE_NAME);
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

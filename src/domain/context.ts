@@ -1,5 +1,6 @@
 import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
+import type { SecretKeyring } from '../auth/secret-keys.js';
 import type { Em } from '../db/orm.js';
 import type { EventBus } from '../events/bus.js';
 import type { EventHub } from '../events/hub.js';
@@ -37,6 +38,8 @@ export interface ServiceContext {
   sharedReads?: SharedReads;
   /** This process's domain sweeper, told after commit what may let it place or sweep (sweep-signals.ts). */
   sweep?: SweepSignals;
+  /** The keys secrets are encrypted with at rest; absent where no server runs (secret writes and reads refuse as unavailable). */
+  secrets?: SecretKeyring;
   /** Where services log what they swallow (a refused attempt they could not audit). */
   logger?: Logger;
   /** Aborted when this server stops taking work: long waits answer at once instead of holding the shutdown. */

@@ -60,3 +60,13 @@ export const QUESTION_PROMPT_MAX_LENGTH = 4_000;
 export const QUESTION_MAX_OPTIONS = 20;
 /** …each 1 to this many characters. */
 export const QUESTION_OPTION_MAX_LENGTH = 200;
+/** An environment variable's or secret's name: a POSIX name ([A-Za-z_][A-Za-z0-9_]*) of at most this many characters. */
+export const ENV_NAME_MAX_LENGTH = 128;
+/** Names the worker agent sets itself (FLOTILLA_SANDBOX_ID, FLOTILLA_PORT_A, …): refused for variables and secrets, in any case. */
+export const ENV_RESERVED_PREFIX = 'FLOTILLA_';
+/** An environment variable's or secret's value, in bytes of UTF-8. */
+export const ENV_VALUE_MAX_BYTES = 32 * 1024;
+/** Variables and secrets together, per tenant (its tenant-wide ones) or per sandbox. */
+export const MAX_ENV_ENTRIES_PER_SCOPE = 200;
+/** Secrets re-encrypted per transaction by `flotilla keys rotate-secrets`. */
+export const SECRET_REENCRYPT_BATCH = 100;

@@ -18,6 +18,7 @@ import { databaseKindOf, type Em } from '../db/orm.js';
 import { findRows } from '../db/rows.js';
 import { audited } from './audit.js';
 import type { ServiceContext } from './context.js';
+import { forgetSandboxEnv } from './env.js';
 import {
   ForbiddenError,
   InvalidTransitionError,
@@ -316,11 +317,12 @@ export class SandboxService {
     });
   }
 
-  /** Soft delete: released, hidden from lists, kept for audit. */
+  /** Soft delete: released, hidden from lists, kept for audit; its own variables and secrets go (env.ts). */
   async delete(sandboxId: string): Promise<Sandbox> {
     return this.operate('deleteSandbox', sandboxId, async (em, sandbox, now) => {
       const onWorker = isHolding(sandbox.status) && sandbox.worker !== null;
       await applyTransition(em, sandbox, 'DELETED', now, { reason: 'deleted' });
+      await forgetSandboxEnv(em, sandbox.id);
       if (onWorker) await this.requestStop(em, sandbox, now);
     });
   }

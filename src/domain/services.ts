@@ -3,6 +3,7 @@ import { ChannelInboundService } from './channel-inbound.js';
 import { ChannelService } from './channels.js';
 import type { ServiceContext } from './context.js';
 import { DeliveryService } from './delivery.js';
+import { EnvService } from './env.js';
 import { EventLogService } from './event-log.js';
 import { LeaseService } from './leases.js';
 import { MessageService } from './messages.js';
@@ -26,6 +27,7 @@ export interface Services {
   deliveries: DeliveryService;
   events: EventLogService;
   apiTokens: ApiTokenService;
+  env: EnvService;
   subscriptions: SubscriptionService;
   channels: ChannelService;
   channelInbound: ChannelInboundService;
@@ -44,6 +46,7 @@ export function createServices(context: ServiceContext): Services {
     deliveries: new DeliveryService(context),
     events: new EventLogService(context),
     apiTokens: new ApiTokenService(context),
+    env: new EnvService(context),
     subscriptions: new SubscriptionService(context),
     channels: new ChannelService(context),
     channelInbound: new ChannelInboundService(context),

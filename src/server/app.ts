@@ -4,9 +4,10 @@ import { acceptedAudiences, dashboardSignIn } from '../auth/dashboard-sign-in.js
 import { type ExternalIssuer, Hs256Issuer, OidcIssuer } from '../auth/external.js';
 import { IdentityCache } from '../auth/identity-cache.js';
 import { SigningKeys } from '../auth/keys.js';
+import { SecretKeyring } from '../auth/secret-keys.js';
 import { TokenService } from '../auth/tokens.js';
 import type { Config } from '../config/index.js';
-import { describeDatabase } from '../config/index.js';
+import { describeDatabase, secretsKeyFile } from '../config/index.js';
 import { Database } from '../db/database.js';
 import type { Orm } from '../db/orm.js';
 import { ChannelDrainer } from '../domain/channel-outbox.js';
@@ -88,6 +89,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
   let closing = false;
   let keyReload: NodeJS.Timeout | null = null;
 
+  const secrets = SecretKeyring.open(config.secretsKey, secretsKeyFile(config));
   const bus = new InProcessBus();
   const channelDrainer = new ChannelDrainer(
     () => (db.isStarted() ? db.orm : null),
@@ -162,6 +164,11 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       else events = stream;
       keyReload = setInterval(() => {
         loaded.reload().catch((err: Error) => logger.warn({ err: err.message }, 'could not reload signing keys'));
+        try {
+          secrets.reload();
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, 'could not reload the secrets keys');
+        }
       }, KEY_RELOAD_INTERVAL_MS);
       keyReload.unref();
     },
@@ -206,6 +213,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
     sweep: sweeper,
     logger,
     stopping: stopping.signal,
+    secrets,
   });
   const liveExecution = config.sharedSubscriptionExecution
     ? new LiveExecution({

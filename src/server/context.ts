@@ -3,6 +3,7 @@ import type { Context } from '../../resolvers/builder.js';
 import type { TokenAuthority } from '../auth/authority.js';
 import type { Identity } from '../auth/identity.js';
 import type { IdentityCache } from '../auth/identity-cache.js';
+import type { SecretKeyring } from '../auth/secret-keys.js';
 import { bearerToken, type TokenService } from '../auth/tokens.js';
 import type { Database } from '../db/database.js';
 import type { Em } from '../db/orm.js';
@@ -34,6 +35,8 @@ export interface ContextOptions {
   /** The domain sweeper, told after each commit what may let it place or sweep. */
   sweep?: SweepSignals;
   logger?: Logger;
+  /** The keys secrets are encrypted with at rest. */
+  secrets?: SecretKeyring;
   /** Aborted when the server stops taking work (see ServiceContext.stopping). */
   stopping?: AbortSignal;
 }
@@ -134,6 +137,7 @@ export class ContextFactory {
           sweep: this.options.sweep,
           logger: this.options.logger,
           stopping: this.options.stopping,
+          secrets: this.options.secrets,
         }),
       );
     const context: Context & { [POTHOS_CONTEXT_CACHE]: object } = {
@@ -208,6 +212,9 @@ class LazyServices implements Services {
   }
   get apiTokens() {
     return this.all.apiTokens;
+  }
+  get env() {
+    return this.all.env;
   }
   get subscriptions() {
     return this.all.subscriptions;

@@ -104,7 +104,14 @@ export async function startHttpServer(
       metrics.httpRequests.inc({ route: label, status: String(res.statusCode) });
       metrics.httpDuration.observe({ route: label }, seconds);
       logger.info(
-        { reqId: requestId, method: req.method, url: req.url, status: res.statusCode, ms: Math.round(seconds * 1000) },
+        // The path only: a query string may carry GraphQL variables (a secret's value, a token).
+        {
+          reqId: requestId,
+          method: req.method,
+          url: req.url?.split('?')[0],
+          status: res.statusCode,
+          ms: Math.round(seconds * 1000),
+        },
         'request',
       );
     });

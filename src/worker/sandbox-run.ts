@@ -6,6 +6,7 @@ import {
   RenewLeaseDocument,
   ReportAgentStatusDocument,
   ReportSandboxStatusDocument,
+  RuntimeEnvironmentDocument,
   SandboxDocument,
   type SandboxFieldsFragment,
 } from '../client/index.js';
@@ -124,9 +125,15 @@ export class SandboxRun {
     return current.ok ? current.data.sandbox : null;
   }
 
-  /** Spawns the process with the sandbox's environment; a spawn that fails is reported FAILED and ends the run. */
+  /**
+   * Spawns the process with the sandbox's environment (its variables and secrets, then what the agent
+   * sets itself); an environment that cannot be read or a spawn that fails ends the run.
+   */
   private async launch(current: SandboxFieldsFragment): Promise<RunningSandbox | null> {
     const sandbox = this.sandbox;
+    // Read on every start and restart, so a restart picks up changed variables and secrets.
+    const environment = await this.runtimeEnvironment();
+    if (!environment) return null;
     try {
       const started = this.deps.runtime.start(
         {
@@ -137,6 +144,8 @@ export class SandboxRun {
           cpuMillis: sandbox.resources.cpuMillis,
           memoryMb: sandbox.resources.memoryMb,
           env: {
+            // The tenant's and the sandbox's variables and secrets; what the agent sets itself wins.
+            ...environment,
             FLOTILLA_SANDBOX_ID: sandbox.id,
             FLOTILLA_SANDBOX_NAME: sandbox.name,
             FLOTILLA_IMAGE: sandbox.image,
@@ -160,6 +169,36 @@ export class SandboxRun {
       await this.release();
       return null;
     }
+  }
+
+  /**
+   * The variables and decrypted secrets to start the process with, read with this run's fencing
+   * token (only the lease holder gets them). Values are never logged. Null when they cannot be
+   * read: the lease moved on (the run stops), the server could not be reached (released, tried
+   * again at the next reconcile), or it refused (the sandbox is FAILED).
+   */
+  private async runtimeEnvironment(): Promise<Record<string, string> | null> {
+    const result = await this.deps.client.query(RuntimeEnvironmentDocument, {
+      sandboxId: this.sandbox.id,
+      fencingToken: this.fencingToken,
+    });
+    const answer = result.ok ? result.data.sandbox?.runtimeEnvironment : null;
+    if (answer?.__typename === 'RuntimeEnvironment') {
+      return Object.fromEntries(answer.entries.map((entry) => [entry.name, entry.value]));
+    }
+    const reason = result.ok ? (answer ? answer.message : 'the sandbox is gone') : result.error.message;
+    this.deps.log('warn', 'could not read the sandbox environment', { sandboxId: this.sandbox.id, reason });
+    if (answer && !this.checkWrite(answer) && this.lost) return null;
+    if (!result.ok && result.error.kind !== 'graphql') {
+      // The server could not be reached: not the sandbox's fault; the next reconcile starts it again.
+      await this.release();
+      this.cleanup();
+      return null;
+    }
+    await this.report('FAILED', { reason: `could not read its environment: ${reason}`, exitCode: 127 });
+    await this.release();
+    this.cleanup();
+    return null;
   }
 
   /** Stops the process and waits until its end is reported. */

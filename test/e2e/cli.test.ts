@@ -61,8 +61,31 @@ describe('flotilla CLI', () => {
   it('prints help', async () => {
     const result = await run(['--help']);
     expect(result.code).toBe(0);
-    for (const word of ['serve', 'migrate', 'token admin']) expect(result.stdout).toContain(word);
+    for (const word of ['serve', 'migrate', 'token admin', 'keys rotate-secrets', 'keys list-secrets'])
+      expect(result.stdout).toContain(word);
   });
+
+  it('manages the secrets keys: a generated key file, rotate-secrets adds one, list-secrets shows them, remove-secrets removes an unused one', async () => {
+    const env = {
+      FLOTILLA_DATABASE_URL: await freshDatabaseUrl('sqlite'),
+      FLOTILLA_DATA_DIR: tempDir('flotilla-cli-'),
+    };
+    // The first command creates the key file; rotating adds a second key, first in the file.
+    const rotated = await run(['keys', 'rotate-secrets'], env);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(statSync(join(env.FLOTILLA_DATA_DIR, 'secrets.keys.json')).mode & 0o777).toBe(0o600);
+    const fresh = /new secrets key (\S+)/.exec(rotated.stderr)?.[1];
+    expect(rotated.stdout.trim()).toBe(`re-encrypted 0 secret(s) under key ${fresh}`);
+    const listed = await run(['keys', 'list-secrets'], env);
+    const lines = listed.stdout.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toBe(`${fresh}  0 secret(s)  ENCRYPTING`);
+    const original = lines[1].split(/\s+/)[0];
+    expect(original).not.toBe(fresh);
+    const removed = await run(['keys', 'remove-secrets', original], env);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stderr).toContain(`removed secrets key ${original}`);
+  }, 120_000);
 
   it('refuses a bad configuration, naming every variable at once, and exits non-zero', async () => {
     const result = await run(['migrate'], {

@@ -4,6 +4,7 @@ import type { DatabaseKind } from '../../src/config/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { TenantRole } from '../../src/db/entities/member.js';
 import type { Clock } from '../../src/domain/context.js';
+import type { Logger } from '../../src/kernel/logger.js';
 import { type Flotilla, startFlotilla } from '../../src/server/app.js';
 import { freshDatabaseUrl, tempDir } from './databases.js';
 
@@ -41,6 +42,8 @@ export async function startTestServer(
     onQuery?: (sql: string) => void;
     /** Run the domain sweeper on its timer (default false in tests: drive it with app.sweeper.runOnce()). */
     sweep?: boolean;
+    /** Where the server logs (default: a logger at FLOTILLA_LOG_LEVEL), e.g. to capture its lines. */
+    logger?: Logger;
   } = {},
 ): Promise<TestServer> {
   const databaseUrl = options.databaseUrl ?? (await freshDatabaseUrl(kind));
@@ -57,6 +60,7 @@ export async function startTestServer(
     clock: options.clock,
     onQuery: options.onQuery,
     sweep: options.sweep ?? false,
+    logger: options.logger,
   });
   await app.ready;
   const adminToken = app.adminToken?.token ?? options.adminToken;

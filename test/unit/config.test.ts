@@ -164,4 +164,23 @@ describe('config', () => {
       ).toEqual([expect.stringMatching(/^FLOTILLA_OIDC_DASHBOARD_SCOPES: must include "openid"/)]);
     });
   });
+
+  it('reads FLOTILLA_SECRETS_KEY as kid:base64 entries, the first encrypting, and never echoes key material', () => {
+    const k1 = Buffer.alloc(32, 1).toString('base64');
+    const k2 = Buffer.alloc(32, 2).toString('base64');
+    const config = loadConfig({ FLOTILLA_SECRETS_KEY: `k2:${k2}, k1:${k1}` });
+    expect(config.secretsKey?.map((k) => k.kid)).toEqual(['k2', 'k1']);
+    expect(config.secretsKey?.[0].key.equals(Buffer.alloc(32, 2))).toBe(true);
+    expect(loadConfig({}).secretsKey).toBeUndefined();
+
+    const short = Buffer.alloc(16, 7).toString('base64');
+    const problems = problemsOf({ FLOTILLA_SECRETS_KEY: `k1:${short},nokid${k1},k1:${k1},k1:${k1},bad kid:${k1}` });
+    expect(problems).toEqual([
+      expect.stringMatching(/^FLOTILLA_SECRETS_KEY: key "k1": must be 32 bytes/),
+      expect.stringMatching(/^FLOTILLA_SECRETS_KEY: entry 2: expected kid:base64-key/),
+      expect.stringMatching(/^FLOTILLA_SECRETS_KEY: key "k1" is given twice/),
+      expect.stringMatching(/^FLOTILLA_SECRETS_KEY: entry 5: expected kid:base64-key/),
+    ]);
+    for (const material of [short, k1]) expect(problems.join('\n')).not.toContain(material);
+  });
 });

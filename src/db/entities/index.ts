@@ -2,6 +2,7 @@ import { ApiTokenSchema } from './api-token.js';
 import { AuditEntrySchema } from './audit-entry.js';
 import { BaseEntitySchema } from './base.js';
 import { ChannelDeliverySchema, ChannelNonceSchema, ChannelSchema, ChannelThreadSchema } from './channel.js';
+import { EnvEntrySchema } from './env-entry.js';
 import { EventSchema } from './event.js';
 import { EventLogStateSchema } from './event-log-state.js';
 import { LeaseSchema } from './lease.js';
@@ -23,6 +24,7 @@ export const ENTITY_SCHEMAS = [
   SandboxSchema,
   LeaseSchema,
   PortAllocationSchema,
+  EnvEntrySchema,
   MessageSchema,
   QuestionSchema,
   EventSchema,

@@ -9,6 +9,7 @@ import { Migration20261130083028_ports } from './Migration20261130083028_ports.j
 import { Migration20261130095231_message_retention } from './Migration20261130095231_message_retention.js';
 import { Migration20261130095247_message_delivery } from './Migration20261130095247_message_delivery.js';
 import { Migration20261130095248_questions } from './Migration20261130095248_questions.js';
+import { Migration20261130095300_env_entries } from './Migration20261130095300_env_entries.js';
 import { Migration20261130095300_sandbox_restart } from './Migration20261130095300_sandbox_restart.js';
 import { Migration20261130095319_channels } from './Migration20261130095319_channels.js';
 
@@ -23,6 +24,7 @@ export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[
   { name: 'Migration20261130095231_message_retention', class: Migration20261130095231_message_retention },
   { name: 'Migration20261130095247_message_delivery', class: Migration20261130095247_message_delivery },
   { name: 'Migration20261130095248_questions', class: Migration20261130095248_questions },
+  { name: 'Migration20261130095300_env_entries', class: Migration20261130095300_env_entries },
   { name: 'Migration20261130095300_sandbox_restart', class: Migration20261130095300_sandbox_restart },
   { name: 'Migration20261130095319_channels', class: Migration20261130095319_channels },
 ];
