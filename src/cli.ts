@@ -6,6 +6,7 @@ import { TokenService } from './auth/tokens.js';
 import { type Config, ConfigError, describeDatabase, loadConfig } from './config/index.js';
 import { PendingMigrationsError } from './db/database.js';
 import { migrate, openOrm } from './db/orm.js';
+import { backupCommand, migrateStoreCommand, restoreCommand } from './ops/store-commands.js';
 import { startFlotilla } from './server/app.js';
 
 const HELP = `flotilla — control plane for fleets of AI-agent sandboxes
@@ -18,6 +19,13 @@ Usage:
   flotilla keys list           list the server's signing keys (kid, created, retired, which one signs)
   flotilla keys rotate         make a new signing key; older keys stop signing but still verify
   flotilla keys remove KID     remove a retired key: tokens it signed stop verifying
+  flotilla backup --out FILE    back up the database while it serves (SQLite: online backup API;
+                               Postgres: a logical export in one snapshot); see docs/operations.md
+  flotilla restore --from FILE [--force]
+                               restore a backup after verifying it; refuses a database holding data
+                               unless --force, and keeps a safety copy of what it replaces
+  flotilla migrate-store --from sqlite:PATH --to postgres://… [--force]
+                               copy a SQLite store into Postgres (one machine to a cluster); cursors keep working
   flotilla demo                a server on SQLite with a demo tenant, two worker agents and live sandboxes
   flotilla worker --url URL --token TOKEN [--state-dir DIR] [--heartbeat-ms MS] [--lease-ttl S] [--stop-grace-ms MS]
                                run the reference worker agent (sandboxes run as local processes;
@@ -45,6 +53,10 @@ async function main(argv: string[]): Promise<number> {
       'heartbeat-ms': { type: 'string' },
       'lease-ttl': { type: 'string' },
       'stop-grace-ms': { type: 'string' },
+      out: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      force: { type: 'boolean' },
     },
   });
   const [command, sub] = positionals;
@@ -62,6 +74,8 @@ async function main(argv: string[]): Promise<number> {
     });
   }
 
+  if (command === 'migrate-store') return migrateStoreCommand(values.from, values.to, values.force ?? false);
+
   const overrides: Parameters<typeof loadConfig>[1] = {};
   if (values['no-migrate']) overrides.migrateOnStart = false;
   if (values.port !== undefined) overrides.port = values.port;
@@ -73,6 +87,10 @@ async function main(argv: string[]): Promise<number> {
       return serve(config);
     case 'migrate':
       return runMigrate(config);
+    case 'backup':
+      return backupCommand(config, values.out);
+    case 'restore':
+      return restoreCommand(config, values.from, values.force ?? false);
     case 'keys':
       return keysCommand(config, sub, positionals[2]);
     case 'token':
