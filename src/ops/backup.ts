@@ -295,11 +295,12 @@ async function restoreSqlite(target: DatabaseTarget, file: string, options: Rest
             'NOT_EMPTY',
             `the database ${location} holds data (${filled.join(', ')}); pass --force to replace it (a safety copy is kept)`,
           );
-        safetyCopy = `${location}.pre-restore-${stamp}.db`;
-        await onlineBackup(current, safetyCopy);
       } finally {
         await current.close(true);
       }
+      // A backup like any other (manifest included), so `flotilla restore` takes it back.
+      safetyCopy = `${location}.pre-restore-${stamp}.db`;
+      await backupStore(target, safetyCopy);
       // The last connection to close removes the WAL; one left means another process has the file open.
       if (existsSync(`${location}-wal`))
         throw new StoreOperationError(
