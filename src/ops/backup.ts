@@ -538,7 +538,11 @@ async function restorePostgres(target: DatabaseTarget, file: string, options: Re
       return { safetyCopy, migrations: contents.manifest.migrations, summaries, transactionIdsAdvanced };
     } catch (err) {
       await query('rollback').catch(() => undefined);
-      throw err;
+      if (err instanceof StoreOperationError) throw err;
+      throw new StoreOperationError(
+        'ROLLED_BACK',
+        `restoring failed and was rolled back, the database is as it was: ${(err as Error).message}`,
+      );
     }
   } finally {
     await client.end();

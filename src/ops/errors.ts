@@ -13,7 +13,9 @@ export type StoreOperationFailure =
   /** Another process has the SQLite file open (a running server). */
   | 'IN_USE'
   /** The copy's counts or checksums differ from the source's. */
-  | 'VERIFY_FAILED';
+  | 'VERIFY_FAILED'
+  /** Writing failed part-way (e.g. a row broke a constraint); the transaction was rolled back. */
+  | 'ROLLED_BACK';
 
 const CODES: Record<StoreOperationFailure, ErrorCode> = {
   NOT_EMPTY: 'ALREADY_EXISTS',
@@ -22,6 +24,7 @@ const CODES: Record<StoreOperationFailure, ErrorCode> = {
   UNSUPPORTED: 'VALIDATION_FAILED',
   IN_USE: 'UNAVAILABLE',
   VERIFY_FAILED: 'VALIDATION_FAILED',
+  ROLLED_BACK: 'VALIDATION_FAILED',
 };
 
 export class StoreOperationError extends DomainError {

@@ -158,7 +158,11 @@ export async function migrateStore(
         return report;
       } catch (err) {
         await write('rollback').catch(() => undefined);
-        throw err;
+        if (err instanceof StoreOperationError) throw err;
+        throw new StoreOperationError(
+          'ROLLED_BACK',
+          `copying failed and was rolled back, nothing was committed: ${(err as Error).message}`,
+        );
       } finally {
         await read('commit').catch(() => undefined);
       }

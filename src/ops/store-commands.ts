@@ -6,7 +6,7 @@ import { describeSummaries } from './store-tables.js';
 
 /** The CLI's `backup`, `restore` and `migrate-store` commands: run, print a report, return the exit code. */
 
-type Output = { out: (line: string) => void; err: (line: string) => void };
+export type Output = { out: (line: string) => void; err: (line: string) => void };
 const STDIO: Output = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
