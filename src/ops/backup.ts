@@ -117,6 +117,8 @@ function sqliteLocation(target: DatabaseTarget): string {
 
 export async function backupStore(target: DatabaseTarget, out: string): Promise<BackupReport> {
   const file = resolve(out);
+  if (target.kind === 'sqlite' && file === resolve(target.location))
+    throw new StoreOperationError('UNSUPPORTED', 'the backup must not be written over the database itself');
   mkdirSync(dirname(file), { recursive: true });
   const partial = `${file}.partial-${process.pid}`;
   try {
@@ -133,6 +135,8 @@ async function backupSqlite(target: DatabaseTarget, out: string): Promise<Omit<B
   const location = sqliteLocation(target);
   if (!existsSync(location)) throw new StoreOperationError('UNSUPPORTED', `there is no SQLite database at ${location}`);
   rmSync(out, { force: true });
+  // The backup holds the signing keys: readable by its owner only, from the start.
+  closeSync(openSync(out, 'w', 0o600));
   const source = await openOrm(target);
   try {
     await onlineBackup(source, out);
@@ -298,15 +302,19 @@ async function restoreSqlite(target: DatabaseTarget, file: string, options: Rest
       } finally {
         await current.close(true);
       }
+      // The last connection to close removes the WAL; one left means another process has the file open.
+      const inUse = () => {
+        if (existsSync(`${location}-wal`))
+          throw new StoreOperationError(
+            'IN_USE',
+            `another process has ${location} open (a running flotilla serve?); stop it before restoring`,
+          );
+      };
+      inUse();
       // A backup like any other (manifest included), so `flotilla restore` takes it back.
       safetyCopy = `${location}.pre-restore-${stamp}.db`;
       await backupStore(target, safetyCopy);
-      // The last connection to close removes the WAL; one left means another process has the file open.
-      if (existsSync(`${location}-wal`))
-        throw new StoreOperationError(
-          'IN_USE',
-          `another process has ${location} open (a running flotilla serve?); stop it before restoring`,
-        );
+      inUse();
     }
     renameSync(staged, location);
     renamed = true;

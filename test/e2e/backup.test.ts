@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseDatabaseUrl } from '../../src/config/index.js';
 import { openOrm } from '../../src/db/orm.js';
 import { encodeEventCursor, logPosition } from '../../src/events/reader.js';
+import { backupStore } from '../../src/ops/backup.js';
 import { restoreCommand } from '../../src/ops/store-commands.js';
 import { TableChecksum } from '../../src/ops/store-tables.js';
 import { DRIVERS, freshDatabaseUrl, tempDir } from '../helpers/databases.js';
@@ -73,6 +74,8 @@ describe.each(DRIVERS)('flotilla backup and restore on %s', (kind) => {
     expect(backup.code, backup.stderr).toBe(0);
     expect(backup.stdout).toContain(kind === 'sqlite' ? 'sqlite-online-backup' : 'logical-export');
     expect(sentDuringBackup).toBeGreaterThan(0);
+    // It holds the signing keys: readable by its owner only.
+    expect(statSync(backupFile).mode & 0o777).toBe(0o600);
     const after = await dumpTables(source.databaseUrl);
 
     restoredUrl = await freshDatabaseUrl(kind);
@@ -329,6 +332,27 @@ describe('flotilla restore into a Postgres cluster younger than the backup', () 
       await sendMessage(server, fleet.sandboxId, 'after the move');
       const after = await eventsAfter(server, fleet.tenantId, newestCursor);
       expect(after.map((e) => e.type)).toEqual(['MESSAGE_POSTED']);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('flotilla restore on SQLite while a server has the file open', () => {
+  it('refuses with IN_USE and leaves the database as it was', async () => {
+    const server = await startTestServer('sqlite');
+    try {
+      await buildFleet(server, 1);
+      const file = join(tempDir('flotilla-backup-'), 'fleet.db');
+      await backupStore(parseDatabaseUrl(server.databaseUrl), file);
+      await sendMessage(server, (await buildFleet(server, 0)).sandboxId, 'after the backup');
+      const holding = await dumpTables(server.databaseUrl);
+      const result = await restoreInProcess(server.databaseUrl, file);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain('IN_USE');
+      expect(await dumpTables(server.databaseUrl)).toEqual(holding);
+      // The server still works on it.
+      await sendMessage(server, (await buildFleet(server, 0)).sandboxId, 'still serving');
     } finally {
       await server.close();
     }

@@ -105,5 +105,8 @@ describe('flotilla migrate-store (SQLite → Postgres)', () => {
     expect(wrongTarget.stderr).toContain('--to must be a Postgres URL');
     const missing = await runCli(['migrate-store', '--from', source.databaseUrl]);
     expect(missing.code).toBe(2);
+    const help = await runCli(['--help']);
+    for (const command of ['backup --out FILE', 'restore --from FILE', 'migrate-store --from sqlite:PATH'])
+      expect(help.stdout).toContain(command);
   });
 });
