@@ -19,7 +19,6 @@ import { type DatabaseTarget, describeDatabase } from '../config/index.js';
 import { POSTGRES_MIGRATIONS } from '../db/migrations/postgres/index.js';
 import { SQLITE_MIGRATIONS } from '../db/migrations/sqlite/index.js';
 import { MIGRATIONS_TABLE, migrate, type Orm, openOrm } from '../db/orm.js';
-import { StoreOperationError } from './errors.js';
 import {
   advanceTransactionIdsPast,
   connectPostgres,
@@ -31,6 +30,7 @@ import {
   sequenceHighWater,
 } from './postgres-store.js';
 import { onlineBackup, sqliteQuery } from './sqlite-store.js';
+import { StoreOperationError } from './store-errors.js';
 import {
   appliedMigrations,
   COPY_BATCH_ROWS,

@@ -4,7 +4,6 @@ import { type DatabaseTarget, describeDatabase, parseDatabaseUrl } from '../conf
 import { POSTGRES_MIGRATIONS } from '../db/migrations/postgres/index.js';
 import { SQLITE_MIGRATIONS } from '../db/migrations/sqlite/index.js';
 import { MIGRATIONS_TABLE, migrate, openOrm } from '../db/orm.js';
-import { StoreOperationError } from './errors.js';
 import {
   advanceTransactionIdsPast,
   connectPostgres,
@@ -15,6 +14,7 @@ import {
   restoreSequences,
 } from './postgres-store.js';
 import { sqliteQuery } from './sqlite-store.js';
+import { StoreOperationError } from './store-errors.js';
 import {
   appliedMigrations,
   columnsOf,

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { StoreOperationError } from './errors.js';
+import { StoreOperationError } from './store-errors.js';
 import type { Query } from './store-tables.js';
 
 /**

@@ -1,7 +1,7 @@
 import { type Config, describeDatabase } from '../config/index.js';
 import { backupStore, restoreStore } from './backup.js';
-import { StoreOperationError } from './errors.js';
 import { migrateStore, parseStoreUrls } from './migrate-store.js';
+import { StoreOperationError } from './store-errors.js';
 import { describeSummaries } from './store-tables.js';
 
 /** The CLI's `backup`, `restore` and `migrate-store` commands: run, print a report, return the exit code. */
