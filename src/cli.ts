@@ -7,6 +7,7 @@ import { type Config, ConfigError, describeDatabase, loadConfig } from './config
 import { PendingMigrationsError } from './db/database.js';
 import { migrate, openOrm } from './db/orm.js';
 import { acquireWriterLock, WriterLockError } from './db/writer-lock.js';
+import { backupCommand, migrateStoreCommand, restoreCommand } from './ops/store-commands.js';
 import { startFlotilla } from './server/app.js';
 
 const HELP = `flotilla — control plane for fleets of AI-agent sandboxes
@@ -29,6 +30,13 @@ Usage:
   flotilla keys list-secrets   list the secrets keys and how many secrets each one encrypts
   flotilla keys remove-secrets KID
                                remove a secrets key from the generated key file (none may still use it)
+  flotilla backup --out FILE    back up the database while it serves (SQLite: online backup API;
+                               Postgres: a logical export in one snapshot); see docs/operations.md
+  flotilla restore --from FILE [--force]
+                               restore a backup after verifying it; refuses a database holding data
+                               unless --force, and keeps a safety copy of what it replaces
+  flotilla migrate-store --from sqlite:PATH --to postgres://… [--force]
+                               copy a SQLite store into Postgres (one machine to a cluster); cursors keep working
   flotilla demo                a server on SQLite with a demo tenant, two worker agents and live sandboxes
   flotilla worker --url URL --token TOKEN [--state-dir DIR] [--heartbeat-ms MS] [--lease-ttl S] [--stop-grace-ms MS]
                                run the reference worker agent (sandboxes run as local processes;
@@ -60,6 +68,10 @@ async function main(argv: string[]): Promise<number> {
       'heartbeat-ms': { type: 'string' },
       'lease-ttl': { type: 'string' },
       'stop-grace-ms': { type: 'string' },
+      out: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      force: { type: 'boolean' },
     },
   });
   const [command, sub] = positionals;
@@ -77,6 +89,8 @@ async function main(argv: string[]): Promise<number> {
     });
   }
 
+  if (command === 'migrate-store') return migrateStoreCommand(values.from, values.to, values.force ?? false);
+
   const overrides: Parameters<typeof loadConfig>[1] = {};
   if (values['no-migrate']) overrides.migrateOnStart = false;
   if (values.port !== undefined) overrides.port = values.port;
@@ -88,6 +102,10 @@ async function main(argv: string[]): Promise<number> {
       return serve(config);
     case 'migrate':
       return runMigrate(config);
+    case 'backup':
+      return backupCommand(config, values.out);
+    case 'restore':
+      return restoreCommand(config, values.from, values.force ?? false);
     case 'keys':
       if (sub === 'rotate-secrets' || sub === 'list-secrets' || sub === 'remove-secrets')
         return secretKeysCommand(config, sub, positionals[2]);
