@@ -412,7 +412,8 @@ describe.each(DRIVERS)('agent questions through chat channels on %s', (kind) => 
         status: 400,
         json: { error: 'bad request', reason: expect.any(String) },
       });
-    expect(badRequests[0].json.reason).toMatch(/one, two/);
+    expect(badRequests[0].json).toMatchObject({ reason: expect.stringMatching(/one, two/), field: 'choice' });
+    expect(badRequests[1].json.field).toBe('text');
 
     const notFound = [
       await inbound(ch, { threadId: strangerThread, questionId: localId(foreign.id), choice: 'one', sender: 'x' }),

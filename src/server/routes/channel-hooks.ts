@@ -48,7 +48,12 @@ export function channelHookRoute(contexts: ContextFactory): Route {
       if (err instanceof QuestionClosedError)
         return sendJson(res, 409, { error: 'conflict', code: err.code, reason: err.message, status: err.status });
       if (err instanceof ValidationError)
-        return sendJson(res, 400, { error: 'bad request', reason: err.message, field: err.field });
+        // The services name GraphQL input paths (`input.choice`); the hook's body has the bare field.
+        return sendJson(res, 400, {
+          error: 'bad request',
+          reason: err.message,
+          field: err.field?.replace(/^input\./, ''),
+        });
       if (err instanceof DomainError) return sendJson(res, 503, { error: err.code, reason: err.message });
       const code = (err as { extensions?: { code?: unknown } }).extensions?.code;
       if (code === 'RATE_LIMITED') return sendJson(res, 429, { error: 'rate limited', reason: (err as Error).message });
