@@ -42,7 +42,10 @@ export const QuestionRef = builder.loadableNode('Question', {
     }),
     answerChoice: t.exposeString('answerChoice', { nullable: true, description: 'The option chosen, if any.' }),
     answerText: t.exposeString('answerText', { nullable: true, description: 'The free text given, if any.' }),
-    answeredBy: t.exposeString('answeredBy', { nullable: true, description: 'Who answered (a subject).' }),
+    answeredBy: t.exposeString('answeredBy', {
+      nullable: true,
+      description: 'Who answered: a subject, or `channel:<channel id>:<sender>` for an answer through a chat channel.',
+    }),
     answeredAt: t.expose('answeredAt', { type: 'DateTime', nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),

@@ -6,6 +6,7 @@ import { isUuid, newId } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { findRows } from '../db/rows.js';
 import { audited } from './audit.js';
+import { channelRouteOf, enqueueDelivery, OUTBOUND_FLAG } from './channel-outbox.js';
 import type { ServiceContext } from './context.js';
 import { ForbiddenError, NotFoundError, QuestionClosedError, ValidationError } from './errors.js';
 import { QUESTION_MAX_OPTIONS, QUESTION_OPTION_MAX_LENGTH, QUESTION_PROMPT_MAX_LENGTH } from './input-limits.js';
@@ -93,15 +94,23 @@ export class QuestionService {
         );
         const now = this.ctx.clock.now();
         const questionId = newId();
-        const message = await new MessageService(this.ctx).post(em, sandbox, {
-          threadId,
-          channel,
-          senderKind: 'AGENT',
-          senderId: this.ctx.identity.workerId as string,
-          body: prompt,
-          kind: 'QUESTION',
-          questionId,
-        });
+        // On a thread that came in through a channel the question goes out on it, like postAgentMessage.
+        const route = sandbox.channelBound ? await channelRouteOf(em, sandbox.id, threadId) : null;
+        const message = await new MessageService(this.ctx).post(
+          em,
+          sandbox,
+          {
+            threadId,
+            channel: route?.name ?? channel,
+            senderKind: 'AGENT',
+            senderId: this.ctx.identity.workerId as string,
+            body: prompt,
+            kind: 'QUESTION',
+            questionId,
+          },
+          route ? { [OUTBOUND_FLAG]: true } : undefined,
+        );
+        if (route) enqueueDelivery(em, route, message, 'QUESTION', now, { questionId, options, allowFreeText });
         const question = em.create(Question, {
           id: questionId,
           sandbox: sandbox.id,
@@ -133,54 +142,70 @@ export class QuestionService {
           throw new NotFoundError('Question', input.questionId);
         if (!hasTenantRole(this.ctx.identity, found.tenant.id, 'OPERATOR'))
           throw new ForbiddenError('answering questions needs the OPERATOR role');
-        const { choice, text } = this.validateAnswer(found, input);
-        // Answers to one sandbox's questions queue up behind each other (Postgres), so "was that the
-        // last open one?" below sees every answer committed before it.
-        const sandbox = await em.findOne(Sandbox, found.sandbox.id, lockedRead(em));
-        if (!sandbox) throw new NotFoundError('Question', input.questionId);
-        const question = await em.findOne(Question, found.id, { refresh: true });
-        if (!question) throw new NotFoundError('Question', input.questionId);
-        if (question.status !== 'OPEN') throw new QuestionClosedError(input.questionId, question.status);
-        const now = this.ctx.clock.now();
-        const asked = await em.findOneOrFail(Message, question.message.id);
-        const answer = await new MessageService(this.ctx).post(em, sandbox, {
-          threadId: asked.threadId,
-          channel: asked.channel,
-          senderKind: 'USER',
-          senderId: this.ctx.identity.subject,
-          body: choice ?? (text as string),
-          kind: 'ANSWER',
-          questionId: question.id,
-        });
-        // The compare-and-swap is what guarantees one winner: whoever changes the row first.
-        const won = await em.nativeUpdate(
-          Question,
-          { id: question.id, status: 'OPEN' },
-          {
-            status: 'ANSWERED',
-            answerMessage: answer.id,
-            answeredBy: this.ctx.identity.subject,
-            answeredAt: now,
-            answerChoice: choice,
-            answerText: text,
-            updatedAt: now,
-          },
-        );
-        if (won !== 1) {
-          const current = await em.findOne(Question, question.id, { refresh: true });
-          throw new QuestionClosedError(input.questionId, current?.status ?? 'ANSWERED');
-        }
-        const stillOpen = await em.count(Question, { sandbox: sandbox.id, status: 'OPEN' });
-        if (stillOpen === 0 && sandbox.agentPhase === WAITING) {
-          this.setAgentPhase(em, sandbox, RESUMED, null, now);
-          await em.flush();
-        }
-        const answered = await em.findOne(Question, question.id, { refresh: true });
-        if (!answered) throw new NotFoundError('Question', input.questionId);
-        return answered;
+        const subject = this.ctx.identity.subject;
+        const { question } = await this.answerIn(em, found, input, { answeredBy: subject, senderId: subject });
+        return question;
       },
       (q) => ({ tenantId: q.tenant.id, targetId: q.id }),
     );
+  }
+
+  /**
+   * Answers `found` in the caller's transaction: the path answerQuestion and a channel's inbound
+   * hook (channel-inbound.ts) share. The caller has checked who may answer; `answeredBy` is kept
+   * on the question, `senderId` is the ANSWER message's sender.
+   */
+  async answerIn(
+    em: Em,
+    found: Question,
+    input: Pick<AnswerQuestionInput, 'choice' | 'text'>,
+    by: { answeredBy: string; senderId: string },
+  ): Promise<{ question: Question; answer: Message }> {
+    const { choice, text } = this.validateAnswer(found, input);
+    // Answers to one sandbox's questions queue up behind each other (Postgres), so "was that the
+    // last open one?" below sees every answer committed before it.
+    const sandbox = await em.findOne(Sandbox, found.sandbox.id, lockedRead(em));
+    if (!sandbox) throw new NotFoundError('Question', found.id);
+    const question = await em.findOne(Question, found.id, { refresh: true });
+    if (!question) throw new NotFoundError('Question', found.id);
+    if (question.status !== 'OPEN') throw new QuestionClosedError(found.id, question.status);
+    const now = this.ctx.clock.now();
+    const asked = await em.findOneOrFail(Message, question.message.id);
+    const answer = await new MessageService(this.ctx).post(em, sandbox, {
+      threadId: asked.threadId,
+      channel: asked.channel,
+      senderKind: 'USER',
+      senderId: by.senderId,
+      body: choice ?? (text as string),
+      kind: 'ANSWER',
+      questionId: question.id,
+    });
+    // The compare-and-swap is what guarantees one winner: whoever changes the row first.
+    const won = await em.nativeUpdate(
+      Question,
+      { id: question.id, status: 'OPEN' },
+      {
+        status: 'ANSWERED',
+        answerMessage: answer.id,
+        answeredBy: by.answeredBy,
+        answeredAt: now,
+        answerChoice: choice,
+        answerText: text,
+        updatedAt: now,
+      },
+    );
+    if (won !== 1) {
+      const current = await em.findOne(Question, question.id, { refresh: true });
+      throw new QuestionClosedError(found.id, current?.status ?? 'ANSWERED');
+    }
+    const stillOpen = await em.count(Question, { sandbox: sandbox.id, status: 'OPEN' });
+    if (stillOpen === 0 && sandbox.agentPhase === WAITING) {
+      this.setAgentPhase(em, sandbox, RESUMED, null, now);
+      await em.flush();
+    }
+    const answered = await em.findOne(Question, question.id, { refresh: true });
+    if (!answered) throw new NotFoundError('Question', found.id);
+    return { question: answered, answer };
   }
 
   /** Open questions of the given sandboxes, oldest first (one statement for any number). */
@@ -212,7 +237,7 @@ export class QuestionService {
 
   private validateAnswer(
     question: Question,
-    input: AnswerQuestionInput,
+    input: Pick<AnswerQuestionInput, 'choice' | 'text'>,
   ): { choice: string | null; text: string | null } {
     const hasChoice = input.choice !== undefined && input.choice !== null;
     const hasText = input.text !== undefined && input.text !== null;

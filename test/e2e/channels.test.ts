@@ -1,11 +1,10 @@
-import { createHmac, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEntry } from '../../src/db/entities/audit-entry.js';
 import { ChannelNonce } from '../../src/db/entities/channel.js';
 import { Event } from '../../src/db/entities/event.js';
 import { Message } from '../../src/db/entities/message.js';
+import { type Received, Receiver, sign, signedInbound, type Tamper, until } from '../helpers/channels.js';
 import { DRIVERS } from '../helpers/databases.js';
 import {
   acquireLease,
@@ -18,77 +17,6 @@ import {
   uniqueName,
 } from '../helpers/fleet.js';
 import { localId, startTestServer, type TestServer } from '../helpers/server.js';
-
-/** One request the receiver got, and how it was answered. */
-interface Received {
-  headers: IncomingMessage['headers'];
-  body: string;
-  payload: { id: string; channel: string; threadId: string; sandboxId: string; kind: string; body: string };
-  answered: number | null;
-}
-
-/**
- * A real HTTP receiver on 127.0.0.1: records every request and answers it as `answer` says
- * (a status, or 'hang' to hold the request open until `release`).
- */
-class Receiver {
-  readonly requests: Received[] = [];
-  answer: (r: Received) => number | 'hang' = () => 200;
-  private readonly hanging: ServerResponse[] = [];
-  private server!: Server;
-  url = '';
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        const received: Received = { headers: req.headers, body, payload: JSON.parse(body), answered: null };
-        this.requests.push(received);
-        const status = this.answer(received);
-        if (status === 'hang') {
-          this.hanging.push(res);
-          return;
-        }
-        received.answered = status;
-        res.writeHead(status).end();
-      });
-    });
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/hook`;
-  }
-
-  get hangingCount(): number {
-    return this.hanging.filter((res) => !res.writableEnded && !res.destroyed).length;
-  }
-
-  release(): void {
-    for (const res of this.hanging.splice(0)) if (!res.destroyed) res.writeHead(200).end();
-  }
-
-  bodies(where: (r: Received) => boolean = () => true): string[] {
-    return this.requests.filter(where).map((r) => r.payload.body);
-  }
-
-  async close(): Promise<void> {
-    this.release();
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function sign(secret: string, parts: string[]): string {
-  return `v1=${createHmac('sha256', secret).update(parts.join('.')).digest('hex')}`;
-}
 
 interface DeliveryView {
   threadId: string;
@@ -152,27 +80,8 @@ describe.each(DRIVERS)('chat channels through signed webhooks on %s', (kind) => 
   }
 
   /** A signed inbound call, as a chat bridge would make it; `tamper` changes what is sent. */
-  async function inbound(
-    ch: { id: string; secret: string },
-    body: Record<string, unknown> | string,
-    tamper: { timestamp?: string; nonce?: string; signature?: string; secret?: string } = {},
-  ) {
-    const raw = typeof body === 'string' ? body : JSON.stringify(body);
-    const timestamp = tamper.timestamp ?? String(Math.floor(Date.now() / 1000));
-    const nonce = tamper.nonce ?? randomUUID();
-    const signature = tamper.signature ?? sign(tamper.secret ?? ch.secret, [timestamp, nonce, raw]);
-    const res = await fetch(`${server.app.url}/hooks/channels/${localId(ch.id)}`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'x-flotilla-timestamp': timestamp,
-        'x-flotilla-nonce': nonce,
-        'x-flotilla-signature': signature,
-      },
-      body: raw,
-    });
-    return { status: res.status, json: (await res.json()) as Record<string, unknown>, send: { timestamp, nonce, raw } };
-  }
+  const inbound = (ch: { id: string; secret: string }, body: Record<string, unknown> | string, tamper?: Tamper) =>
+    signedInbound(server, ch, body, tamper);
 
   async function postAgent(threadId: string, body: string) {
     const res = await server.gql<{
@@ -221,15 +130,18 @@ describe.each(DRIVERS)('chat channels through signed webhooks on %s', (kind) => 
   it('returns the secret once: no query can read it, and rotating replaces it', async () => {
     const ch = await channel();
     expect(ch.secret).toMatch(/^whsec_[A-Za-z0-9_-]{40,}$/);
-    // No output type but the mutations' payload has a field that could carry it (Mutation has rotateChannelSecret).
+    // No output type but the mutations' payload has a text field that could carry it (Mutation has
+    // rotateChannelSecret; the sandbox secrets' fields are flags and objects that never hold a value).
+    type TypeRef = { name: string | null; ofType: TypeRef | null };
+    const named = (t: TypeRef): string | null => t.name ?? (t.ofType ? named(t.ofType) : null);
     const types = dataOf(
-      await server.gql<{ __schema: { types: { name: string; fields: { name: string }[] | null }[] } }>(
-        '{ __schema { types { name fields { name } } } }',
+      await server.gql<{ __schema: { types: { name: string; fields: { name: string; type: TypeRef }[] | null }[] } }>(
+        '{ __schema { types { name fields { name type { name ofType { name ofType { name ofType { name } } } } } } } }',
       ),
     ).__schema.types;
     const withSecret = types
       .filter((t) => t.name !== 'Mutation')
-      .filter((t) => t.fields?.some((f) => /secret/i.test(f.name)))
+      .filter((t) => t.fields?.some((f) => /secret/i.test(f.name) && named(f.type) === 'String'))
       .map((t) => t.name);
     expect(withSecret).toEqual(['ChannelSecretPayload']);
     const listed = dataOf(

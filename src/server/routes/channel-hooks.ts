@@ -1,13 +1,13 @@
 import type { IncomingMessage } from 'node:http';
 import type { Identity } from '../../auth/identity.js';
 import { NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../../domain/channel-signing.js';
-import { AuthenticationError, NotFoundError, ValidationError } from '../../domain/errors.js';
+import { AuthenticationError, NotFoundError, QuestionClosedError, ValidationError } from '../../domain/errors.js';
 import { MAX_MESSAGE_BYTES } from '../../domain/messages.js';
 import { DomainError } from '../../kernel/errors.js';
 import type { ContextFactory } from '../context.js';
 import { type Route, sendJson } from './route.js';
 
-/** `POST /hooks/channels/<channel id>`: a person's message for a channel's thread (see docs/security.md). */
+/** `POST /hooks/channels/<channel id>`: a person's message or answer for a channel's thread (see docs/security.md). */
 export const CHANNEL_HOOK_PREFIX = '/hooks/channels/';
 /** The largest inbound body: a largest message with room for the other fields and JSON escaping. */
 export const CHANNEL_HOOK_MAX_BYTES = 2 * MAX_MESSAGE_BYTES + 4096;
@@ -34,18 +34,26 @@ export function channelHookRoute(contexts: ContextFactory): Route {
     if (body === null) return sendJson(res, 413, { error: 'body too large' }, { connection: 'close' });
     try {
       const ctx = contexts.create(channelIdentity(channelId.slice(0, 100)), requestId);
-      const message = await ctx.services.channelInbound.receive(channelId, {
+      const { message, question } = await ctx.services.channelInbound.receive(channelId, {
         timestamp: header(req, TIMESTAMP_HEADER),
         nonce: header(req, NONCE_HEADER),
         signature: header(req, SIGNATURE_HEADER),
         body,
       });
-      sendJson(res, 201, { messageId: message.id, threadId: message.threadId, sandboxId: message.sandbox.id });
+      const posted = { messageId: message.id, threadId: message.threadId, sandboxId: message.sandbox.id };
+      sendJson(res, 201, question ? { ...posted, questionId: question.id, status: question.status } : posted);
     } catch (err) {
       if (err instanceof AuthenticationError) return sendJson(res, 401, { error: 'unauthorized', reason: err.message });
       if (err instanceof NotFoundError) return sendJson(res, 404, { error: 'not found', reason: err.message });
+      if (err instanceof QuestionClosedError)
+        return sendJson(res, 409, { error: 'conflict', code: err.code, reason: err.message, status: err.status });
       if (err instanceof ValidationError)
-        return sendJson(res, 400, { error: 'bad request', reason: err.message, field: err.field });
+        // The services name GraphQL input paths (`input.choice`); the hook's body has the bare field.
+        return sendJson(res, 400, {
+          error: 'bad request',
+          reason: err.message,
+          field: err.field?.replace(/^input\./, ''),
+        });
       if (err instanceof DomainError) return sendJson(res, 503, { error: err.code, reason: err.message });
       const code = (err as { extensions?: { code?: unknown } }).extensions?.code;
       if (code === 'RATE_LIMITED') return sendJson(res, 429, { error: 'rate limited', reason: (err as Error).message });
