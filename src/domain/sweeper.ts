@@ -92,6 +92,8 @@ export class DomainSweeper implements SweepSignals {
   private checksDueAt = 0;
   /** Hinted due times that arrived while the due times were being read. */
   private hintedDueAt = NEVER;
+  /** When the oldest DISPATCHED message can have timed out (a hinted commit may bring it forward). */
+  private dispatchDueAt = 0;
   /** When audit entries next pass their retention. */
   private auditDueAt = 0;
   /** When the oldest message of a tenant with a message retention passes it. */
@@ -137,6 +139,7 @@ export class DomainSweeper implements SweepSignals {
     if (hints.dueAt) {
       this.checksDueAt = Math.min(this.checksDueAt, hints.dueAt.getTime());
       this.hintedDueAt = Math.min(this.hintedDueAt, hints.dueAt.getTime());
+      this.dispatchDueAt = Math.min(this.dispatchDueAt, hints.dueAt.getTime());
     }
     if (hints.placement) {
       this.placementWanted = true;
@@ -250,7 +253,8 @@ export class DomainSweeper implements SweepSignals {
         MESSAGE_PRUNE_BATCHES_PER_SWEEP,
         this.messageRetentionSeconds,
       );
-    result.dispatchesReaped = await reapStuckDispatches(orm, now, this.dispatchTimeoutSeconds);
+    if (force || now.getTime() >= this.dispatchDueAt)
+      result.dispatchesReaped = await reapStuckDispatches(orm, now, this.dispatchTimeoutSeconds);
   }
 
   /**
@@ -289,6 +293,7 @@ export class DomainSweeper implements SweepSignals {
     this.auditDueAt = oldestAudit === null ? NEVER : oldestAudit + this.auditRetentionMs + 1;
     const messageExpiry = epochMs(row?.message_expiry);
     this.messagesDueAt = messageExpiry === null ? NEVER : messageExpiry + 1;
+    this.dispatchDueAt = oldestDispatch === null ? NEVER : oldestDispatch + this.dispatchTimeoutSeconds * 1000 + 1;
     this.checksDueAt = Math.min(
       workerSign === null ? NEVER : workerSign + this.heartbeatTtlSeconds * 1000 + 1,
       epochMs(row?.lease_expiry) ?? NEVER,
@@ -296,7 +301,7 @@ export class DomainSweeper implements SweepSignals {
       Number(row?.orphaned ?? 0) > 0 ? t : NEVER,
       this.auditDueAt,
       this.messagesDueAt,
-      oldestDispatch === null ? NEVER : oldestDispatch + this.dispatchTimeoutSeconds * 1000 + 1,
+      this.dispatchDueAt,
       this.hintedDueAt,
     );
     this.retryDueAt = epochMs(row?.next_retry) ?? NEVER;

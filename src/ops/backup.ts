@@ -19,6 +19,7 @@ import { type DatabaseTarget, describeDatabase } from '../config/index.js';
 import { POSTGRES_MIGRATIONS } from '../db/migrations/postgres/index.js';
 import { SQLITE_MIGRATIONS } from '../db/migrations/sqlite/index.js';
 import { MIGRATIONS_TABLE, migrate, type Orm, openOrm } from '../db/orm.js';
+import { probeWriterLock } from '../db/writer-lock.js';
 import {
   advanceTransactionIdsPast,
   connectPostgres,
@@ -280,6 +281,13 @@ function corrupt(file: string, why: string): StoreOperationError {
 
 async function restoreSqlite(target: DatabaseTarget, file: string, options: RestoreOptions): Promise<RestoreReport> {
   const location = sqliteLocation(target);
+  // A running `flotilla serve` (or migrate, demo) holds the file's writer lock (db/writer-lock.ts).
+  const lock = await probeWriterLock(target);
+  if (lock?.state === 'held')
+    throw new StoreOperationError(
+      'IN_USE',
+      `another process${lock.holderPid ? ` (pid ${lock.holderPid})` : ''} has ${location} open for writing (a running flotilla serve?); stop it before restoring`,
+    );
   mkdirSync(dirname(location), { recursive: true });
   const stamp = timestamp();
   // Verified and prepared beside the target, then renamed over it: the target is untouched until then.

@@ -142,7 +142,7 @@ describe.each(DRIVERS)('delivery to a real process on %s', (kind) => {
       senderKind: 'USER',
       senderId: early.senderId,
       body,
-      kind: null,
+      kind: 'MESSAGE',
       questionId: null,
     });
     await until(async () => expect((await messagesTo(framed.id)).map((m) => m.deliveryState)).toEqual(['DELIVERED']));
