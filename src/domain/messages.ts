@@ -90,9 +90,7 @@ export class MessageService {
       async (em) => {
         const body = validateBody(input.body);
         const threadId = threadOf(input.threadId);
-        const channel = input.channel ?? DEFAULT_CHANNEL;
-        if (!CHANNEL_PATTERN.test(channel))
-          throw new ValidationError('channel must be 1 to 50 characters of a-z, 0-9, "_" and "-"', 'input.channel');
+        const channel = channelOf(input.channel, DEFAULT_CHANNEL);
         const sandbox = isUuid(input.sandboxId) ? await em.findOne(Sandbox, input.sandboxId, lockedRead(em)) : null;
         if (!sandbox || !hasTenantRole(this.ctx.identity, sandbox.tenant.id, 'VIEWER'))
           throw new NotFoundError('Sandbox', input.sandboxId);

@@ -144,8 +144,8 @@ export type TableName = (typeof TABLES)[number];
 
 /**
  * Each table's rows as sorted JSON lines, read with plain SQL. Values are normalised only as far
- * as the drivers differ (SQLite: epoch-millisecond timestamps and JSON text; Postgres: Dates,
- * parsed JSON and 64-bit integers as strings), so the same data dumps the same on both.
+ * as the drivers differ (SQLite: epoch-millisecond timestamps, JSON text and booleans as 0/1;
+ * Postgres: Dates, parsed JSON, booleans and 64-bit integers as strings), so the same data dumps the same on both.
  */
 export async function dumpTables(databaseUrl: string): Promise<Record<TableName, string[]>> {
   const target = parseDatabaseUrl(databaseUrl);
@@ -195,6 +195,7 @@ function normalRow(row: Record<string, unknown>, typeOf: (column: string) => str
       if (value !== null && /datetime|timestamp/.test(type)) value = new Date(value as string | number).toISOString();
       else if (value !== null && /json/.test(type))
         value = sortKeys(typeof value === 'string' ? JSON.parse(value) : value);
+      else if (value !== null && /bool/.test(type)) value = value === true || Number(value) === 1 ? '1' : '0';
       else if (value !== null && /int/.test(type)) value = String(value);
       return [column, value];
     });
