@@ -25,9 +25,10 @@ Usage:
   flotilla keys list           list the server's signing keys (kid, created, retired, which one signs)
   flotilla keys rotate         make a new signing key; older keys stop signing but still verify
   flotilla keys remove KID     remove a retired key: tokens it signed stop verifying
-  flotilla keys rotate-secrets re-encrypt every stored secret under the first secrets key (with the
-                               generated key file: a new key first); older keys still decrypt
-  flotilla keys list-secrets   list the secrets keys and how many secrets each one encrypts
+  flotilla keys rotate-secrets re-encrypt every stored secret, channel secrets too, under the first
+                               secrets key (with the generated key file: a new key first); older
+                               keys still decrypt
+  flotilla keys list-secrets   list the secrets keys and how many secrets and channel secrets each one encrypts
   flotilla keys remove-secrets KID
                                remove a secrets key from the generated key file (none may still use it)
   flotilla backup --out FILE    back up the database while it serves (SQLite: online backup API;

@@ -25,7 +25,8 @@ export class SecretKeyUnavailableError extends DomainError {
   constructor(
     readonly keyId: string,
     what: string,
-    problem: 'missing' | 'unverified' = 'missing',
+    /** `missing`: the key is not configured; `unverified`: the ciphertext does not decrypt with it. */
+    readonly problem: 'missing' | 'unverified' = 'missing',
   ) {
     super(
       problem === 'missing'

@@ -1,4 +1,5 @@
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
+import { SecretKeyUnavailableError } from '../auth/secret-keys.js';
 import { Channel, ChannelNonce, ChannelThread } from '../db/entities/channel.js';
 import { Message } from '../db/entities/message.js';
 import { Question } from '../db/entities/question.js';
@@ -80,7 +81,7 @@ export class ChannelInboundService {
     const sentAt = Number(timestamp);
     if (Math.abs(nowMs / 1000 - sentAt) > SIGNATURE_TOLERANCE_SECONDS)
       throw new AuthenticationError('the timestamp is outside the accepted window');
-    if (!signatureMatches(openChannelSecret(channel.secret), [timestamp, nonce, call.body], signature))
+    if (!signatureMatches(this.secretOf(channel), [timestamp, nonce, call.body], signature))
       throw new AuthenticationError('the signature does not match');
     if (await this.ctx.em.count(ChannelNonce, { channel: channel.id, nonce }))
       throw new AuthenticationError('the nonce was already used');
@@ -128,6 +129,27 @@ export class ChannelInboundService {
       },
       (result) => ({ targetId: result.message.id }),
     );
+  }
+
+  /**
+   * The channel's secret, opened with the server's keyring. A sealed secret that does not open for
+   * this channel (copied from another row, or altered) verifies nothing: the call is unauthorized.
+   * A key this server lacks is its own fault, not the caller's: SecretKeyUnavailableError (503),
+   * naming the key id.
+   */
+  private secretOf(channel: Channel): string {
+    try {
+      return openChannelSecret(this.ctx.secrets, channel);
+    } catch (err) {
+      if (err instanceof SecretKeyUnavailableError && err.problem === 'unverified') {
+        this.ctx.logger?.warn(
+          { channelId: channel.id, keyId: err.keyId },
+          "a channel's stored secret does not decrypt for it: inbound calls are refused",
+        );
+        throw new AuthenticationError('the signature does not match');
+      }
+      throw err;
+    }
   }
 
   /** Keeps the call's nonce (until its timestamp leaves the window) in the call's transaction; prunes expired ones. */

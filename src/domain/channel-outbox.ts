@@ -1,7 +1,9 @@
+import type { SecretKeyring } from '../auth/secret-keys.js';
 import { type Channel, ChannelDelivery, ChannelThread, type DeliveryAttempt } from '../db/entities/channel.js';
 import type { Message } from '../db/entities/message.js';
 import { databaseKind, type Em, type Orm } from '../db/orm.js';
 import type { Clock } from '../kernel/clock.js';
+import { DomainError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import {
   DELIVERY_HEADER,
@@ -105,7 +107,9 @@ export function retryDelayMs(settings: ChannelDeliverySettings, failed: number):
 interface Claimed {
   id: string;
   url: string;
-  secret: string;
+  /** Null when the channel's secret could not be opened: the attempt fails with `unsignable`. */
+  secret: string | null;
+  unsignable: string | null;
   payload: string;
 }
 
@@ -132,6 +136,8 @@ export class ChannelDrainer {
     private readonly clock: Clock,
     private readonly settings: ChannelDeliverySettings = DEFAULT_CHANNEL_DELIVERY,
     private readonly logger?: Logger,
+    /** The keyring channel secrets are sealed with (the server's). */
+    private readonly secrets?: SecretKeyring,
   ) {}
 
   /**
@@ -246,12 +252,26 @@ export class ChannelDrainer {
         claimed: claimed.map((d) => ({
           id: d.id,
           url: d.channel.outboundUrl,
-          secret: openChannelSecret(d.channel.secret),
           payload: d.payload,
+          ...this.secretOf(d),
         })),
         nextDueAt,
       };
     });
+  }
+
+  /**
+   * The channel's secret to sign with. One that cannot be opened (its key is missing from this
+   * server, or the row does not decrypt) fails the attempt with the reason, which names the key id.
+   */
+  private secretOf(delivery: ChannelDelivery): { secret: string | null; unsignable: string | null } {
+    try {
+      return { secret: openChannelSecret(this.secrets, delivery.channel), unsignable: null };
+    } catch (err) {
+      if (!(err instanceof DomainError)) throw err;
+      this.logger?.warn({ channelId: delivery.channel.id, err: err.message }, 'cannot sign a channel delivery');
+      return { secret: null, unsignable: `not sent: ${err.message}` };
+    }
   }
 
   /** One POST of a claimed delivery, then its record: success, a retry at the backoff, or FAILED. */
@@ -259,31 +279,32 @@ export class ChannelDrainer {
     const timestamp = String(Math.floor(this.clock.now().getTime() / 1000));
     const started = performance.now();
     let statusCode: number | null = null;
-    let error: string | null = null;
-    try {
-      const res = await fetch(delivery.url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'flotilla-channels/1',
-          [TIMESTAMP_HEADER]: timestamp,
-          [SIGNATURE_HEADER]: signParts(delivery.secret, [timestamp, delivery.payload]),
-          [DELIVERY_HEADER]: delivery.id,
-        },
-        body: delivery.payload,
-        redirect: 'manual',
-        signal: AbortSignal.any([AbortSignal.timeout(this.settings.timeoutMs), this.stopping.signal]),
-      });
-      statusCode = res.status;
-      await res.body?.cancel();
-      if (res.status < 200 || res.status > 299) error = `the receiver answered ${res.status}`;
-    } catch (err) {
-      const e = err as Error;
-      error =
-        e.name === 'TimeoutError'
-          ? `no answer within ${this.settings.timeoutMs} ms`
-          : `${e.message}${e.cause instanceof Error ? `: ${e.cause.message}` : ''}`;
-    }
+    let error: string | null = delivery.unsignable;
+    if (delivery.secret !== null)
+      try {
+        const res = await fetch(delivery.url, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'user-agent': 'flotilla-channels/1',
+            [TIMESTAMP_HEADER]: timestamp,
+            [SIGNATURE_HEADER]: signParts(delivery.secret, [timestamp, delivery.payload]),
+            [DELIVERY_HEADER]: delivery.id,
+          },
+          body: delivery.payload,
+          redirect: 'manual',
+          signal: AbortSignal.any([AbortSignal.timeout(this.settings.timeoutMs), this.stopping.signal]),
+        });
+        statusCode = res.status;
+        await res.body?.cancel();
+        if (res.status < 200 || res.status > 299) error = `the receiver answered ${res.status}`;
+      } catch (err) {
+        const e = err as Error;
+        error =
+          e.name === 'TimeoutError'
+            ? `no answer within ${this.settings.timeoutMs} ms`
+            : `${e.message}${e.cause instanceof Error ? `: ${e.cause.message}` : ''}`;
+      }
     const durationMs = Math.round(performance.now() - started);
     if (this.stopped) return;
     await inTransaction(orm.em.fork(), async (em) => {

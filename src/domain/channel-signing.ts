@@ -1,4 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { SecretKeyring } from '../auth/secret-keys.js';
+import { UnavailableError } from './errors.js';
 
 /** Headers of a signed channel call, outbound and inbound. */
 export const TIMESTAMP_HEADER = 'x-flotilla-timestamp';
@@ -15,15 +17,48 @@ export function newChannelSecret(): string {
   return `whsec_${randomBytes(32).toString('base64url')}`;
 }
 
-/**
- * How a secret is kept in the store, and read back to sign. The only two places the stored form
- * is made or read: sealing with the server's secrets key can go here without touching callers.
- */
-export function sealChannelSecret(secret: string): string {
-  return secret;
+/** What a channel's sealed secret is bound to (AES-GCM additional data): a copy onto another channel does not open. */
+export function channelSecretContext(channelId: string): string {
+  return `channel:${channelId}`;
 }
-export function openChannelSecret(stored: string): string {
-  return stored;
+
+/** A channel's secret as the store keeps it: the ciphertext and the key that sealed it. */
+export interface StoredChannelSecret {
+  secret: string;
+  secretKeyId: string | null;
+}
+
+function requireKeyring(keyring: SecretKeyring | undefined): SecretKeyring {
+  if (!keyring) throw new UnavailableError('channel secrets are not available on this server (no secrets key)');
+  return keyring;
+}
+
+/** Seals a channel's secret with the keyring's encrypting key, bound to the channel. */
+export function sealChannelSecret(
+  keyring: SecretKeyring | undefined,
+  channelId: string,
+  secret: string,
+): StoredChannelSecret {
+  const sealed = requireKeyring(keyring).seal(secret, channelSecretContext(channelId));
+  return { secret: sealed.ciphertext, secretKeyId: sealed.keyId };
+}
+
+/**
+ * The secret to sign or verify with. A row without a key id is from before secrets were sealed and
+ * holds it in clear (until `flotilla keys rotate-secrets` seals it). Throws
+ * SecretKeyUnavailableError, naming the key id and never the secret, when the key is missing
+ * (`problem: 'missing'`) or the ciphertext does not open for this channel (`'unverified'`).
+ */
+export function openChannelSecret(
+  keyring: SecretKeyring | undefined,
+  channel: StoredChannelSecret & { id: string },
+): string {
+  if (channel.secretKeyId === null) return channel.secret;
+  return requireKeyring(keyring).open(
+    { keyId: channel.secretKeyId, ciphertext: channel.secret },
+    channelSecretContext(channel.id),
+    `the secret of channel ${channel.id}`,
+  );
 }
 
 /**

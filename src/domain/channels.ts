@@ -1,13 +1,16 @@
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import { hasTenantRole } from '../auth/identity.js';
+import type { SecretKeyring } from '../auth/secret-keys.js';
 import { Channel, ChannelDelivery, ChannelNonce, ChannelThread } from '../db/entities/channel.js';
 import { Tenant } from '../db/entities/tenant.js';
-import { isUuid } from '../db/ids.js';
+import { isUuid, newId } from '../db/ids.js';
 import type { Em } from '../db/orm.js';
 import { audited } from './audit.js';
-import { newChannelSecret, sealChannelSecret } from './channel-signing.js';
+import { newChannelSecret, openChannelSecret, sealChannelSecret } from './channel-signing.js';
 import type { ServiceContext } from './context.js';
 import { AlreadyExistsError, ForbiddenError, NotFoundError, ValidationError } from './errors.js';
+import { SECRET_REENCRYPT_BATCH } from './input-limits.js';
+import { runSql } from './locks.js';
 import { keysetPage, type Page, type PageArgs } from './pagination.js';
 
 /** A channel's name: what its messages' `channel` field says (the same alphabet as that field). */
@@ -68,11 +71,13 @@ export class ChannelService {
         if (!tenant) throw new NotFoundError('Tenant', input.tenantId);
         if (await em.count(Channel, { tenant: tenant.id, name })) throw new AlreadyExistsError('Channel', 'name', name);
         const secret = newChannelSecret();
+        const id = newId();
         const channel = em.create(Channel, {
+          id,
           tenant: tenant.id,
           name,
           outboundUrl,
-          secret: sealChannelSecret(secret),
+          ...sealChannelSecret(this.ctx.secrets, id, secret),
           createdAt: this.ctx.clock.now(),
         });
         try {
@@ -96,7 +101,7 @@ export class ChannelService {
       async (em) => {
         const channel = await this.managed(em, channelId);
         const secret = newChannelSecret();
-        channel.secret = sealChannelSecret(secret);
+        Object.assign(channel, sealChannelSecret(this.ctx.secrets, channel.id, secret));
         await em.flush();
         return { channel, secret };
       },
@@ -167,4 +172,46 @@ export class ChannelService {
       throw new ForbiddenError('only a tenant ADMIN may manage channels');
     return channel;
   }
+}
+
+/**
+ * `flotilla keys rotate-secrets`: seals every channel secret under the keyring's encrypting key,
+ * in batches of one transaction each: those under an older key, and those still stored in clear
+ * (rows from before secrets were sealed). Returns how many moved. A secret whose key is missing
+ * stops it with SecretKeyUnavailableError (naming the key), leaving the rest as they were.
+ */
+export async function resealChannelSecrets(
+  em: Em,
+  keyring: SecretKeyring,
+  batchSize: number = SECRET_REENCRYPT_BATCH,
+): Promise<number> {
+  const target = keyring.encryptingKid;
+  let moved = 0;
+  for (;;) {
+    const batch = await em.fork().transactional(async (tx) => {
+      const rows = await tx.find(
+        Channel,
+        { $or: [{ secretKeyId: null }, { secretKeyId: { $ne: target } }] },
+        { orderBy: { id: 'asc' }, limit: batchSize },
+      );
+      for (const row of rows) {
+        const plain = openChannelSecret(keyring, row);
+        Object.assign(row, sealChannelSecret(keyring, row.id, plain));
+      }
+      await tx.flush();
+      return rows.length;
+    });
+    moved += batch;
+    if (batch < batchSize) return moved;
+  }
+}
+
+/** How many channel secrets each key id seals; the `null` key counts those still stored in clear. */
+export async function channelSecretsPerKey(em: Em): Promise<Map<string | null, number>> {
+  const rows = await runSql<{ key_id: string | null; n: number | string }[]>(
+    em.fork(),
+    'select secret_key_id as key_id, count(*) as n from channels group by secret_key_id',
+    [],
+  );
+  return new Map(rows.map((r) => [r.key_id, Number(r.n)]));
 }

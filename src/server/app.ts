@@ -100,6 +100,7 @@ export async function startFlotilla(config: Config, options: StartOptions = {}):
       timeoutMs: config.channelTimeoutMs,
     },
     logger,
+    secrets,
   );
   // Aborted when the HTTP server stops taking work: requests that wait (waitForSandbox) answer at once.
   const stopping = new AbortController();

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEntry } from '../../src/db/entities/audit-entry.js';
 import { ChannelNonce } from '../../src/db/entities/channel.js';
@@ -35,10 +35,14 @@ describe.each(DRIVERS)('chat channels through signed webhooks on %s', (kind) => 
   let fencingToken: string;
   const statements: string[] = [];
 
+  // Every replica of a deployment has the same secrets key: the channels' secrets are sealed with it.
+  const secretsKey = `k1:${randomBytes(32).toString('base64')}`;
+
   beforeAll(async () => {
     await receiver.start();
     server = await startTestServer(kind, {
       env: {
+        FLOTILLA_SECRETS_KEY: secretsKey,
         FLOTILLA_CHANNEL_RETRY_BASE_MS: '20',
         FLOTILLA_CHANNEL_MAX_ATTEMPTS: '4',
         FLOTILLA_CHANNEL_TIMEOUT_MS: '30000',
@@ -446,7 +450,7 @@ describe.each(DRIVERS)('chat channels through signed webhooks on %s', (kind) => 
         await startTestServer(kind, {
           databaseUrl: server.databaseUrl,
           adminToken: server.adminToken,
-          env: { FLOTILLA_CHANNEL_RETRY_BASE_MS: '20' },
+          env: { FLOTILLA_SECRETS_KEY: secretsKey, FLOTILLA_CHANNEL_RETRY_BASE_MS: '20' },
         }),
       );
     try {

@@ -6,15 +6,19 @@ import { Tenant } from './tenant.js';
 
 /**
  * A tenant's chat channel: agent messages on its threads are POSTed to `outboundUrl`, and people
- * post into its threads through the inbound hook. `secret` is the sealed HMAC secret (see
- * domain/channel-signing.ts): never exposed after the mutation that created or rotated it.
+ * post into its threads through the inbound hook. `secret` is the HMAC secret sealed with the
+ * secrets keyring under key `secretKeyId` (see domain/channel-signing.ts); a row from before that
+ * (no key id) holds it in clear until `flotilla keys rotate-secrets` seals it. Never exposed after
+ * the mutation that created or rotated it.
  */
-export class Channel extends BaseEntity {
+export class Channel extends BaseEntity<'secretKeyId'> {
   tenant!: Tenant;
   /** What messages' `channel` field says for this channel's messages; unique per tenant. */
   name!: string;
   outboundUrl!: string;
   secret!: string;
+  /** The secrets key that sealed `secret`; null: stored in clear (a row from before sealing). */
+  secretKeyId: string | null = null;
 }
 
 export const ChannelSchema = new EntitySchema<Channel, BaseEntity<string>>({
@@ -27,6 +31,7 @@ export const ChannelSchema = new EntitySchema<Channel, BaseEntity<string>>({
     name: { type: 'string', length: 50 },
     outboundUrl: { type: 'string', length: 2000 },
     secret: { type: 'text' },
+    secretKeyId: { type: 'string', length: 64, nullable: true },
   },
 });
 

@@ -12,6 +12,7 @@ import { Migration20261130095248_questions } from './Migration20261130095248_que
 import { Migration20261130095300_env_entries } from './Migration20261130095300_env_entries.js';
 import { Migration20261130095300_sandbox_restart } from './Migration20261130095300_sandbox_restart.js';
 import { Migration20261130095319_channels } from './Migration20261130095319_channels.js';
+import { Migration20261130111800_channel_secret_key } from './Migration20261130111800_channel_secret_key.js';
 
 /** Applied in this order; `npm run migration:create` writes a new file, which is appended here. */
 export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[] = [
@@ -27,4 +28,5 @@ export const SQLITE_MIGRATIONS: { name: string; class: Constructor<Migration> }[
   { name: 'Migration20261130095300_env_entries', class: Migration20261130095300_env_entries },
   { name: 'Migration20261130095300_sandbox_restart', class: Migration20261130095300_sandbox_restart },
   { name: 'Migration20261130095319_channels', class: Migration20261130095319_channels },
+  { name: 'Migration20261130111800_channel_secret_key', class: Migration20261130111800_channel_secret_key },
 ];

@@ -1,0 +1,7 @@
+import { Migration } from '@mikro-orm/migrations';
+
+export class Migration20261130111800_channel_secret_key extends Migration {
+  override async up(): Promise<void> {
+    this.addSql('alter table `channels` add column `secret_key_id` text null;');
+  }
+}
