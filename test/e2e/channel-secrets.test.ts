@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SecretKeyring } from '../../src/auth/secret-keys.js';
 import { loadConfig } from '../../src/config/index.js';
 import { ChannelNonce } from '../../src/db/entities/channel.js';
 import { Message } from '../../src/db/entities/message.js';
+import { resealChannelSecrets } from '../../src/domain/channels.js';
 import { listSecretKeys, removeSecretKey, rotateSecrets } from '../../src/ops/secrets-keys.js';
 import { Receiver, sign, signedInbound, until } from '../helpers/channels.js';
 import { DRIVERS, tempDir } from '../helpers/databases.js';
@@ -279,6 +282,32 @@ describe.each(DRIVERS)("channels' signing secrets sealed at rest on %s", (kind) 
     // The running server reads the rotated key file: the channel still verifies and signs.
     expect((await say(server, ch, sandboxId, 'rotated')).status).toBe(201);
     expect(signedWith(await replyArrives(server, worker, sandboxId, 'rotated'), ch.secret)).toBe(true);
+  });
+
+  it('reseals every channel secret under the first configured key in batches, clear ones included; a server with only that key verifies them all', async () => {
+    const k1 = { kid: 'k1', key: randomBytes(32) };
+    const k2 = { kid: 'k2', key: randomBytes(32) };
+    const entry = (k: { kid: string; key: Buffer }) => `${k.kid}:${k.key.toString('base64')}`;
+    const first = await start({ FLOTILLA_SECRETS_KEY: entry(k1) });
+    const { tenantId, sandboxId } = await fleet(first);
+    const channels: Chan[] = [];
+    for (let i = 0; i < 5; i++) channels.push(await createChannel(first, tenantId));
+    for (const ch of channels.slice(0, 2)) await setRaw(first, ch, ch.secret, null);
+    const keyring = SecretKeyring.open([k2, k1], join(tempDir('flotilla-keys-'), 'unused.json'));
+    // In batches of 2 (the last one short), until none is left: a second run finds nothing.
+    expect(await resealChannelSecrets(first.app.db.orm.em.fork(), keyring, 2)).toBe(5);
+    expect(await resealChannelSecrets(first.app.db.orm.em.fork(), keyring, 2)).toBe(0);
+    for (const ch of channels) {
+      const row = await rawRow(first, ch);
+      expect(row.secret_key_id).toBe('k2');
+      expect(row.secret).not.toContain(ch.secret.slice(6));
+    }
+    const { databaseUrl, adminToken } = first;
+    await stop(first);
+
+    const server = await start({ FLOTILLA_SECRETS_KEY: entry(k2) }, databaseUrl, adminToken);
+    for (const [i, ch] of channels.entries())
+      expect((await say(server, ch, sandboxId, `resealed-${i}`)).status).toBe(201);
   });
 
   it('still verifies a row stored in clear from before sealing, and rotate-secrets seals it', async () => {
