@@ -14,8 +14,8 @@ export interface OpsOutput {
  * `flotilla keys rotate-secrets`: with the generated key file, makes a new key the encrypting one;
  * with FLOTILLA_SECRETS_KEY, the first key given there is the new one (nothing is generated).
  * Then re-encrypts every stored secret under it, in batches: environment secrets and channel
- * secrets (sealing those still stored in clear from before channel secrets were sealed). Older keys keep decrypting until
- * removed; running servers re-read the key file within a minute (configured keys: restart them
+ * secrets (sealing those still stored in clear from before channel secrets were sealed). Older
+ * keys keep decrypting until removed; running servers re-read the key file within a minute (configured keys: restart them
  * with the new FLOTILLA_SECRETS_KEY before rotating).
  */
 export async function rotateSecrets(config: Config, output: OpsOutput): Promise<number> {
