@@ -143,7 +143,13 @@ export class QuestionService {
         if (!hasTenantRole(this.ctx.identity, found.tenant.id, 'OPERATOR'))
           throw new ForbiddenError('answering questions needs the OPERATOR role');
         const subject = this.ctx.identity.subject;
-        const { question } = await this.answerIn(em, found, input, { answeredBy: subject, senderId: subject });
+        // Answered here (dashboard, SDK) while the question went out on a chat channel: the answer
+        // goes out on it too, so nobody on the channel answers it again.
+        const { question } = await this.answerIn(em, found, input, {
+          answeredBy: subject,
+          senderId: subject,
+          sendOut: true,
+        });
         return question;
       },
       (q) => ({ tenantId: q.tenant.id, targetId: q.id }),
@@ -153,13 +159,14 @@ export class QuestionService {
   /**
    * Answers `found` in the caller's transaction: the path answerQuestion and a channel's inbound
    * hook (channel-inbound.ts) share. The caller has checked who may answer; `answeredBy` is kept
-   * on the question, `senderId` is the ANSWER message's sender.
+   * on the question, `senderId` is the ANSWER message's sender. With `sendOut`, an answer on a
+   * thread bound to a chat channel is queued for that channel (not for answers that came from it).
    */
   async answerIn(
     em: Em,
     found: Question,
     input: Pick<AnswerQuestionInput, 'choice' | 'text'>,
-    by: { answeredBy: string; senderId: string },
+    by: { answeredBy: string; senderId: string; sendOut?: boolean },
   ): Promise<{ question: Question; answer: Message }> {
     const { choice, text } = this.validateAnswer(found, input);
     // Answers to one sandbox's questions queue up behind each other (Postgres), so "was that the
@@ -171,15 +178,21 @@ export class QuestionService {
     if (question.status !== 'OPEN') throw new QuestionClosedError(found.id, question.status);
     const now = this.ctx.clock.now();
     const asked = await em.findOneOrFail(Message, question.message.id);
-    const answer = await new MessageService(this.ctx).post(em, sandbox, {
-      threadId: asked.threadId,
-      channel: asked.channel,
-      senderKind: 'USER',
-      senderId: by.senderId,
-      body: choice ?? (text as string),
-      kind: 'ANSWER',
-      questionId: question.id,
-    });
+    const route = by.sendOut && sandbox.channelBound ? await channelRouteOf(em, sandbox.id, asked.threadId) : null;
+    const answer = await new MessageService(this.ctx).post(
+      em,
+      sandbox,
+      {
+        threadId: asked.threadId,
+        channel: asked.channel,
+        senderKind: 'USER',
+        senderId: by.senderId,
+        body: choice ?? (text as string),
+        kind: 'ANSWER',
+        questionId: question.id,
+      },
+      route ? { [OUTBOUND_FLAG]: true } : undefined,
+    );
     // The compare-and-swap is what guarantees one winner: whoever changes the row first.
     const won = await em.nativeUpdate(
       Question,
@@ -197,6 +210,10 @@ export class QuestionService {
     if (won !== 1) {
       const current = await em.findOne(Question, question.id, { refresh: true });
       throw new QuestionClosedError(found.id, current?.status ?? 'ANSWERED');
+    }
+    if (route) {
+      enqueueDelivery(em, route, answer, 'ANSWER', now, { questionId: question.id, choice, text });
+      await em.flush();
     }
     const stillOpen = await em.count(Question, { sandbox: sandbox.id, status: 'OPEN' });
     if (stillOpen === 0 && sandbox.agentPhase === WAITING) {

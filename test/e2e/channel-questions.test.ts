@@ -221,6 +221,44 @@ describe.each(DRIVERS)('agent questions through chat channels on %s', (kind) => 
     expect(await deliveryKinds(ch.id)).toEqual(['QUESTION']);
   });
 
+  it('sends an answer given through the API (the dashboard) out on the channel the question went out on', async () => {
+    const ch = await channel();
+    const thread = uniqueName('dash');
+    await bind(ch, thread);
+    const question = await ask(thread, ['now', 'later']);
+    await received(question);
+    const res = await server.gql<{ answerQuestion: { __typename: string; question: QuestionView } }>(
+      `mutation($input: AnswerQuestionInput!) { answerQuestion(input: $input) { __typename
+        ... on QuestionPayload { question { ${QUESTION} } } ${ERROR_FIELDS} } }`,
+      { input: { questionId: question.id, choice: 'later' } },
+    );
+    const answered = dataOf(res).answerQuestion;
+    expect(answered.__typename, JSON.stringify(answered)).toBe('QuestionPayload');
+    const answer = answered.question.answer as MessageView;
+    expect(answer).toMatchObject({ kind: 'ANSWER', channel: ch.name, threadId: thread });
+
+    // The receiver hears it, signed, as an ANSWER naming the question and the choice.
+    const answerId = localId(answer.id);
+    await until('the answer to reach the receiver', () => receiver.requests.some((r) => r.payload.id === answerId));
+    const got = receiver.requests.find((r) => r.payload.id === answerId) as Received;
+    expect(got.payload).toEqual({
+      id: answerId,
+      channel: ch.name,
+      threadId: thread,
+      sandboxId: localId(agent.sandboxId),
+      kind: 'ANSWER',
+      body: 'later',
+      questionId: localId(question.id),
+      choice: 'later',
+      text: null,
+      createdAt: expect.any(String),
+    });
+    expect(got.headers['x-flotilla-signature']).toBe(
+      sign(ch.secret, [String(got.headers['x-flotilla-timestamp']), got.body]),
+    );
+    expect(await deliveryKinds(ch.id)).toEqual(['QUESTION', 'ANSWER']);
+  });
+
   it('takes the answer through the inbound hook: the question is ANSWERED, the agent resumes, the answer reaches it', async () => {
     // An agent of its own, with no other question open.
     const asker = await runningAgent();
