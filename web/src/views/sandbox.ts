@@ -1,5 +1,6 @@
 import {
   DeleteSandboxDocument,
+  LiveCursorDocument,
   MessageAddedDocument,
   type MessageFieldsFragment,
   MessagesDocument,
@@ -37,6 +38,10 @@ function renderTick(tick: HTMLElement, state: string, error?: string | null): vo
 /** One sandbox: its state, its live message thread, a box to talk to the agent, stop, restart and delete. */
 export async function sandboxView(root: HTMLElement, sandboxId: string, signal: AbortSignal): Promise<void> {
   const api = session.api();
+  // Where the live streams start: taken before the sandbox and its messages are read, so a change
+  // made between that read and the streams' start is replayed to them, never lost.
+  const live = await api.query(LiveCursorDocument, {});
+  const after = live.ok ? live.data.viewer.liveCursor : null;
   const loaded = await api.query(SandboxDocument, { id: sandboxId });
   if (!loaded.ok || !loaded.data.sandbox) {
     root.replaceChildren(
@@ -284,7 +289,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   const watchStatus = async () => {
     for await (const { sandboxEvents: event } of api.subscribe(
       SandboxEventsDocument,
-      { sandboxId },
+      { sandboxId, after },
       {
         cursorOf: (d) => d.sandboxEvents.cursor,
         signal,
@@ -318,7 +323,7 @@ export async function sandboxView(root: HTMLElement, sandboxId: string, signal: 
   const watchMessages = async () => {
     for await (const { messageAdded } of api.subscribe(
       MessageAddedDocument,
-      { sandboxId },
+      { sandboxId, after },
       {
         cursorOf: (d) => d.messageAdded.eventCursor,
         signal,
