@@ -1,5 +1,6 @@
 import {
   CreateSandboxDocument,
+  LiveCursorDocument,
   SandboxesDocument,
   type SandboxFieldsFragment,
   TenantDocument,
@@ -206,12 +207,16 @@ export async function fleetView(root: HTMLElement, tenantId: string, signal: Abo
       form,
     ),
   );
+  // Where the live stream starts: taken before the first read, so a change made between that read
+  // and the stream's start is replayed to it, never lost.
+  const live = await api.query(LiveCursorDocument, {});
+  const after = live.ok ? live.data.viewer.liveCursor : null;
   await Promise.all([loadWorkers(), loadSandboxes()]);
 
   // Live: every tenant event patches or refetches; after a reconnect the stream resumes from its cursor.
   const stream = api.subscribe(
     TenantEventsDocument,
-    { tenantId },
+    { tenantId, after },
     {
       cursorOf: (d) => d.tenantEvents.cursor,
       signal,
